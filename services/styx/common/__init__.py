@@ -1,0 +1,1 @@
+"""Runtime shared by every Styx process: config, errors, store, server bootstrap, clients."""

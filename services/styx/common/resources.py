@@ -1,0 +1,100 @@
+"""Resource requests and capacity: parsing user input ("4+", "A100:8") and fitting.
+
+Plain dataclasses used by the CLI, the scheduler and the broker; protobuf conversion
+lives at the edges (``convert`` modules).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from styx.common.errors import InvalidArgument
+
+# Reserved when a task asks for no CPUs; half a CPU, as SkyPilot reserves for jobs.
+DEFAULT_TASK_CPUS = 0.5
+
+_AMOUNT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(\+?)\s*$")
+_ACCEL = re.compile(r"^\s*([A-Za-z][A-Za-z0-9_.-]*)\s*(?::\s*(\d+))?\s*$")
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    """One accelerator alternative: a name and a count."""
+
+    name: str
+    count: int
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What a task needs; ``*_at_least`` mark "N+" lower bounds."""
+
+    cpus: float = DEFAULT_TASK_CPUS
+    cpus_at_least: bool = False
+    memory_gib: float = 0.0
+    memory_at_least: bool = False
+    accelerators: tuple[Accelerator, ...] = ()
+    use_spot: bool = False
+    infra: str = ""
+    disk_gb: float = 0.0
+
+
+@dataclass(frozen=True)
+class GpuDevice:
+    """One GPU on a node."""
+
+    index: int
+    name: str
+    memory_gib: float = 0.0
+
+
+@dataclass
+class Capacity:
+    """CPUs, memory and GPUs of a node (total or free)."""
+
+    cpus: float
+    memory_gib: float
+    gpus: list[GpuDevice] = field(default_factory=list)
+
+
+def parse_amount(text: str, field_name: str) -> tuple[float, bool]:
+    """Parse "4", "4+" or "0.5" into (amount, at_least). Raises InvalidArgument naming the field."""
+    match = _AMOUNT.match(str(text))
+    if not match:
+        raise InvalidArgument(
+            f"{field_name}: {text!r} is not a number; use N or N+ (at least N), e.g. 4 or 4+"
+        )
+    value = float(match.group(1))
+    if value <= 0:
+        raise InvalidArgument(f"{field_name}: must be greater than 0, got {text!r}")
+    return value, bool(match.group(2))
+
+
+def parse_accelerator(text: str, field_name: str) -> Accelerator:
+    """Parse "A100:8" or "T4" (count 1) into an Accelerator."""
+    match = _ACCEL.match(str(text))
+    if not match:
+        raise InvalidArgument(f"{field_name}: {text!r} is not NAME[:COUNT], e.g. A100:8 or T4")
+    count = int(match.group(2) or 1)
+    if count < 1:
+        raise InvalidArgument(f"{field_name}: count must be at least 1, got {text!r}")
+    return Accelerator(match.group(1), count)
+
+
+def gpu_matches(device_name: str, wanted: str) -> bool:
+    """True when a detected device name ("NVIDIA A100-SXM4-80GB") is the wanted kind ("A100").
+
+    Matching is by case-insensitive token so "A10" does not match "A100".
+    """
+    tokens = re.split(r"[\s\-_/]+", device_name.upper())
+    return wanted.upper() in tokens or device_name.upper() == wanted.upper()
+
+
+def infra_parts(infra: str) -> tuple[str, str, str]:
+    """Split "provider/region/zone" into three strings ("" where absent)."""
+    parts = [p.strip() for p in infra.strip().strip("/").split("/")] if infra.strip() else []
+    if len(parts) > 3 or any(not p for p in parts):
+        raise InvalidArgument(f"infra: {infra!r} is not provider[/region[/zone]], e.g. aws/us-east-1")
+    parts += [""] * (3 - len(parts))
+    return parts[0].lower(), parts[1], parts[2]

@@ -1,0 +1,174 @@
+"""Server bootstrap shared by every service.
+
+``start_server`` builds a gRPC server with authentication, error mapping, health checking
+and reflection; ``run_until_signal`` serves until SIGTERM/SIGINT and then stops cleanly.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import signal
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from styx.common.errors import StyxError
+from styx.common.ids import new_id
+
+log = logging.getLogger(__name__)
+
+# Standard services any client (load balancers, grpcurl) may call without a token.
+_OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+def _abort_handler(code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
+    def abort(request: Any, context: grpc.ServicerContext) -> Any:
+        context.abort(code, message)
+
+    return grpc.unary_unary_rpc_method_handler(abort)
+
+
+class GuardInterceptor(grpc.ServerInterceptor):
+    """Checks the bearer token and maps exceptions to gRPC status codes.
+
+    ``StyxError`` becomes its own code and message. Any other exception becomes INTERNAL
+    with a reference id that also appears in the log next to the traceback.
+    """
+
+    def __init__(self, token: str) -> None:
+        self._expected = f"Bearer {token}".encode() if token else b""
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        method = handler_call_details.method
+        if self._expected and not method.startswith(_OPEN_SERVICES):
+            metadata = dict(handler_call_details.invocation_metadata or ())
+            given = str(metadata.get("authorization", "")).encode()
+            if not hmac.compare_digest(given, self._expected):
+                return _abort_handler(
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    "missing or wrong token: send 'authorization: Bearer <token>' metadata "
+                    "(the sky CLI reads STYX_TOKEN or the local control plane's token file)",
+                )
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        if handler.unary_unary is not None:
+            return handler._replace(unary_unary=_guard_unary(handler.unary_unary, method))
+        if handler.unary_stream is not None:
+            return handler._replace(unary_stream=_guard_stream(handler.unary_stream, method))
+        return handler
+
+
+def _fail(context: grpc.ServicerContext, exc: Exception, method: str) -> None:
+    if isinstance(exc, StyxError):
+        context.abort(exc.code, exc.message)
+    ref = new_id("err")
+    log.error("unexpected error in %s", method, exc_info=exc, extra={"ref": ref})
+    context.abort(grpc.StatusCode.INTERNAL, f"internal error (reference {ref}); see the service log")
+
+
+def _guard_unary(fn: Callable[[Any, grpc.ServicerContext], Any], method: str) -> Callable[..., Any]:
+    def wrapper(request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return fn(request, context)
+        except Exception as exc:
+            if _is_abort(exc):
+                raise
+            _fail(context, exc, method)
+
+    return wrapper
+
+
+def _guard_stream(fn: Callable[[Any, grpc.ServicerContext], Iterable[Any]], method: str) -> Callable[..., Any]:
+    def wrapper(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        try:
+            yield from fn(request, context)
+        except Exception as exc:
+            if _is_abort(exc):
+                raise
+            _fail(context, exc, method)
+
+    return wrapper
+
+
+def _is_abort(exc: Exception) -> bool:
+    # context.abort() raises a bare Exception subclass private to grpc; let it through.
+    return type(exc).__module__.startswith("grpc")
+
+
+@dataclass
+class RunningServer:
+    """A started server: the grpc object, the bound port and the health servicer."""
+
+    server: grpc.Server
+    port: int
+    health: health.HealthServicer
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Mark NOT_SERVING, then stop accepting calls and wait up to ``grace`` seconds."""
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait(grace + 1)
+
+
+def start_server(
+    host: str,
+    port: int,
+    token: str,
+    register: Callable[[grpc.Server], Iterable[str]],
+    max_workers: int = 64,
+) -> RunningServer:
+    """Start serving. ``register`` adds servicers and returns their full service names."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
+        interceptors=[GuardInterceptor(token)],
+        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 64 * 1024 * 1024)],
+    )
+    names = list(register(server))
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in [*names, ""]:
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"could not bind {host}:{port}")
+    server.start()
+    return RunningServer(server=server, port=bound, health=health_servicer)
+
+
+def write_ready_file(path: Path | None, host: str, port: int) -> None:
+    """Atomically write ``host:port`` so a launcher polling the file never reads half of it."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(f"{host}:{port}\n")
+    tmp.replace(path)
+
+
+def run_until_signal(running: RunningServer, on_stop: Callable[[], None] = lambda: None) -> None:
+    """Block until SIGTERM or SIGINT, then stop background work and the server."""
+    stop = threading.Event()
+
+    def handle(signum: int, frame: object) -> None:
+        log.info("received signal %d, shutting down", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+    stop.wait()
+    on_stop()
+    running.stop()
+    log.info("stopped")
