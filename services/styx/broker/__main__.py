@@ -1,0 +1,5 @@
+"""``python -m styx.broker``."""
+
+from styx.broker.main import main
+
+main()

@@ -1,0 +1,68 @@
+"""``styx-broker``: serve styx.v1.ResourceBroker."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+
+from styx.broker.core import Broker
+from styx.broker.provisioner_client import GrpcProvisioner
+from styx.broker.servicer import BrokerServicer
+from styx.common.config import add_server_flags, env, server_config
+from styx.common.logs import setup_logging
+from styx.common.server import run_until_signal, start_server, write_ready_file
+from styx.common.store import make_engine
+from styx.v1 import broker_pb2, broker_pb2_grpc
+
+log = logging.getLogger("styx.broker")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Flags of styx-broker."""
+    parser = argparse.ArgumentParser(prog="styx-broker", description="Styx resource broker")
+    add_server_flags(parser, "broker", default_port=50052)
+    parser.add_argument(
+        "--provisioner",
+        default=env("PROVISIONER_ENDPOINT"),
+        help="provisioner host:port; empty: only hand-registered nodes (STYX_PROVISIONER_ENDPOINT)",
+    )
+    parser.add_argument(
+        "--lease-seconds",
+        type=float,
+        default=float(env("LEASE_SECONDS", "15")),
+        help="a node without heartbeat for this long is marked LOST (STYX_LEASE_SECONDS)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the styx-broker console script."""
+    args = build_parser().parse_args(argv)
+    cfg = server_config(args, "broker")
+    setup_logging("broker", cfg.log_level)
+    provisioner = GrpcProvisioner(args.provisioner, cfg.token) if args.provisioner else None
+    broker = Broker(make_engine(cfg.db_url), provisioner, lease_seconds=args.lease_seconds)
+
+    def register(server: object) -> list[str]:
+        broker_pb2_grpc.add_ResourceBrokerServicer_to_server(BrokerServicer(broker), server)
+        return [broker_pb2.DESCRIPTOR.services_by_name["ResourceBroker"].full_name]
+
+    running = start_server(cfg.host, cfg.port, cfg.token, register)
+    stop = threading.Event()
+
+    def reconcile_loop() -> None:
+        while not stop.wait(1.0):
+            try:
+                broker.reconcile()
+            except Exception:
+                log.exception("reconcile failed")
+
+    threading.Thread(target=reconcile_loop, name="reconcile", daemon=True).start()
+    write_ready_file(cfg.ready_file, cfg.host, running.port)
+    log.info("serving", extra={"port": running.port, "db": cfg.db_url.split("://")[0]})
+    run_until_signal(running, on_stop=stop.set)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""gRPC servicer of styx.v1.ResourceBroker: translate, call the core, translate back."""
+
+from __future__ import annotations
+
+import grpc
+
+from styx.broker import convert
+from styx.broker.core import Broker
+from styx.common.errors import InvalidArgument
+from styx.v1 import broker_pb2, broker_pb2_grpc, common_pb2
+
+
+class BrokerServicer(broker_pb2_grpc.ResourceBrokerServicer):
+    """Thin adapter over ``Broker``."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+
+    def RegisterNode(self, request: broker_pb2.RegisterNodeRequest, context: grpc.ServicerContext) -> common_pb2.Node:
+        node = self.broker.register_node(
+            request.node_id,
+            request.provider,
+            request.instance_id,
+            convert.capacity_from_pb(request.capacity),
+            request.region,
+            request.zone,
+            request.instance_type,
+            dict(request.labels),
+        )
+        return convert.node_to_pb(node)
+
+    def Heartbeat(
+        self, request: broker_pb2.HeartbeatRequest, context: grpc.ServicerContext
+    ) -> broker_pb2.HeartbeatResponse:
+        known = self.broker.heartbeat(request.node_id)
+        return broker_pb2.HeartbeatResponse(known=known, lease_seconds=self.broker.lease_seconds)
+
+    def Allocate(
+        self, request: broker_pb2.AllocateRequest, context: grpc.ServicerContext
+    ) -> broker_pb2.AllocateResponse:
+        for i, r in enumerate(request.requests):
+            if not r.allocation_id:
+                raise InvalidArgument(f"requests[{i}].allocation_id: required")
+        return convert.placements_to_pb(self.broker.allocate(convert.asks_from_pb(request)))
+
+    def Release(self, request: broker_pb2.ReleaseRequest, context: grpc.ServicerContext) -> broker_pb2.ReleaseResponse:
+        if not request.allocation_id:
+            raise InvalidArgument("allocation_id: required")
+        return broker_pb2.ReleaseResponse(released=self.broker.release(request.allocation_id))
+
+    def GetNode(self, request: broker_pb2.GetNodeRequest, context: grpc.ServicerContext) -> common_pb2.Node:
+        return convert.node_to_pb(self.broker.get_node(request.node_id))
+
+    def ListNodes(
+        self, request: broker_pb2.ListNodesRequest, context: grpc.ServicerContext
+    ) -> broker_pb2.ListNodesResponse:
+        nodes = self.broker.list_nodes(include_lost=request.include_lost)
+        return broker_pb2.ListNodesResponse(nodes=[convert.node_to_pb(n) for n in nodes])

@@ -1,0 +1,81 @@
+"""The Offer: one thing a provider can create (an instance type in a place, with prices).
+
+Shared by the provisioner (providers list offers) and the broker (ranks them); the one
+place this concept lives. Protobuf conversion: ``offer_to_pb`` / ``offer_from_pb``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Offer:
+    """An instance type a provider can create, with its capacity and hourly prices."""
+
+    provider: str
+    region: str
+    zone: str
+    instance_type: str
+    cpus: float
+    memory_gib: float
+    accelerator_name: str = ""
+    accelerator_count: int = 0
+    accelerator_memory_gib: float = 0.0
+    price_per_hour: float = 0.0
+    spot_price_per_hour: float = 0.0
+    arch: str = "x86_64"
+    max_instances: int = 0
+
+    @property
+    def place(self) -> str:
+        """``provider/region[/zone]`` followed by the instance type, for messages."""
+        where = "/".join(p for p in (self.provider, self.region, self.zone) if p)
+        return f"{where} {self.instance_type}"
+
+    def hourly_price(self, spot: bool) -> float:
+        """Price per hour in the requested market (spot falls back to on-demand when absent)."""
+        if spot and self.spot_price_per_hour > 0:
+            return self.spot_price_per_hour
+        return self.price_per_hour
+
+
+def offer_to_pb(offer: Offer) -> Any:
+    """Convert to a ``styx.v1.Offer`` message."""
+    from styx.v1 import common_pb2
+
+    return common_pb2.Offer(
+        provider=offer.provider,
+        region=offer.region,
+        zone=offer.zone,
+        instance_type=offer.instance_type,
+        cpus=offer.cpus,
+        memory_gib=offer.memory_gib,
+        accelerator_name=offer.accelerator_name,
+        accelerator_count=offer.accelerator_count,
+        accelerator_memory_gib=offer.accelerator_memory_gib,
+        price_per_hour=offer.price_per_hour,
+        spot_price_per_hour=offer.spot_price_per_hour,
+        arch=offer.arch,
+        max_instances=offer.max_instances,
+    )
+
+
+def offer_from_pb(msg: Any) -> Offer:
+    """Convert from a ``styx.v1.Offer`` message."""
+    return Offer(
+        provider=msg.provider,
+        region=msg.region,
+        zone=msg.zone,
+        instance_type=msg.instance_type,
+        cpus=msg.cpus,
+        memory_gib=msg.memory_gib,
+        accelerator_name=msg.accelerator_name,
+        accelerator_count=msg.accelerator_count,
+        accelerator_memory_gib=msg.accelerator_memory_gib,
+        price_per_hour=msg.price_per_hour,
+        spot_price_per_hour=msg.spot_price_per_hour,
+        arch=msg.arch,
+        max_instances=msg.max_instances,
+    )

@@ -1,0 +1,5 @@
+"""``python -m styx.scheduler``."""
+
+from styx.scheduler.main import main
+
+main()

@@ -1,0 +1,47 @@
+"""The scheduler's gRPC adapter to the resource broker (implements core.BrokerPort)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from styx.broker.convert import resources_to_pb
+from styx.common.clients import DEFAULT_TIMEOUT_S, open_channel
+from styx.scheduler.core import PlacementAsk, PlacementResult
+from styx.v1 import broker_pb2, broker_pb2_grpc
+
+_OUTCOMES = {
+    broker_pb2.ALLOCATION_OUTCOME_PLACED: "placed",
+    broker_pb2.ALLOCATION_OUTCOME_WAITING: "waiting",
+    broker_pb2.ALLOCATION_OUTCOME_INFEASIBLE: "infeasible",
+}
+
+
+class GrpcBroker:
+    """Calls styx.v1.ResourceBroker with deadlines."""
+
+    def __init__(self, endpoint: str, token: str) -> None:
+        self._stub = broker_pb2_grpc.ResourceBrokerStub(open_channel(endpoint, token))
+
+    def allocate(self, asks: Sequence[PlacementAsk]) -> list[PlacementResult]:
+        """Place asks in order."""
+        reply = self._stub.Allocate(
+            broker_pb2.AllocateRequest(
+                requests=[
+                    broker_pb2.AllocationRequest(
+                        allocation_id=a.allocation_id, task_id=a.task_id, resources=resources_to_pb(a.resources)
+                    )
+                    for a in asks
+                ]
+            ),
+            timeout=DEFAULT_TIMEOUT_S,
+        )
+        return [
+            PlacementResult(
+                r.allocation_id, _OUTCOMES.get(r.outcome, "waiting"), r.node_id, tuple(r.gpu_indices), r.reason
+            )
+            for r in reply.results
+        ]
+
+    def release(self, allocation_id: str) -> None:
+        """Free an allocation."""
+        self._stub.Release(broker_pb2.ReleaseRequest(allocation_id=allocation_id), timeout=DEFAULT_TIMEOUT_S)

@@ -1,0 +1,135 @@
+"""Protobuf <-> domain conversion for the scheduler and the agent gateway."""
+
+from __future__ import annotations
+
+from styx.broker.convert import resources_from_pb, resources_to_pb
+from styx.common.errors import InvalidArgument
+from styx.common.timeutil import to_timestamp
+from styx.scheduler.core import Assign, Cancel, Stats, WorkItem
+from styx.scheduler.model import Event, TaskRecord, TaskSpec
+from styx.v1 import agent_pb2, common_pb2, scheduler_pb2
+
+STATE_TO_PB = {
+    "PENDING": common_pb2.TASK_STATE_PENDING,
+    "SCHEDULED": common_pb2.TASK_STATE_SCHEDULED,
+    "RUNNING": common_pb2.TASK_STATE_RUNNING,
+    "SUCCEEDED": common_pb2.TASK_STATE_SUCCEEDED,
+    "FAILED": common_pb2.TASK_STATE_FAILED,
+    "CANCELLED": common_pb2.TASK_STATE_CANCELLED,
+    "SKIPPED": common_pb2.TASK_STATE_SKIPPED,
+}
+STATE_FROM_PB = {v: k for k, v in STATE_TO_PB.items()}
+EVENT_TO_PB = {
+    "SUBMITTED": common_pb2.EVENT_TYPE_SUBMITTED,
+    "SCHEDULED": common_pb2.EVENT_TYPE_SCHEDULED,
+    "STARTED": common_pb2.EVENT_TYPE_STARTED,
+    "SUCCEEDED": common_pb2.EVENT_TYPE_SUCCEEDED,
+    "FAILED": common_pb2.EVENT_TYPE_FAILED,
+    "CANCELLED": common_pb2.EVENT_TYPE_CANCELLED,
+    "RETRIED": common_pb2.EVENT_TYPE_RETRIED,
+    "SKIPPED": common_pb2.EVENT_TYPE_SKIPPED,
+}
+
+
+def state_from_pb(value: int, field: str) -> str:
+    """TaskState enum -> state name; INVALID_ARGUMENT for UNSPECIFIED or unknown values."""
+    try:
+        return STATE_FROM_PB[value]
+    except KeyError:
+        raise InvalidArgument(f"{field}: {value} is not a task state; use TASK_STATE_PENDING..SKIPPED") from None
+
+
+def spec_from_pb(msg: common_pb2.TaskSpec) -> TaskSpec:
+    """TaskSpec message -> TaskSpec (validation happens in model.validate_job)."""
+    return TaskSpec(
+        name=msg.name,
+        run=msg.run,
+        resources=resources_from_pb(msg.resources),
+        setup=msg.setup,
+        envs=dict(msg.envs),
+        workdir=msg.workdir,
+        priority=msg.priority,
+        depends_on=tuple(msg.depends_on),
+    )
+
+
+def spec_to_pb(spec: TaskSpec) -> common_pb2.TaskSpec:
+    """TaskSpec -> message."""
+    return common_pb2.TaskSpec(
+        name=spec.name,
+        resources=resources_to_pb(spec.resources),
+        setup=spec.setup,
+        run=spec.run,
+        envs=spec.envs,
+        workdir=spec.workdir,
+        priority=spec.priority,
+        depends_on=list(spec.depends_on),
+    )
+
+
+def task_to_pb(rec: TaskRecord) -> common_pb2.Task:
+    """TaskRecord -> Task message."""
+    return common_pb2.Task(
+        task_id=rec.task_id,
+        job_id=rec.job_id,
+        spec=spec_to_pb(rec.spec),
+        state=STATE_TO_PB[rec.state],
+        attempt=rec.attempt,
+        node_id=rec.node_id,
+        gpu_indices=list(rec.gpu_indices),
+        exit_code=rec.exit_code or 0,
+        has_exit_code=rec.exit_code is not None,
+        failure_reason=rec.failure_reason,
+        created_at=to_timestamp(rec.created_at),
+        scheduled_at=to_timestamp(rec.scheduled_at),
+        started_at=to_timestamp(rec.started_at),
+        finished_at=to_timestamp(rec.finished_at),
+    )
+
+
+def event_to_pb(ev: Event) -> common_pb2.Event:
+    """Event -> message."""
+    return common_pb2.Event(
+        seq=ev.seq,
+        time=to_timestamp(ev.time),
+        type=EVENT_TO_PB.get(ev.type, common_pb2.EVENT_TYPE_UNSPECIFIED),
+        job_id=ev.job_id,
+        task_id=ev.task_id,
+        state=STATE_TO_PB.get(ev.state, common_pb2.TASK_STATE_UNSPECIFIED),
+        attempt=ev.attempt,
+        node_id=ev.node_id,
+        message=ev.message,
+    )
+
+
+def work_item_to_pb(item: WorkItem) -> agent_pb2.WorkItem:
+    """Assign/Cancel -> WorkItem message."""
+    if isinstance(item, Cancel):
+        return agent_pb2.WorkItem(
+            cancel=agent_pb2.Cancellation(task_id=item.task_id, attempt=item.attempt, reason=item.reason)
+        )
+    assert isinstance(item, Assign)
+    return agent_pb2.WorkItem(
+        assign=agent_pb2.Assignment(
+            task_id=item.task_id,
+            job_id=item.job_id,
+            attempt=item.attempt,
+            spec=spec_to_pb(item.spec),
+            gpu_indices=list(item.gpu_indices),
+        )
+    )
+
+
+def stats_to_pb(stats: Stats) -> scheduler_pb2.Stats:
+    """Stats -> message."""
+    from styx.common.timeutil import now
+
+    return scheduler_pb2.Stats(
+        tasks_by_state=stats.tasks_by_state,
+        jobs_total=stats.jobs_total,
+        queue_wait_p50_s=stats.queue_wait_p50_s,
+        queue_wait_p99_s=stats.queue_wait_p99_s,
+        run_time_p50_s=stats.run_time_p50_s,
+        run_time_p99_s=stats.run_time_p99_s,
+        computed_at=to_timestamp(now()),
+    )

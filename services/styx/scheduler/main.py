@@ -1,0 +1,57 @@
+"""``styx-scheduler``: serve styx.v1.Scheduler and styx.v1.AgentGateway."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+
+from styx.common.config import add_server_flags, env, server_config
+from styx.common.logs import setup_logging
+from styx.common.server import run_until_signal, start_server, write_ready_file
+from styx.common.store import make_engine
+from styx.scheduler.broker_client import GrpcBroker
+from styx.scheduler.core import Scheduler
+from styx.scheduler.servicer import AgentGatewayServicer, SchedulerServicer
+from styx.v1 import agent_pb2, agent_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
+
+log = logging.getLogger("styx.scheduler")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Flags of styx-scheduler."""
+    parser = argparse.ArgumentParser(prog="styx-scheduler", description="Styx scheduler")
+    add_server_flags(parser, "scheduler", default_port=50051)
+    parser.add_argument(
+        "--broker", default=env("BROKER_ENDPOINT"), help="resource broker host:port (STYX_BROKER_ENDPOINT)"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the styx-scheduler console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.broker:
+        parser.error("--broker is required (or set STYX_BROKER_ENDPOINT)")
+    cfg = server_config(args, "scheduler")
+    setup_logging("scheduler", cfg.log_level)
+    core = Scheduler(make_engine(cfg.db_url), GrpcBroker(args.broker, cfg.token))
+
+    def register(server: object) -> list[str]:
+        scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerServicer(core), server)
+        agent_pb2_grpc.add_AgentGatewayServicer_to_server(AgentGatewayServicer(core), server)
+        return [
+            scheduler_pb2.DESCRIPTOR.services_by_name["Scheduler"].full_name,
+            agent_pb2.DESCRIPTOR.services_by_name["AgentGateway"].full_name,
+        ]
+
+    running = start_server(cfg.host, cfg.port, cfg.token, register, max_workers=256)
+    threading.Thread(target=core.run_loop, name="dispatch", daemon=True).start()
+    write_ready_file(cfg.ready_file, cfg.host, running.port)
+    log.info("serving", extra={"port": running.port, "db": cfg.db_url.split("://")[0]})
+    run_until_signal(running, on_stop=core.stop)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+"""Scheduler domain: task specs, task records, and job validation.
+
+Validation applies defaults and raises InvalidArgument naming the field path
+("tasks[2].resources.cpus: ...") so clients in any language get an actionable message.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from styx.common.errors import InvalidArgument
+from styx.common.resources import DEFAULT_TASK_CPUS, Accelerator, Resources, infra_parts
+
+PENDING, SCHEDULED, RUNNING = "PENDING", "SCHEDULED", "RUNNING"
+SUCCEEDED, FAILED, CANCELLED, SKIPPED = "SUCCEEDED", "FAILED", "CANCELLED", "SKIPPED"
+TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED, SKIPPED})
+ACTIVE = frozenset({SCHEDULED, RUNNING})
+
+MAX_TASKS_PER_JOB = 100_000
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_ENV = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PRIORITY_RANGE = (-1_000_000, 1_000_000)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A validated task spec with defaults applied."""
+
+    name: str
+    run: str
+    resources: Resources = field(default_factory=Resources)
+    setup: str = ""
+    envs: dict[str, str] = field(default_factory=dict)
+    workdir: str = ""
+    priority: int = 0
+    depends_on: tuple[str, ...] = ()
+
+    def to_json(self) -> str:
+        """Serialize for the store."""
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> TaskSpec:
+        """Inverse of to_json."""
+        raw: dict[str, Any] = json.loads(text)
+        res = raw.pop("resources")
+        res["accelerators"] = tuple(Accelerator(**a) for a in res["accelerators"])
+        raw["depends_on"] = tuple(raw["depends_on"])
+        return cls(resources=Resources(**res), **raw)
+
+
+@dataclass
+class TaskRecord:
+    """A task as stored, with its current state."""
+
+    task_id: str
+    job_id: str
+    seq: int
+    spec: TaskSpec
+    state: str
+    attempt: int = 0
+    node_id: str = ""
+    gpu_indices: tuple[int, ...] = ()
+    exit_code: int | None = None
+    failure_reason: str = ""
+    created_at: float = 0.0
+    scheduled_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    @property
+    def allocation_id(self) -> str:
+        """The broker allocation of the current attempt."""
+        return f"{self.task_id}/{self.attempt}"
+
+
+@dataclass(frozen=True)
+class Event:
+    """One recorded change of a task."""
+
+    seq: int
+    time: float
+    type: str
+    job_id: str
+    task_id: str
+    state: str
+    attempt: int
+    node_id: str
+    message: str
+
+
+def validate_job(specs: list[TaskSpec], max_tasks: int = MAX_TASKS_PER_JOB) -> list[TaskSpec]:
+    """Check a job's tasks, fill defaults (names, CPUs) and reject cycles.
+
+    Returns the specs to store. Raises InvalidArgument naming the first bad field.
+    """
+    if not specs:
+        raise InvalidArgument("job.tasks: at least one task is required")
+    if len(specs) > max_tasks:
+        raise InvalidArgument(f"job.tasks: at most {max_tasks} tasks per job, got {len(specs)}; split the job")
+    out: list[TaskSpec] = []
+    names: set[str] = set()
+    for i, spec in enumerate(specs):
+        path = f"job.tasks[{i}]"
+        name = spec.name or f"task-{i}"
+        if not _NAME.match(name):
+            raise InvalidArgument(f"{path}.name: {name!r} must be 1-63 characters of letters, digits, '.', '_' or '-'")
+        if name in names:
+            raise InvalidArgument(f"{path}.name: {name!r} is used twice in the job; task names must be unique")
+        names.add(name)
+        if not spec.run.strip():
+            raise InvalidArgument(f"{path}.run: must not be empty; give the command to run")
+        for key in spec.envs:
+            if not _ENV.match(key):
+                raise InvalidArgument(f"{path}.envs: {key!r} is not a valid environment variable name")
+        if not _PRIORITY_RANGE[0] <= spec.priority <= _PRIORITY_RANGE[1]:
+            raise InvalidArgument(f"{path}.priority: must be within {_PRIORITY_RANGE}, got {spec.priority}")
+        res = _validate_resources(spec.resources, f"{path}.resources")
+        out.append(
+            TaskSpec(
+                name=name,
+                run=spec.run,
+                resources=res,
+                setup=spec.setup,
+                envs=dict(spec.envs),
+                workdir=spec.workdir,
+                priority=spec.priority,
+                depends_on=tuple(spec.depends_on),
+            )
+        )
+    for i, spec in enumerate(out):
+        for dep in spec.depends_on:
+            if dep not in names:
+                raise InvalidArgument(f"job.tasks[{i}].depends_on: no task named {dep!r} in this job")
+            if dep == spec.name:
+                raise InvalidArgument(f"job.tasks[{i}].depends_on: task {dep!r} cannot depend on itself")
+    cycle = find_cycle({s.name: s.depends_on for s in out})
+    if cycle:
+        raise InvalidArgument("job.tasks: dependency cycle " + " -> ".join(cycle) + "; remove one edge")
+    return out
+
+
+def _validate_resources(res: Resources, path: str) -> Resources:
+    if res.cpus < 0:
+        raise InvalidArgument(f"{path}.cpus: must not be negative, got {res.cpus:g}")
+    if res.memory_gib < 0:
+        raise InvalidArgument(f"{path}.memory_gib: must not be negative, got {res.memory_gib:g}")
+    for j, acc in enumerate(res.accelerators):
+        if not acc.name.strip():
+            raise InvalidArgument(f"{path}.accelerators[{j}].name: required, e.g. A100")
+        if acc.count < 1:
+            raise InvalidArgument(f"{path}.accelerators[{j}].count: must be at least 1")
+    try:
+        infra_parts(res.infra)
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"{path}.{exc.message}") from exc
+    if res.cpus == 0:
+        return Resources(**{**asdict(res), "cpus": DEFAULT_TASK_CPUS, "accelerators": res.accelerators})
+    return res
+
+
+def find_cycle(edges: dict[str, tuple[str, ...]]) -> list[str]:
+    """Return one dependency cycle as a path (first node repeated at the end), or []."""
+    color: dict[str, int] = {}
+    for root in edges:
+        if color.get(root):
+            continue
+        stack: list[tuple[str, int]] = [(root, 0)]
+        path: list[str] = []
+        while stack:
+            node, idx = stack.pop()
+            if idx == 0:
+                color[node] = 1
+                path.append(node)
+            deps = edges.get(node, ())
+            if idx < len(deps):
+                stack.append((node, idx + 1))
+                nxt = deps[idx]
+                if color.get(nxt) == 1:
+                    return [*path[path.index(nxt) :], nxt]
+                if not color.get(nxt):
+                    stack.append((nxt, 0))
+            else:
+                color[node] = 2
+                path.pop()
+    return []

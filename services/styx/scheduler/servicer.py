@@ -1,0 +1,91 @@
+"""gRPC servicers of styx.v1.Scheduler and styx.v1.AgentGateway: a few lines per RPC."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+
+from styx.common.errors import InvalidArgument
+from styx.scheduler import convert
+from styx.scheduler.core import Scheduler
+from styx.v1 import agent_pb2, agent_pb2_grpc, common_pb2, scheduler_pb2, scheduler_pb2_grpc
+
+
+class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
+    """Public scheduler API over ``Scheduler``."""
+
+    def __init__(self, core: Scheduler) -> None:
+        self.core = core
+
+    def SubmitJob(
+        self, request: scheduler_pb2.SubmitJobRequest, context: grpc.ServicerContext
+    ) -> scheduler_pb2.SubmitJobResponse:
+        specs = [convert.spec_from_pb(s) for s in request.job.tasks]
+        job_id, tasks = self.core.submit_job(request.request_id, request.job.name, specs)
+        return scheduler_pb2.SubmitJobResponse(job_id=job_id, tasks=[convert.task_to_pb(r) for r in tasks])
+
+    def GetTask(self, request: scheduler_pb2.GetTaskRequest, context: grpc.ServicerContext) -> common_pb2.Task:
+        return convert.task_to_pb(self.core.get_task(request.task_id))
+
+    def ListTasks(
+        self, request: scheduler_pb2.ListTasksRequest, context: grpc.ServicerContext
+    ) -> scheduler_pb2.ListTasksResponse:
+        if request.limit > 10000:
+            raise InvalidArgument(f"limit: at most 10000, got {request.limit}")
+        states = [convert.state_from_pb(s, f"states[{i}]") for i, s in enumerate(request.states)]
+        tasks = self.core.list_tasks(request.job_id, states, request.limit or 1000)
+        return scheduler_pb2.ListTasksResponse(tasks=[convert.task_to_pb(r) for r in tasks])
+
+    def CancelTask(self, request: scheduler_pb2.CancelTaskRequest, context: grpc.ServicerContext) -> common_pb2.Task:
+        return convert.task_to_pb(self.core.cancel_task(request.task_id))
+
+    def WatchEvents(
+        self, request: scheduler_pb2.WatchEventsRequest, context: grpc.ServicerContext
+    ) -> Iterator[common_pb2.Event]:
+        events = self.core.watch_events(
+            request.after_seq, request.job_id, request.task_id, not request.no_follow, context.is_active
+        )
+        for ev in events:
+            yield convert.event_to_pb(ev)
+
+    def StreamLogs(
+        self, request: scheduler_pb2.StreamLogsRequest, context: grpc.ServicerContext
+    ) -> Iterator[scheduler_pb2.LogChunk]:
+        chunks = self.core.stream_logs(
+            request.task_id, request.attempt, request.offset, request.follow, context.is_active
+        )
+        for attempt, offset, data in chunks:
+            yield scheduler_pb2.LogChunk(task_id=request.task_id, attempt=attempt, offset=offset, data=data)
+
+    def GetStats(self, request: scheduler_pb2.GetStatsRequest, context: grpc.ServicerContext) -> scheduler_pb2.Stats:
+        return convert.stats_to_pb(self.core.stats())
+
+
+class AgentGatewayServicer(agent_pb2_grpc.AgentGatewayServicer):
+    """The agents' side of the scheduler: work streams, status reports, log appends."""
+
+    def __init__(self, core: Scheduler) -> None:
+        self.core = core
+
+    def WorkStream(
+        self, request: agent_pb2.WorkStreamRequest, context: grpc.ServicerContext
+    ) -> Iterator[agent_pb2.WorkItem]:
+        for item in self.core.work_stream(request.node_id, context.is_active):
+            yield convert.work_item_to_pb(item)
+
+    def ReportTaskStatus(
+        self, request: agent_pb2.ReportTaskStatusRequest, context: grpc.ServicerContext
+    ) -> agent_pb2.ReportTaskStatusResponse:
+        state = convert.state_from_pb(request.state, "state")
+        exit_code = request.exit_code if request.has_exit_code else None
+        rec = self.core.report(request.node_id, request.task_id, request.attempt, state, exit_code, request.message)
+        return agent_pb2.ReportTaskStatusResponse(task=convert.task_to_pb(rec))
+
+    def AppendLogs(
+        self, request: agent_pb2.AppendLogsRequest, context: grpc.ServicerContext
+    ) -> agent_pb2.AppendLogsResponse:
+        if not request.task_id:
+            raise InvalidArgument("task_id: required")
+        length = self.core.append_logs(request.task_id, request.attempt, request.offset, request.data)
+        return agent_pb2.AppendLogsResponse(next_offset=length)

@@ -1,0 +1,84 @@
+"""The scheduler's own tables (prefix ``sched_``): jobs, tasks, events, task output."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
+_SEQ = BigInteger().with_variant(Integer(), "sqlite")
+
+jobs = Table(
+    "sched_jobs",
+    metadata,
+    Column("job_id", String(64), primary_key=True),
+    Column("request_id", String(128), nullable=False, unique=True),
+    Column("name", String(128), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+tasks = Table(
+    "sched_tasks",
+    metadata,
+    Column("task_id", String(64), primary_key=True),
+    Column("job_id", String(64), nullable=False, index=True),
+    # Submission order; ties within a priority run in this order.
+    Column("seq", BigInteger, nullable=False, unique=True),
+    Column("name", String(64), nullable=False),
+    Column("spec_json", Text, nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("state", String(16), nullable=False),
+    # True while some dependency has not succeeded yet; such tasks are not offered to the broker.
+    Column("blocked", Boolean, nullable=False, default=False),
+    Column("attempt", Integer, nullable=False, default=0),
+    Column("node_id", String(64), nullable=False, default=""),
+    Column("gpu_indices_json", Text, nullable=False, default="[]"),
+    Column("exit_code", Integer, nullable=True),
+    Column("failure_reason", Text, nullable=False, default=""),
+    # The agent reported the attempt over (its output is all shipped, its process gone).
+    Column("agent_ended", Boolean, nullable=False, default=False),
+    # The broker allocation of the current attempt was released.
+    Column("released", Boolean, nullable=False, default=False),
+    Column("created_at", Float, nullable=False),
+    Column("scheduled_at", Float, nullable=True),
+    Column("started_at", Float, nullable=True),
+    Column("finished_at", Float, nullable=True),
+    Index("ix_sched_tasks_ready", "state", "blocked", "priority", "seq"),
+    Index("ix_sched_tasks_node", "node_id", "state"),
+)
+
+events = Table(
+    "sched_events",
+    metadata,
+    Column("seq", _SEQ, primary_key=True, autoincrement=True),
+    Column("time", Float, nullable=False),
+    Column("type", String(16), nullable=False),
+    Column("job_id", String(64), nullable=False, index=True),
+    Column("task_id", String(64), nullable=False, index=True),
+    Column("state", String(16), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("node_id", String(64), nullable=False, default=""),
+    Column("message", Text, nullable=False, default=""),
+)
+
+logs = Table(
+    "sched_logs",
+    metadata,
+    Column("task_id", String(64), primary_key=True),
+    Column("attempt", Integer, primary_key=True),
+    Column("offset", BigInteger, primary_key=True),
+    Column("data", LargeBinary, nullable=False),
+)

@@ -1,0 +1,250 @@
+"""Scheduler core against the real broker core, in process (no sockets), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+from styx.broker.core import Ask, Broker
+from styx.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from styx.common.offers import Offer
+from styx.common.resources import Accelerator, Capacity, GpuDevice, Resources
+from styx.scheduler.core import Assign, Cancel, PlacementAsk, PlacementResult, Scheduler
+from styx.scheduler.model import TaskSpec
+
+
+class InProcessBroker:
+    """Adapter from the scheduler's BrokerPort to a Broker core in the same process."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+
+    def allocate(self, asks: Sequence[PlacementAsk]) -> list[PlacementResult]:
+        placements = self.broker.allocate([Ask(a.allocation_id, a.task_id, a.resources) for a in asks])
+        return [PlacementResult(p.allocation_id, p.outcome, p.node_id, p.gpu_indices, p.reason) for p in placements]
+
+    def release(self, allocation_id: str) -> None:
+        self.broker.release(allocation_id)
+
+
+class StaticOffers:
+    """A provisioner that offers one small host and never creates anything."""
+
+    def __init__(self) -> None:
+        self.provisioned: list[str] = []
+
+    def list_offers(self) -> list[Offer]:
+        return [Offer("local", "local", "", "host", 4, 8, "", 0, max_instances=1)]
+
+    def provision(self, request_id: str, node_id: str, offer: Offer, spot: bool) -> str:
+        self.provisioned.append(node_id)
+        return f"op-{node_id}"
+
+    def operation_state(self, operation_id: str) -> tuple[str, str]:
+        return "running", ""
+
+
+@pytest.fixture
+def plane(engine_factory):
+    offers = StaticOffers()
+    broker = Broker(engine_factory("broker"), offers)
+    sched = Scheduler(engine_factory("scheduler"), InProcessBroker(broker))
+    broker.register_node(
+        "n1", "local", "pid-1", Capacity(4, 8, [GpuDevice(0, "NVIDIA A100"), GpuDevice(1, "NVIDIA A100")])
+    )
+    return sched, broker, offers
+
+
+def drain(sched: Scheduler, node_id: str) -> list:
+    return sched.outstanding_work(node_id)
+
+
+def test_submit_dispatch_and_finish(plane):
+    sched, broker, _ = plane
+    job_id, tasks = sched.submit_job("r1", "", [TaskSpec(name="hello", run="echo hello")])
+    assert [t.state for t in tasks] == ["PENDING"]
+    assert sched.dispatch_once() == 1
+    task = sched.get_task(tasks[0].task_id)
+    assert (task.state, task.node_id, task.attempt) == ("SCHEDULED", "n1", 1)
+    work = drain(sched, "n1")
+    assert isinstance(work[0], Assign) and work[0].spec.run == "echo hello"
+    sched.report("n1", task.task_id, 1, "RUNNING", None, "")
+    sched.append_logs(task.task_id, 1, 0, b"hello\n")
+    done = sched.report("n1", task.task_id, 1, "SUCCEEDED", 0, "")
+    assert done.state == "SUCCEEDED" and done.exit_code == 0
+    assert broker.get_node("n1").used_cpus == 0
+    chunks = list(sched.stream_logs(task.task_id, 0, 0, follow=True, is_active=lambda: True))
+    assert b"".join(c[2] for c in chunks) == b"hello\n"
+    kinds = [e.type for e in sched.events_after(0, job_id=job_id)]
+    assert kinds == ["SUBMITTED", "SCHEDULED", "STARTED", "SUCCEEDED"]
+
+
+def test_submit_is_idempotent_on_request_id(plane):
+    sched, _, _ = plane
+    first = sched.submit_job("same", "", [TaskSpec(name="a", run="true")])
+    second = sched.submit_job("same", "", [TaskSpec(name="a", run="true")])
+    assert first[0] == second[0]
+    assert [t.task_id for t in first[1]] == [t.task_id for t in second[1]]
+    assert len(sched.list_tasks()) == 1
+
+
+def test_priority_then_fifo_and_no_head_of_line_blocking(plane):
+    sched, _, _ = plane
+    big = TaskSpec(name="big", run="true", priority=10, resources=Resources(cpus=4))
+    _, (low1,) = sched.submit_job("a", "", [TaskSpec(name="low1", run="true", resources=Resources(cpus=1))])
+    _, (high,) = sched.submit_job("b", "", [TaskSpec(name="high", run="true", priority=5, resources=Resources(cpus=2))])
+    _, (low2,) = sched.submit_job("c", "", [TaskSpec(name="low2", run="true", resources=Resources(cpus=1))])
+    assert sched.dispatch_once() == 3  # 2 + 1 + 1 CPUs fill the 4-CPU node
+    order = [w.task_id for w in drain(sched, "n1")]
+    assert set(order) == {low1.task_id, high.task_id, low2.task_id}
+    # A 4-CPU task that cannot fit now does not stop a smaller one behind it.
+    _, (blocked,) = sched.submit_job("d", "", [big])
+    sched.report("n1", low1.task_id, 1, "SUCCEEDED", 0, "")
+    _, (small,) = sched.submit_job("e", "", [TaskSpec(name="small", run="true", resources=Resources(cpus=1))])
+    assert sched.dispatch_once() == 1
+    assert sched.get_task(small.task_id).state == "SCHEDULED"
+    assert sched.get_task(blocked.task_id).state == "PENDING"
+
+
+def test_priority_order_of_placement(plane):
+    sched, _, _ = plane
+    specs = [
+        TaskSpec(name=f"t{i}", run="true", priority=p, resources=Resources(cpus=4)) for i, p in enumerate([0, 9, 5])
+    ]
+    _, tasks = sched.submit_job("j", "", specs)
+    placed = []
+    for _ in range(3):
+        assert sched.dispatch_once() == 1
+        (running,) = [t for t in sched.list_tasks() if t.state == "SCHEDULED"]
+        placed.append(running.spec.name)
+        sched.report("n1", running.task_id, 1, "SUCCEEDED", 0, "")
+    assert placed == ["t1", "t2", "t0"]
+
+
+def test_gpus_are_assigned_by_index(plane):
+    sched, broker, _ = plane
+    spec = TaskSpec(name="g", run="nvidia-smi", resources=Resources(cpus=1, accelerators=(Accelerator("A100", 1),)))
+    _, (a,) = sched.submit_job("g1", "", [spec])
+    _, (b,) = sched.submit_job("g2", "", [spec])
+    sched.dispatch_once()
+    assert sched.get_task(a.task_id).gpu_indices == (0,)
+    assert sched.get_task(b.task_id).gpu_indices == (1,)
+    assert broker.get_node("n1").used_gpus == {0, 1}
+
+
+def test_infeasible_request_fails_at_once_with_reason(plane):
+    sched, _, offers = plane
+    _, (task,) = sched.submit_job("x", "", [TaskSpec(name="huge", run="true", resources=Resources(cpus=512))])
+    sched.dispatch_once()
+    failed = sched.get_task(task.task_id)
+    assert failed.state == "FAILED"
+    assert "cpus=512" in failed.failure_reason and "local/local host has 4 CPUs" in failed.failure_reason
+    assert offers.provisioned == []
+
+
+def test_cancel_pending_and_running(plane):
+    sched, broker, _ = plane
+    _, (running, pending) = sched.submit_job(
+        "c",
+        "",
+        [
+            TaskSpec(name="a", run="sleep 60", resources=Resources(cpus=4)),
+            TaskSpec(name="b", run="true", resources=Resources(cpus=4)),
+        ],
+    )
+    sched.dispatch_once()
+    assert sched.cancel_task(pending.task_id).state == "CANCELLED"
+    assert sched.cancel_task(running.task_id).state == "CANCELLED"
+    # The node keeps the CPUs until its agent confirms the process group is gone.
+    assert broker.get_node("n1").used_cpus == 4
+    assert any(isinstance(w, Cancel) and w.task_id == running.task_id for w in drain(sched, "n1"))
+    sched.report("n1", running.task_id, 1, "CANCELLED", None, "killed")
+    assert broker.get_node("n1").used_cpus == 0
+    assert sched.get_task(running.task_id).state == "CANCELLED"
+    assert drain(sched, "n1") == []
+    assert sched.cancel_task(running.task_id).state == "CANCELLED"  # idempotent
+
+
+def test_dependencies_run_in_order_and_failures_skip_dependents(plane):
+    sched, _, _ = plane
+    specs = [
+        TaskSpec(name="prep", run="true"),
+        TaskSpec(name="train", run="false", depends_on=("prep",)),
+        TaskSpec(name="eval", run="true", depends_on=("train",)),
+    ]
+    _, (prep, train, ev) = sched.submit_job("dag", "", specs)
+    assert sched.dispatch_once() == 1
+    sched.report("n1", prep.task_id, 1, "SUCCEEDED", 0, "")
+    assert sched.dispatch_once() == 1
+    sched.report("n1", train.task_id, 1, "FAILED", 1, "run exited with 1")
+    skipped = sched.get_task(ev.task_id)
+    assert skipped.state == "SKIPPED" and "'train' ended FAILED" in skipped.failure_reason
+
+
+@pytest.mark.parametrize(
+    ("specs", "message"),
+    [
+        ([], "job.tasks: at least one task"),
+        ([TaskSpec(name="a", run="  ")], "job.tasks[0].run: must not be empty"),
+        ([TaskSpec(name="a", run="x"), TaskSpec(name="a", run="y")], "job.tasks[1].name: 'a' is used twice"),
+        ([TaskSpec(name="bad name", run="x")], "job.tasks[0].name"),
+        ([TaskSpec(name="a", run="x", envs={"1X": "y"})], "job.tasks[0].envs: '1X'"),
+        ([TaskSpec(name="a", run="x", depends_on=("zz",))], "no task named 'zz'"),
+        (
+            [TaskSpec(name="a", run="x", depends_on=("b",)), TaskSpec(name="b", run="x", depends_on=("a",))],
+            "dependency cycle a -> b -> a",
+        ),
+        ([TaskSpec(name="a", run="x", resources=Resources(cpus=-1))], "job.tasks[0].resources.cpus"),
+        ([TaskSpec(name="a", run="x", resources=Resources(infra="a//b"))], "job.tasks[0].resources.infra"),
+    ],
+)
+def test_bad_jobs_are_refused_naming_the_field(plane, specs, message):
+    sched, _, _ = plane
+    with pytest.raises(InvalidArgument) as err:
+        sched.submit_job("bad", "", specs)
+    assert message in err.value.message
+    assert sched.list_tasks() == []
+
+
+def test_unknown_task_and_stale_attempt(plane):
+    sched, _, _ = plane
+    with pytest.raises(NotFound):
+        sched.get_task("t-nope")
+    _, (task,) = sched.submit_job("r", "", [TaskSpec(name="a", run="true")])
+    sched.dispatch_once()
+    with pytest.raises(FailedPrecondition):
+        sched.report("n1", task.task_id, 7, "RUNNING", None, "")
+
+
+def test_log_appends_are_idempotent(plane):
+    sched, _, _ = plane
+    _, (task,) = sched.submit_job("r", "", [TaskSpec(name="a", run="true")])
+    assert sched.append_logs(task.task_id, 1, 0, b"abc") == 3
+    assert sched.append_logs(task.task_id, 1, 0, b"abc") == 3  # retried append
+    assert sched.append_logs(task.task_id, 1, 2, b"cde") == 5  # overlapping append
+    with pytest.raises(FailedPrecondition):
+        sched.append_logs(task.task_id, 1, 9, b"gap")
+    chunks = list(sched.stream_logs(task.task_id, 1, 0, follow=False, is_active=lambda: True))
+    assert b"".join(c[2] for c in chunks) == b"abcde"
+
+
+def test_state_survives_restart(plane, engine_factory):
+    sched, broker, _ = plane
+    _, (task,) = sched.submit_job("r", "", [TaskSpec(name="a", run="true")])
+    sched.dispatch_once()
+    again = Scheduler(engine_factory("scheduler"), InProcessBroker(Broker(engine_factory("broker"))))
+    assert again.get_task(task.task_id).state == "SCHEDULED"
+    assert [w.task_id for w in again.outstanding_work("n1")] == [task.task_id]
+    restarted_broker = Broker(engine_factory("broker"))
+    assert restarted_broker.get_node("n1").used_cpus == 0.5
+
+
+def test_stats_counts(plane):
+    sched, _, _ = plane
+    _, (task,) = sched.submit_job("r", "", [TaskSpec(name="a", run="true")])
+    sched.dispatch_once()
+    sched.report("n1", task.task_id, 1, "RUNNING", None, "")
+    sched.report("n1", task.task_id, 1, "SUCCEEDED", 0, "")
+    stats = sched.stats()
+    assert stats.tasks_by_state == {"SUCCEEDED": 1} and stats.jobs_total == 1
+    assert stats.queue_wait_p50_s >= 0
