@@ -111,7 +111,7 @@ def test_priority_order_of_placement(plane):
     specs = [
         TaskSpec(name=f"t{i}", run="true", priority=p, resources=Resources(cpus=4)) for i, p in enumerate([0, 9, 5])
     ]
-    _, tasks = sched.submit_job("j", "", specs)
+    _, _tasks = sched.submit_job("j", "", specs)
     placed = []
     for _ in range(3):
         assert sched.dispatch_once() == 1
@@ -229,7 +229,7 @@ def test_log_appends_are_idempotent(plane):
 
 
 def test_state_survives_restart(plane, engine_factory):
-    sched, broker, _ = plane
+    sched, _broker, _ = plane
     _, (task,) = sched.submit_job("r", "", [TaskSpec(name="a", run="true")])
     sched.dispatch_once()
     again = Scheduler(engine_factory("scheduler"), InProcessBroker(Broker(engine_factory("broker"))))
