@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pytest
+
 from styx.broker.core import Ask, Broker
 from styx.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from styx.common.offers import Offer
 from styx.common.resources import Accelerator, Capacity, GpuDevice, Resources
-from styx.scheduler.core import Assign, Cancel, PlacementAsk, PlacementResult, Scheduler
+from styx.scheduler.core import PlacementAsk, PlacementResult, Scheduler
 from styx.scheduler.model import TaskSpec
+from styx.scheduler.workqueue import Assign, Cancel
 
 
 class InProcessBroker:
@@ -25,6 +27,9 @@ class InProcessBroker:
 
     def release(self, allocation_id: str) -> None:
         self.broker.release(allocation_id)
+
+    def lost_nodes(self) -> set[str]:
+        return {n.node_id for n in self.broker.list_nodes(include_lost=True) if n.state == "LOST"}
 
 
 class StaticOffers:
@@ -248,3 +253,121 @@ def test_stats_counts(plane):
     stats = sched.stats()
     assert stats.tasks_by_state == {"SUCCEEDED": 1} and stats.jobs_total == 1
     assert stats.queue_wait_p50_s >= 0
+
+
+def _run_to_end(sched: Scheduler, task_id: str, state: str, exit_code: int | None = None) -> None:
+    rec = sched.get_task(task_id)
+    sched.report(rec.node_id, task_id, rec.attempt, "RUNNING", None, "")
+    sched.report(rec.node_id, task_id, rec.attempt, state, exit_code, f"run exited with {exit_code}")
+
+
+def test_retry_with_backoff_then_success(plane):
+    import time
+
+    from styx.scheduler.model import RetryPolicy
+
+    sched, broker, _ = plane
+    spec = TaskSpec(name="flaky", run="x", retry=RetryPolicy(max_retries=2, backoff_s=0.2))
+    _, (task,) = sched.submit_job("r", "", [spec])
+    sched.dispatch_once()
+    _run_to_end(sched, task.task_id, "FAILED", 1)
+    again = sched.get_task(task.task_id)
+    assert again.state == "PENDING" and again.attempt == 1 and again.retry_at is not None
+    assert "retry in 0.2 s" in again.failure_reason
+    assert broker.get_node("n1").used_cpus == 0  # the failed attempt's CPUs are free
+    assert sched.dispatch_once() == 0  # backoff not over yet
+    time.sleep(0.25)
+    assert sched.dispatch_once() == 1
+    assert sched.get_task(task.task_id).attempt == 2
+    _run_to_end(sched, task.task_id, "SUCCEEDED", 0)
+    kinds = [e.type for e in sched.events_after(0, task_id=task.task_id)]
+    assert kinds == ["SUBMITTED", "SCHEDULED", "STARTED", "RETRYING", "SCHEDULED", "STARTED", "SUCCEEDED"]
+    assert [e.attempt for e in sched.events_after(0, task_id=task.task_id, states=["SUCCEEDED"])] == [2]
+
+
+def test_retries_run_out_and_exit_code_filter(plane):
+    from styx.scheduler.model import RetryPolicy
+
+    sched, _, _ = plane
+    only_75 = TaskSpec(name="a", run="x", retry=RetryPolicy(max_retries=5, backoff_s=0.01, exit_codes=(75,)))
+    once = TaskSpec(name="b", run="x", retry=RetryPolicy(max_retries=1, backoff_s=0.01))
+    _, (a, b) = sched.submit_job("r", "", [only_75, once])
+    sched.dispatch_once()
+    _run_to_end(sched, a.task_id, "FAILED", 2)  # 2 is not retried
+    assert sched.get_task(a.task_id).state == "FAILED"
+    _run_to_end(sched, b.task_id, "FAILED", 1)
+    import time
+
+    time.sleep(0.05)
+    sched.dispatch_once()
+    _run_to_end(sched, b.task_id, "FAILED", 1)
+    final = sched.get_task(b.task_id)
+    assert (final.state, final.attempt, final.failures) == ("FAILED", 2, 2)
+
+
+def test_a_starving_task_stops_backfill(plane):
+    sched, _, _ = plane
+    sched.starvation_s = 0.2
+    _, (filler,) = sched.submit_job("f", "", [TaskSpec(name="filler", run="x", resources=Resources(cpus=3))])
+    sched.dispatch_once()
+    _, (big,) = sched.submit_job("b", "", [TaskSpec(name="big", run="x", priority=5, resources=Resources(cpus=4))])
+    _, (small,) = sched.submit_job("s", "", [TaskSpec(name="small", run="x", resources=Resources(cpus=1))])
+    assert sched.dispatch_once() == 1  # backfill: the small task runs around the big one
+    assert sched.get_task(small.task_id).state == "SCHEDULED"
+    import time
+
+    time.sleep(0.25)
+    _, (later,) = sched.submit_job("l", "", [TaskSpec(name="later", run="x", resources=Resources(cpus=1))])
+    _run_to_end(sched, small.task_id, "SUCCEEDED", 0)
+    # The big task has starved long enough: the freed CPU is not given to the later small task.
+    assert sched.dispatch_once() == 0
+    assert sched.get_task(later.task_id).state == "PENDING"
+    _run_to_end(sched, filler.task_id, "SUCCEEDED", 0)
+    assert sched.dispatch_once() == 1
+    assert sched.get_task(big.task_id).state == "SCHEDULED"
+
+
+def test_job_state_aggregates_and_cancel_job(plane):
+    sched, _, _ = plane
+    specs = [TaskSpec(name="a", run="x"), TaskSpec(name="b", run="x", depends_on=("a",))]
+    job_id, (_a, b) = sched.submit_job("j", "train", specs)
+    assert sched.get_job(job_id).state == "PENDING"
+    sched.dispatch_once()
+    assert sched.get_job(job_id).state == "RUNNING"
+    job = sched.cancel_job(job_id)
+    assert job.state == "CANCELLED" and job.task_counts == {"CANCELLED": 2}
+    assert [j.name for j in sched.list_jobs()] == ["train"]
+    assert sched.get_task(b.task_id).failure_reason == "cancelled by user"
+
+
+def test_tasks_of_a_lost_node_are_requeued(plane):
+    import time
+
+    sched, broker, _ = plane
+    broker.lease_seconds = 0.1
+    _, (task,) = sched.submit_job("r", "", [TaskSpec(name="a", run="x")])
+    sched.dispatch_once()
+    sched.report("n1", task.task_id, 1, "RUNNING", None, "")
+    time.sleep(0.2)
+    broker.reconcile()
+    sched.reconcile()
+    rec = sched.get_task(task.task_id)
+    assert rec.state == "PENDING" and "node n1 was lost" in rec.failure_reason
+    broker.register_node("n2", "local", "", Capacity(2, 4))
+    assert sched.dispatch_once() == 1
+    assert (sched.get_task(task.task_id).node_id, sched.get_task(task.task_id).attempt) == ("n2", 2)
+    # A late report from the lost node's old attempt is refused.
+    with pytest.raises(FailedPrecondition):
+        sched.report("n1", task.task_id, 1, "SUCCEEDED", 0, "")
+
+
+def test_only_one_replica_dispatches(plane, engine_factory):
+    sched, broker, _ = plane
+    other = Scheduler(engine_factory("scheduler"), InProcessBroker(broker), lease_s=0.3)
+    assert sched.hold_dispatch_lease() is True
+    _, tasks = other.submit_job("r", "", [TaskSpec(name=f"t{i}", run="x") for i in range(3)])
+    assert other.dispatch_once() == 0  # the first replica holds the lease
+    assert sched.dispatch_once() == 3
+    seqs = [t.seq for t in tasks]
+    _, more = sched.submit_job("r2", "", [TaskSpec(name="u", run="x")])
+    assert more[0].seq == max(seqs) + 1  # submission numbers come from the shared counter

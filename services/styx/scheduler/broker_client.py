@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from styx.broker.convert import resources_to_pb
 from styx.common.clients import DEFAULT_TIMEOUT_S, open_channel
 from styx.scheduler.core import PlacementAsk, PlacementResult
-from styx.v1 import broker_pb2, broker_pb2_grpc
+from styx.v1 import broker_pb2, broker_pb2_grpc, common_pb2
 
 _OUTCOMES = {
     broker_pb2.ALLOCATION_OUTCOME_PLACED: "placed",
@@ -45,3 +45,8 @@ class GrpcBroker:
     def release(self, allocation_id: str) -> None:
         """Free an allocation."""
         self._stub.Release(broker_pb2.ReleaseRequest(allocation_id=allocation_id), timeout=DEFAULT_TIMEOUT_S)
+
+    def lost_nodes(self) -> set[str]:
+        """Ids of nodes the broker marked LOST."""
+        reply = self._stub.ListNodes(broker_pb2.ListNodesRequest(include_lost=True), timeout=DEFAULT_TIMEOUT_S)
+        return {n.node_id for n in reply.nodes if n.state == common_pb2.NODE_STATE_LOST}

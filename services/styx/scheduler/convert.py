@@ -5,8 +5,9 @@ from __future__ import annotations
 from styx.broker.convert import resources_from_pb, resources_to_pb
 from styx.common.errors import InvalidArgument
 from styx.common.timeutil import to_timestamp
-from styx.scheduler.core import Assign, Cancel, Stats, WorkItem
-from styx.scheduler.model import Event, TaskRecord, TaskSpec
+from styx.scheduler.model import Event, RetryPolicy, TaskRecord, TaskSpec
+from styx.scheduler.stats import JobView, Stats
+from styx.scheduler.workqueue import Assign, Cancel, WorkItem
 from styx.v1 import agent_pb2, common_pb2, scheduler_pb2
 
 STATE_TO_PB = {
@@ -26,7 +27,7 @@ EVENT_TO_PB = {
     "SUCCEEDED": common_pb2.EVENT_TYPE_SUCCEEDED,
     "FAILED": common_pb2.EVENT_TYPE_FAILED,
     "CANCELLED": common_pb2.EVENT_TYPE_CANCELLED,
-    "RETRIED": common_pb2.EVENT_TYPE_RETRIED,
+    "RETRYING": common_pb2.EVENT_TYPE_RETRYING,
     "SKIPPED": common_pb2.EVENT_TYPE_SKIPPED,
 }
 
@@ -50,6 +51,13 @@ def spec_from_pb(msg: common_pb2.TaskSpec) -> TaskSpec:
         workdir=msg.workdir,
         priority=msg.priority,
         depends_on=tuple(msg.depends_on),
+        retry=RetryPolicy(
+            max_retries=msg.retry.max_retries,
+            backoff_s=msg.retry.backoff_s,
+            max_backoff_s=msg.retry.max_backoff_s,
+            exit_codes=tuple(msg.retry.exit_codes),
+        ),
+        timeout_s=msg.timeout_s,
     )
 
 
@@ -64,6 +72,13 @@ def spec_to_pb(spec: TaskSpec) -> common_pb2.TaskSpec:
         workdir=spec.workdir,
         priority=spec.priority,
         depends_on=list(spec.depends_on),
+        retry=common_pb2.RetryPolicy(
+            max_retries=spec.retry.max_retries,
+            backoff_s=spec.retry.backoff_s,
+            max_backoff_s=spec.retry.max_backoff_s,
+            exit_codes=list(spec.retry.exit_codes),
+        ),
+        timeout_s=spec.timeout_s,
     )
 
 
@@ -84,6 +99,29 @@ def task_to_pb(rec: TaskRecord) -> common_pb2.Task:
         scheduled_at=to_timestamp(rec.scheduled_at),
         started_at=to_timestamp(rec.started_at),
         finished_at=to_timestamp(rec.finished_at),
+        retry_at=to_timestamp(rec.retry_at) if rec.state == "PENDING" else None,
+        job_name=rec.job_name,
+    )
+
+
+JOB_STATE_TO_PB = {
+    "PENDING": scheduler_pb2.JOB_STATE_PENDING,
+    "RUNNING": scheduler_pb2.JOB_STATE_RUNNING,
+    "SUCCEEDED": scheduler_pb2.JOB_STATE_SUCCEEDED,
+    "FAILED": scheduler_pb2.JOB_STATE_FAILED,
+    "CANCELLED": scheduler_pb2.JOB_STATE_CANCELLED,
+}
+
+
+def job_to_pb(job: JobView) -> scheduler_pb2.Job:
+    """JobView -> Job message."""
+    return scheduler_pb2.Job(
+        job_id=job.job_id,
+        name=job.name,
+        state=JOB_STATE_TO_PB[job.state],
+        task_counts=job.task_counts,
+        tasks=[task_to_pb(r) for r in job.tasks],
+        created_at=to_timestamp(job.created_at),
     )
 
 
@@ -116,6 +154,7 @@ def work_item_to_pb(item: WorkItem) -> agent_pb2.WorkItem:
             attempt=item.attempt,
             spec=spec_to_pb(item.spec),
             gpu_indices=list(item.gpu_indices),
+            has_workdir=item.has_workdir,
         )
     )
 
@@ -132,4 +171,14 @@ def stats_to_pb(stats: Stats) -> scheduler_pb2.Stats:
         run_time_p50_s=stats.run_time_p50_s,
         run_time_p99_s=stats.run_time_p99_s,
         computed_at=to_timestamp(now()),
+        throughput_per_s=stats.throughput_per_s,
+        by_priority=[
+            scheduler_pb2.PriorityStats(
+                priority=p.priority,
+                tasks_by_state=p.tasks_by_state,
+                queue_wait_p50_s=p.queue_wait_p50_s,
+                queue_wait_p99_s=p.queue_wait_p99_s,
+            )
+            for p in stats.by_priority
+        ],
     )

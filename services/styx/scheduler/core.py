@@ -1,11 +1,14 @@
-"""Scheduler logic: jobs and tasks, the dispatch loop, agent reports, events, logs, stats.
+"""Scheduler logic: jobs and tasks, the dispatch loop, agent reports, retries, events, logs.
 
-The store is the truth. A dispatch pass reads the ready set (PENDING, not blocked by
-dependencies) ordered by priority then submission order, asks the broker to place the
-whole batch at once, and records the placements. A task the broker cannot place now
-waits without blocking smaller tasks behind it; a task no provider could ever fit fails
-with the broker's reason. Assignments reach agents through per-node queues that the
-agent's WorkStream drains; a reconnecting agent is re-sent what it has not finished.
+The store is the truth; nothing lives only in this process's memory, so the scheduler can
+be killed at any point and several replicas can share one PostgreSQL.
+
+A dispatch pass reads the ready set (PENDING, dependencies met, backoff over) ordered by
+priority then submission order, asks the broker to place the whole batch at once, and
+records the placements. A task the broker cannot place now waits without blocking smaller
+tasks behind it, until it has waited ``starvation_s`` (see ``_starvation_cut``); a task no
+provider could ever fit fails with the broker's reason. Assignments reach agents through
+their WorkStreams; a reconnecting agent is re-sent what it has not finished.
 """
 
 from __future__ import annotations
@@ -14,11 +17,12 @@ import json
 import logging
 import queue
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import Engine, and_, bindparam, func, insert, select, update
+from sqlalchemy import Engine, and_, bindparam, func, insert, or_, select, text, update
+from sqlalchemy.exc import IntegrityError
 
 from styx.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from styx.common.ids import new_id
@@ -41,10 +45,17 @@ from styx.scheduler.model import (
     TaskSpec,
     validate_job,
 )
+from styx.scheduler.stats import JobView, Stats, compute_stats, job_state
+from styx.scheduler.workqueue import Assign, Cancel, Dispatcher, WorkItem
 
 log = logging.getLogger(__name__)
 
 DISPATCH_BATCH = 2000
+# A task re-queued this many times because its node was lost fails instead.
+MAX_NODE_LOSSES = 3
+MAX_WORKDIR_BYTES = 64 * 1024 * 1024
+# How often a work stream re-reads its node's outstanding work from the store.
+STREAM_RESYNC_S = 1.0
 _EVENT_FOR_STATE = {
     SCHEDULED: "SCHEDULED",
     RUNNING: "STARTED",
@@ -53,6 +64,7 @@ _EVENT_FOR_STATE = {
     CANCELLED: "CANCELLED",
     SKIPPED: "SKIPPED",
 }
+IsActive = Callable[[], bool]
 
 
 @dataclass(frozen=True)
@@ -86,48 +98,9 @@ class BrokerPort(Protocol):
         """Free an allocation (idempotent)."""
         ...
 
-
-@dataclass(frozen=True)
-class Assign:
-    """Work item: start an attempt."""
-
-    task_id: str
-    job_id: str
-    attempt: int
-    spec: TaskSpec
-    gpu_indices: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class Cancel:
-    """Work item: stop an attempt."""
-
-    task_id: str
-    attempt: int
-    reason: str
-
-
-WorkItem = Assign | Cancel
-
-
-@dataclass(frozen=True)
-class Stats:
-    """Aggregates over all tasks."""
-
-    tasks_by_state: dict[str, int]
-    jobs_total: int
-    queue_wait_p50_s: float
-    queue_wait_p99_s: float
-    run_time_p50_s: float
-    run_time_p99_s: float
-
-
-def _percentile(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    values = sorted(values)
-    idx = min(len(values) - 1, max(0, round(q * (len(values) - 1))))
-    return values[idx]
+    def lost_nodes(self) -> set[str]:
+        """Ids of nodes the broker marked LOST (their lease expired)."""
+        ...
 
 
 def _row_to_task(row: Any) -> TaskRecord:
@@ -146,126 +119,156 @@ def _row_to_task(row: Any) -> TaskRecord:
         scheduled_at=row.scheduled_at,
         started_at=row.started_at,
         finished_at=row.finished_at,
+        retry_at=row.retry_at,
+        failures=row.failures,
     )
 
 
-class Dispatcher:
-    """Per-node queues of work items; an agent's WorkStream drains its node's queue."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._queues: dict[str, queue.Queue[WorkItem | None]] = {}
-
-    def attach(self, node_id: str) -> queue.Queue[WorkItem | None]:
-        """Give a node a fresh queue; an older stream of the same node is told to end."""
-        q: queue.Queue[WorkItem | None] = queue.Queue()
-        with self._lock:
-            old = self._queues.get(node_id)
-            self._queues[node_id] = q
-        if old is not None:
-            old.put(None)
-        return q
-
-    def detach(self, node_id: str, q: queue.Queue[WorkItem | None]) -> None:
-        """Forget a node's queue if it is still the current one."""
-        with self._lock:
-            if self._queues.get(node_id) is q:
-                del self._queues[node_id]
-
-    def send(self, node_id: str, item: WorkItem) -> bool:
-        """Queue an item for a connected node; False when the node is not connected."""
-        with self._lock:
-            q = self._queues.get(node_id)
-        if q is None:
-            return False
-        q.put(item)
-        return True
-
-    def connected(self) -> list[str]:
-        """Ids of nodes with an open stream."""
-        with self._lock:
-            return list(self._queues)
-
-
 class Scheduler:
-    """Owns jobs and tasks. Thread-safe: state transitions happen under one lock."""
+    """Owns jobs and tasks. Thread-safe: state transitions happen in transactions under one lock."""
 
-    def __init__(self, engine: Engine, broker: BrokerPort | None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        broker: BrokerPort | None,
+        starvation_s: float = 60.0,
+        lease_s: float = 10.0,
+        replica_id: str = "",
+    ) -> None:
         self._engine = engine
         self._broker = broker
+        self.starvation_s = starvation_s
+        self._lease_s = lease_s
+        self.replica_id = replica_id or new_id("replica")
+        self._lease_until = 0.0
         self._lock = threading.RLock()
         self._changed = threading.Condition()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self.dispatcher = Dispatcher()
-        self._log_len: dict[tuple[str, int], int] = {}
         create_tables(engine, t.metadata)
-        with engine.connect() as conn:
-            self._next_seq = int(conn.execute(select(func.coalesce(func.max(t.tasks.c.seq), 0))).scalar_one()) + 1
+        with engine.begin() as conn:
+            if conn.execute(select(t.counters.c.value).where(t.counters.c.name == "task_seq")).first() is None:
+                start = int(conn.execute(select(func.coalesce(func.max(t.tasks.c.seq), 0))).scalar_one())
+                try:
+                    with conn.begin_nested():
+                        conn.execute(insert(t.counters).values(name="task_seq", value=start))
+                except IntegrityError:
+                    pass  # another replica created it first
+
+    # ---- replicas ------------------------------------------------------------------------
+    def _reserve_seqs(self, conn: Any, count: int) -> int:
+        """Reserve ``count`` consecutive submission numbers; returns the first."""
+        value = conn.execute(
+            update(t.counters)
+            .where(t.counters.c.name == "task_seq")
+            .values(value=t.counters.c.value + count)
+            .returning(t.counters.c.value)
+        ).scalar_one()
+        return int(value) - count + 1
+
+    def hold_dispatch_lease(self) -> bool:
+        """True while this replica owns the "dispatcher" lease.
+
+        Every replica serves every RPC, but one dispatcher at a time places tasks. A lease
+        row taken with a conditional UPDATE works the same on SQLite and PostgreSQL, expires
+        by itself when its holder dies, and needs no transaction held across the broker
+        call (a row lock would). Should two replicas ever overlap (a paused holder), the
+        broker's idempotent allocation ids ("task/attempt") and the PENDING re-check under
+        FOR UPDATE still keep a task from being placed twice.
+        """
+        stamp = now()
+        if stamp < self._lease_until - self._lease_s / 2:
+            return True
+        until = stamp + self._lease_s
+        with self._engine.begin() as conn:
+            taken = conn.execute(
+                update(t.leases)
+                .where(
+                    and_(
+                        t.leases.c.name == "dispatcher",
+                        or_(t.leases.c.holder == self.replica_id, t.leases.c.expires_at < stamp),
+                    )
+                )
+                .values(holder=self.replica_id, expires_at=until)
+            ).rowcount
+            if not taken:
+                try:
+                    with conn.begin_nested():
+                        conn.execute(
+                            insert(t.leases).values(name="dispatcher", holder=self.replica_id, expires_at=until)
+                        )
+                    taken = 1
+                except IntegrityError:
+                    taken = 0
+        self._lease_until = until if taken else 0.0
+        return bool(taken)
 
     # ---- submission ---------------------------------------------------------------------
-    def submit_job(self, request_id: str, name: str, specs: list[TaskSpec]) -> tuple[str, list[TaskRecord]]:
+    def submit_job(
+        self, request_id: str, name: str, specs: list[TaskSpec], workdir: bytes = b""
+    ) -> tuple[str, list[TaskRecord]]:
         """Store a job's tasks as PENDING; a repeated request_id returns the first job."""
         if not request_id or len(request_id) > 128:
             raise InvalidArgument("request_id: required, 1-128 characters (a UUID is fine)")
+        if len(workdir) > MAX_WORKDIR_BYTES:
+            raise InvalidArgument(
+                f"job.workdir_archive: {len(workdir) / 2**20:.1f} MiB is over the "
+                f"{MAX_WORKDIR_BYTES // 2**20} MiB limit; exclude large files with .styxignore"
+            )
         existing = self._job_by_request(request_id)
         if existing is not None:
             return existing, self.list_tasks(job_id=existing, limit=10**6, oldest_first=True)
         specs = validate_job(specs)
         stamp = now()
         job_id = new_id("j")
-        records: list[TaskRecord] = []
-        with self._lock:
-            for spec in specs:
-                records.append(
-                    TaskRecord(
-                        task_id=new_id("t"),
-                        job_id=job_id,
-                        seq=self._next_seq,
-                        spec=spec,
-                        state=PENDING,
-                        created_at=stamp,
-                    )
+        job_name = name or specs[0].name
+        try:
+            with self._lock, self._engine.begin() as conn:
+                conn.execute(
+                    insert(t.jobs).values(job_id=job_id, request_id=request_id, name=job_name, created_at=stamp)
                 )
-                self._next_seq += 1
-            try:
-                with self._engine.begin() as conn:
-                    conn.execute(
-                        insert(t.jobs).values(
-                            job_id=job_id, request_id=request_id, name=name or specs[0].name, created_at=stamp
-                        )
-                    )
-                    conn.execute(
-                        insert(t.tasks),
-                        [
-                            {
-                                "task_id": r.task_id,
-                                "job_id": job_id,
-                                "seq": r.seq,
-                                "name": r.spec.name,
-                                "spec_json": r.spec.to_json(),
-                                "priority": r.spec.priority,
-                                "state": PENDING,
-                                "blocked": bool(r.spec.depends_on),
-                                "attempt": 0,
-                                "node_id": "",
-                                "gpu_indices_json": "[]",
-                                "failure_reason": "",
-                                "agent_ended": False,
-                                "released": False,
-                                "created_at": stamp,
-                            }
-                            for r in records
-                        ],
-                    )
-                    self._record_events(conn, [("SUBMITTED", r, "") for r in records])
-            except Exception:
-                # Lost a race with the same request_id: answer with the winner's job.
-                winner = self._job_by_request(request_id)
-                if winner is None:
-                    raise
-                return winner, self.list_tasks(job_id=winner, limit=10**6, oldest_first=True)
+                first = self._reserve_seqs(conn, len(specs))
+                records = [
+                    TaskRecord(new_id("t"), job_id, first + i, spec, PENDING, created_at=stamp, job_name=job_name)
+                    for i, spec in enumerate(specs)
+                ]
+                if workdir:
+                    conn.execute(insert(t.workdirs).values(job_id=job_id, data=workdir))
+                conn.execute(
+                    insert(t.tasks),
+                    [
+                        {
+                            "task_id": r.task_id,
+                            "job_id": job_id,
+                            "seq": r.seq,
+                            "name": r.spec.name,
+                            "spec_json": r.spec.to_json(),
+                            "priority": r.spec.priority,
+                            "state": PENDING,
+                            "blocked": bool(r.spec.depends_on),
+                            "attempt": 0,
+                            "node_id": "",
+                            "gpu_indices_json": "[]",
+                            "failure_reason": "",
+                            "agent_ended": False,
+                            "released": False,
+                            "created_at": stamp,
+                            "failures": 0,
+                            "node_losses": 0,
+                        }
+                        for r in records
+                    ],
+                )
+                self._record_events(conn, [("SUBMITTED", r, "") for r in records])
+        except IntegrityError:
+            # Lost a race with the same request_id (another call or replica): answer with the winner.
+            winner = self._job_by_request(request_id)
+            if winner is None:
+                raise
+            return winner, self.list_tasks(job_id=winner, limit=10**6, oldest_first=True)
         self._notify()
+        self.wake()
         return job_id, records
 
     def _job_by_request(self, request_id: str) -> str | None:
@@ -278,38 +281,89 @@ class Scheduler:
         if not task_id:
             raise InvalidArgument("task_id: required")
         with self._engine.connect() as conn:
-            row = conn.execute(select(t.tasks).where(t.tasks.c.task_id == task_id)).first()
+            row = conn.execute(
+                select(t.tasks, t.jobs.c.name.label("job_name"))
+                .join(t.jobs, t.jobs.c.job_id == t.tasks.c.job_id)
+                .where(t.tasks.c.task_id == task_id)
+            ).first()
         if row is None:
             raise NotFound(f"task {task_id!r} not found; `sky status` lists tasks")
-        return _row_to_task(row)
+        rec = _row_to_task(row)
+        rec.job_name = row.job_name
+        return rec
 
     def list_tasks(
         self, job_id: str = "", states: Sequence[str] = (), limit: int = 1000, oldest_first: bool = False
     ) -> list[TaskRecord]:
         """Tasks, newest first unless oldest_first."""
-        query = select(t.tasks)
+        query = select(t.tasks, t.jobs.c.name.label("job_name")).join(t.jobs, t.jobs.c.job_id == t.tasks.c.job_id)
         if job_id:
             query = query.where(t.tasks.c.job_id == job_id)
         if states:
             query = query.where(t.tasks.c.state.in_(list(states)))
         query = query.order_by(t.tasks.c.seq.asc() if oldest_first else t.tasks.c.seq.desc()).limit(limit)
         with self._engine.connect() as conn:
-            return [_row_to_task(r) for r in conn.execute(query)]
+            out = []
+            for row in conn.execute(query):
+                rec = _row_to_task(row)
+                rec.job_name = row.job_name
+                out.append(rec)
+            return out
+
+    def get_job(self, job_id: str) -> JobView:
+        """A job with its tasks; NotFound when unknown."""
+        if not job_id:
+            raise InvalidArgument("job_id: required")
+        with self._engine.connect() as conn:
+            job = conn.execute(select(t.jobs).where(t.jobs.c.job_id == job_id)).first()
+        if job is None:
+            raise NotFound(f"job {job_id!r} not found; `sky queue` lists jobs")
+        tasks = self.list_tasks(job_id=job_id, limit=10**6, oldest_first=True)
+        counts: dict[str, int] = {}
+        for rec in tasks:
+            counts[rec.state] = counts.get(rec.state, 0) + 1
+        return JobView(job.job_id, job.name, job_state(counts), counts, job.created_at, tuple(tasks))
+
+    def list_jobs(self, limit: int = 100) -> list[JobView]:
+        """Jobs, newest first, with task counts."""
+        with self._engine.connect() as conn:
+            jobs = conn.execute(select(t.jobs).order_by(t.jobs.c.created_at.desc()).limit(limit)).all()
+            ids = [j.job_id for j in jobs]
+            counts: dict[str, dict[str, int]] = {i: {} for i in ids}
+            if ids:
+                for job_id, state, n in conn.execute(
+                    select(t.tasks.c.job_id, t.tasks.c.state, func.count())
+                    .where(t.tasks.c.job_id.in_(ids))
+                    .group_by(t.tasks.c.job_id, t.tasks.c.state)
+                ):
+                    counts[job_id][state] = int(n)
+        return [JobView(j.job_id, j.name, job_state(counts[j.job_id]), counts[j.job_id], j.created_at) for j in jobs]
+
+    def get_workdir(self, job_id: str) -> bytes:
+        """The job's workdir archive (b"" when it has none); NotFound for an unknown job."""
+        with self._engine.connect() as conn:
+            if conn.execute(select(t.jobs.c.job_id).where(t.jobs.c.job_id == job_id)).first() is None:
+                raise NotFound(f"job {job_id!r} not found")
+            data = conn.execute(select(t.workdirs.c.data).where(t.workdirs.c.job_id == job_id)).scalar()
+        return bytes(data or b"")
 
     # ---- dispatch ------------------------------------------------------------------------
     def wake(self) -> None:
         """Ask the dispatch loop for a pass now (new work, freed capacity, new node)."""
         self._wake.set()
 
-    def run_loop(self, idle_wait_s: float = 0.5) -> None:
+    def run_loop(self, idle_wait_s: float = 0.5, reconcile_every_s: float = 2.0) -> None:
         """Dispatch until stop(); passes run on wake-ups and at least every idle_wait_s."""
+        last_reconcile = 0.0
         while not self._stop.is_set():
             self._wake.wait(idle_wait_s)
             self._wake.clear()
             try:
                 while self.dispatch_once() and not self._stop.is_set():
                     pass
-                self.retry_releases()
+                if now() - last_reconcile >= reconcile_every_s:
+                    last_reconcile = now()
+                    self.reconcile()
             except Exception:
                 log.exception("dispatch pass failed; retrying")
                 self._stop.wait(1.0)
@@ -320,38 +374,47 @@ class Scheduler:
         self._wake.set()
         self._notify()
 
-    @property
-    def stopping(self) -> bool:
-        """True once stop() was called."""
-        return self._stop.is_set()
-
     def dispatch_once(self) -> int:
         """One pass over the ready set; returns how many tasks were placed."""
-        if self._broker is None:
+        if self._broker is None or not self.hold_dispatch_lease():
             return 0
+        stamp = now()
         with self._engine.connect() as conn:
             rows = conn.execute(
                 select(t.tasks)
-                .where(and_(t.tasks.c.state == PENDING, t.tasks.c.blocked.is_(False)))
+                .where(
+                    and_(
+                        t.tasks.c.state == PENDING,
+                        t.tasks.c.blocked.is_(False),
+                        or_(t.tasks.c.retry_at.is_(None), t.tasks.c.retry_at <= stamp),
+                    )
+                )
                 .order_by(t.tasks.c.priority.desc(), t.tasks.c.seq.asc())
                 .limit(DISPATCH_BATCH)
             ).all()
         if not rows:
             return 0
-        ready = [_row_to_task(r) for r in rows]
+        ready = self._starvation_cut([_row_to_task(r) for r in rows], stamp)
         asks = [PlacementAsk(f"{r.task_id}/{r.attempt + 1}", r.task_id, r.spec.resources) for r in ready]
         results = self._broker.allocate(asks)
-        placed: list[tuple[TaskRecord, PlacementResult]] = []
-        infeasible: list[tuple[TaskRecord, PlacementResult]] = []
-        for rec, res in zip(ready, results, strict=True):
-            if res.outcome == "placed":
-                placed.append((rec, res))
-            elif res.outcome == "infeasible":
-                infeasible.append((rec, res))
+        placed = [(rec, res) for rec, res in zip(ready, results, strict=True) if res.outcome == "placed"]
+        infeasible = [(rec, res) for rec, res in zip(ready, results, strict=True) if res.outcome == "infeasible"]
         orphans = self._apply_placements(placed, infeasible)
         for allocation_id in orphans:
             self._broker.release(allocation_id)
         return len(placed) - len(orphans)
+
+    def _starvation_cut(self, ready: list[TaskRecord], stamp: float) -> list[TaskRecord]:
+        """Apply the anti-starvation rule to a ready list in priority order.
+
+        Rule: a task that does not fit never blocks the tasks behind it; they are placed
+        around it ("backfill") until it has waited ``starvation_s``. From then on nothing
+        behind it is offered to the broker, so capacity that frees up goes to it first.
+        """
+        for i, rec in enumerate(ready):
+            if stamp - (rec.retry_at or rec.created_at) > self.starvation_s:
+                return ready[: i + 1]
+        return ready
 
     def _apply_placements(
         self,
@@ -362,19 +425,18 @@ class Scheduler:
         orphans: list[str] = []
         sends: list[tuple[str, Assign]] = []
         ended: list[TaskRecord] = []
+        events: list[tuple[str, TaskRecord, str]] = []
         with self._lock, self._engine.begin() as conn:
             ids = [rec.task_id for rec, _ in placed + infeasible]
-            still_pending = (
-                set(
-                    conn.execute(
-                        select(t.tasks.c.task_id).where(and_(t.tasks.c.task_id.in_(ids), t.tasks.c.state == PENDING))
-                    ).scalars()
-                )
-                if ids
-                else set()
+            still_pending = set(
+                conn.execute(
+                    select(t.tasks.c.task_id)
+                    .where(and_(t.tasks.c.task_id.in_(ids), t.tasks.c.state == PENDING))
+                    .with_for_update()
+                ).scalars()
             )
+            with_workdir = self._jobs_with_workdir(conn, {rec.job_id for rec, _ in placed})
             updates = []
-            events = []
             for rec, res in placed:
                 if rec.task_id not in still_pending:
                     orphans.append(res.allocation_id)  # cancelled meanwhile
@@ -394,23 +456,27 @@ class Scheduler:
                     }
                 )
                 events.append(("SCHEDULED", rec, f"on {res.node_id}"))
-                sends.append((res.node_id, Assign(rec.task_id, rec.job_id, rec.attempt, rec.spec, res.gpu_indices)))
-            if updates:
-                conn.execute(
-                    update(t.tasks).where(t.tasks.c.task_id == bindparam("k_task_id")),
-                    updates,
+                item = Assign(
+                    rec.task_id, rec.job_id, rec.attempt, rec.spec, res.gpu_indices, rec.job_id in with_workdir
                 )
+                sends.append((res.node_id, item))
+            if updates:
+                conn.execute(update(t.tasks).where(t.tasks.c.task_id == bindparam("k_task_id")), updates)
             for rec, res in infeasible:
-                if rec.task_id not in still_pending:
-                    continue
-                self._finish(conn, rec, FAILED, None, res.reason, stamp, events)
-                ended.append(rec)
+                if rec.task_id in still_pending:
+                    self._finish(conn, rec, FAILED, None, res.reason, stamp, events, agent_ended=True, released=True)
+                    ended.append(rec)
             self._record_events(conn, events)
         for node_id, item in sends:
             self.dispatcher.send(node_id, item)
         self._after_end(ended)
         self._notify()
         return orphans
+
+    def _jobs_with_workdir(self, conn: Any, job_ids: set[str]) -> set[str]:
+        if not job_ids:
+            return set()
+        return set(conn.execute(select(t.workdirs.c.job_id).where(t.workdirs.c.job_id.in_(job_ids))).scalars())
 
     def _finish(
         self,
@@ -422,6 +488,7 @@ class Scheduler:
         stamp: float,
         events: list[tuple[str, TaskRecord, str]],
         agent_ended: bool | None = None,
+        released: bool | None = None,
     ) -> None:
         values: dict[str, Any] = {
             "state": state,
@@ -431,14 +498,35 @@ class Scheduler:
         }
         if agent_ended is not None:
             values["agent_ended"] = agent_ended
+        if released is not None:
+            values["released"] = released
         conn.execute(update(t.tasks).where(t.tasks.c.task_id == rec.task_id).values(**values))
         rec.state, rec.exit_code, rec.failure_reason, rec.finished_at = state, exit_code, reason, stamp
         events.append((_EVENT_FOR_STATE[state], rec, reason))
 
+    def _requeue(
+        self, conn: Any, rec: TaskRecord, retry_at: float | None, reason: str, events: list[Any], **counters: int
+    ) -> None:
+        """Send a task back to PENDING for its next attempt (the attempt number grows on placement)."""
+        conn.execute(
+            update(t.tasks)
+            .where(t.tasks.c.task_id == rec.task_id)
+            .values(
+                state=PENDING,
+                retry_at=retry_at,
+                failure_reason=reason,
+                agent_ended=True,
+                scheduled_at=None,
+                started_at=None,
+                **counters,
+            )
+        )
+        rec.state, rec.retry_at, rec.failure_reason = PENDING, retry_at, reason
+        events.append(("RETRYING", rec, reason))
+
     def _after_end(self, ended: list[TaskRecord]) -> None:
         """Unblock or skip dependents of tasks that reached a terminal state."""
-        jobs = {rec.job_id for rec in ended}
-        for job_id in jobs:
+        for job_id in {rec.job_id for rec in ended}:
             self._resolve_dependents(job_id)
 
     def _resolve_dependents(self, job_id: str) -> None:
@@ -462,8 +550,7 @@ class Scheduler:
                     if bad:
                         dep, (dep_state, dep_reason) = bad[0]
                         why = f"upstream task {dep!r} ended {dep_state}" + (f": {dep_reason}" if dep_reason else "")
-                        self._finish(conn, rec, SKIPPED, None, why, now(), events, agent_ended=True)
-                        conn.execute(update(t.tasks).where(t.tasks.c.task_id == rec.task_id).values(released=True))
+                        self._finish(conn, rec, SKIPPED, None, why, now(), events, agent_ended=True, released=True)
                         skipped += 1
                     elif all(s[0] == SUCCEEDED for _, s in deps):
                         conn.execute(update(t.tasks).where(t.tasks.c.task_id == rec.task_id).values(blocked=False))
@@ -480,22 +567,30 @@ class Scheduler:
             rec = self.get_task(task_id)
             if rec.state in TERMINAL:
                 return rec
-            reason = "cancelled by user"
             was = rec.state
             # A pending task has no agent work; a placed one ends when its agent confirms.
-            self._finish(conn, rec, CANCELLED, None, reason, now(), events, agent_ended=was == PENDING)
-            if was == PENDING:
-                conn.execute(update(t.tasks).where(t.tasks.c.task_id == task_id).values(released=True))
+            idle = was == PENDING
+            self._finish(
+                conn, rec, CANCELLED, None, "cancelled by user", now(), events, agent_ended=idle, released=idle
+            )
             self._record_events(conn, events)
         if was in ACTIVE:
-            self.dispatcher.send(rec.node_id, Cancel(rec.task_id, rec.attempt, reason))
+            self.dispatcher.send(rec.node_id, Cancel(rec.task_id, rec.attempt, "cancelled by user"))
         self._after_end([rec])
         self._notify()
         return rec
 
+    def cancel_job(self, job_id: str) -> JobView:
+        """Cancel every unfinished task of a job, dependents first (so none ends SKIPPED)."""
+        job = self.get_job(job_id)
+        for rec in sorted(job.tasks, key=lambda r: -r.seq):
+            if rec.state not in TERMINAL:
+                self.cancel_task(rec.task_id)
+        return self.get_job(job_id)
+
     # ---- agents ------------------------------------------------------------------------
     def outstanding_work(self, node_id: str) -> list[WorkItem]:
-        """What a (re)connecting agent must receive: live assignments and unconfirmed cancels."""
+        """What a node's agent must have: live assignments and unconfirmed cancellations."""
         with self._engine.connect() as conn:
             rows = conn.execute(
                 select(t.tasks)
@@ -508,31 +603,47 @@ class Scheduler:
                 )
                 .order_by(t.tasks.c.seq)
             ).all()
+            with_workdir = self._jobs_with_workdir(conn, {r.job_id for r in rows})
         items: list[WorkItem] = []
         for row in rows:
             rec = _row_to_task(row)
             if rec.state == CANCELLED:
                 items.append(Cancel(rec.task_id, rec.attempt, rec.failure_reason))
             else:
-                items.append(Assign(rec.task_id, rec.job_id, rec.attempt, rec.spec, rec.gpu_indices))
+                items.append(
+                    Assign(rec.task_id, rec.job_id, rec.attempt, rec.spec, rec.gpu_indices, rec.job_id in with_workdir)
+                )
         return items
 
-    def work_stream(self, node_id: str, is_active: Any) -> Iterator[WorkItem]:
-        """Yield a node's work: first what is outstanding, then new items as they come."""
+    def work_stream(self, node_id: str, is_active: IsActive) -> Iterator[WorkItem]:
+        """Yield a node's work: what is outstanding, then new items, each at most once.
+
+        Pushed items arrive at once; the store is re-read every STREAM_RESYNC_S so that work
+        placed by another replica, or pushed while the agent was away, is never missed.
+        """
         if not node_id:
             raise InvalidArgument("node_id: required")
         q = self.dispatcher.attach(node_id)
         self.wake()  # a new node may unblock waiting tasks
+        sent: set[tuple[str, str, int]] = set()
         try:
-            yield from self.outstanding_work(node_id)
+            resync_at = 0.0
             while is_active() and not self._stop.is_set():
+                if now() >= resync_at:
+                    resync_at = now() + STREAM_RESYNC_S
+                    for item in self.outstanding_work(node_id):
+                        if item.key not in sent:
+                            sent.add(item.key)
+                            yield item
                 try:
-                    item = q.get(timeout=1.0)
+                    pushed = q.get(timeout=max(0.01, resync_at - now()))
                 except queue.Empty:
                     continue
-                if item is None:
-                    return
-                yield item
+                if pushed is None:
+                    return  # a newer stream of the same node took over
+                if pushed.key not in sent:
+                    sent.add(pushed.key)
+                    yield pushed
         finally:
             self.dispatcher.detach(node_id, q)
 
@@ -560,15 +671,24 @@ class Scheduler:
                     rec.state, rec.started_at = RUNNING, stamp
                     events.append(("STARTED", rec, f"on {node_id}"))
             elif rec.state in ACTIVE:
-                self._finish(conn, rec, state, exit_code, message if state != SUCCEEDED else "", stamp, events, True)
-                release, ended = True, [rec]
+                failures = rec.failures + (state == FAILED)
+                if state == FAILED and rec.spec.retry.allows(failures, exit_code):
+                    delay = rec.spec.retry.delay(failures)
+                    why = f"attempt {attempt} failed ({message or f'exit {exit_code}'}); retry in {delay:g} s"
+                    self._requeue(conn, rec, stamp + delay, why, events, failures=failures, exit_code=exit_code)
+                else:
+                    reason = "" if state == SUCCEEDED else message
+                    self._finish(conn, rec, state, exit_code, reason, stamp, events, agent_ended=True)
+                    conn.execute(update(t.tasks).where(t.tasks.c.task_id == task_id).values(failures=failures))
+                    ended = [rec]
+                release = True
             elif rec.state in TERMINAL and not self._agent_ended(conn, task_id):
-                # E.g. cancelled by a user: the agent now confirms its process is gone.
+                # E.g. cancelled by a user: the agent now confirms its process group is gone.
                 conn.execute(update(t.tasks).where(t.tasks.c.task_id == task_id).values(agent_ended=True))
                 release = True
             self._record_events(conn, events)
         if release:
-            self._release(rec)
+            self._release(rec.task_id, attempt)
         self._after_end(ended)
         self._notify()
         return rec
@@ -576,88 +696,128 @@ class Scheduler:
     def _agent_ended(self, conn: Any, task_id: str) -> bool:
         return bool(conn.execute(select(t.tasks.c.agent_ended).where(t.tasks.c.task_id == task_id)).scalar())
 
-    def _release(self, rec: TaskRecord) -> None:
+    def _release(self, task_id: str, attempt: int) -> None:
         if self._broker is None:
             return
         try:
-            self._broker.release(rec.allocation_id)
+            self._broker.release(f"{task_id}/{attempt}")
         except Exception as exc:
-            log.warning("release of %s failed, will retry: %s", rec.allocation_id, exc)
+            log.warning("release of %s/%s failed, will retry: %s", task_id, attempt, exc)
             return
         with self._engine.begin() as conn:
-            conn.execute(update(t.tasks).where(t.tasks.c.task_id == rec.task_id).values(released=True))
+            conn.execute(
+                update(t.tasks)
+                .where(and_(t.tasks.c.task_id == task_id, t.tasks.c.attempt == attempt))
+                .values(released=True)
+            )
         self.wake()
 
-    def retry_releases(self) -> None:
-        """Release allocations whose release failed earlier (broker was down)."""
+    # ---- reconciliation ------------------------------------------------------------------
+    def reconcile(self) -> None:
+        """Level-triggered repairs: re-queue work of lost nodes, retry failed releases."""
+        if self._broker is None or not self.hold_dispatch_lease():
+            return
+        try:
+            lost = self._broker.lost_nodes()
+        except Exception as exc:
+            log.warning("cannot list lost nodes: %s", exc)
+            lost = set()
+        if lost:
+            self._requeue_lost(lost)
         with self._engine.connect() as conn:
             rows = conn.execute(
-                select(t.tasks)
+                select(t.tasks.c.task_id, t.tasks.c.attempt)
                 .where(and_(t.tasks.c.agent_ended.is_(True), t.tasks.c.released.is_(False), t.tasks.c.attempt > 0))
                 .limit(500)
             ).all()
-        for row in rows:
-            self._release(_row_to_task(row))
+        for task_id, attempt in rows:
+            self._release(task_id, attempt)
+
+    def _requeue_lost(self, lost: set[str]) -> None:
+        events: list[tuple[str, TaskRecord, str]] = []
+        ended: list[TaskRecord] = []
+        to_release: list[tuple[str, int]] = []
+        with self._lock, self._engine.begin() as conn:
+            rows = conn.execute(
+                select(t.tasks, t.tasks.c.node_losses.label("losses"))
+                .where(and_(t.tasks.c.node_id.in_(sorted(lost)), t.tasks.c.agent_ended.is_(False)))
+                .with_for_update()
+            ).all()
+            stamp = now()
+            for row in rows:
+                rec = _row_to_task(row)
+                to_release.append((rec.task_id, rec.attempt))
+                why = f"node {rec.node_id} was lost (no heartbeat)"
+                if rec.state not in ACTIVE:
+                    conn.execute(update(t.tasks).where(t.tasks.c.task_id == rec.task_id).values(agent_ended=True))
+                elif row.losses + 1 > MAX_NODE_LOSSES:
+                    why += f"; gave up after {MAX_NODE_LOSSES} lost nodes"
+                    self._finish(conn, rec, FAILED, None, why, stamp, events, agent_ended=True)
+                    ended.append(rec)
+                else:
+                    self._requeue(conn, rec, None, why, events, node_losses=row.losses + 1)
+            self._record_events(conn, events)
+        for task_id, attempt in to_release:
+            self._release(task_id, attempt)
+        self._after_end(ended)
+        if rows:
+            log.warning("re-queued work of lost nodes", extra={"nodes": sorted(lost), "tasks": len(rows)})
+            self._notify()
 
     # ---- logs --------------------------------------------------------------------------
     def append_logs(self, task_id: str, attempt: int, offset: int, data: bytes) -> int:
         """Store output at offset; bytes already stored are ignored. Returns the new length."""
-        key = (task_id, attempt)
-        with self._lock:
-            length = self._log_length(key)
+        with self._lock, self._engine.begin() as conn:
+            last = conn.execute(
+                select(t.logs.c.offset, func.length(t.logs.c.data))
+                .where(and_(t.logs.c.task_id == task_id, t.logs.c.attempt == attempt))
+                .order_by(t.logs.c.offset.desc())
+                .limit(1)
+            ).first()
+            length = int(last[0] + last[1]) if last else 0
             if offset > length:
                 raise FailedPrecondition(f"offset: {offset} leaves a gap; the stored log ends at {length}")
-            skip = length - offset
-            if skip < len(data):
-                rest = data[skip:]
-                with self._engine.begin() as conn:
-                    conn.execute(insert(t.logs).values(task_id=task_id, attempt=attempt, offset=length, data=rest))
+            rest = data[length - offset :]
+            if rest:
+                conn.execute(insert(t.logs).values(task_id=task_id, attempt=attempt, offset=length, data=rest))
                 length += len(rest)
-                self._log_len[key] = length
-        self._notify()
+        if rest:
+            self._notify()
         return length
 
-    def _log_length(self, key: tuple[str, int]) -> int:
-        if key not in self._log_len:
-            with self._engine.connect() as conn:
-                self._log_len[key] = int(
-                    conn.execute(
-                        select(func.coalesce(func.sum(func.length(t.logs.c.data)), 0)).where(
-                            and_(t.logs.c.task_id == key[0], t.logs.c.attempt == key[1])
-                        )
-                    ).scalar_one()
-                )
-        return self._log_len[key]
-
     def stream_logs(
-        self, task_id: str, attempt: int, offset: int, follow: bool, is_active: Any
+        self, task_id: str, attempt: int, offset: int, follow: bool, is_active: IsActive
     ) -> Iterator[tuple[int, int, bytes]]:
-        """Yield (attempt, offset, data) chunks; with follow, until the attempt is over."""
+        """Yield (attempt, offset, data) chunks; with follow, until the attempt's output is complete."""
         rec = self.get_task(task_id)
         pos = offset
+        current = attempt or rec.attempt
         while not self._stop.is_set() and is_active():
-            current = attempt or rec.attempt
             if current:
                 with self._engine.connect() as conn:
                     chunks = conn.execute(
                         select(t.logs.c.offset, t.logs.c.data)
-                        .where(and_(t.logs.c.task_id == task_id, t.logs.c.attempt == current))
+                        .where(
+                            and_(
+                                t.logs.c.task_id == task_id,
+                                t.logs.c.attempt == current,
+                                t.logs.c.offset + func.length(t.logs.c.data) > pos,
+                            )
+                        )
                         .order_by(t.logs.c.offset)
                     ).all()
                 for chunk_offset, data in chunks:
-                    end = chunk_offset + len(data)
-                    if end <= pos:
-                        continue
                     start = max(0, pos - chunk_offset)
                     yield current, pos, bytes(data[start:])
-                    pos = end
+                    pos = chunk_offset + len(data)
             if not follow or self._output_complete(task_id, current):
                 return
             with self._changed:
                 self._changed.wait(0.5)
-            rec = self.get_task(task_id)
-            if attempt == 0 and rec.attempt != current:
-                pos = 0
+            if attempt == 0:
+                latest = self.get_task(task_id).attempt
+                if latest != current:
+                    current, pos = latest, 0
 
     def _output_complete(self, task_id: str, attempt: int) -> bool:
         with self._engine.connect() as conn:
@@ -677,6 +837,10 @@ class Scheduler:
     def _record_events(self, conn: Any, events: list[tuple[str, TaskRecord, str]]) -> None:
         if not events:
             return
+        if conn.dialect.name == "postgresql":
+            # Serialize event writers across replicas until commit, so seq order is commit
+            # order and a watcher that read seq N can never later find an uncommitted N-1.
+            conn.execute(text("SELECT pg_advisory_xact_lock(717001)"))
         stamp = now()
         conn.execute(
             insert(t.events),
@@ -695,24 +859,41 @@ class Scheduler:
             ],
         )
 
-    def events_after(self, after_seq: int, job_id: str = "", task_id: str = "", limit: int = 500) -> list[Event]:
+    def events_after(
+        self, after_seq: int, job_id: str = "", task_id: str = "", states: Sequence[str] = (), limit: int = 500
+    ) -> list[Event]:
         """Recorded events with seq > after_seq, oldest first."""
         query = select(t.events).where(t.events.c.seq > after_seq)
         if job_id:
             query = query.where(t.events.c.job_id == job_id)
         if task_id:
             query = query.where(t.events.c.task_id == task_id)
+        if states:
+            query = query.where(t.events.c.state.in_(list(states)))
         with self._engine.connect() as conn:
             rows = conn.execute(query.order_by(t.events.c.seq).limit(limit)).all()
         return [
             Event(r.seq, r.time, r.type, r.job_id, r.task_id, r.state, r.attempt, r.node_id, r.message) for r in rows
         ]
 
-    def watch_events(self, after_seq: int, job_id: str, task_id: str, follow: bool, is_active: Any) -> Iterator[Event]:
-        """Yield events after the cursor; with follow, keep yielding new ones."""
+    def watch_events(
+        self,
+        after_seq: int,
+        job_id: str,
+        task_id: str,
+        follow: bool,
+        is_active: IsActive,
+        states: Sequence[str] = (),
+    ) -> Iterator[Event]:
+        """Yield events after the cursor; with follow, keep yielding new ones.
+
+        Events get their seq in commit order (one writer at a time: SQLite's write lock, or
+        an advisory lock on PostgreSQL), so a client resuming from the last seq it saw
+        misses nothing and sees nothing twice.
+        """
         cursor = after_seq
         while not self._stop.is_set() and is_active():
-            batch = self.events_after(cursor, job_id, task_id)
+            batch = self.events_after(cursor, job_id, task_id, states)
             yield from batch
             if batch:
                 cursor = batch[-1].seq
@@ -728,25 +909,5 @@ class Scheduler:
 
     # ---- stats -------------------------------------------------------------------------
     def stats(self) -> Stats:
-        """Counts by state and latency percentiles over the most recent 10k started tasks."""
-        with self._engine.connect() as conn:
-            counts = {
-                r[0]: int(r[1]) for r in conn.execute(select(t.tasks.c.state, func.count()).group_by(t.tasks.c.state))
-            }
-            jobs = int(conn.execute(select(func.count()).select_from(t.jobs)).scalar_one())
-            rows = conn.execute(
-                select(t.tasks.c.created_at, t.tasks.c.started_at, t.tasks.c.finished_at)
-                .where(t.tasks.c.started_at.is_not(None))
-                .order_by(t.tasks.c.seq.desc())
-                .limit(10_000)
-            ).all()
-        waits = [r.started_at - r.created_at for r in rows]
-        runs = [r.finished_at - r.started_at for r in rows if r.finished_at is not None]
-        return Stats(
-            tasks_by_state=counts,
-            jobs_total=jobs,
-            queue_wait_p50_s=_percentile(waits, 0.5),
-            queue_wait_p99_s=_percentile(waits, 0.99),
-            run_time_p50_s=_percentile(runs, 0.5),
-            run_time_p99_s=_percentile(runs, 0.99),
-        )
+        """Counts by state, latency percentiles and throughput (see stats.compute_stats)."""
+        return compute_stats(self._engine)

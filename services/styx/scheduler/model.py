@@ -26,6 +26,26 @@ _PRIORITY_RANGE = (-1_000_000, 1_000_000)
 
 
 @dataclass(frozen=True)
+class RetryPolicy:
+    """How often and when a failed task runs again; backoff doubles up to max_backoff_s."""
+
+    max_retries: int = 0
+    backoff_s: float = 1.0
+    max_backoff_s: float = 300.0
+    exit_codes: tuple[int, ...] = ()
+
+    def allows(self, failures: int, exit_code: int | None) -> bool:
+        """Whether a task that has failed ``failures`` times (this one included) runs again."""
+        if failures > self.max_retries:
+            return False
+        return not self.exit_codes or exit_code in self.exit_codes
+
+    def delay(self, failures: int) -> float:
+        """Seconds to wait before the retry that follows failure number ``failures``."""
+        return float(min(self.max_backoff_s, self.backoff_s * 2 ** max(0, failures - 1)))
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     """A validated task spec with defaults applied."""
 
@@ -37,6 +57,8 @@ class TaskSpec:
     workdir: str = ""
     priority: int = 0
     depends_on: tuple[str, ...] = ()
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    timeout_s: float = 0.0
 
     def to_json(self) -> str:
         """Serialize for the store."""
@@ -49,7 +71,9 @@ class TaskSpec:
         res = raw.pop("resources")
         res["accelerators"] = tuple(Accelerator(**a) for a in res["accelerators"])
         raw["depends_on"] = tuple(raw["depends_on"])
-        return cls(resources=Resources(**res), **raw)
+        retry = raw.pop("retry", None) or {}
+        retry["exit_codes"] = tuple(retry.get("exit_codes", ()))
+        return cls(resources=Resources(**res), retry=RetryPolicy(**retry), **raw)
 
 
 @dataclass
@@ -70,6 +94,9 @@ class TaskRecord:
     scheduled_at: float | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    retry_at: float | None = None
+    failures: int = 0
+    job_name: str = ""
 
     @property
     def allocation_id(self) -> str:
@@ -119,6 +146,9 @@ def validate_job(specs: list[TaskSpec], max_tasks: int = MAX_TASKS_PER_JOB) -> l
         if not _PRIORITY_RANGE[0] <= spec.priority <= _PRIORITY_RANGE[1]:
             raise InvalidArgument(f"{path}.priority: must be within {_PRIORITY_RANGE}, got {spec.priority}")
         res = _validate_resources(spec.resources, f"{path}.resources")
+        retry = _validate_retry(spec.retry, f"{path}.retry")
+        if spec.timeout_s < 0:
+            raise InvalidArgument(f"{path}.timeout_s: must not be negative, got {spec.timeout_s:g}")
         out.append(
             TaskSpec(
                 name=name,
@@ -129,6 +159,8 @@ def validate_job(specs: list[TaskSpec], max_tasks: int = MAX_TASKS_PER_JOB) -> l
                 workdir=spec.workdir,
                 priority=spec.priority,
                 depends_on=tuple(spec.depends_on),
+                retry=retry,
+                timeout_s=spec.timeout_s,
             )
         )
     for i, spec in enumerate(out):
@@ -141,6 +173,19 @@ def validate_job(specs: list[TaskSpec], max_tasks: int = MAX_TASKS_PER_JOB) -> l
     if cycle:
         raise InvalidArgument("job.tasks: dependency cycle " + " -> ".join(cycle) + "; remove one edge")
     return out
+
+
+def _validate_retry(retry: RetryPolicy, path: str) -> RetryPolicy:
+    if not 0 <= retry.max_retries <= 100:
+        raise InvalidArgument(f"{path}.max_retries: must be 0-100, got {retry.max_retries}")
+    if retry.backoff_s < 0 or retry.max_backoff_s < 0:
+        raise InvalidArgument(f"{path}.backoff_s: must not be negative")
+    return RetryPolicy(
+        max_retries=retry.max_retries,
+        backoff_s=retry.backoff_s or 1.0,
+        max_backoff_s=retry.max_backoff_s or 300.0,
+        exit_codes=tuple(retry.exit_codes),
+    )
 
 
 def _validate_resources(res: Resources, path: str) -> Resources:

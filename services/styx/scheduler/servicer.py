@@ -11,6 +11,9 @@ from styx.scheduler import convert
 from styx.scheduler.core import Scheduler
 from styx.v1 import agent_pb2, agent_pb2_grpc, common_pb2, scheduler_pb2, scheduler_pb2_grpc
 
+# Workdir archives travel in 1 MiB messages, well under gRPC's default 4 MiB limit.
+WORKDIR_CHUNK = 1 << 20
+
 
 class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
     """Public scheduler API over ``Scheduler``."""
@@ -22,11 +25,25 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         self, request: scheduler_pb2.SubmitJobRequest, context: grpc.ServicerContext
     ) -> scheduler_pb2.SubmitJobResponse:
         specs = [convert.spec_from_pb(s) for s in request.job.tasks]
-        job_id, tasks = self.core.submit_job(request.request_id, request.job.name, specs)
+        job_id, tasks = self.core.submit_job(request.request_id, request.job.name, specs, request.job.workdir_archive)
         return scheduler_pb2.SubmitJobResponse(job_id=job_id, tasks=[convert.task_to_pb(r) for r in tasks])
 
     def GetTask(self, request: scheduler_pb2.GetTaskRequest, context: grpc.ServicerContext) -> common_pb2.Task:
         return convert.task_to_pb(self.core.get_task(request.task_id))
+
+    def GetJob(self, request: scheduler_pb2.GetJobRequest, context: grpc.ServicerContext) -> scheduler_pb2.Job:
+        return convert.job_to_pb(self.core.get_job(request.job_id))
+
+    def ListJobs(
+        self, request: scheduler_pb2.ListJobsRequest, context: grpc.ServicerContext
+    ) -> scheduler_pb2.ListJobsResponse:
+        if request.limit > 1000:
+            raise InvalidArgument(f"limit: at most 1000, got {request.limit}")
+        jobs = self.core.list_jobs(request.limit or 100)
+        return scheduler_pb2.ListJobsResponse(jobs=[convert.job_to_pb(j) for j in jobs])
+
+    def CancelJob(self, request: scheduler_pb2.CancelJobRequest, context: grpc.ServicerContext) -> scheduler_pb2.Job:
+        return convert.job_to_pb(self.core.cancel_job(request.job_id))
 
     def ListTasks(
         self, request: scheduler_pb2.ListTasksRequest, context: grpc.ServicerContext
@@ -43,8 +60,9 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
     def WatchEvents(
         self, request: scheduler_pb2.WatchEventsRequest, context: grpc.ServicerContext
     ) -> Iterator[common_pb2.Event]:
+        states = [convert.state_from_pb(s, f"states[{i}]") for i, s in enumerate(request.states)]
         events = self.core.watch_events(
-            request.after_seq, request.job_id, request.task_id, not request.no_follow, context.is_active
+            request.after_seq, request.job_id, request.task_id, not request.no_follow, context.is_active, states
         )
         for ev in events:
             yield convert.event_to_pb(ev)
@@ -89,3 +107,10 @@ class AgentGatewayServicer(agent_pb2_grpc.AgentGatewayServicer):
             raise InvalidArgument("task_id: required")
         length = self.core.append_logs(request.task_id, request.attempt, request.offset, request.data)
         return agent_pb2.AppendLogsResponse(next_offset=length)
+
+    def GetWorkdir(
+        self, request: agent_pb2.GetWorkdirRequest, context: grpc.ServicerContext
+    ) -> Iterator[agent_pb2.WorkdirChunk]:
+        data = self.core.get_workdir(request.job_id)
+        for start in range(0, len(data), WORKDIR_CHUNK):
+            yield agent_pb2.WorkdirChunk(data=data[start : start + WORKDIR_CHUNK])

@@ -56,6 +56,11 @@ tasks = Table(
     Column("scheduled_at", Float, nullable=True),
     Column("started_at", Float, nullable=True),
     Column("finished_at", Float, nullable=True),
+    # While PENDING after a failure: the earliest time the next attempt may be placed.
+    Column("retry_at", Float, nullable=True),
+    # Failed attempts so far (the retry policy's budget) and attempts lost with their node.
+    Column("failures", Integer, nullable=False, default=0),
+    Column("node_losses", Integer, nullable=False, default=0),
     Index("ix_sched_tasks_ready", "state", "blocked", "priority", "seq"),
     Index("ix_sched_tasks_node", "node_id", "state"),
 )
@@ -81,4 +86,29 @@ logs = Table(
     Column("attempt", Integer, primary_key=True),
     Column("offset", BigInteger, primary_key=True),
     Column("data", LargeBinary, nullable=False),
+)
+
+workdirs = Table(
+    "sched_workdirs",
+    metadata,
+    Column("job_id", String(64), primary_key=True),
+    # gzip-compressed tar of the job's workdir, as the client packed it.
+    Column("data", LargeBinary, nullable=False),
+)
+
+# Named counters advanced with UPDATE ... RETURNING, so replicas never hand out the same value.
+counters = Table(
+    "sched_counters",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)
+
+# Named leases: one replica at a time owns a role (e.g. "dispatcher") until expires_at.
+leases = Table(
+    "sched_leases",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("holder", String(64), nullable=False),
+    Column("expires_at", Float, nullable=False),
 )

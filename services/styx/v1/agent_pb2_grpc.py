@@ -50,6 +50,11 @@ class AgentGatewayStub:
                 request_serializer=styx_dot_v1_dot_agent__pb2.AppendLogsRequest.SerializeToString,
                 response_deserializer=styx_dot_v1_dot_agent__pb2.AppendLogsResponse.FromString,
                 _registered_method=True)
+        self.GetWorkdir = channel.unary_stream(
+                '/styx.v1.AgentGateway/GetWorkdir',
+                request_serializer=styx_dot_v1_dot_agent__pb2.GetWorkdirRequest.SerializeToString,
+                response_deserializer=styx_dot_v1_dot_agent__pb2.WorkdirChunk.FromString,
+                _registered_method=True)
 
 
 class AgentGatewayServicer:
@@ -83,6 +88,14 @@ class AgentGatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetWorkdir(self, request, context):
+        """Streams a job's workdir archive (gzip-compressed tar) in chunks. NOT_FOUND when the
+        job is unknown; an empty stream when the job has no workdir.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentGatewayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -100,6 +113,11 @@ def add_AgentGatewayServicer_to_server(servicer, server):
                     servicer.AppendLogs,
                     request_deserializer=styx_dot_v1_dot_agent__pb2.AppendLogsRequest.FromString,
                     response_serializer=styx_dot_v1_dot_agent__pb2.AppendLogsResponse.SerializeToString,
+            ),
+            'GetWorkdir': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetWorkdir,
+                    request_deserializer=styx_dot_v1_dot_agent__pb2.GetWorkdirRequest.FromString,
+                    response_serializer=styx_dot_v1_dot_agent__pb2.WorkdirChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -184,6 +202,33 @@ class AgentGateway:
             '/styx.v1.AgentGateway/AppendLogs',
             styx_dot_v1_dot_agent__pb2.AppendLogsRequest.SerializeToString,
             styx_dot_v1_dot_agent__pb2.AppendLogsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWorkdir(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/styx.v1.AgentGateway/GetWorkdir',
+            styx_dot_v1_dot_agent__pb2.GetWorkdirRequest.SerializeToString,
+            styx_dot_v1_dot_agent__pb2.WorkdirChunk.FromString,
             options,
             channel_credentials,
             insecure,

@@ -37,7 +37,7 @@ class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_TYPE_SUCCEEDED: _ClassVar[EventType]
     EVENT_TYPE_FAILED: _ClassVar[EventType]
     EVENT_TYPE_CANCELLED: _ClassVar[EventType]
-    EVENT_TYPE_RETRIED: _ClassVar[EventType]
+    EVENT_TYPE_RETRYING: _ClassVar[EventType]
     EVENT_TYPE_SKIPPED: _ClassVar[EventType]
 TASK_STATE_UNSPECIFIED: TaskState
 TASK_STATE_PENDING: TaskState
@@ -58,7 +58,7 @@ EVENT_TYPE_STARTED: EventType
 EVENT_TYPE_SUCCEEDED: EventType
 EVENT_TYPE_FAILED: EventType
 EVENT_TYPE_CANCELLED: EventType
-EVENT_TYPE_RETRIED: EventType
+EVENT_TYPE_RETRYING: EventType
 EVENT_TYPE_SKIPPED: EventType
 
 class AcceleratorRequest(_message.Message):
@@ -90,7 +90,7 @@ class ResourceRequest(_message.Message):
     def __init__(self, cpus: _Optional[float] = ..., cpus_at_least: _Optional[bool] = ..., memory_gib: _Optional[float] = ..., memory_at_least: _Optional[bool] = ..., accelerators: _Optional[_Iterable[_Union[AcceleratorRequest, _Mapping]]] = ..., use_spot: _Optional[bool] = ..., infra: _Optional[str] = ..., disk_gb: _Optional[float] = ...) -> None: ...
 
 class TaskSpec(_message.Message):
-    __slots__ = ("name", "resources", "setup", "run", "envs", "workdir", "priority", "depends_on")
+    __slots__ = ("name", "resources", "setup", "run", "envs", "workdir", "priority", "depends_on", "retry", "timeout_s")
     class EnvsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -106,6 +106,8 @@ class TaskSpec(_message.Message):
     WORKDIR_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     DEPENDS_ON_FIELD_NUMBER: _ClassVar[int]
+    RETRY_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
     name: str
     resources: ResourceRequest
     setup: str
@@ -114,10 +116,24 @@ class TaskSpec(_message.Message):
     workdir: str
     priority: int
     depends_on: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., resources: _Optional[_Union[ResourceRequest, _Mapping]] = ..., setup: _Optional[str] = ..., run: _Optional[str] = ..., envs: _Optional[_Mapping[str, str]] = ..., workdir: _Optional[str] = ..., priority: _Optional[int] = ..., depends_on: _Optional[_Iterable[str]] = ...) -> None: ...
+    retry: RetryPolicy
+    timeout_s: float
+    def __init__(self, name: _Optional[str] = ..., resources: _Optional[_Union[ResourceRequest, _Mapping]] = ..., setup: _Optional[str] = ..., run: _Optional[str] = ..., envs: _Optional[_Mapping[str, str]] = ..., workdir: _Optional[str] = ..., priority: _Optional[int] = ..., depends_on: _Optional[_Iterable[str]] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., timeout_s: _Optional[float] = ...) -> None: ...
+
+class RetryPolicy(_message.Message):
+    __slots__ = ("max_retries", "backoff_s", "max_backoff_s", "exit_codes")
+    MAX_RETRIES_FIELD_NUMBER: _ClassVar[int]
+    BACKOFF_S_FIELD_NUMBER: _ClassVar[int]
+    MAX_BACKOFF_S_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODES_FIELD_NUMBER: _ClassVar[int]
+    max_retries: int
+    backoff_s: float
+    max_backoff_s: float
+    exit_codes: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, max_retries: _Optional[int] = ..., backoff_s: _Optional[float] = ..., max_backoff_s: _Optional[float] = ..., exit_codes: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("task_id", "job_id", "spec", "state", "attempt", "node_id", "gpu_indices", "exit_code", "has_exit_code", "failure_reason", "created_at", "scheduled_at", "started_at", "finished_at")
+    __slots__ = ("task_id", "job_id", "spec", "state", "attempt", "node_id", "gpu_indices", "exit_code", "has_exit_code", "failure_reason", "created_at", "scheduled_at", "started_at", "finished_at", "retry_at", "job_name")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
@@ -132,6 +148,8 @@ class Task(_message.Message):
     SCHEDULED_AT_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AT_FIELD_NUMBER: _ClassVar[int]
+    JOB_NAME_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     job_id: str
     spec: TaskSpec
@@ -146,7 +164,9 @@ class Task(_message.Message):
     scheduled_at: _timestamp_pb2.Timestamp
     started_at: _timestamp_pb2.Timestamp
     finished_at: _timestamp_pb2.Timestamp
-    def __init__(self, task_id: _Optional[str] = ..., job_id: _Optional[str] = ..., spec: _Optional[_Union[TaskSpec, _Mapping]] = ..., state: _Optional[_Union[TaskState, str]] = ..., attempt: _Optional[int] = ..., node_id: _Optional[str] = ..., gpu_indices: _Optional[_Iterable[int]] = ..., exit_code: _Optional[int] = ..., has_exit_code: _Optional[bool] = ..., failure_reason: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., scheduled_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    retry_at: _timestamp_pb2.Timestamp
+    job_name: str
+    def __init__(self, task_id: _Optional[str] = ..., job_id: _Optional[str] = ..., spec: _Optional[_Union[TaskSpec, _Mapping]] = ..., state: _Optional[_Union[TaskState, str]] = ..., attempt: _Optional[int] = ..., node_id: _Optional[str] = ..., gpu_indices: _Optional[_Iterable[int]] = ..., exit_code: _Optional[int] = ..., has_exit_code: _Optional[bool] = ..., failure_reason: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., scheduled_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., retry_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., job_name: _Optional[str] = ...) -> None: ...
 
 class Gpu(_message.Message):
     __slots__ = ("index", "name", "memory_gib")

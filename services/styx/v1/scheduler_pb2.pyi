@@ -3,6 +3,7 @@ import datetime
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from styx.v1 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
@@ -10,13 +11,79 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    JOB_STATE_UNSPECIFIED: _ClassVar[JobState]
+    JOB_STATE_PENDING: _ClassVar[JobState]
+    JOB_STATE_RUNNING: _ClassVar[JobState]
+    JOB_STATE_SUCCEEDED: _ClassVar[JobState]
+    JOB_STATE_FAILED: _ClassVar[JobState]
+    JOB_STATE_CANCELLED: _ClassVar[JobState]
+JOB_STATE_UNSPECIFIED: JobState
+JOB_STATE_PENDING: JobState
+JOB_STATE_RUNNING: JobState
+JOB_STATE_SUCCEEDED: JobState
+JOB_STATE_FAILED: JobState
+JOB_STATE_CANCELLED: JobState
+
 class JobSpec(_message.Message):
-    __slots__ = ("name", "tasks")
+    __slots__ = ("name", "tasks", "workdir_archive")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TASKS_FIELD_NUMBER: _ClassVar[int]
+    WORKDIR_ARCHIVE_FIELD_NUMBER: _ClassVar[int]
     name: str
     tasks: _containers.RepeatedCompositeFieldContainer[_common_pb2.TaskSpec]
-    def __init__(self, name: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[_common_pb2.TaskSpec, _Mapping]]] = ...) -> None: ...
+    workdir_archive: bytes
+    def __init__(self, name: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[_common_pb2.TaskSpec, _Mapping]]] = ..., workdir_archive: _Optional[bytes] = ...) -> None: ...
+
+class Job(_message.Message):
+    __slots__ = ("job_id", "name", "state", "task_counts", "tasks", "created_at")
+    class TaskCountsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    TASK_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    name: str
+    state: JobState
+    task_counts: _containers.ScalarMap[str, int]
+    tasks: _containers.RepeatedCompositeFieldContainer[_common_pb2.Task]
+    created_at: _timestamp_pb2.Timestamp
+    def __init__(self, job_id: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., task_counts: _Optional[_Mapping[str, int]] = ..., tasks: _Optional[_Iterable[_Union[_common_pb2.Task, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GetJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class ListJobsRequest(_message.Message):
+    __slots__ = ("limit",)
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    limit: int
+    def __init__(self, limit: _Optional[int] = ...) -> None: ...
+
+class ListJobsResponse(_message.Message):
+    __slots__ = ("jobs",)
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[Job]
+    def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ...) -> None: ...
+
+class CancelJobRequest(_message.Message):
+    __slots__ = ("request_id", "job_id")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    job_id: str
+    def __init__(self, request_id: _Optional[str] = ..., job_id: _Optional[str] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
     __slots__ = ("request_id", "job")
@@ -65,16 +132,18 @@ class CancelTaskRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., task_id: _Optional[str] = ...) -> None: ...
 
 class WatchEventsRequest(_message.Message):
-    __slots__ = ("after_seq", "job_id", "task_id", "no_follow")
+    __slots__ = ("after_seq", "job_id", "task_id", "no_follow", "states")
     AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     NO_FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    STATES_FIELD_NUMBER: _ClassVar[int]
     after_seq: int
     job_id: str
     task_id: str
     no_follow: bool
-    def __init__(self, after_seq: _Optional[int] = ..., job_id: _Optional[str] = ..., task_id: _Optional[str] = ..., no_follow: _Optional[bool] = ...) -> None: ...
+    states: _containers.RepeatedScalarFieldContainer[_common_pb2.TaskState]
+    def __init__(self, after_seq: _Optional[int] = ..., job_id: _Optional[str] = ..., task_id: _Optional[str] = ..., no_follow: _Optional[bool] = ..., states: _Optional[_Iterable[_Union[_common_pb2.TaskState, str]]] = ...) -> None: ...
 
 class StreamLogsRequest(_message.Message):
     __slots__ = ("task_id", "attempt", "follow", "offset")
@@ -105,7 +174,7 @@ class GetStatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Stats(_message.Message):
-    __slots__ = ("tasks_by_state", "jobs_total", "queue_wait_p50_s", "queue_wait_p99_s", "run_time_p50_s", "run_time_p99_s", "computed_at")
+    __slots__ = ("tasks_by_state", "jobs_total", "queue_wait_p50_s", "queue_wait_p99_s", "run_time_p50_s", "run_time_p99_s", "computed_at", "throughput_per_s", "by_priority")
     class TasksByStateEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -120,6 +189,8 @@ class Stats(_message.Message):
     RUN_TIME_P50_S_FIELD_NUMBER: _ClassVar[int]
     RUN_TIME_P99_S_FIELD_NUMBER: _ClassVar[int]
     COMPUTED_AT_FIELD_NUMBER: _ClassVar[int]
+    THROUGHPUT_PER_S_FIELD_NUMBER: _ClassVar[int]
+    BY_PRIORITY_FIELD_NUMBER: _ClassVar[int]
     tasks_by_state: _containers.ScalarMap[str, int]
     jobs_total: int
     queue_wait_p50_s: float
@@ -127,4 +198,25 @@ class Stats(_message.Message):
     run_time_p50_s: float
     run_time_p99_s: float
     computed_at: _timestamp_pb2.Timestamp
-    def __init__(self, tasks_by_state: _Optional[_Mapping[str, int]] = ..., jobs_total: _Optional[int] = ..., queue_wait_p50_s: _Optional[float] = ..., queue_wait_p99_s: _Optional[float] = ..., run_time_p50_s: _Optional[float] = ..., run_time_p99_s: _Optional[float] = ..., computed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    throughput_per_s: float
+    by_priority: _containers.RepeatedCompositeFieldContainer[PriorityStats]
+    def __init__(self, tasks_by_state: _Optional[_Mapping[str, int]] = ..., jobs_total: _Optional[int] = ..., queue_wait_p50_s: _Optional[float] = ..., queue_wait_p99_s: _Optional[float] = ..., run_time_p50_s: _Optional[float] = ..., run_time_p99_s: _Optional[float] = ..., computed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., throughput_per_s: _Optional[float] = ..., by_priority: _Optional[_Iterable[_Union[PriorityStats, _Mapping]]] = ...) -> None: ...
+
+class PriorityStats(_message.Message):
+    __slots__ = ("priority", "tasks_by_state", "queue_wait_p50_s", "queue_wait_p99_s")
+    class TasksByStateEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    TASKS_BY_STATE_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_WAIT_P50_S_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_WAIT_P99_S_FIELD_NUMBER: _ClassVar[int]
+    priority: int
+    tasks_by_state: _containers.ScalarMap[str, int]
+    queue_wait_p50_s: float
+    queue_wait_p99_s: float
+    def __init__(self, priority: _Optional[int] = ..., tasks_by_state: _Optional[_Mapping[str, int]] = ..., queue_wait_p50_s: _Optional[float] = ..., queue_wait_p99_s: _Optional[float] = ...) -> None: ...

@@ -46,6 +46,21 @@ class SchedulerStub:
                 request_serializer=styx_dot_v1_dot_scheduler__pb2.GetTaskRequest.SerializeToString,
                 response_deserializer=styx_dot_v1_dot_common__pb2.Task.FromString,
                 _registered_method=True)
+        self.GetJob = channel.unary_unary(
+                '/styx.v1.Scheduler/GetJob',
+                request_serializer=styx_dot_v1_dot_scheduler__pb2.GetJobRequest.SerializeToString,
+                response_deserializer=styx_dot_v1_dot_scheduler__pb2.Job.FromString,
+                _registered_method=True)
+        self.ListJobs = channel.unary_unary(
+                '/styx.v1.Scheduler/ListJobs',
+                request_serializer=styx_dot_v1_dot_scheduler__pb2.ListJobsRequest.SerializeToString,
+                response_deserializer=styx_dot_v1_dot_scheduler__pb2.ListJobsResponse.FromString,
+                _registered_method=True)
+        self.CancelJob = channel.unary_unary(
+                '/styx.v1.Scheduler/CancelJob',
+                request_serializer=styx_dot_v1_dot_scheduler__pb2.CancelJobRequest.SerializeToString,
+                response_deserializer=styx_dot_v1_dot_scheduler__pb2.Job.FromString,
+                _registered_method=True)
         self.ListTasks = channel.unary_unary(
                 '/styx.v1.Scheduler/ListTasks',
                 request_serializer=styx_dot_v1_dot_scheduler__pb2.ListTasksRequest.SerializeToString,
@@ -89,6 +104,27 @@ class SchedulerServicer:
 
     def GetTask(self, request, context):
         """Returns one task. NOT_FOUND when the id is unknown.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetJob(self, request, context):
+        """Returns one job with its tasks and aggregate state. NOT_FOUND when the id is unknown.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListJobs(self, request, context):
+        """Lists jobs, newest first, with their aggregate state and task counts (no task list).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelJob(self, request, context):
+        """Cancels every unfinished task of a job. Idempotent.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -142,6 +178,21 @@ def add_SchedulerServicer_to_server(servicer, server):
                     servicer.GetTask,
                     request_deserializer=styx_dot_v1_dot_scheduler__pb2.GetTaskRequest.FromString,
                     response_serializer=styx_dot_v1_dot_common__pb2.Task.SerializeToString,
+            ),
+            'GetJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJob,
+                    request_deserializer=styx_dot_v1_dot_scheduler__pb2.GetJobRequest.FromString,
+                    response_serializer=styx_dot_v1_dot_scheduler__pb2.Job.SerializeToString,
+            ),
+            'ListJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobs,
+                    request_deserializer=styx_dot_v1_dot_scheduler__pb2.ListJobsRequest.FromString,
+                    response_serializer=styx_dot_v1_dot_scheduler__pb2.ListJobsResponse.SerializeToString,
+            ),
+            'CancelJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelJob,
+                    request_deserializer=styx_dot_v1_dot_scheduler__pb2.CancelJobRequest.FromString,
+                    response_serializer=styx_dot_v1_dot_scheduler__pb2.Job.SerializeToString,
             ),
             'ListTasks': grpc.unary_unary_rpc_method_handler(
                     servicer.ListTasks,
@@ -224,6 +275,87 @@ class Scheduler:
             '/styx.v1.Scheduler/GetTask',
             styx_dot_v1_dot_scheduler__pb2.GetTaskRequest.SerializeToString,
             styx_dot_v1_dot_common__pb2.Task.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/styx.v1.Scheduler/GetJob',
+            styx_dot_v1_dot_scheduler__pb2.GetJobRequest.SerializeToString,
+            styx_dot_v1_dot_scheduler__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/styx.v1.Scheduler/ListJobs',
+            styx_dot_v1_dot_scheduler__pb2.ListJobsRequest.SerializeToString,
+            styx_dot_v1_dot_scheduler__pb2.ListJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/styx.v1.Scheduler/CancelJob',
+            styx_dot_v1_dot_scheduler__pb2.CancelJobRequest.SerializeToString,
+            styx_dot_v1_dot_scheduler__pb2.Job.FromString,
             options,
             channel_credentials,
             insecure,
