@@ -26,8 +26,8 @@ from sqlalchemy.exc import IntegrityError
 
 from styx.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from styx.common.ids import new_id
+from styx.common.migrations import upgrade
 from styx.common.resources import Resources
-from styx.common.store import create_tables
 from styx.common.timeutil import now
 from styx.scheduler import tables as t
 from styx.scheduler.model import (
@@ -146,7 +146,7 @@ class Scheduler:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self.dispatcher = Dispatcher()
-        create_tables(engine, t.metadata)
+        upgrade(engine, "scheduler")
         with engine.begin() as conn:
             if conn.execute(select(t.counters.c.value).where(t.counters.c.name == "task_seq")).first() is None:
                 start = int(conn.execute(select(func.coalesce(func.max(t.tasks.c.seq), 0))).scalar_one())
