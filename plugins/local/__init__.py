@@ -1,0 +1,1 @@
+"""The local provider plugin: nodes are agent processes on this machine."""

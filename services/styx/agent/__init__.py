@@ -1,0 +1,1 @@
+"""The node agent: registers the node, runs assigned tasks, ships their logs and status."""

@@ -84,7 +84,7 @@ def _guard_unary(fn: Callable[[Any, grpc.ServicerContext], Any], method: str) ->
         try:
             return fn(request, context)
         except Exception as exc:
-            if _is_abort(exc):
+            if _is_abort(context):
                 raise
             _fail(context, exc, method)
 
@@ -96,16 +96,17 @@ def _guard_stream(fn: Callable[[Any, grpc.ServicerContext], Iterable[Any]], meth
         try:
             yield from fn(request, context)
         except Exception as exc:
-            if _is_abort(exc):
+            if _is_abort(context):
                 raise
             _fail(context, exc, method)
 
     return wrapper
 
 
-def _is_abort(exc: Exception) -> bool:
-    # context.abort() raises a bare Exception subclass private to grpc; let it through.
-    return type(exc).__module__.startswith("grpc")
+def _is_abort(context: grpc.ServicerContext) -> bool:
+    # context.abort() raises a bare Exception after setting a non-OK code: let it through.
+    code = context.code()
+    return code is not None and code != grpc.StatusCode.OK
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""The provisioner service: owns instances and drives provider plugins (pluggy) to create them."""

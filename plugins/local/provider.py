@@ -1,0 +1,354 @@
+"""The local provider: nodes are agent processes on this machine.
+
+It offers ONE "host" offer (provider=local, region=local, instance_type=host) with the
+host's CPUs, memory and GPUs at price 0. ``create`` starts ``python -m styx.agent`` as a
+detached process (its own session, so it outlives the provisioner and its process group
+can be killed as a whole); the instance id is ``pid-<pid>``. A small record per node under
+``$STYX_HOME/local/instances`` lets a restarted provisioner find (and terminate) agents
+started by an earlier one.
+
+Environment:
+- ``STYX_LOCAL_MAX_NODES``: most local nodes at once (default 1).
+- ``STYX_LOCAL_NODE_CPUS`` / ``STYX_LOCAL_NODE_MEMORY_GIB``: advertise this capacity
+  instead of the host's and pass it to agents as ``--cpus`` / ``--memory-gib``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TypedDict, cast
+
+from styx.agent import hardware
+from styx.agent.procgroup import stop_process_group
+from styx.provisioner.hookspecs import hookimpl
+from styx.provisioner.provider import (
+    AgentLaunch,
+    InstanceStatus,
+    Offer,
+    ProviderError,
+    ProviderErrorKind,
+    ProviderInstance,
+    ProviderStatus,
+)
+
+log = logging.getLogger(__name__)
+
+NAME = "local"
+REGION = "local"
+INSTANCE_TYPE = "host"
+# Seconds an agent gets to stop its tasks after SIGTERM before its group is killed.
+TERMINATE_GRACE_S = 10.0
+
+
+def _home() -> Path:
+    return Path(os.environ.get("STYX_HOME") or Path.home() / ".styx").expanduser()
+
+
+def _env_float(name: str) -> float | None:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        log.warning("%s=%r is not a number; ignoring it", name, text)
+        return None
+    return value if value > 0 else None
+
+
+class _Record(TypedDict):
+    """What is kept per started agent under $STYX_HOME/local/instances/<node_id>.json."""
+
+    node_id: str
+    pid: int
+    instance_id: str
+    request_id: str
+    created_at: float
+    log: str
+
+
+class LocalProvider:
+    """Runs each node as an agent process on this machine. Thread-safe."""
+
+    name = NAME
+
+    def __init__(self, home: Path | None = None) -> None:
+        self._home = home
+        self._lock = threading.Lock()
+        # Popen handles of agents this process started, so exited ones get reaped (a
+        # zombie would otherwise still look alive to kill(pid, 0)).
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._offer: Offer | None = None
+
+    # -- paths -------------------------------------------------------------------------
+
+    @property
+    def home(self) -> Path:
+        """The Styx home this provider keeps its records and agent logs under."""
+        return self._home or _home()
+
+    def _records_dir(self) -> Path:
+        return self.home / "local" / "instances"
+
+    def _record_path(self, node_id: str) -> Path:
+        return self._records_dir() / f"{node_id}.json"
+
+    def log_path(self, node_id: str) -> Path:
+        """Where the agent of ``node_id`` writes its output."""
+        return self.home / "local" / "logs" / f"agent-{node_id}.log"
+
+    # -- Provider interface --------------------------------------------------------------
+
+    def check(self) -> ProviderStatus:
+        """Always enabled: this machine is here."""
+        return ProviderStatus(enabled=True)
+
+    def offers(self) -> list[Offer]:
+        """The single host offer (detected once; hardware does not change under us)."""
+        with self._lock:
+            if self._offer is None:
+                self._offer = self._detect_offer()
+            return [self._offer]
+
+    def _detect_offer(self) -> Offer:
+        cpus = _env_float("STYX_LOCAL_NODE_CPUS") or hardware.detect_cpus()
+        memory = _env_float("STYX_LOCAL_NODE_MEMORY_GIB") or round(hardware.detect_memory_gib(), 2)
+        gpus = hardware.detect_gpus()
+        accel_name, accel_count, accel_mem = "", 0, 0.0
+        if gpus:
+            # A host with mixed GPUs advertises its most common kind; the agent still
+            # registers every device with its index, which is what placement uses.
+            accel_name, accel_count = Counter(g.name for g in gpus).most_common(1)[0]
+            accel_mem = max(g.memory_gib for g in gpus if g.name == accel_name)
+        try:
+            max_nodes = int(os.environ.get("STYX_LOCAL_MAX_NODES", "1") or "1")
+        except ValueError:
+            max_nodes = 1
+        return Offer(
+            provider=NAME,
+            region=REGION,
+            instance_type=INSTANCE_TYPE,
+            cpus=cpus,
+            memory_gib=memory,
+            accelerator_name=accel_name,
+            accelerator_count=accel_count,
+            accelerator_memory_gib=accel_mem,
+            price_per_hour=0.0,
+            spot_price_per_hour=0.0,
+            arch=platform.machine(),
+            max_instances=max(max_nodes, 0),
+        )
+
+    def create(
+        self,
+        *,
+        node_id: str,
+        offer: Offer,
+        spot: bool,
+        labels: Mapping[str, str],
+        request_id: str,
+        agent_launch: AgentLaunch,
+    ) -> str:
+        """Start an agent process for ``node_id``; a live one already started for it is reused."""
+        if offer.instance_type != INSTANCE_TYPE:
+            raise ProviderError(
+                ProviderErrorKind.INVALID, f"local provider has only instance type {INSTANCE_TYPE!r}"
+            )
+        with self._lock:
+            existing = self._read_record(node_id)
+            if existing is not None and self._alive(existing["pid"], node_id):
+                # A retried create (same request after a restart) must not start a second agent.
+                return str(existing["instance_id"])
+            return self._spawn(node_id, labels, request_id, agent_launch)
+
+    def _spawn(
+        self, node_id: str, labels: Mapping[str, str], request_id: str, launch: AgentLaunch
+    ) -> str:
+        argv = [
+            sys.executable, "-m", "styx.agent",
+            "--node-id", node_id,
+            "--provider", NAME,
+            "--region", REGION,
+            "--instance-type", INSTANCE_TYPE,
+        ]  # fmt: skip
+        if launch.scheduler_endpoint:
+            argv += ["--scheduler", launch.scheduler_endpoint]
+        if launch.broker_endpoint:
+            argv += ["--broker", launch.broker_endpoint]
+        cpus = _env_float("STYX_LOCAL_NODE_CPUS")
+        memory = _env_float("STYX_LOCAL_NODE_MEMORY_GIB")
+        if cpus:
+            argv += ["--cpus", repr(cpus)]
+        if memory:
+            argv += ["--memory-gib", repr(memory)]
+        for key, value in sorted(labels.items()):
+            argv += ["--label", f"{key}={value}"]
+        env = dict(os.environ)
+        env.pop("STYX_TOKEN_FILE", None)
+        env["STYX_TOKEN"] = launch.token  # env, not argv: other users can read command lines
+        env["STYX_HOME"] = str(self.home)
+        log_path = self.log_path(node_id)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(log_path, "ab") as out:
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    cwd=str(self.home),
+                    start_new_session=True,  # own session: survives us, killable as a group
+                    close_fds=True,
+                )
+        except OSError as exc:
+            raise ProviderError(ProviderErrorKind.INTERNAL, f"could not start the agent: {exc}") from exc
+        self._children[proc.pid] = proc
+        instance_id = f"pid-{proc.pid}"
+        self._write_record(
+            node_id,
+            {
+                "node_id": node_id,
+                "pid": proc.pid,
+                "instance_id": instance_id,
+                "request_id": request_id,
+                "created_at": time.time(),
+                "log": str(log_path),
+            },
+        )
+        log.info("started agent", extra={"node_id": node_id, "pid": proc.pid, "agent_log": str(log_path)})
+        return instance_id
+
+    def terminate(self, instance_id: str) -> None:
+        """SIGTERM the agent's process group, SIGKILL it after a grace period; gone is fine."""
+        pid = _pid_of(instance_id)
+        with self._lock:
+            record = next((r for r in self._records() if r["pid"] == pid), None)
+        node_id = record["node_id"] if record else None
+        # Only signal a process we can confirm is our agent: the pid may have been reused.
+        if record is not None and self._alive(pid, node_id):
+            self._kill_group(pid)
+        if record is not None:
+            with self._lock:
+                self._record_path(record["node_id"]).unlink(missing_ok=True)
+        with self._lock:
+            proc = self._children.pop(pid, None)
+        if proc is not None:
+            proc.poll()
+
+    def list_instances(self) -> list[ProviderInstance]:
+        """Agents with a record whose process is alive; records of dead ones are pruned."""
+        out: list[ProviderInstance] = []
+        with self._lock:
+            for record in self._records():
+                node_id = record["node_id"]
+                if self._alive(record["pid"], node_id):
+                    out.append(ProviderInstance(record["instance_id"], node_id, InstanceStatus.RUNNING))
+                else:
+                    self._record_path(node_id).unlink(missing_ok=True)
+                    self._children.pop(record["pid"], None)
+        return out
+
+    # -- processes -----------------------------------------------------------------------
+
+    def _alive(self, pid: int, node_id: str | None) -> bool:
+        proc = self._children.get(pid)
+        if proc is not None:
+            return proc.poll() is None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return False  # not ours, so not our agent
+        cmdline = _cmdline(pid)
+        if cmdline is None:
+            return True  # no /proc (macOS): the pid exists, trust the record
+        if _proc_state(pid) == "Z":
+            return False
+        return b"styx.agent" in cmdline and (node_id is None or node_id.encode() in cmdline.split(b"\0"))
+
+    def _kill_group(self, pid: int) -> None:
+        stop_process_group(pid, self._children.get(pid), TERMINATE_GRACE_S)
+
+    # -- records -------------------------------------------------------------------------
+
+    def _read_record(self, node_id: str) -> _Record | None:
+        path = self._record_path(node_id)
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return cast(_Record, record) if _is_record(record) else None
+
+    def _records(self) -> list[_Record]:
+        records: list[_Record] = []
+        directory = self._records_dir()
+        if not directory.is_dir():
+            return []
+        for path in sorted(directory.glob("*.json")):
+            try:
+                record = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if _is_record(record):
+                records.append(cast(_Record, record))
+        return records
+
+    def _write_record(self, node_id: str, record: _Record) -> None:
+        path = self._record_path(node_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record))
+        tmp.replace(path)
+
+
+def _is_record(data: object) -> bool:
+    return (
+        isinstance(data, dict)
+        and isinstance(data.get("pid"), int)
+        and isinstance(data.get("node_id"), str)
+        and isinstance(data.get("instance_id"), str)
+    )
+
+
+def _pid_of(instance_id: str) -> int:
+    prefix, _, number = instance_id.partition("-")
+    if prefix != "pid" or not number.isdigit():
+        raise ProviderError(ProviderErrorKind.INVALID, f"{instance_id!r} is not a local instance id (pid-<n>)")
+    return int(number)
+
+
+def _cmdline(pid: int) -> bytes | None:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read()
+    except FileNotFoundError:
+        return b"" if os.path.isdir("/proc/self") else None
+    except OSError:
+        return None
+
+
+def _proc_state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            # The command name in parentheses may contain spaces; the state follows the last ')'.
+            return fh.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ""
+
+
+@hookimpl
+def styx_provider() -> LocalProvider:
+    """Contribute the local provider."""
+    return LocalProvider()

@@ -1,0 +1,250 @@
+"""The agent: register the node, heartbeat, take work from the stream, run it.
+
+Threads: one main loop (register, then follow the work stream), one heartbeat loop, and
+one thread per task attempt (``runner.TaskRun``). Assignments are deduplicated on
+(task_id, attempt), since the scheduler re-sends unfinished work on every reconnect.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from styx.agent import hardware
+from styx.agent.hardware import HostCapacity
+from styx.agent.runner import AppendLogs, Assignment, Cancellation, RunState, StatusReport, TaskRun
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """What the agent is and where it keeps its files."""
+
+    node_id: str
+    work_dir: Path
+    provider: str = "local"
+    instance_id: str = ""
+    region: str = ""
+    zone: str = ""
+    instance_type: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    cpus: float | None = None
+    memory_gib: float | None = None
+    heartbeat_s: float = 2.0
+
+
+@dataclass(frozen=True)
+class NodeRegistration:
+    """What the agent registers about its node."""
+
+    node_id: str
+    provider: str
+    instance_id: str
+    capacity: HostCapacity
+    region: str = ""
+    zone: str = ""
+    instance_type: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+class ControlPlaneLike(Protocol):
+    """What the agent needs from the control plane (``client.ControlPlane`` in production)."""
+
+    def register(self, node: NodeRegistration) -> None:
+        """Register the node (retrying until answered)."""
+
+    def heartbeat(self, node_id: str) -> bool:
+        """Renew the lease; False when the broker does not know the node."""
+        ...
+
+    def report_status(self, node_id: str, report: StatusReport) -> None:
+        """Report a task attempt's status."""
+
+    def append_logs(self, task_id: str, attempt: int, offset: int, data: bytes) -> int:
+        """Append log bytes; return the next offset."""
+        ...
+
+    def get_workdir(self, job_id: str) -> bytes:
+        """The job's workdir archive (gzip-compressed tar)."""
+        ...
+
+    def work_items(self, node_id: str) -> Iterable[Assignment | Cancellation]:
+        """Iterate assignments and cancellations until stopped."""
+        ...
+
+    def cancel_stream(self) -> None:
+        """Interrupt the work stream."""
+
+
+def capacity(cfg: AgentConfig) -> HostCapacity:
+    """Detected capacity, with ``--cpus`` / ``--memory-gib`` overrides applied."""
+    gpus = tuple(hardware.detect_gpus())
+    cpus = cfg.cpus if cfg.cpus else hardware.detect_cpus()
+    memory = cfg.memory_gib if cfg.memory_gib else round(hardware.detect_memory_gib(), 2)
+    return HostCapacity(cpus=cpus, memory_gib=memory, gpus=gpus)
+
+
+class Agent:
+    """Runs the node's side of the control plane until ``stop()``."""
+
+    def __init__(self, cfg: AgentConfig, control: ControlPlaneLike, stop: threading.Event) -> None:
+        self.cfg = cfg
+        self._control = control
+        self._stop = stop
+        self._runs: dict[tuple[str, int], TaskRun] = {}
+        self._lock = threading.Lock()
+        self._registration = NodeRegistration(
+            node_id=cfg.node_id,
+            provider=cfg.provider,
+            instance_id=cfg.instance_id,
+            capacity=capacity(cfg),
+            region=cfg.region,
+            zone=cfg.zone,
+            instance_type=cfg.instance_type,
+            labels=dict(cfg.labels),
+        )
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def registration(self) -> NodeRegistration:
+        """What the agent registers (capacity included)."""
+        return self._registration
+
+    def start(self) -> None:
+        """Start the main and heartbeat threads."""
+        main = threading.Thread(target=self._main, name="agent-main", daemon=True)
+        self._threads.append(main)
+        main.start()
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """Stop taking work, stop every running task's process group, and wait for them."""
+        self._stop.set()
+        self._control.cancel_stream()
+        with self._lock:
+            runs = [r for r in self._runs.values() if not r.done]
+        stoppers = [threading.Thread(target=r.shutdown, daemon=True) for r in runs]
+        for t in stoppers:
+            t.start()
+        for t in stoppers:
+            t.join(timeout_s)
+        for r in runs:
+            r.join(timeout_s)
+        for t in self._threads:
+            t.join(timeout_s)
+
+    # -- loops -----------------------------------------------------------------------------------
+
+    def _main(self) -> None:
+        try:
+            self._register()
+            if self._stop.is_set():
+                return
+            beat = threading.Thread(target=self._heartbeat_loop, name="agent-heartbeat", daemon=True)
+            self._threads.append(beat)
+            beat.start()
+            for item in self._control.work_items(self.cfg.node_id):
+                self.handle(item)
+        except Exception as exc:
+            if not self._stop.is_set():
+                log.error("agent main loop failed", exc_info=exc)
+
+    def _register(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                self._control.register(self._registration)
+            except Exception as exc:
+                if self._stop.is_set():
+                    return
+                # Wrong token or a broker that refuses: keep trying, an operator may fix it.
+                log.error("registration refused: %s; retrying in %.0fs", exc, backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
+            log.info("registered", extra={"node_id": self.cfg.node_id,
+                                          "cpus": self._registration.capacity.cpus,
+                                          "memory_gib": self._registration.capacity.memory_gib,
+                                          "gpus": len(self._registration.capacity.gpus)})
+            return
+
+    def _heartbeat_loop(self) -> None:
+        while not self._stop.wait(self.cfg.heartbeat_s):
+            try:
+                known = self._control.heartbeat(self.cfg.node_id)
+            except Exception as exc:
+                log.info("heartbeat failed: %s", exc)
+                continue
+            if not known:
+                log.info("broker does not know this node; registering again")
+                self._register()
+
+    # -- work ------------------------------------------------------------------------------------
+
+    def handle(self, item: Assignment | Cancellation) -> None:
+        """Apply one work item: start, dedupe, supersede or cancel an attempt."""
+        if isinstance(item, Assignment):
+            self._assign(item)
+        else:
+            self._cancel(item)
+
+    def _assign(self, a: Assignment) -> None:
+        with self._lock:
+            existing = self._runs.get(a.key)
+            if existing is None:
+                older = [r for (task, attempt), r in self._runs.items()
+                         if task == a.task_id and attempt < a.attempt and not r.done]
+                run = TaskRun(a, self.cfg.node_id, self.cfg.work_dir, self._appender(a), self._report,
+                              self._control.get_workdir)
+                self._runs[a.key] = run
+        if existing is not None:
+            if existing.done:
+                self._resend_final(existing)  # the scheduler missed our report: send it again
+            return
+        for r in older:
+            r.cancel(f"superseded by attempt {a.attempt}")
+        log.info("task assigned", extra={"task_id": a.task_id, "attempt": a.attempt})
+        run.start()
+
+    def _cancel(self, c: Cancellation) -> None:
+        with self._lock:
+            run = self._runs.get(c.key)
+        if run is None:
+            # Not running here (e.g. this agent restarted): confirm so the task can settle.
+            report = StatusReport(c.task_id, c.attempt, RunState.CANCELLED, None, c.reason or "cancelled")
+            self._background(lambda: self._report(report))
+        elif run.done:
+            self._resend_final(run)
+        else:
+            log.info("cancelling task", extra={"task_id": c.task_id, "attempt": c.attempt, "reason": c.reason})
+            run.cancel(c.reason)
+
+    def _resend_final(self, run: TaskRun) -> None:
+        final = run.final
+        if final is not None:
+            self._background(lambda: self._report(final))
+
+    def _background(self, fn: Callable[[], None]) -> None:
+        def target() -> None:
+            try:
+                fn()
+            except Exception as exc:
+                log.warning("status report failed: %s", exc)
+
+        threading.Thread(target=target, daemon=True).start()
+
+    def _appender(self, a: Assignment) -> AppendLogs:
+        def append(offset: int, data: bytes) -> int:
+            return self._control.append_logs(a.task_id, a.attempt, offset, data)
+
+        return append
+
+    def _report(self, report: StatusReport) -> None:
+        log.info("task status", extra={"task_id": report.task_id, "attempt": report.attempt,
+                                       "state": report.state.value, "exit_code": report.exit_code,
+                                       "detail": report.message})
+        self._control.report_status(self.cfg.node_id, report)

@@ -1,0 +1,417 @@
+"""Running one task attempt: processes, its log file, shipping the log, the final status.
+
+Plain Python (no grpc): the agent core hands a ``TaskRun`` two callbacks, one that appends
+log bytes at an offset and one that reports a status, and the run does the rest:
+
+- the job's workdir archive (when it has one) is fetched and unpacked into the sandbox;
+- setup then run, each as ``["bash", "-c", script]`` (the script is ONE argv item, never
+  pasted into a shell line), in a new session so the whole process group can be stopped;
+- stdout and stderr of both go to one log file per attempt, which a shipper thread tails
+  and sends in chunks of at most 64 KiB until the processes exited and all is sent;
+- RUNNING is reported right after the first spawn, then SUCCEEDED / FAILED / CANCELLED
+  once the log is shipped (so a client that sees the end state can read the whole log).
+
+A small state file per attempt records the process group and the outcome, so that an agent
+restarted while the scheduler re-sends the assignment neither runs the attempt twice nor
+leaves its processes behind.
+"""
+
+from __future__ import annotations
+
+import enum
+import io
+import json
+import logging
+import os
+import re
+import subprocess
+import tarfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from styx.agent.procgroup import group_alive, stop_process_group
+
+log = logging.getLogger(__name__)
+
+LOG_CHUNK_BYTES = 64 * 1024
+CANCEL_GRACE_S = 5.0
+SHIP_INTERVAL_S = 0.2
+# Environment variables the agent keeps to itself: the control plane's credentials.
+PRIVATE_ENV = ("STYX_TOKEN", "STYX_TOKEN_FILE")
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class RunState(enum.Enum):
+    """States an agent reports; the names match ``styx.v1.TaskState`` without its prefix."""
+
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """A task attempt to run (from ``styx.v1.Assignment``)."""
+
+    task_id: str
+    attempt: int
+    run: str
+    job_id: str = ""
+    setup: str = ""
+    envs: Mapping[str, str] = field(default_factory=dict)
+    workdir: str = ""
+    gpu_indices: tuple[int, ...] = ()
+    has_workdir: bool = False
+    timeout_s: float = 0.0
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """Identity of the attempt: (task_id, attempt)."""
+        return (self.task_id, self.attempt)
+
+
+@dataclass(frozen=True)
+class Cancellation:
+    """Stop a task attempt (from ``styx.v1.Cancellation``)."""
+
+    task_id: str
+    attempt: int
+    reason: str = ""
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """Identity of the attempt: (task_id, attempt)."""
+        return (self.task_id, self.attempt)
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    """A status report about one attempt."""
+
+    task_id: str
+    attempt: int
+    state: RunState
+    exit_code: int | None = None
+    message: str = ""
+
+    @property
+    def request_id(self) -> str:
+        """Idempotency key: the same report sent twice is applied once."""
+        return f"{self.task_id}/{self.attempt}/{self.state.value}"
+
+
+AppendLogs = Callable[[int, bytes], int]
+"""``append(offset, data) -> next_offset``: store ``data`` at ``offset`` of the attempt's log."""
+
+Report = Callable[[StatusReport], None]
+"""Send a status report (retrying as the transport sees fit)."""
+
+FetchWorkdir = Callable[[str], bytes]
+"""``fetch(job_id) -> archive``: the job's workdir as a gzip-compressed tar."""
+
+
+class WorkdirError(Exception):
+    """The job's workdir archive could not be fetched or unpacked; the message says why."""
+
+
+def unpack_workdir(archive: bytes, dest: Path) -> None:
+    """Unpack a gzip-compressed tar into ``dest``, refusing absolute paths, ``..``, links
+    that leave ``dest`` and device files (tarfile's "data" filter).
+    """
+    try:
+        with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+            tar.extractall(dest, filter="data")
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise WorkdirError(f"workdir archive could not be unpacked: {exc}") from exc
+
+
+def task_env(assignment: Assignment, node_id: str, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a task's processes: the agent's own minus its credentials, plus
+    the task's envs, CUDA_VISIBLE_DEVICES (exactly the reserved GPUs, "" for none), and
+    STYX_TASK_ID / STYX_NODE_ID.
+    """
+    env = dict(os.environ if base is None else base)
+    for name in PRIVATE_ENV:
+        env.pop(name, None)
+    env.update(assignment.envs)
+    env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in assignment.gpu_indices)
+    env["STYX_TASK_ID"] = assignment.task_id
+    env["STYX_NODE_ID"] = node_id
+    return env
+
+
+class LogShipper(threading.Thread):
+    """Tails a log file and appends it remotely in chunks until told the writers are done."""
+
+    def __init__(self, path: Path, append: AppendLogs, name: str) -> None:
+        super().__init__(name=name, daemon=True)
+        self._path = path
+        self._append = append
+        self._done = threading.Event()
+        self.shipped = 0
+        self.error: Exception | None = None
+
+    def finish(self) -> None:
+        """Say that no more output will be written; the thread exits once all is shipped."""
+        self._done.set()
+
+    def run(self) -> None:
+        """Ship until finished and everything is sent (or the remote side refuses)."""
+        offset = 0
+        rewound = False
+        try:
+            with open(self._path, "rb") as fh:
+                while True:
+                    # Read "done" before reading the file: everything written before done was
+                    # set is then seen by this read, so exiting on an empty read loses nothing.
+                    finished = self._done.is_set()
+                    fh.seek(offset)
+                    data = fh.read(LOG_CHUNK_BYTES)
+                    if not data:
+                        if finished:
+                            return
+                        self._done.wait(SHIP_INTERVAL_S)
+                        continue
+                    try:
+                        next_offset = self._append(offset, data)
+                    except Exception:
+                        if offset == 0 or rewound:
+                            raise
+                        # E.g. the server lost its copy and refuses the gap: start over from 0,
+                        # which is always safe since bytes it already has are ignored.
+                        rewound, offset = True, 0
+                        continue
+                    size = os.fstat(fh.fileno()).st_size
+                    # The server says where the next append starts: trust it when it is
+                    # within the file (it may be behind us after losing data), else go on.
+                    offset = next_offset if 0 <= next_offset <= size else offset + len(data)
+                    self.shipped = offset
+        except Exception as exc:
+            self.error = exc
+            log.warning("log shipping of %s stopped: %s", self._path.name, exc)
+
+
+class TaskRun:
+    """One attempt of one task on this node. ``start()`` runs it in its own thread."""
+
+    def __init__(self, assignment: Assignment, node_id: str, work_dir: Path, append: AppendLogs,
+                 report: Report, fetch_workdir: FetchWorkdir | None = None) -> None:
+        self.assignment = assignment
+        self._node_id = node_id
+        self._append = append
+        self._report = report
+        self._fetch_workdir = fetch_workdir
+        name = f"{assignment.task_id}-{assignment.attempt}"
+        self.sandbox = work_dir / "tasks" / name
+        self.log_path = work_dir / "logs" / f"{name}.log"
+        self._state_path = work_dir / "state" / f"{name}.json"
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._cancel_reason: str | None = None
+        self._shutdown = False
+        self.final: StatusReport | None = None
+        self._thread = threading.Thread(target=self._main, name=f"task-{name}", daemon=True)
+
+    # -- control -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Run the attempt in a background thread."""
+        self._thread.start()
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the attempt's thread to finish."""
+        self._thread.join(timeout)
+
+    @property
+    def done(self) -> bool:
+        """True once the final status is known."""
+        return self.final is not None
+
+    def cancel(self, reason: str) -> None:
+        """Stop the attempt's process group (SIGTERM, SIGKILL after the grace) -> CANCELLED."""
+        with self._lock:
+            if self._cancel_reason is None:
+                self._cancel_reason = reason or "cancelled"
+            proc = self._proc
+        if proc is not None:
+            # Stopping may take the whole grace period: do it off the caller's thread.
+            threading.Thread(target=stop_process_group, args=(proc.pid, proc, CANCEL_GRACE_S), daemon=True).start()
+
+    def shutdown(self) -> None:
+        """The agent is stopping: kill the group now and report FAILED (the node goes away)."""
+        with self._lock:
+            self._shutdown = True
+            if self._cancel_reason is None:
+                self._cancel_reason = "agent stopped"
+            proc = self._proc
+        if proc is not None:
+            stop_process_group(proc.pid, proc, CANCEL_GRACE_S)
+
+    # -- the attempt -------------------------------------------------------------------------
+
+    def _main(self) -> None:
+        a = self.assignment
+        try:
+            report = self._execute()
+        except Exception as exc:
+            log.error("task attempt crashed in the agent", exc_info=exc, extra={"task_id": a.task_id})
+            report = StatusReport(a.task_id, a.attempt, RunState.FAILED, None, "the agent failed to run the task")
+        self._finish(report)
+
+    def _execute(self) -> StatusReport:
+        a = self.assignment
+        if not _SAFE_ID.match(a.task_id):
+            return self._status(RunState.FAILED, None, f"task id {a.task_id!r} is not a safe file name")
+        previous = self._read_state()
+        if previous is not None:
+            return self._resume(previous)
+        for path in (self.sandbox, self.log_path.parent, self._state_path.parent):
+            path.mkdir(parents=True, exist_ok=True)
+        self.log_path.touch()
+        self._write_state({"phase": "starting"})
+        if a.has_workdir:
+            try:
+                if self._fetch_workdir is None:
+                    raise WorkdirError("this agent cannot fetch workdir archives")
+                unpack_workdir(self._fetch_workdir(a.job_id), self.sandbox)
+            except WorkdirError as exc:
+                return self._status(RunState.FAILED, None, str(exc))
+            except Exception as exc:
+                log.warning("workdir of job %s not fetched: %s", a.job_id, exc)
+                return self._status(RunState.FAILED, None, f"workdir of job {a.job_id} could not be fetched: {exc}")
+        cwd = Path(a.workdir).expanduser() if a.workdir else self.sandbox
+        if not cwd.is_dir():
+            return self._status(RunState.FAILED, None, f"workdir {a.workdir!r} does not exist on node {self._node_id}")
+        env = task_env(a, self._node_id)
+        shipper = LogShipper(self.log_path, self._append, name=f"ship-{a.task_id}-{a.attempt}")
+        shipper.start()
+        try:
+            return self._run_phases(cwd, env)
+        finally:
+            shipper.finish()
+            shipper.join()
+
+    def _run_phases(self, cwd: Path, env: dict[str, str]) -> StatusReport:
+        a = self.assignment
+        reported_running = False
+        # timeout_s bounds setup and run together, from the first spawn: a hung setup counts.
+        deadline = None
+        with open(self.log_path, "ab", buffering=0) as out:
+            for phase, script in (("setup", a.setup), ("run", a.run)):
+                if not script.strip():
+                    continue
+                with self._lock:
+                    if self._cancel_reason is not None:
+                        return self._stopped()
+                    self._proc = subprocess.Popen(
+                        ["bash", "-c", script],
+                        cwd=cwd,
+                        env=env,
+                        stdin=subprocess.DEVNULL,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,  # own group: a cancel reaches every child
+                        close_fds=True,
+                    )
+                    proc = self._proc
+                self._write_state({"phase": phase, "pgid": proc.pid})
+                if not reported_running:
+                    reported_running = True
+                    self._report_running()
+                if deadline is None and a.timeout_s > 0:
+                    deadline = time.monotonic() + a.timeout_s
+                try:
+                    code = proc.wait(None if deadline is None else max(deadline - time.monotonic(), 0.0))
+                except subprocess.TimeoutExpired:
+                    stop_process_group(proc.pid, proc, CANCEL_GRACE_S)
+                    with self._lock:
+                        self._proc = None
+                        cancelled = self._cancel_reason is not None
+                    if cancelled:
+                        return self._stopped()
+                    return self._status(RunState.FAILED, None, f"{phase} timed out after {a.timeout_s:g} s")
+                # Background children of a finished script would outlive the task: stop them
+                # (also the cancel path: what ignored SIGTERM is killed after the same grace).
+                stop_process_group(proc.pid, proc, CANCEL_GRACE_S)
+                with self._lock:
+                    self._proc = None
+                    cancelled = self._cancel_reason is not None
+                if cancelled:
+                    return self._stopped()
+                if code < 0:
+                    return self._status(RunState.FAILED, None, f"{phase} killed by signal {-code}")
+                if code != 0:
+                    return self._status(RunState.FAILED, code, f"{phase} exited with {code}")
+        if not reported_running:
+            self._report_running()
+        return self._status(RunState.SUCCEEDED, 0, "")
+
+    def _report_running(self) -> None:
+        # A lost RUNNING report must not stop the task: the final report still settles it.
+        try:
+            self._report(self._status(RunState.RUNNING))
+        except Exception as exc:
+            log.warning("RUNNING status of %s not delivered: %s", self.assignment.task_id, exc)
+
+    def _stopped(self) -> StatusReport:
+        with self._lock:
+            reason, shutdown = self._cancel_reason or "cancelled", self._shutdown
+        if shutdown:
+            return self._status(RunState.FAILED, None, "the node's agent stopped while the task ran")
+        return self._status(RunState.CANCELLED, None, reason)
+
+    def _resume(self, previous: dict[str, object]) -> StatusReport:
+        """The attempt was started by an earlier agent process on this node."""
+        final = previous.get("final")
+        if isinstance(final, dict):
+            report = StatusReport(
+                self.assignment.task_id,
+                self.assignment.attempt,
+                RunState(final["state"]),
+                final.get("exit_code"),
+                str(final.get("message", "")),
+            )
+        else:
+            # Its processes are not our children: we cannot learn their exit status, so stop
+            # them and let the scheduler's retry policy decide (never run the attempt twice).
+            pgid = previous.get("pgid")
+            if isinstance(pgid, int) and group_alive(pgid):
+                stop_process_group(pgid, None, CANCEL_GRACE_S)
+            report = self._status(RunState.FAILED, None, "the agent restarted while the task ran")
+        if self.log_path.exists():
+            shipper = LogShipper(self.log_path, self._append, name=f"ship-{self.assignment.task_id}")
+            shipper.finish()
+            shipper.run()  # everything is written already: ship it on this thread
+        return report
+
+    def _finish(self, report: StatusReport) -> None:
+        try:
+            self._write_state({"final": {"state": report.state.value, "exit_code": report.exit_code,
+                                         "message": report.message}})
+        except OSError as exc:
+            log.warning("could not record the outcome of %s: %s", report.task_id, exc)
+        self.final = report
+        try:
+            self._report(report)
+        except Exception as exc:
+            log.warning("final status of %s/%d not delivered: %s", report.task_id, report.attempt, exc)
+
+    def _status(self, state: RunState, exit_code: int | None = None, message: str = "") -> StatusReport:
+        return StatusReport(self.assignment.task_id, self.assignment.attempt, state, exit_code, message)
+
+    def _read_state(self) -> dict[str, object] | None:
+        try:
+            data = json.loads(self._state_path.read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def _write_state(self, data: dict[str, object]) -> None:
+        self._state_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data))
+        tmp.replace(self._state_path)

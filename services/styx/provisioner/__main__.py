@@ -1,0 +1,5 @@
+"""``python -m styx.provisioner``: same as ``styx-provisioner``."""
+
+from styx.provisioner.main import main
+
+main()

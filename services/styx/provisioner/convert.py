@@ -1,0 +1,105 @@
+"""Conversion between styx.v1 provisioner messages and the provisioner's dataclasses."""
+
+from __future__ import annotations
+
+from styx.common.timeutil import to_timestamp
+from styx.provisioner import core
+from styx.provisioner.provider import Offer, ProviderErrorKind
+from styx.v1 import common_pb2, provisioner_pb2
+
+_OP_STATE = {
+    core.OperationState.PENDING: provisioner_pb2.OPERATION_STATE_PENDING,
+    core.OperationState.RUNNING: provisioner_pb2.OPERATION_STATE_RUNNING,
+    core.OperationState.DONE: provisioner_pb2.OPERATION_STATE_DONE,
+    core.OperationState.FAILED: provisioner_pb2.OPERATION_STATE_FAILED,
+}
+_OP_KIND = {
+    core.OperationKind.PROVISION: provisioner_pb2.OPERATION_KIND_PROVISION,
+    core.OperationKind.TERMINATE: provisioner_pb2.OPERATION_KIND_TERMINATE,
+}
+_INSTANCE_STATE = {
+    core.InstanceState.PENDING: provisioner_pb2.INSTANCE_STATE_PENDING,
+    core.InstanceState.RUNNING: provisioner_pb2.INSTANCE_STATE_RUNNING,
+    core.InstanceState.TERMINATING: provisioner_pb2.INSTANCE_STATE_TERMINATING,
+    core.InstanceState.TERMINATED: provisioner_pb2.INSTANCE_STATE_TERMINATED,
+}
+_ERROR_KIND = {
+    ProviderErrorKind.CAPACITY: provisioner_pb2.PROVIDER_ERROR_KIND_CAPACITY,
+    ProviderErrorKind.QUOTA: provisioner_pb2.PROVIDER_ERROR_KIND_QUOTA,
+    ProviderErrorKind.AUTH: provisioner_pb2.PROVIDER_ERROR_KIND_AUTH,
+    ProviderErrorKind.INVALID: provisioner_pb2.PROVIDER_ERROR_KIND_INVALID,
+    ProviderErrorKind.INTERNAL: provisioner_pb2.PROVIDER_ERROR_KIND_INTERNAL,
+}
+
+
+def offer_to_proto(offer: Offer) -> common_pb2.Offer:
+    """Domain offer -> ``styx.v1.Offer``."""
+    return common_pb2.Offer(
+        provider=offer.provider,
+        region=offer.region,
+        zone=offer.zone,
+        instance_type=offer.instance_type,
+        cpus=offer.cpus,
+        memory_gib=offer.memory_gib,
+        accelerator_name=offer.accelerator_name,
+        accelerator_count=offer.accelerator_count,
+        accelerator_memory_gib=offer.accelerator_memory_gib,
+        price_per_hour=offer.price_per_hour,
+        spot_price_per_hour=offer.spot_price_per_hour,
+        arch=offer.arch,
+        max_instances=offer.max_instances,
+    )
+
+
+def offer_from_proto(msg: common_pb2.Offer) -> Offer:
+    """``styx.v1.Offer`` -> domain offer."""
+    return Offer(
+        provider=msg.provider,
+        region=msg.region,
+        zone=msg.zone,
+        instance_type=msg.instance_type,
+        cpus=msg.cpus,
+        memory_gib=msg.memory_gib,
+        accelerator_name=msg.accelerator_name,
+        accelerator_count=msg.accelerator_count,
+        accelerator_memory_gib=msg.accelerator_memory_gib,
+        price_per_hour=msg.price_per_hour,
+        spot_price_per_hour=msg.spot_price_per_hour,
+        arch=msg.arch,
+        max_instances=msg.max_instances,
+    )
+
+
+def provider_info_to_proto(info: core.ProviderInfo) -> provisioner_pb2.ProviderInfo:
+    """Domain provider info -> ``styx.v1.ProviderInfo``."""
+    return provisioner_pb2.ProviderInfo(name=info.name, enabled=info.enabled, reason=info.reason, hint=info.hint)
+
+
+def instance_to_proto(inst: core.Instance) -> provisioner_pb2.Instance:
+    """Domain instance -> ``styx.v1.Instance``."""
+    return provisioner_pb2.Instance(
+        instance_id=inst.instance_id,
+        node_id=inst.node_id,
+        provider=inst.provider,
+        offer=offer_to_proto(inst.offer),
+        state=_INSTANCE_STATE[inst.state],
+        spot=inst.spot,
+        created_at=to_timestamp(inst.created_at),
+    )
+
+
+def operation_to_proto(op: core.Operation) -> provisioner_pb2.Operation:
+    """Domain operation -> ``styx.v1.Operation``."""
+    msg = provisioner_pb2.Operation(
+        operation_id=op.operation_id,
+        kind=_OP_KIND[op.kind],
+        state=_OP_STATE[op.state],
+        node_id=op.node_id,
+        created_at=to_timestamp(op.created_at),
+        updated_at=to_timestamp(op.updated_at),
+    )
+    if op.instance is not None:
+        msg.instance.CopyFrom(instance_to_proto(op.instance))
+    if op.error_kind is not None:
+        msg.error.CopyFrom(provisioner_pb2.ProviderError(kind=_ERROR_KIND[op.error_kind], message=op.error_message))
+    return msg

@@ -1,0 +1,723 @@
+"""Provisioner logic: operations and instances, backed by the provisioner's own tables.
+
+``Provision`` and ``Terminate`` record an operation (idempotent on ``request_id``) and run
+the provider call in a background thread, moving the operation PENDING -> RUNNING ->
+DONE / FAILED; ``watch_operation`` follows those changes. A reconcile loop compares what
+the store says with what each provider reports: an instance that vanished (a local agent
+process that died) is marked TERMINATED, and a provider instance the store does not own
+(a leak) is terminated. Unfinished operations found at start-up are resumed, which is
+safe because providers' ``create`` is idempotent on the request id.
+
+No grpc here: the servicer converts messages, this module works on dataclasses.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import re
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Connection,
+    Engine,
+    Float,
+    MetaData,
+    String,
+    Table,
+    Text,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+
+from styx.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from styx.common.ids import new_id
+from styx.common.store import create_tables
+from styx.common.timeutil import now
+from styx.provisioner.provider import (
+    AgentLaunch,
+    InstanceStatus,
+    Offer,
+    Provider,
+    ProviderError,
+    ProviderErrorKind,
+    ProviderStatus,
+)
+
+log = logging.getLogger(__name__)
+
+_NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+class OperationKind(enum.Enum):
+    """What an operation does."""
+
+    PROVISION = "provision"
+    TERMINATE = "terminate"
+
+
+class OperationState(enum.Enum):
+    """Lifecycle of an operation; DONE and FAILED are terminal."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+    @property
+    def terminal(self) -> bool:
+        """True for DONE and FAILED."""
+        return self in (OperationState.DONE, OperationState.FAILED)
+
+
+class InstanceState(enum.Enum):
+    """Lifecycle of an instance as the provisioner records it."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    TERMINATING = "terminating"
+    TERMINATED = "terminated"
+
+
+@dataclass(frozen=True)
+class Instance:
+    """An instance the provisioner created (or is creating) for a node."""
+
+    node_id: str
+    provider: str
+    instance_id: str
+    offer: Offer
+    state: InstanceState
+    spot: bool
+    labels: Mapping[str, str]
+    created_at: float
+
+
+@dataclass(frozen=True)
+class Operation:
+    """A provision or terminate action and where it stands."""
+
+    operation_id: str
+    request_id: str
+    kind: OperationKind
+    state: OperationState
+    node_id: str
+    created_at: float
+    updated_at: float
+    instance: Instance | None = None
+    error_kind: ProviderErrorKind | None = None
+    error_message: str = ""
+
+
+@dataclass(frozen=True)
+class ProviderInfo:
+    """A loaded provider and whether it is usable."""
+
+    name: str
+    enabled: bool
+    reason: str = ""
+    hint: str = ""
+
+
+metadata = MetaData()
+
+operations = Table(
+    "prov_operations",
+    metadata,
+    Column("operation_id", String(64), primary_key=True),
+    Column("request_id", String(256), nullable=False, unique=True),
+    Column("kind", String(16), nullable=False),
+    Column("state", String(16), nullable=False, index=True),
+    Column("node_id", String(64), nullable=False, index=True),
+    Column("error_kind", String(16), nullable=False, default=""),
+    Column("error_message", Text, nullable=False, default=""),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+instances = Table(
+    "prov_instances",
+    metadata,
+    Column("node_id", String(64), primary_key=True),
+    Column("provider", String(64), nullable=False, index=True),
+    Column("instance_id", String(256), nullable=False, default=""),
+    Column("region", String(64), nullable=False, default=""),
+    Column("zone", String(64), nullable=False, default=""),
+    Column("instance_type", String(128), nullable=False, default=""),
+    Column("offer_json", Text, nullable=False),
+    Column("spot", Boolean, nullable=False, default=False),
+    Column("labels_json", Text, nullable=False, default="{}"),
+    Column("state", String(16), nullable=False, index=True),
+    Column("request_id", String(256), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+
+@dataclass
+class _Worker:
+    threads: dict[str, threading.Thread] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Provisioner:
+    """Owns instances: records operations and drives providers to carry them out."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        providers: Mapping[str, Provider],
+        agent_launch: AgentLaunch,
+        reconcile_interval_s: float = 3.0,
+    ) -> None:
+        self._engine = engine
+        self._providers = dict(providers)
+        self._launch = agent_launch
+        self._interval = reconcile_interval_s
+        self._status: dict[str, ProviderStatus] = {}
+        self._changed = threading.Condition()
+        self._stop = threading.Event()
+        self._workers = _Worker()
+        # Serialises "count live instances, then insert" so max_instances holds in-process.
+        self._admit = threading.Lock()
+        # One lock per node so a terminate waits for that node's create to finish.
+        self._node_locks: dict[str, threading.Lock] = {}
+        self._node_locks_guard = threading.Lock()
+        self._reconciler: threading.Thread | None = None
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    def start(self, reconcile: bool = True) -> None:
+        """Create tables, check providers, resume unfinished operations, start reconciling."""
+        create_tables(self._engine, metadata)
+        self.refresh_status()
+        with self._engine.connect() as conn:
+            unfinished = conn.execute(
+                select(operations.c.operation_id, operations.c.kind).where(
+                    operations.c.state.in_([OperationState.PENDING.value, OperationState.RUNNING.value])
+                )
+            ).all()
+        for op_id, kind in unfinished:
+            log.info("resuming operation", extra={"operation_id": op_id, "kind": kind})
+            self._spawn(op_id, OperationKind(kind))
+        if reconcile:
+            self._reconciler = threading.Thread(target=self._reconcile_loop, name="prov-reconcile", daemon=True)
+            self._reconciler.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop the reconcile loop and wait briefly for in-flight provider calls."""
+        self._stop.set()
+        with self._changed:
+            self._changed.notify_all()
+        if self._reconciler is not None:
+            self._reconciler.join(timeout_s)
+        with self._workers.lock:
+            threads = list(self._workers.threads.values())
+        for thread in threads:
+            thread.join(timeout_s)
+
+    # -- providers and offers --------------------------------------------------------------
+
+    def refresh_status(self) -> None:
+        """Ask every provider whether it is usable; a check that raises means disabled."""
+        for name, provider in self._providers.items():
+            try:
+                status = provider.check()
+            except Exception as exc:
+                log.warning("provider %s check() raised", name, exc_info=exc)
+                status = ProviderStatus(False, f"check() raised {type(exc).__name__}", "see the provisioner log")
+            self._status[name] = status
+
+    def list_providers(self) -> list[ProviderInfo]:
+        """Every loaded provider with its status, sorted by name."""
+        out = []
+        for name in sorted(self._providers):
+            status = self._status.get(name) or ProviderStatus(False, "not checked yet")
+            out.append(ProviderInfo(name, status.enabled, status.reason, status.hint))
+        return out
+
+    def list_offers(self, provider: str = "") -> list[Offer]:
+        """Offers of one provider (``provider``) or of every enabled provider."""
+        if provider:
+            self._enabled_provider(provider, "provider")
+            names = [provider]
+        else:
+            names = [n for n in sorted(self._providers) if self._status.get(n, ProviderStatus(False)).enabled]
+        offers: list[Offer] = []
+        for name in names:
+            try:
+                offers.extend(o for o in self._providers[name].offers() if o.provider == name)
+            except Exception as exc:
+                # One broken provider must not hide the others' offers from the broker.
+                log.warning("provider %s offers() raised", name, exc_info=exc)
+        return sorted(offers, key=lambda o: o.key)
+
+    def _enabled_provider(self, name: str, field_name: str) -> Provider:
+        provider = self._providers.get(name)
+        if provider is None:
+            known = ", ".join(sorted(self._providers)) or "none"
+            raise InvalidArgument(f"{field_name}: unknown provider {name!r}; loaded providers: {known}")
+        status = self._status.get(name) or ProviderStatus(False, "not checked yet")
+        if not status.enabled:
+            hint = f" ({status.hint})" if status.hint else ""
+            raise FailedPrecondition(f"provider {name!r} is disabled: {status.reason}{hint}")
+        return provider
+
+    def _resolve_offer(self, provider: Provider, wanted: Offer) -> Offer:
+        candidates = [o for o in provider.offers() if o.instance_type == wanted.instance_type]
+        if wanted.region:
+            candidates = [o for o in candidates if o.region == wanted.region]
+        if wanted.zone:
+            candidates = [o for o in candidates if o.zone == wanted.zone]
+        if not candidates:
+            place = "/".join(p for p in (wanted.provider, wanted.region, wanted.zone) if p)
+            raise InvalidArgument(
+                f"offer: provider {wanted.provider!r} has no instance type {wanted.instance_type!r} in "
+                f"{place}; pick one from ListOffers"
+            )
+        # The provider's own offer is authoritative (price, size, limits), not the caller's copy.
+        return candidates[0]
+
+    # -- operations --------------------------------------------------------------------------
+
+    def provision(
+        self,
+        request_id: str,
+        offer: Offer,
+        node_id: str,
+        use_spot: bool = False,
+        labels: Mapping[str, str] | None = None,
+    ) -> Operation:
+        """Start creating an instance of ``offer`` for ``node_id``. Idempotent on request_id."""
+        labels = dict(labels or {})
+        if not request_id:
+            raise InvalidArgument("request_id: required; send a unique id (a UUID) per provision")
+        existing = self._op_by_request(request_id)
+        if existing is not None:
+            return self._same_request(existing, OperationKind.PROVISION, node_id)
+        _check_node_id(node_id)
+        if not offer.provider:
+            raise InvalidArgument("offer.provider: required, e.g. 'local' (see ListProviders)")
+        if not offer.instance_type:
+            raise InvalidArgument("offer.instance_type: required, e.g. 'host' (see ListOffers)")
+        for key in labels:
+            if not key or "=" in key:
+                raise InvalidArgument(f"labels: key {key!r} must be non-empty and contain no '='")
+        provider = self._enabled_provider(offer.provider, "offer.provider")
+        resolved = self._resolve_offer(provider, offer)
+        t = now()
+        op_id = new_id("op")
+        with self._admit:
+            existing = self._op_by_request(request_id)
+            if existing is not None:
+                return self._same_request(existing, OperationKind.PROVISION, node_id)
+            current = self._instance_row(node_id)
+            if current is not None and current["state"] != InstanceState.TERMINATED.value:
+                raise FailedPrecondition(
+                    f"node_id: node {node_id!r} already has an instance ({current['state']}); "
+                    "terminate it first or choose a new node id"
+                )
+            error = self._admission_error(resolved)
+            op_row = {
+                "operation_id": op_id,
+                "request_id": request_id,
+                "kind": OperationKind.PROVISION.value,
+                "state": (OperationState.FAILED if error else OperationState.PENDING).value,
+                "node_id": node_id,
+                "error_kind": ProviderErrorKind.CAPACITY.value if error else "",
+                "error_message": error,
+                "created_at": t,
+                "updated_at": t,
+            }
+            inst_row = {
+                "node_id": node_id,
+                "provider": resolved.provider,
+                "instance_id": "",
+                "region": resolved.region,
+                "zone": resolved.zone,
+                "instance_type": resolved.instance_type,
+                "offer_json": json.dumps(asdict(resolved)),
+                "spot": use_spot,
+                "labels_json": json.dumps(labels, sort_keys=True),
+                "state": InstanceState.PENDING.value,
+                "request_id": request_id,
+                "created_at": t,
+                "updated_at": t,
+            }
+            try:
+                with self._engine.begin() as conn:
+                    conn.execute(insert(operations).values(**op_row))
+                    if not error:
+                        if current is not None:
+                            conn.execute(instances.delete().where(instances.c.node_id == node_id))
+                        conn.execute(insert(instances).values(**inst_row))
+            except IntegrityError:
+                # Another replica accepted the same request_id first: answer with its operation.
+                existing = self._op_by_request(request_id)
+                if existing is None:
+                    raise
+                return self._same_request(existing, OperationKind.PROVISION, node_id)
+        if not error:
+            self._spawn(op_id, OperationKind.PROVISION)
+        self._notify()
+        return self.get_operation(op_id)
+
+    def _admission_error(self, offer: Offer) -> str:
+        if offer.max_instances <= 0:
+            return ""
+        with self._engine.connect() as conn:
+            live = conn.execute(
+                select(instances.c.node_id).where(
+                    instances.c.provider == offer.provider,
+                    instances.c.region == offer.region,
+                    instances.c.zone == offer.zone,
+                    instances.c.instance_type == offer.instance_type,
+                    instances.c.state != InstanceState.TERMINATED.value,
+                )
+            ).all()
+        if len(live) >= offer.max_instances:
+            return (
+                f"offer {offer.provider}/{offer.region}/{offer.instance_type} allows at most "
+                f"{offer.max_instances} instance(s) and {len(live)} exist"
+            )
+        return ""
+
+    def terminate(self, request_id: str, node_id: str) -> Operation:
+        """Start terminating the instance of ``node_id``. Idempotent on request_id; an
+        instance that is already terminated yields an operation that is already DONE.
+        """
+        if not request_id:
+            raise InvalidArgument("request_id: required; send a unique id (a UUID) per terminate")
+        existing = self._op_by_request(request_id)
+        if existing is not None:
+            return self._same_request(existing, OperationKind.TERMINATE, node_id)
+        if not node_id:
+            raise InvalidArgument("node_id: required")
+        row = self._instance_row(node_id)
+        if row is None:
+            raise NotFound(f"node_id: the provisioner has no instance for node {node_id!r}")
+        done = row["state"] == InstanceState.TERMINATED.value
+        t = now()
+        op_id = new_id("op")
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(
+                    insert(operations).values(
+                        operation_id=op_id,
+                        request_id=request_id,
+                        kind=OperationKind.TERMINATE.value,
+                        state=(OperationState.DONE if done else OperationState.PENDING).value,
+                        node_id=node_id,
+                        error_kind="",
+                        error_message="",
+                        created_at=t,
+                        updated_at=t,
+                    )
+                )
+        except IntegrityError:
+            existing = self._op_by_request(request_id)
+            if existing is None:
+                raise
+            return self._same_request(existing, OperationKind.TERMINATE, node_id)
+        if not done:
+            self._spawn(op_id, OperationKind.TERMINATE)
+        self._notify()
+        return self.get_operation(op_id)
+
+    def _same_request(self, op: Operation, kind: OperationKind, node_id: str) -> Operation:
+        if op.kind != kind or (node_id and op.node_id != node_id):
+            raise InvalidArgument(
+                f"request_id: already used for a {op.kind.value} of node {op.node_id!r}; "
+                "use a new request_id for a different request"
+            )
+        return op
+
+    def get_operation(self, operation_id: str) -> Operation:
+        """The operation's current state. NotFound when unknown."""
+        if not operation_id:
+            raise InvalidArgument("operation_id: required")
+        with self._engine.connect() as conn:
+            row = conn.execute(select(operations).where(operations.c.operation_id == operation_id)).mappings().first()
+            if row is None:
+                raise NotFound(f"operation_id: no operation {operation_id!r}")
+            return self._op_from_row(conn, row)
+
+    def watch_operation(
+        self, operation_id: str, is_active: Callable[[], bool] = lambda: True, poll_s: float = 1.0
+    ) -> Iterator[Operation]:
+        """Yield the operation now and after each change, until it is DONE or FAILED.
+
+        Changes made by this process wake the watcher at once; ``poll_s`` bounds the wait
+        for changes made by another replica sharing the store, and for ``is_active`` (the
+        client hanging up) to be noticed.
+        """
+        last: tuple[str, float] | None = None
+        while True:
+            op = self.get_operation(operation_id)
+            marker = (op.state.value, op.updated_at)
+            if marker != last:
+                last = marker
+                yield op
+            if op.state.terminal or self._stop.is_set() or not is_active():
+                return
+            with self._changed:
+                self._changed.wait(poll_s)
+
+    def list_instances(self, provider: str = "", include_terminated: bool = False) -> list[Instance]:
+        """Instances, oldest first; TERMINATED ones only when asked."""
+        query = select(instances).order_by(instances.c.created_at, instances.c.node_id)
+        if provider:
+            query = query.where(instances.c.provider == provider)
+        if not include_terminated:
+            query = query.where(instances.c.state != InstanceState.TERMINATED.value)
+        with self._engine.connect() as conn:
+            return [_instance_from_row(row) for row in conn.execute(query).mappings()]
+
+    # -- workers ---------------------------------------------------------------------------
+
+    def _spawn(self, op_id: str, kind: OperationKind) -> None:
+        target = self._run_provision if kind is OperationKind.PROVISION else self._run_terminate
+        with self._workers.lock:
+            if op_id in self._workers.threads:
+                return
+            thread = threading.Thread(target=self._guarded, args=(target, op_id), name=f"op-{op_id}", daemon=True)
+            self._workers.threads[op_id] = thread
+        thread.start()
+
+    def _guarded(self, target: Callable[[str], None], op_id: str) -> None:
+        try:
+            target(op_id)
+        except Exception as exc:
+            ref = new_id("err")
+            log.error("operation worker crashed", exc_info=exc, extra={"operation_id": op_id, "ref": ref})
+            self._finish(op_id, ProviderErrorKind.INTERNAL, f"internal error (reference {ref}); see the log")
+        finally:
+            with self._workers.lock:
+                self._workers.threads.pop(op_id, None)
+
+    def _node_lock(self, node_id: str) -> threading.Lock:
+        with self._node_locks_guard:
+            return self._node_locks.setdefault(node_id, threading.Lock())
+
+    def _run_provision(self, op_id: str) -> None:
+        op = self.get_operation(op_id)
+        if op.state.terminal:
+            return
+        self._set_op(op_id, OperationState.RUNNING)
+        with self._node_lock(op.node_id):
+            row = self._instance_row(op.node_id)
+            if row is None:
+                self._finish(op_id, ProviderErrorKind.INTERNAL, "instance record vanished")
+                return
+            inst = _instance_from_row(row)
+            provider = self._providers.get(inst.provider)
+            if provider is None:
+                self._finish(op_id, ProviderErrorKind.INVALID, f"provider {inst.provider!r} is not loaded")
+                self._set_instance(op.node_id, InstanceState.TERMINATED)
+                return
+            try:
+                instance_id = provider.create(
+                    node_id=op.node_id,
+                    offer=inst.offer,
+                    spot=inst.spot,
+                    labels=dict(inst.labels),
+                    request_id=op.request_id,
+                    agent_launch=self._launch,
+                )
+            except Exception as exc:
+                kind, message = _describe_failure(inst.provider, exc)
+                self._set_instance(op.node_id, InstanceState.TERMINATED)
+                self._finish(op_id, kind, message)
+                return
+            self._set_instance(op.node_id, InstanceState.RUNNING, instance_id=instance_id)
+            log.info("instance created", extra={"node_id": op.node_id, "instance_id": instance_id})
+            self._finish(op_id)
+
+    def _run_terminate(self, op_id: str) -> None:
+        op = self.get_operation(op_id)
+        if op.state.terminal:
+            return
+        self._set_op(op_id, OperationState.RUNNING)
+        with self._node_lock(op.node_id):
+            row = self._instance_row(op.node_id)
+            if row is None or row["state"] == InstanceState.TERMINATED.value or not row["instance_id"]:
+                if row is not None:
+                    self._set_instance(op.node_id, InstanceState.TERMINATED)
+                self._finish(op_id)
+                return
+            inst = _instance_from_row(row)
+            provider = self._providers.get(inst.provider)
+            if provider is None:
+                self._finish(op_id, ProviderErrorKind.INVALID, f"provider {inst.provider!r} is not loaded")
+                return
+            self._set_instance(op.node_id, InstanceState.TERMINATING)
+            try:
+                provider.terminate(inst.instance_id)
+            except Exception as exc:
+                kind, message = _describe_failure(inst.provider, exc)
+                self._set_instance(op.node_id, InstanceState.RUNNING)
+                self._finish(op_id, kind, message)
+                return
+            self._set_instance(op.node_id, InstanceState.TERMINATED)
+            log.info("instance terminated", extra={"node_id": op.node_id, "instance_id": inst.instance_id})
+            self._finish(op_id)
+
+    # -- reconcile -------------------------------------------------------------------------
+
+    def _reconcile_loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self.reconcile_once()
+            except Exception as exc:
+                log.error("reconcile pass failed", exc_info=exc)
+
+    def reconcile_once(self) -> None:
+        """One pass: refresh provider status, mark vanished instances TERMINATED, and
+        terminate provider instances the store does not own.
+        """
+        self.refresh_status()
+        # Read the store BEFORE asking providers: an instance created during the listing is
+        # then absent from this snapshot and cannot be mistaken for a dead one.
+        with self._engine.connect() as conn:
+            rows = [dict(r) for r in conn.execute(select(instances)).mappings()]
+        for name, provider in self._providers.items():
+            if not self._status.get(name, ProviderStatus(False)).enabled:
+                continue
+            try:
+                observed = provider.list_instances()
+            except Exception as exc:
+                log.warning("provider %s list_instances() raised", name, exc_info=exc)
+                continue
+            live = {i.instance_id for i in observed if i.status is not InstanceStatus.TERMINATED}
+            owned = {r["node_id"]: r for r in rows if r["provider"] == name}
+            for row in owned.values():
+                if row["state"] == InstanceState.RUNNING.value and row["instance_id"] not in live:
+                    log.info("instance is gone", extra={"node_id": row["node_id"], "instance_id": row["instance_id"]})
+                    self._set_instance(row["node_id"], InstanceState.TERMINATED, only_if=InstanceState.RUNNING)
+            for inst in observed:
+                record = owned.get(inst.node_id)
+                if inst.status is InstanceStatus.TERMINATED:
+                    continue
+                if record is None or record["state"] == InstanceState.TERMINATED.value:
+                    log.warning("terminating leaked instance", extra={"node_id": inst.node_id,
+                                                                       "instance_id": inst.instance_id})
+                    try:
+                        provider.terminate(inst.instance_id)
+                    except Exception as exc:
+                        log.warning("could not terminate leaked instance %s", inst.instance_id, exc_info=exc)
+
+    # -- store helpers ---------------------------------------------------------------------
+
+    def _notify(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    def _op_by_request(self, request_id: str) -> Operation | None:
+        with self._engine.connect() as conn:
+            row = conn.execute(select(operations).where(operations.c.request_id == request_id)).mappings().first()
+            return None if row is None else self._op_from_row(conn, row)
+
+    def _instance_row(self, node_id: str) -> dict[str, Any] | None:
+        with self._engine.connect() as conn:
+            row = conn.execute(select(instances).where(instances.c.node_id == node_id)).mappings().first()
+            return None if row is None else dict(row)
+
+    def _op_from_row(self, conn: Connection, row: Mapping[Any, Any]) -> Operation:
+        inst_row = conn.execute(select(instances).where(instances.c.node_id == row["node_id"])).mappings().first()
+        kind = OperationKind(row["kind"])
+        instance = None
+        if inst_row is not None and (kind is OperationKind.TERMINATE or inst_row["request_id"] == row["request_id"]):
+            instance = _instance_from_row(inst_row)
+        error_kind = ProviderErrorKind(row["error_kind"]) if row["error_kind"] else None
+        return Operation(
+            operation_id=str(row["operation_id"]),
+            request_id=str(row["request_id"]),
+            kind=kind,
+            state=OperationState(row["state"]),
+            node_id=str(row["node_id"]),
+            created_at=float(row["created_at"]),
+            updated_at=float(row["updated_at"]),
+            instance=instance,
+            error_kind=error_kind,
+            error_message=str(row["error_message"] or ""),
+        )
+
+    def _set_op(self, op_id: str, state: OperationState) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(update(operations).where(operations.c.operation_id == op_id).values(state=state.value,
+                                                                                              updated_at=now()))
+        self._notify()
+
+    def _finish(self, op_id: str, error_kind: ProviderErrorKind | None = None, message: str = "") -> None:
+        state = OperationState.FAILED if error_kind else OperationState.DONE
+        with self._engine.begin() as conn:
+            conn.execute(
+                update(operations)
+                .where(operations.c.operation_id == op_id)
+                .values(
+                    state=state.value,
+                    error_kind=error_kind.value if error_kind else "",
+                    error_message=message,
+                    updated_at=now(),
+                )
+            )
+        self._notify()
+
+    def _set_instance(
+        self,
+        node_id: str,
+        state: InstanceState,
+        instance_id: str | None = None,
+        only_if: InstanceState | None = None,
+    ) -> None:
+        values: dict[str, object] = {"state": state.value, "updated_at": now()}
+        if instance_id is not None:
+            values["instance_id"] = instance_id
+        stmt = update(instances).where(instances.c.node_id == node_id)
+        if only_if is not None:
+            stmt = stmt.where(instances.c.state == only_if.value)
+        with self._engine.begin() as conn:
+            conn.execute(stmt.values(**values))
+        self._notify()
+
+
+def _check_node_id(node_id: str) -> None:
+    if not node_id:
+        raise InvalidArgument("node_id: required; the id the new node's agent registers as")
+    if not _NODE_ID.match(node_id):
+        # Node ids end up in file names and command lines, so keep them to a safe alphabet.
+        raise InvalidArgument(
+            f"node_id: {node_id!r} is not valid; use 1-63 characters of letters, digits, '.', '_', '-', "
+            "starting with a letter or digit"
+        )
+
+
+def _describe_failure(provider: str, exc: Exception) -> tuple[ProviderErrorKind, str]:
+    if isinstance(exc, ProviderError):
+        return exc.kind, exc.message
+    ref = new_id("err")
+    log.error("provider %s raised an unexpected error", provider, exc_info=exc, extra={"ref": ref})
+    # Unexpected errors may carry anything (paths, credentials): only the reference leaves.
+    return ProviderErrorKind.INTERNAL, f"provider {provider} failed unexpectedly (reference {ref}); see the log"
+
+
+def _instance_from_row(row: Mapping[Any, Any]) -> Instance:
+    offer = Offer(**json.loads(str(row["offer_json"])))
+    return Instance(
+        node_id=str(row["node_id"]),
+        provider=str(row["provider"]),
+        instance_id=str(row["instance_id"] or ""),
+        offer=offer,
+        state=InstanceState(row["state"]),
+        spot=bool(row["spot"]),
+        labels=json.loads(str(row["labels_json"] or "{}")),
+        created_at=float(row["created_at"]),
+    )

@@ -1,0 +1,82 @@
+"""``styx-provisioner``: build the config, load provider plugins, serve styx.v1.Provisioner."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Sequence
+
+from styx.common import config
+from styx.common.logs import setup_logging
+from styx.common.server import RunningServer, run_until_signal, start_server, write_ready_file
+from styx.common.store import make_engine
+from styx.provisioner.core import Provisioner
+from styx.provisioner.plugins import collect_providers, make_plugin_manager
+from styx.provisioner.provider import AgentLaunch
+from styx.provisioner.servicer import ProvisionerServicer
+from styx.v1 import provisioner_pb2, provisioner_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE = "provisioner"
+DEFAULT_PORT = 50053
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Flags: the shared server flags plus the endpoints agents it starts must dial."""
+    parser = argparse.ArgumentParser(prog="styx-provisioner", description="Styx provisioner service")
+    config.add_server_flags(parser, SERVICE, DEFAULT_PORT)
+    parser.add_argument(
+        "--scheduler",
+        default=config.env("SCHEDULER_ENDPOINT", "127.0.0.1:50051"),
+        help="scheduler host:port that started agents dial (STYX_SCHEDULER_ENDPOINT)",
+    )
+    parser.add_argument(
+        "--broker",
+        default=config.env("BROKER_ENDPOINT", "127.0.0.1:50052"),
+        help="broker host:port that started agents dial (STYX_BROKER_ENDPOINT)",
+    )
+    parser.add_argument(
+        "--reconcile-seconds",
+        type=float,
+        default=float(config.env("PROVISIONER_RECONCILE_SECONDS", "3")),
+        help="seconds between reconcile passes (STYX_PROVISIONER_RECONCILE_SECONDS)",
+    )
+    return parser
+
+
+def create_server(args: argparse.Namespace) -> tuple[RunningServer, Provisioner, config.ServerConfig]:
+    """Load plugins, start the core and serve; returns the server, the core and the config."""
+    cfg = config.server_config(args, SERVICE)
+    providers = collect_providers(make_plugin_manager())
+    core = Provisioner(
+        make_engine(cfg.db_url),
+        providers,
+        AgentLaunch(scheduler_endpoint=args.scheduler, broker_endpoint=args.broker, token=cfg.token),
+        reconcile_interval_s=args.reconcile_seconds,
+    )
+    core.start()
+
+    def register(server: object) -> list[str]:
+        provisioner_pb2_grpc.add_ProvisionerServicer_to_server(ProvisionerServicer(core), server)
+        return [provisioner_pb2.DESCRIPTOR.services_by_name["Provisioner"].full_name]
+
+    running = start_server(cfg.host, cfg.port, cfg.token, register)
+    return running, core, cfg
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of ``styx-provisioner`` and ``python -m styx.provisioner``."""
+    args = build_parser().parse_args(argv)
+    setup_logging(SERVICE, args.log_level)
+    running, core, cfg = create_server(args)
+    write_ready_file(cfg.ready_file, cfg.host, running.port)
+    log.info(
+        "serving",
+        extra={"host": cfg.host, "port": running.port, "providers": [p.name for p in core.list_providers()]},
+    )
+    run_until_signal(running, on_stop=core.stop)
+
+
+if __name__ == "__main__":
+    main()

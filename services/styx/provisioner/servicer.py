@@ -1,0 +1,75 @@
+"""gRPC servicer of styx.v1.Provisioner: convert, call the core, convert back.
+
+Errors raised by the core (``styx.common.errors``) become status codes in the server's
+interceptor (``styx.common.server``), so no method here handles them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+
+from styx.provisioner import convert
+from styx.provisioner.core import Provisioner
+from styx.v1 import provisioner_pb2, provisioner_pb2_grpc
+
+
+class ProvisionerServicer(provisioner_pb2_grpc.ProvisionerServicer):
+    """Serves styx.v1.Provisioner over a ``Provisioner`` core."""
+
+    def __init__(self, core: Provisioner) -> None:
+        self._core = core
+
+    def ListProviders(
+        self, request: provisioner_pb2.ListProvidersRequest, context: grpc.ServicerContext
+    ) -> provisioner_pb2.ListProvidersResponse:
+        """Every loaded provider with its status."""
+        infos = self._core.list_providers()
+        return provisioner_pb2.ListProvidersResponse(providers=[convert.provider_info_to_proto(i) for i in infos])
+
+    def ListOffers(
+        self, request: provisioner_pb2.ListOffersRequest, context: grpc.ServicerContext
+    ) -> provisioner_pb2.ListOffersResponse:
+        """Offers of enabled providers."""
+        offers = self._core.list_offers(request.provider)
+        return provisioner_pb2.ListOffersResponse(offers=[convert.offer_to_proto(o) for o in offers])
+
+    def Provision(
+        self, request: provisioner_pb2.ProvisionRequest, context: grpc.ServicerContext
+    ) -> provisioner_pb2.Operation:
+        """Start creating an instance."""
+        op = self._core.provision(
+            request_id=request.request_id,
+            offer=convert.offer_from_proto(request.offer),
+            node_id=request.node_id,
+            use_spot=request.use_spot,
+            labels=dict(request.labels),
+        )
+        return convert.operation_to_proto(op)
+
+    def Terminate(
+        self, request: provisioner_pb2.TerminateRequest, context: grpc.ServicerContext
+    ) -> provisioner_pb2.Operation:
+        """Start terminating a node's instance."""
+        return convert.operation_to_proto(self._core.terminate(request.request_id, request.node_id))
+
+    def GetOperation(
+        self, request: provisioner_pb2.GetOperationRequest, context: grpc.ServicerContext
+    ) -> provisioner_pb2.Operation:
+        """One operation's state."""
+        return convert.operation_to_proto(self._core.get_operation(request.operation_id))
+
+    def WatchOperation(
+        self, request: provisioner_pb2.GetOperationRequest, context: grpc.ServicerContext
+    ) -> Iterator[provisioner_pb2.Operation]:
+        """Each state of an operation until it is done or failed."""
+        for op in self._core.watch_operation(request.operation_id, is_active=context.is_active):
+            yield convert.operation_to_proto(op)
+
+    def ListInstances(
+        self, request: provisioner_pb2.ListInstancesRequest, context: grpc.ServicerContext
+    ) -> provisioner_pb2.ListInstancesResponse:
+        """Instances the provisioner owns."""
+        found = self._core.list_instances(request.provider, request.include_terminated)
+        return provisioner_pb2.ListInstancesResponse(instances=[convert.instance_to_proto(i) for i in found])
