@@ -23,15 +23,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sqlalchemy import (
-    Boolean,
-    Column,
     Connection,
     Engine,
-    Float,
-    MetaData,
-    String,
-    Table,
-    Text,
     insert,
     select,
     update,
@@ -40,7 +33,7 @@ from sqlalchemy.exc import IntegrityError
 
 from styx.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from styx.common.ids import new_id
-from styx.common.store import create_tables
+from styx.common.migrations import upgrade
 from styx.common.timeutil import now
 from styx.provisioner.provider import (
     AgentLaunch,
@@ -51,6 +44,7 @@ from styx.provisioner.provider import (
     ProviderErrorKind,
     ProviderStatus,
 )
+from styx.provisioner.tables import instances, operations
 
 log = logging.getLogger(__name__)
 
@@ -127,41 +121,6 @@ class ProviderInfo:
     hint: str = ""
 
 
-metadata = MetaData()
-
-operations = Table(
-    "prov_operations",
-    metadata,
-    Column("operation_id", String(64), primary_key=True),
-    Column("request_id", String(256), nullable=False, unique=True),
-    Column("kind", String(16), nullable=False),
-    Column("state", String(16), nullable=False, index=True),
-    Column("node_id", String(64), nullable=False, index=True),
-    Column("error_kind", String(16), nullable=False, default=""),
-    Column("error_message", Text, nullable=False, default=""),
-    Column("created_at", Float, nullable=False),
-    Column("updated_at", Float, nullable=False),
-)
-
-instances = Table(
-    "prov_instances",
-    metadata,
-    Column("node_id", String(64), primary_key=True),
-    Column("provider", String(64), nullable=False, index=True),
-    Column("instance_id", String(256), nullable=False, default=""),
-    Column("region", String(64), nullable=False, default=""),
-    Column("zone", String(64), nullable=False, default=""),
-    Column("instance_type", String(128), nullable=False, default=""),
-    Column("offer_json", Text, nullable=False),
-    Column("spot", Boolean, nullable=False, default=False),
-    Column("labels_json", Text, nullable=False, default="{}"),
-    Column("state", String(16), nullable=False, index=True),
-    Column("request_id", String(256), nullable=False),
-    Column("created_at", Float, nullable=False),
-    Column("updated_at", Float, nullable=False),
-)
-
-
 @dataclass
 class _Worker:
     threads: dict[str, threading.Thread] = field(default_factory=dict)
@@ -197,7 +156,7 @@ class Provisioner:
 
     def start(self, reconcile: bool = True) -> None:
         """Create tables, check providers, resume unfinished operations, start reconciling."""
-        create_tables(self._engine, metadata)
+        upgrade(self._engine, "provisioner")
         self.refresh_status()
         with self._engine.connect() as conn:
             unfinished = conn.execute(
