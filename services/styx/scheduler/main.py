@@ -25,6 +25,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--broker", default=env("BROKER_ENDPOINT"), help="resource broker host:port (STYX_BROKER_ENDPOINT)"
     )
+    parser.add_argument(
+        "--dispatch-lease-seconds",
+        type=float,
+        default=float(env("DISPATCH_LEASE_SECONDS", "10")),
+        help="with several replicas, how long the dispatching replica's lease lasts (STYX_DISPATCH_LEASE_SECONDS)",
+    )
+    parser.add_argument(
+        "--starvation-seconds",
+        type=float,
+        default=float(env("STARVATION_SECONDS", "60")),
+        help="a task waiting this long stops lower-priority backfill around it (STYX_STARVATION_SECONDS)",
+    )
     return parser
 
 
@@ -36,7 +48,12 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--broker is required (or set STYX_BROKER_ENDPOINT)")
     cfg = server_config(args, "scheduler")
     setup_logging("scheduler", cfg.log_level)
-    core = Scheduler(make_engine(cfg.db_url), GrpcBroker(args.broker, cfg.token))
+    core = Scheduler(
+        make_engine(cfg.db_url),
+        GrpcBroker(args.broker, cfg.token),
+        starvation_s=args.starvation_seconds,
+        lease_s=args.dispatch_lease_seconds,
+    )
 
     def register(server: object) -> list[str]:
         scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerServicer(core), server)
@@ -49,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     running = start_server(cfg.host, cfg.port, cfg.token, register, max_workers=256)
     threading.Thread(target=core.run_loop, name="dispatch", daemon=True).start()
     write_ready_file(cfg.ready_file, cfg.host, running.port)
-    log.info("serving", extra={"port": running.port, "db": cfg.db_url.split("://")[0]})
+    log.info("serving", extra={"port": running.port, "db": cfg.db_url.split("://")[0], "replica": core.replica_id})
     run_until_signal(running, on_stop=core.stop)
 
 

@@ -1,0 +1,219 @@
+"""Implementations of the sky subcommands that talk to a control plane.
+
+Imported lazily by ``styx_cli.main`` once a command needs it (this module imports grpc).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any, BinaryIO
+
+from styx.v1 import common_pb2, scheduler_pb2
+from styx_cli import output
+from styx_cli.client import SchedulerClient, request_id
+from styx_cli.config import resolve_target
+from styx_cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CliError
+from styx_cli.spec import build_task_spec
+
+_TERMINAL = (
+    common_pb2.TASK_STATE_SUCCEEDED,
+    common_pb2.TASK_STATE_FAILED,
+    common_pb2.TASK_STATE_CANCELLED,
+    common_pb2.TASK_STATE_SKIPPED,
+)
+# Seconds SubmitJob may take: the scheduler validates and stores the whole job.
+SUBMIT_TIMEOUT_S = 30.0
+
+
+def connect() -> SchedulerClient:
+    """A scheduler client for the configured (or local, started on demand) control plane."""
+    return SchedulerClient(resolve_target())
+
+
+def exit_code_for(task: Any) -> int:
+    """The process exit code ``sky run`` returns for a finished task.
+
+    SUCCEEDED -> 0; FAILED with an exit status -> that status (a negative status, i.e.
+    killed by signal N, becomes 128+N as shells report it); anything else -> 1.
+    """
+    if task.state == common_pb2.TASK_STATE_SUCCEEDED:
+        return EXIT_OK
+    if task.state == common_pb2.TASK_STATE_FAILED and task.has_exit_code:
+        code = task.exit_code
+        if code < 0:
+            code = 128 - code
+        return code if 0 < code < 256 else EXIT_FAILED
+    return EXIT_FAILED
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """sky run: submit one task, then stream its output and return its exit status."""
+    # Validate flags before connecting (or starting a local plane): usage errors exit 2 fast.
+    spec = build_task_spec(
+        args.command,
+        name=args.name or "",
+        cpus=args.cpus,
+        memory=args.memory,
+        gpus=args.gpus,
+        priority=args.priority,
+        envs=args.env,
+        workdir=args.workdir or "",
+    )
+    with connect() as client:
+        reply = client.call(
+            "SubmitJob",
+            scheduler_pb2.SubmitJobRequest(
+                request_id=request_id(), job=scheduler_pb2.JobSpec(name=spec.name, tasks=[spec])
+            ),
+            timeout=SUBMIT_TIMEOUT_S,
+        )
+        if not reply.tasks:
+            raise CliError("the scheduler accepted the job but returned no task")
+        task_id = reply.tasks[0].task_id
+        if args.detach:
+            # stdout gets the bare id so scripts can capture it: ID=$(sky run --detach -- ...).
+            print(task_id, flush=True)
+            output.info(f"submitted {task_id} (job {reply.job_id}); follow: sky logs {task_id} --follow")
+            return EXIT_OK
+        if sys.stderr.isatty():
+            output.info(f"submitted {task_id} (job {reply.job_id}); streaming output, Ctrl-C detaches")
+        try:
+            task = follow(client, task_id, sys.stdout.buffer)
+        except KeyboardInterrupt:
+            output.info(
+                f"\ndetached from {task_id}; it keeps running. "
+                f"Follow: sky logs {task_id} --follow   stop: sky cancel {task_id}"
+            )
+            return EXIT_INTERRUPTED
+        report_end(task)
+        return exit_code_for(task)
+
+
+def report_end(task: Any) -> None:
+    """Say on stderr why a task did not succeed (the reason matters most when it printed nothing)."""
+    state = output.state_name(task.state)
+    if task.state == common_pb2.TASK_STATE_SUCCEEDED:
+        return
+    if task.state == common_pb2.TASK_STATE_FAILED:
+        reason = task.failure_reason or (f"exit code {task.exit_code}" if task.has_exit_code else "no reason given")
+        output.error(f"task {task.task_id} failed: {reason}")
+    else:
+        reason = f": {task.failure_reason}" if task.failure_reason else ""
+        output.error(f"task {task.task_id} {state.lower()}{reason}")
+
+
+def follow(client: SchedulerClient, task_id: str, out: BinaryIO) -> Any:
+    """Write the task's output to ``out`` as it arrives; return the task once it is terminal.
+
+    Tracks (attempt, offset) so a reopened stream (deadline, retry of the task) neither
+    repeats nor skips bytes; after the task ends, drains whatever output arrived last.
+    """
+    attempt, offset = 0, 0
+
+    def pump(follow_flag: bool) -> None:
+        nonlocal attempt, offset
+        request = scheduler_pb2.StreamLogsRequest(
+            task_id=task_id, attempt=attempt, follow=follow_flag, offset=offset
+        )
+        for chunk in client.stream("StreamLogs", request):
+            if chunk.attempt != attempt and chunk.attempt:
+                if attempt and chunk.attempt > attempt:
+                    out.flush()
+                    output.info(f"--- {task_id}: attempt {chunk.attempt} ---")
+                attempt, offset = chunk.attempt, 0
+            skip = max(0, offset - chunk.offset)
+            data = chunk.data[skip:]
+            if data:
+                out.write(data)
+                out.flush()
+            offset = max(offset, chunk.offset + len(chunk.data))
+
+    while True:
+        pump(True)
+        task = client.call("GetTask", scheduler_pb2.GetTaskRequest(task_id=task_id))
+        if task.state in _TERMINAL:
+            if task.attempt and task.attempt >= attempt:
+                if task.attempt != attempt:
+                    attempt, offset = task.attempt, 0
+                pump(False)
+            return task
+        if task.attempt > attempt:
+            attempt, offset = task.attempt, 0
+        time.sleep(0.2)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """sky status: a table (or JSON) of tasks, newest first."""
+    states = []
+    known = [n for n in common_pb2.TaskState.DESCRIPTOR.values_by_name if n != "TASK_STATE_UNSPECIFIED"]
+    for name in args.state or ():
+        key = f"TASK_STATE_{name.upper()}"
+        if key not in known:
+            choices = ", ".join(n.removeprefix("TASK_STATE_") for n in known)
+            raise CliError(f"--state: {name!r} is not a task state; use one of {choices}", EXIT_USAGE)
+        states.append(common_pb2.TaskState.Value(key))
+    with connect() as client:
+        if args.task:
+            tasks = [client.call("GetTask", scheduler_pb2.GetTaskRequest(task_id=t)) for t in args.task]
+        else:
+            tasks = client.call(
+                "ListTasks",
+                scheduler_pb2.ListTasksRequest(job_id=args.job or "", states=states, limit=args.limit),
+            ).tasks
+    output.print_tasks([output.task_to_dict(t) for t in tasks], as_json=args.json)
+    return EXIT_OK
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    """sky logs: print a task's output; with --follow, until the task ends."""
+    out = sys.stdout.buffer
+    with connect() as client:
+        if args.follow:
+            try:
+                task = follow(client, args.task, out)
+            except KeyboardInterrupt:
+                return EXIT_INTERRUPTED
+            # Exit 0 whatever the task's outcome: the logs were printed; `sky run` and
+            # `sky status` report outcomes.
+            del task
+            return EXIT_OK
+        # Without --follow, look the task up first so an unknown id is a clean NOT_FOUND.
+        client.call("GetTask", scheduler_pb2.GetTaskRequest(task_id=args.task))
+        request = scheduler_pb2.StreamLogsRequest(task_id=args.task, attempt=args.attempt, follow=False)
+        for chunk in client.stream("StreamLogs", request):
+            out.write(chunk.data)
+        out.flush()
+    return EXIT_OK
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    """sky cancel: cancel tasks; already-finished ones are reported unchanged."""
+    code = EXIT_OK
+    with connect() as client:
+        for task_id in args.task:
+            try:
+                task = client.call(
+                    "CancelTask", scheduler_pb2.CancelTaskRequest(request_id=request_id(), task_id=task_id)
+                )
+            except CliError as exc:
+                output.error(f"{task_id}: {exc.message}")
+                code = max(code, exc.exit_code)
+                continue
+            state = output.state_name(task.state)
+            if task.state == common_pb2.TASK_STATE_CANCELLED:
+                print(f"{task_id}: {output.paint(state, output.STATE_STYLES[state], sys.stdout)}")
+            elif task.state in _TERMINAL:
+                print(f"{task_id}: already {state}, left unchanged")
+            else:
+                print(f"{task_id}: cancelling ({state})")
+    return code
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    """sky stats: task counts per state and queue/run latencies."""
+    with connect() as client:
+        stats = client.call("GetStats", scheduler_pb2.GetStatsRequest())
+    output.print_stats(output.stats_to_dict(stats), as_json=args.json)
+    return EXIT_OK
