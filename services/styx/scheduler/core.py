@@ -442,7 +442,7 @@ class Scheduler:
                     orphans.append(res.allocation_id)  # cancelled meanwhile
                     continue
                 rec.state, rec.attempt, rec.node_id = SCHEDULED, rec.attempt + 1, res.node_id
-                rec.gpu_indices, rec.scheduled_at = res.gpu_indices, stamp
+                rec.gpu_indices, rec.scheduled_at, rec.failure_reason = res.gpu_indices, stamp, ""
                 updates.append(
                     {
                         "k_task_id": rec.task_id,
@@ -453,6 +453,8 @@ class Scheduler:
                         "scheduled_at": stamp,
                         "agent_ended": False,
                         "released": False,
+                        # A retry's "why" was for the previous attempt; the new one starts clean.
+                        "failure_reason": "",
                     }
                 )
                 events.append(("SCHEDULED", rec, f"on {res.node_id}"))
