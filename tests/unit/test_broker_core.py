@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from styx.broker.core import INFEASIBLE, PLACED, WAITING, Ask, Broker
 from styx.common.offers import Offer
 from styx.common.resources import Accelerator, Capacity, GpuDevice, Resources
@@ -119,3 +120,158 @@ def test_silent_nodes_are_lost_and_come_back(broker):
     assert broker.heartbeat("n") is True
     assert broker.get_node("n").state == "READY"
     assert broker.heartbeat("unknown") is False
+
+
+# ---- catalog, optimizer and failover ------------------------------------------------------
+
+from styx.broker.catalog import Catalog  # noqa: E402 - grouped with the tests that use it
+from styx.common.errors import FailedPrecondition, InvalidArgument  # noqa: E402
+
+
+class FailoverProvisioner:
+    """Reports providers, records provisions, and fails operations as told."""
+
+    def __init__(self, providers: dict[str, str], host_offers: list[Offer] | None = None) -> None:
+        self.providers = providers
+        self.host_offers = host_offers or []
+        self.calls: list[tuple[str, Offer, bool]] = []
+        self.states: dict[str, tuple[str, str, str]] = {}
+        self.refuse: set[str] = set()  # instance types whose Provision call is refused
+
+    def list_offers(self) -> list[Offer]:
+        return self.host_offers
+
+    def list_providers(self) -> dict[str, str]:
+        return self.providers
+
+    def provision(self, request_id: str, node_id: str, offer: Offer, spot: bool) -> str:
+        self.calls.append((node_id, offer, spot))
+        if offer.instance_type in self.refuse:
+            raise FailedPrecondition(f"provider {offer.provider} refuses {offer.instance_type}")
+        return f"op-{node_id}"
+
+    def operation_state(self, operation_id: str) -> tuple[str, str, str]:
+        return self.states.get(operation_id, ("running", "", ""))
+
+    def fail_last(self, error: str, kind: str) -> None:
+        self.states[f"op-{self.calls[-1][0]}"] = ("failed", error, kind)
+
+    def places(self) -> list[str]:
+        return [f"{o.provider}/{o.zone or o.region} {o.instance_type}" for _, o, _ in self.calls]
+
+
+FAILOVER_OFFERS = [
+    Offer("aws", "us-east-1", "us-east-1a", "g5.xlarge", 4, 16, "A10G", 1, 24, 1.0),
+    Offer("aws", "us-east-1", "us-east-1b", "g5.xlarge", 4, 16, "A10G", 1, 24, 1.0),
+    Offer("aws", "us-east-1", "us-east-1c", "g5.xlarge", 4, 16, "A10G", 1, 24, 1.0),
+    Offer("aws", "us-west-2", "us-west-2a", "g5.xlarge", 4, 16, "A10G", 1, 24, 1.1),
+    Offer("aws", "eu-west-1", "eu-west-1a", "g5.xlarge", 4, 16, "A10G", 1, 24, 1.2),
+    Offer("gcp", "us-central1", "us-central1-a", "g2-standard-4", 4, 16, "A10G", 1, 24, 1.3),
+    Offer("azure", "eastus", "", "Standard_NV36ads_A10_v5", 36, 440, "A10G", 1, 24, 0.5),
+]
+
+
+@pytest.fixture
+def failover(engine_factory):
+    prov = FailoverProvisioner({"aws": "", "gcp": "", "azure": "no credentials", "local": ""})
+    return Broker(engine_factory("broker"), prov, catalog=Catalog(FAILOVER_OFFERS)), prov
+
+
+def test_failover_walks_zone_then_region_then_provider_and_records_attempts(failover):
+    broker, prov = failover
+    a10g = ask(1, cpus=2, cpus_at_least=True, accelerators=(Accelerator("A10G", 1),))
+    steps = [
+        ("InsufficientInstanceCapacity in us-east-1a", "capacity"),  # -> next zone
+        ("InsufficientInstanceCapacity in us-east-1b", "capacity"),  # -> next zone
+        ("VcpuLimitExceeded in us-east-1", "quota"),  # -> next region
+        ("InsufficientInstanceCapacity in us-west-2a", "capacity"),  # -> next region
+        ("AuthFailure", "auth"),  # -> next provider
+    ]
+    for error, kind in steps:
+        (res,) = broker.allocate([a10g])
+        assert res.outcome == WAITING and "provisioning" in res.reason
+        prov.fail_last(error, kind)
+        broker.reconcile()
+    (res,) = broker.allocate([a10g])
+    assert prov.places() == [
+        "aws/us-east-1a g5.xlarge",
+        "aws/us-east-1b g5.xlarge",
+        "aws/us-east-1c g5.xlarge",
+        "aws/us-west-2a g5.xlarge",
+        "aws/eu-west-1a g5.xlarge",
+        "gcp/us-central1-a g2-standard-4",  # azure is cheaper but disabled: never provisioned
+    ]
+    attempts = broker.list_attempts(task_id="t1")
+    assert [(a.offer.zone, a.state, a.error_kind) for a in attempts] == [
+        ("us-central1-a", "pending", ""),
+        ("eu-west-1a", "failed", "auth"),
+        ("us-west-2a", "failed", "capacity"),
+        ("us-east-1c", "failed", "quota"),
+        ("us-east-1b", "failed", "capacity"),
+        ("us-east-1a", "failed", "capacity"),
+    ]
+    assert attempts[-1].error == "InsufficientInstanceCapacity in us-east-1a"
+    assert attempts[0].allocation_id == "a1" and attempts[0].hourly_price == 1.3
+    node_id = attempts[0].node_id
+    broker.register_node(node_id, "gcp", "i-1", Capacity(4, 16, [GpuDevice(0, "NVIDIA A10G")]), "us-central1")
+    assert broker.list_attempts(node_id=node_id)[0].state == "registered"
+    (placed,) = broker.allocate([a10g])
+    assert (placed.outcome, placed.node_id) == (PLACED, node_id)
+    assert len(broker.list_attempts(limit=2)) == 2
+
+
+def test_refused_provision_fails_over_in_the_same_call(failover):
+    broker, prov = failover
+    prov.refuse.add("g5.xlarge")
+    (res,) = broker.allocate([ask(1, cpus=2, cpus_at_least=True, accelerators=(Accelerator("A10G", 1),))])
+    assert res.outcome == WAITING and "g2-standard-4" in res.reason
+    # The refusal (FAILED_PRECONDITION, e.g. a provider turned off) cools the whole provider.
+    assert prov.places() == ["aws/us-east-1a g5.xlarge", "gcp/us-central1-a g2-standard-4"]
+    failed = [a for a in broker.list_attempts() if a.state == "failed"]
+    assert [(a.offer.instance_type, a.error_kind, a.operation_id) for a in failed] == [("g5.xlarge", "auth", "")]
+    assert "refuses" in failed[0].error
+
+
+def test_only_disabled_providers_fit_is_infeasible_at_once(failover):
+    broker, prov = failover
+    (res,) = broker.allocate([ask(1, cpus=32, accelerators=(Accelerator("A10G", 1),))])
+    assert res.outcome == INFEASIBLE and prov.calls == []
+    assert "azure: provider disabled (no credentials)" in res.reason
+    assert "4 vCPUs, request wants at least 32" not in res.reason  # exact 32 was asked
+    assert "request wants exactly 32" in res.reason
+
+
+def test_optimize_ranks_catalog_and_host_offers(failover):
+    broker, prov = failover
+    prov.host_offers = [Offer("local", "local", "", "host", 8, 32, "NVIDIA A10G", 1, max_instances=1)]
+    ranking = broker.optimize(Resources(cpus=2, cpus_at_least=True, accelerators=(Accelerator("A10G", 1),)))
+    assert [r.offer.instance_type for r in ranking.offers][:3] == ["host", "g5.xlarge", "g5.xlarge"]
+    assert any(r.family == "azure" and "disabled" in r.reason for r in ranking.rejections)
+    what_if = broker.optimize(Resources(accelerators=(Accelerator("A10G", 1),)), include_disabled=True, limit=2)
+    assert [(r.offer.provider, r.enabled) for r in what_if.offers] == [("local", True), ("azure", False)]
+    with pytest.raises(InvalidArgument, match="limit"):
+        broker.optimize(Resources(), limit=5000)
+
+
+def test_imported_catalog_replaces_a_provider_and_survives_restart(engine_factory):
+    prov = FailoverProvisioner({"aws": "", "gcp": "", "azure": ""})
+    broker = Broker(engine_factory("broker"), prov, catalog=Catalog(FAILOVER_OFFERS))
+    imported = [
+        Offer("gcp", "europe-west4", "europe-west4-a", "g2-standard-8", 8, 32, "L4", 1, 24, 0.85, 0.34),
+        Offer("gcp", "europe-west4", "europe-west4-a", "n2-standard-8", 8, 32, price_per_hour=0.39),
+    ]
+    assert broker.import_catalog(imported, "r1") == (2, ["gcp"])
+    with pytest.raises(InvalidArgument, match=r"offers\[0\]\.cpus"):
+        broker.import_catalog([Offer("aws", "us-east-1", "", "bad", 0, 1)])
+    infos = {c.provider: c for c in broker.list_catalogs()}
+    assert (infos["gcp"].offers, infos["gcp"].imported, infos["aws"].imported) == (2, True, False)
+    restarted = Broker(engine_factory("broker"), prov, catalog=Catalog(FAILOVER_OFFERS))
+    assert sorted(o.instance_type for o in restarted.catalog.offers if o.provider == "gcp") == [
+        "g2-standard-8",
+        "n2-standard-8",
+    ]
+    accels = {a.name: a for a in restarted.list_accelerators()}
+    assert set(accels) == {"A10G", "L4"} and accels["A10G"].providers == ("aws", "azure")
+    (l4,) = accels["L4"].offers
+    assert (l4.count, l4.cheapest.instance_type, l4.cheapest_spot) == (1, "g2-standard-8", 0.34)
+    assert [a.name for a in restarted.list_accelerators("l4")] == ["L4"]

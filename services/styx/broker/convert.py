@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
-from styx.broker.core import INFEASIBLE, PLACED, WAITING, Ask, NodeView, Placement
+from collections.abc import Iterable
+
+from styx.broker.core import (
+    INFEASIBLE,
+    PLACED,
+    WAITING,
+    AcceleratorInfo,
+    Ask,
+    Attempt,
+    CatalogInfo,
+    NodeView,
+    Placement,
+)
+from styx.broker.optimizer import Ranking, describe_request
+from styx.common.offers import Offer, offer_from_pb, offer_to_pb
 from styx.common.resources import Accelerator, Capacity, GpuDevice, Resources
 from styx.common.timeutil import to_timestamp
-from styx.v1 import broker_pb2, common_pb2
+from styx.v1 import broker_pb2, common_pb2, provisioner_pb2
 
 _OUTCOMES = {
     PLACED: broker_pb2.ALLOCATION_OUTCOME_PLACED,
@@ -26,6 +40,10 @@ def resources_from_pb(msg: common_pb2.ResourceRequest) -> Resources:
         use_spot=msg.use_spot,
         infra=msg.infra,
         disk_gb=msg.disk_gb,
+        max_hourly_cost=msg.max_hourly_cost,
+        instance_type=msg.instance_type,
+        any_of=tuple(resources_from_pb(a) for a in msg.any_of),
+        ordered=tuple(resources_from_pb(a) for a in msg.ordered),
     )
 
 
@@ -40,6 +58,10 @@ def resources_to_pb(res: Resources) -> common_pb2.ResourceRequest:
         use_spot=res.use_spot,
         infra=res.infra,
         disk_gb=res.disk_gb,
+        max_hourly_cost=res.max_hourly_cost,
+        instance_type=res.instance_type,
+        any_of=[resources_to_pb(a) for a in res.any_of],
+        ordered=[resources_to_pb(a) for a in res.ordered],
     )
 
 
@@ -93,5 +115,103 @@ def placements_to_pb(placements: list[Placement]) -> broker_pb2.AllocateResponse
                 reason=p.reason,
             )
             for p in placements
+        ]
+    )
+
+
+def ranking_to_pb(ranking: Ranking, res: Resources) -> broker_pb2.OptimizeResponse:
+    """Ranking -> OptimizeResponse."""
+    return broker_pb2.OptimizeResponse(
+        offers=[
+            broker_pb2.RankedOffer(
+                offer=offer_to_pb(r.offer),
+                hourly_price=r.hourly_price,
+                total_hourly_price=r.total_hourly_price,
+                spot=r.spot,
+                provider_enabled=r.enabled,
+                alternative=r.alternative,
+            )
+            for r in ranking.offers
+        ],
+        rejections=[broker_pb2.Rejection(family=r.family, reason=r.reason) for r in ranking.rejections],
+        request_summary=describe_request(res),
+    )
+
+
+def offers_from_pb(msgs: Iterable[common_pb2.Offer]) -> list[Offer]:
+    """Offer messages -> offers."""
+    return [offer_from_pb(o) for o in msgs]
+
+
+def catalogs_to_pb(infos: list[CatalogInfo]) -> broker_pb2.ListCatalogsResponse:
+    """CatalogInfo list -> ListCatalogsResponse."""
+    return broker_pb2.ListCatalogsResponse(
+        catalogs=[
+            broker_pb2.CatalogInfo(
+                provider=c.provider,
+                offers=c.offers,
+                imported=c.imported,
+                imported_at=to_timestamp(c.imported_at) if c.imported else None,
+                regions=c.regions,
+            )
+            for c in infos
+        ]
+    )
+
+
+def accelerators_to_pb(infos: list[AcceleratorInfo]) -> broker_pb2.ListAcceleratorsResponse:
+    """AcceleratorInfo list -> ListAcceleratorsResponse."""
+    return broker_pb2.ListAcceleratorsResponse(
+        accelerators=[
+            broker_pb2.AcceleratorInfo(
+                name=a.name,
+                counts=list(a.counts),
+                providers=list(a.providers),
+                offers=[
+                    broker_pb2.AcceleratorOffer(
+                        count=o.count, cheapest=offer_to_pb(o.cheapest), cheapest_spot_price_per_hour=o.cheapest_spot
+                    )
+                    for o in a.offers
+                ],
+                memory_gib=a.memory_gib,
+            )
+            for a in infos
+        ]
+    )
+
+
+_ATTEMPT_STATES = {
+    "pending": broker_pb2.PROVISIONING_ATTEMPT_STATE_PENDING,
+    "registered": broker_pb2.PROVISIONING_ATTEMPT_STATE_REGISTERED,
+    "failed": broker_pb2.PROVISIONING_ATTEMPT_STATE_FAILED,
+}
+_ERROR_KINDS = {
+    "capacity": provisioner_pb2.PROVIDER_ERROR_KIND_CAPACITY,
+    "quota": provisioner_pb2.PROVIDER_ERROR_KIND_QUOTA,
+    "auth": provisioner_pb2.PROVIDER_ERROR_KIND_AUTH,
+    "invalid": provisioner_pb2.PROVIDER_ERROR_KIND_INVALID,
+    "internal": provisioner_pb2.PROVIDER_ERROR_KIND_INTERNAL,
+}
+
+
+def attempts_to_pb(attempts: list[Attempt]) -> broker_pb2.ListProvisioningAttemptsResponse:
+    """Attempt list -> ListProvisioningAttemptsResponse."""
+    return broker_pb2.ListProvisioningAttemptsResponse(
+        attempts=[
+            broker_pb2.ProvisioningAttempt(
+                node_id=a.node_id,
+                allocation_id=a.allocation_id,
+                task_id=a.task_id,
+                offer=offer_to_pb(a.offer),
+                spot=a.spot,
+                hourly_price=a.hourly_price,
+                state=_ATTEMPT_STATES.get(a.state, broker_pb2.PROVISIONING_ATTEMPT_STATE_UNSPECIFIED),
+                error=a.error,
+                error_kind=_ERROR_KINDS.get(a.error_kind, provisioner_pb2.PROVIDER_ERROR_KIND_UNSPECIFIED),
+                operation_id=a.operation_id,
+                started_at=to_timestamp(a.started_at),
+                updated_at=to_timestamp(a.updated_at),
+            )
+            for a in attempts
         ]
     )

@@ -3,23 +3,35 @@
 The store is the truth; an in-memory view of nodes and allocations (rebuilt from the store
 at start) keeps placement fast. Placement is best fit: among READY nodes that satisfy the
 request, take the one left with the least free CPU (then memory), so big nodes stay free for
-big tasks. When nothing fits, the broker looks at offers: none could ever fit -> INFEASIBLE
-with the reason; otherwise it waits for busy capacity or asks the provisioner for a node.
+big tasks. When nothing fits, the broker ranks offers with the optimizer (catalog offers of
+enabled providers plus the provisioner's host offers, cheapest first): none could ever fit
+-> INFEASIBLE with the reasons; otherwise it waits for busy capacity or asks the provisioner
+for a node from the top of the ranked list.
+
+Failover: a failed attempt cools down a scope for ``failed_offer_cooldown_s`` according to
+the provider's error class (capacity: that offer in that zone; quota: the provider's
+region; auth: the provider), and the next allocate round provisions the next ranked offer
+outside every cooling scope, so the walk goes zone -> region -> provider. Every attempt is
+a row of ``broker_provisions`` (``list_attempts``).
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
 from sqlalchemy import Engine, insert, select, update
 
+from styx.broker import catalog_store
 from styx.broker import tables as t
-from styx.common.errors import InvalidArgument, NotFound
+from styx.broker.catalog import Catalog
+from styx.broker.optimizer import Ranking, alternatives, describe_request, rank
+from styx.common.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, StyxError, Unavailable
 from styx.common.ids import new_id
 from styx.common.offers import Offer
 from styx.common.resources import Capacity, GpuDevice, Resources, gpu_matches, infra_parts
@@ -37,15 +49,29 @@ class ProvisionerPort(Protocol):
     """What the broker needs from the provisioner (a gRPC adapter in production)."""
 
     def list_offers(self) -> list[Offer]:
-        """Offers of every enabled provider."""
+        """Offers of every enabled provider (host offers: machines that already exist)."""
+        ...
+
+    def list_providers(self) -> dict[str, str]:
+        """Every loaded provider -> "" when enabled, else why it is disabled.
+
+        Optional for test doubles: without it every provider is taken as enabled.
+        """
         ...
 
     def provision(self, request_id: str, node_id: str, offer: Offer, spot: bool) -> str:
-        """Start creating a node; return the operation id."""
+        """Start creating a node; return the operation id.
+
+        Raise ``Unavailable`` when the provisioner cannot be reached (the ask waits), other
+        ``StyxError`` when it refuses the offer (the broker fails over to the next offer).
+        """
         ...
 
-    def operation_state(self, operation_id: str) -> tuple[str, str]:
-        """Return ("pending"|"running"|"done"|"failed", error message)."""
+    def operation_state(self, operation_id: str) -> tuple[str, str] | tuple[str, str, str]:
+        """Return ("pending"|"running"|"done"|"failed", error message[, error kind]).
+
+        The kind ("capacity", "quota", "auth", "invalid", "internal") scopes the failover.
+        """
         ...
 
 
@@ -112,6 +138,61 @@ class _Provision:
     created_at: float
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """One provisioning attempt (a row of broker_provisions)."""
+
+    node_id: str
+    allocation_id: str
+    task_id: str
+    offer: Offer
+    spot: bool
+    hourly_price: float
+    state: str  # pending | registered | failed
+    error: str
+    error_kind: str
+    operation_id: str
+    started_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class CatalogInfo:
+    """One provider's part of the catalog."""
+
+    provider: str
+    offers: int
+    imported: bool
+    imported_at: float
+    regions: int
+
+
+@dataclass(frozen=True)
+class AcceleratorOffer:
+    """Cheapest offer of a provider for one accelerator count."""
+
+    count: int
+    cheapest: Offer
+    cheapest_spot: float
+
+
+@dataclass(frozen=True)
+class AcceleratorInfo:
+    """An accelerator kind: counts, providers, cheapest offers."""
+
+    name: str
+    counts: tuple[int, ...]
+    providers: tuple[str, ...]
+    offers: tuple[AcceleratorOffer, ...]
+    memory_gib: float
+
+
+# Error kind -> the failover scope a failure cools down (see the module docstring).
+_SCOPE_OF_KIND = {"quota": "region", "auth": "provider"}
+_FAILOVER_DEPTH = 64
+MAX_IMPORT_OFFERS = 250_000
+
+
 def describe(res: Resources) -> str:
     """A short human description of a request: "cpus=4+, memory=16 GiB, A100:8"."""
     parts = [f"cpus={res.cpus:g}{'+' if res.cpus_at_least else ''}"]
@@ -150,6 +231,65 @@ def _offer_key(offer: Offer) -> tuple[str, str, str, str]:
     return (offer.provider, offer.region, offer.zone, offer.instance_type)
 
 
+def _scope_keys(offer: Offer) -> tuple[tuple[str, ...], ...]:
+    """Cooldown keys that cover an offer: the offer itself, its region, its provider."""
+    return (
+        ("offer", *_offer_key(offer)),
+        ("region", offer.provider, offer.region),
+        ("provider", offer.provider),
+    )
+
+
+def _scope_key(offer: Offer, kind: str) -> tuple[str, ...]:
+    scope = _SCOPE_OF_KIND.get(kind, "offer")
+    keys = {k[0]: k for k in _scope_keys(offer)}
+    return keys[scope]
+
+
+def _kind_of(exc: Exception) -> str:
+    if isinstance(exc, ResourceExhausted):
+        return "quota"
+    if isinstance(exc, FailedPrecondition):
+        return "auth"  # the provisioner refuses offers of disabled providers
+    if isinstance(exc, InvalidArgument):
+        return "invalid"
+    return "internal"
+
+
+class _FreeIndex:
+    """READY nodes of one allocate batch, sorted by (free CPUs, free memory, node id).
+
+    Built per batch under the broker's lock, so it needs no upkeep elsewhere; placing a
+    task re-sorts only that node. Candidates for a request start at the first node with
+    enough free CPUs (bisect), in best-fit order.
+    """
+
+    def __init__(self, nodes: Iterable[NodeView]) -> None:
+        self._nodes = {n.node_id: n for n in nodes if n.state == READY}
+        self._key = {node_id: self._key_of(n) for node_id, n in self._nodes.items()}
+        self._keys = sorted(self._key.values())
+
+    @staticmethod
+    def _key_of(node: NodeView) -> tuple[float, float, str]:
+        return (node.total.cpus - node.used_cpus, node.total.memory_gib - node.used_memory_gib, node.node_id)
+
+    def candidates(self, cpus: float) -> Iterator[tuple[NodeView, float]]:
+        """(node, free memory) of nodes with at least ``cpus`` free CPUs, best fit first."""
+        keys = self._keys
+        for i in range(bisect.bisect_left(keys, (cpus - _EPS,)), len(keys)):
+            key = keys[i]
+            yield self._nodes[key[2]], key[1]
+
+    def update(self, node: NodeView) -> None:
+        """Re-sort ``node`` after its usage changed."""
+        old = self._key.get(node.node_id)
+        if old is None:
+            return
+        del self._keys[bisect.bisect_left(self._keys, old)]
+        new = self._key[node.node_id] = self._key_of(node)
+        bisect.insort(self._keys, new)
+
+
 class Broker:
     """Owns nodes and allocations; thread-safe (one lock guards the in-memory view)."""
 
@@ -161,6 +301,7 @@ class Broker:
         provision_timeout_s: float = 300.0,
         offers_ttl_s: float = 30.0,
         failed_offer_cooldown_s: float = 60.0,
+        catalog: Catalog | None = None,
     ) -> None:
         self._engine = engine
         self._provisioner = provisioner
@@ -174,8 +315,15 @@ class Broker:
         self._provisions: dict[str, _Provision] = {}
         self._offers: list[Offer] = []
         self._offers_at = 0.0
-        self._failed_offers: dict[tuple[str, str, str, str], tuple[float, str]] = {}
+        self._offers_known = False
+        self._providers: dict[str, str] | None = None
+        self._providers_at = 0.0
+        self._failed_offers: dict[tuple[str, ...], tuple[float, str]] = {}
+        self._rank_memo: dict[Resources, Ranking] | None = None
         create_tables(engine, t.metadata)
+        self._base_catalog = catalog or Catalog()
+        self._imported, self._imports = catalog_store.load_imported(engine)
+        self._catalog = self._base_catalog.merged(self._imported) if self._imported else self._base_catalog
         self._load()
 
     # ---- state loading -------------------------------------------------------------
@@ -262,7 +410,9 @@ class Broker:
                     conn.execute(update(t.nodes).where(t.nodes.c.node_id == node_id).values(**row))
                 if node_id in self._provisions:
                     conn.execute(
-                        update(t.provisions).where(t.provisions.c.node_id == node_id).values(state="registered")
+                        update(t.provisions)
+                        .where(t.provisions.c.node_id == node_id)
+                        .values(state="registered", updated_at=stamp)
                     )
             self._provisions.pop(node_id, None)
             node = NodeView(
@@ -320,19 +470,11 @@ class Broker:
         with self._lock:
             pending_free = {p.node_id: Capacity(p.offer.cpus, p.offer.memory_gib) for p in self._provisions.values()}
             new_allocs: list[_Allocation] = []
-            results = []
-            for ask in asks:
-                done = self._allocations.get(ask.allocation_id)
-                if done is not None:
-                    results.append(Placement(ask.allocation_id, PLACED, done.node_id, done.gpu_indices))
-                    continue
-                alloc = self._place(ask)
-                if alloc is not None:
-                    self._remember(alloc)
-                    new_allocs.append(alloc)
-                    results.append(Placement(ask.allocation_id, PLACED, alloc.node_id, alloc.gpu_indices))
-                else:
-                    results.append(self._no_fit(ask, pending_free))
+            self._rank_memo = {}
+            try:
+                results = self._allocate_locked(asks, pending_free, new_allocs)
+            finally:
+                self._rank_memo = None
             if new_allocs:
                 stamp = now()
                 with self._engine.begin() as conn:
@@ -354,15 +496,48 @@ class Broker:
                     )
             return results
 
-    def _place(self, ask: Ask) -> _Allocation | None:
-        res = ask.resources
-        best: tuple[tuple[float, float, str], NodeView, tuple[int, ...]] | None = None
-        for node in self._nodes.values():
-            if node.state != READY or not _in_infra(res, node.provider, node.region, node.zone):
+    def _allocate_locked(
+        self, asks: Sequence[Ask], pending_free: dict[str, Capacity], new_allocs: list[_Allocation]
+    ) -> list[Placement]:
+        results = []
+        index = _FreeIndex(self._nodes.values())
+        for ask in asks:
+            done = self._allocations.get(ask.allocation_id)
+            if done is not None:
+                results.append(Placement(ask.allocation_id, PLACED, done.node_id, done.gpu_indices))
                 continue
-            free_cpus = node.total.cpus - node.used_cpus
-            free_mem = node.total.memory_gib - node.used_memory_gib
-            if free_cpus + _EPS < res.cpus or free_mem + _EPS < res.memory_gib:
+            alloc = self._place(ask, index)
+            if alloc is not None:
+                self._remember(alloc)
+                index.update(self._nodes[alloc.node_id])
+                new_allocs.append(alloc)
+                results.append(Placement(ask.allocation_id, PLACED, alloc.node_id, alloc.gpu_indices))
+            else:
+                results.append(self._no_fit(ask, pending_free))
+        return results
+
+    def _place(self, ask: Ask, index: _FreeIndex) -> _Allocation | None:
+        _, alts = alternatives(ask.resources)
+        for res in alts:
+            alloc = self._place_one(ask, res, index)
+            if alloc is not None:
+                return alloc
+        return None
+
+    @staticmethod
+    def _place_one(ask: Ask, res: Resources, index: _FreeIndex) -> _Allocation | None:
+        # Nodes come in best-fit order (least free CPU, then memory, then id), so the first
+        # node that satisfies everything is the best fit.
+        want_p, want_r, want_z = infra_parts(res.infra)
+        for node, free_mem in index.candidates(res.cpus):
+            if free_mem + _EPS < res.memory_gib:
+                continue
+            if (
+                (want_p and want_p != node.provider)
+                or (want_r and want_r != node.region)
+                or (want_z and want_z != node.zone)
+                or (res.instance_type and res.instance_type != node.instance_type)
+            ):
                 continue
             gpus: tuple[int, ...] = ()
             if res.accelerators:
@@ -373,49 +548,61 @@ class Broker:
                         break
                 else:
                     continue
-            score = (free_cpus - res.cpus, free_mem - res.memory_gib, node.node_id)
-            if best is None or score < best[0]:
-                best = (score, node, gpus)
-        if best is None:
-            return None
-        _, node, gpus = best
-        return _Allocation(ask.allocation_id, ask.task_id, node.node_id, res.cpus, res.memory_gib, gpus)
+            return _Allocation(ask.allocation_id, ask.task_id, node.node_id, res.cpus, res.memory_gib, gpus)
+        return None
 
     def _no_fit(self, ask: Ask, pending_free: dict[str, Capacity]) -> Placement:
-        res = ask.resources
+        _, alts = alternatives(ask.resources)
         # A node still being provisioned whose offer fits absorbs the ask.
-        for node_id, free in pending_free.items():
-            prov = self._provisions[node_id]
-            if (
-                offer_fits(prov.offer, res)
-                and free.cpus + _EPS >= res.cpus
-                and free.memory_gib + _EPS >= res.memory_gib
-            ):
-                free.cpus -= res.cpus
-                free.memory_gib -= res.memory_gib
-                return Placement(
-                    ask.allocation_id, WAITING, reason=f"waiting for node {node_id} ({prov.offer.place}) to boot"
-                )
-        busy_fit = [n for n in self._nodes.values() if n.state == READY and self._node_could_fit(n, res)]
+        for res in alts:
+            for node_id, free in pending_free.items():
+                prov = self._provisions[node_id]
+                if (
+                    offer_fits(prov.offer, res)
+                    and free.cpus + _EPS >= res.cpus
+                    and free.memory_gib + _EPS >= res.memory_gib
+                ):
+                    free.cpus -= res.cpus
+                    free.memory_gib -= res.memory_gib
+                    return Placement(
+                        ask.allocation_id, WAITING, reason=f"waiting for node {node_id} ({prov.offer.place}) to boot"
+                    )
+        busy_fit = any(n.state == READY and self._node_could_fit(n, res) for n in self._nodes.values() for res in alts)
+        if self._provisioner is None:
+            if busy_fit:
+                return Placement(ask.allocation_id, WAITING, reason="waiting for capacity on busy nodes")
+            return Placement(
+                ask.allocation_id, INFEASIBLE, reason=f"no node can hold {describe(ask.resources)} and no provisioner"
+            )
         offers = self._current_offers()
-        feasible = [o for o in offers if offer_fits(o, res)]
-        if not feasible and not busy_fit:
-            return Placement(ask.allocation_id, INFEASIBLE, reason=self._infeasible_reason(res, offers))
+        enabled = self._enabled_providers()
+        if not self._offers_known:
+            return Placement(ask.allocation_id, WAITING, reason="provisioner unavailable; will retry")
+        ranking = self._ranked(ask.resources, offers, enabled)
+        if not ranking.offers and not busy_fit:
+            return Placement(ask.allocation_id, INFEASIBLE, reason=self._infeasible_reason(ask.resources, offers))
         cooling: list[str] = []
         stamp = now()
-        for offer in sorted(
-            feasible, key=lambda o: (o.hourly_price(res.use_spot), o.cpus, o.memory_gib, _offer_key(o))
-        ):
-            cooldown = self._failed_offers.get(_offer_key(offer))
-            if cooldown and cooldown[0] > stamp:
+        for ranked in ranking.offers:
+            offer = ranked.offer
+            cooldown = next(
+                (c for c in (self._failed_offers.get(k) for k in _scope_keys(offer)) if c and c[0] > stamp), None
+            )
+            if cooldown:
                 cooling.append(f"{offer.place}: {cooldown[1]}")
                 continue
             if offer.max_instances and self._instances_of(offer) >= offer.max_instances:
                 continue
-            node_id = self._start_provision(offer, res.use_spot)
+            try:
+                node_id = self._start_provision(ask, offer, ranked.spot, ranked.hourly_price)
+            except StyxError as exc:
+                # Refused (disabled provider, bad offer, quota): recorded; try the next one.
+                cooling.append(f"{offer.place}: {exc.message}")
+                continue
             if node_id is None:
                 return Placement(ask.allocation_id, WAITING, reason="provisioner unavailable; will retry")
-            pending_free[node_id] = Capacity(offer.cpus - res.cpus, offer.memory_gib - res.memory_gib)
+            alt = alts[ranked.alternative]
+            pending_free[node_id] = Capacity(offer.cpus - alt.cpus, offer.memory_gib - alt.memory_gib)
             return Placement(ask.allocation_id, WAITING, reason=f"provisioning node {node_id} ({offer.place})")
         if busy_fit:
             return Placement(ask.allocation_id, WAITING, reason="waiting for capacity on busy nodes")
@@ -423,9 +610,21 @@ class Broker:
             return Placement(ask.allocation_id, WAITING, reason="recent provisioning failures: " + "; ".join(cooling))
         return Placement(ask.allocation_id, WAITING, reason="every feasible offer is at its instance limit")
 
+    def _ranked(self, res: Resources, offers: list[Offer], enabled: dict[str, str] | None) -> Ranking:
+        # Memoized per batch (see allocate): asks of one batch often share their resources.
+        memo = self._rank_memo
+        found = memo.get(res) if memo is not None else None
+        if found is None:
+            found = rank(self._catalog, res, enabled=enabled, host_offers=offers, limit=_FAILOVER_DEPTH, explain=False)
+            if memo is not None:
+                memo[res] = found
+        return found
+
     @staticmethod
     def _node_could_fit(node: NodeView, res: Resources) -> bool:
         if not _in_infra(res, node.provider, node.region, node.zone):
+            return False
+        if res.instance_type and res.instance_type != node.instance_type:
             return False
         if node.total.cpus + _EPS < res.cpus or node.total.memory_gib + _EPS < res.memory_gib:
             return False
@@ -443,52 +642,98 @@ class Broker:
         return live + sum(1 for p in self._provisions.values() if _offer_key(p.offer) == key)
 
     def _infeasible_reason(self, res: Resources, offers: Iterable[Offer]) -> str:
-        candidates = [o for o in offers if _in_infra(res, o.provider, o.region, o.zone)]
-        if not candidates:
+        host = [o for o in offers if o.provider not in self._catalog.providers]
+        enabled = self._enabled_providers()
+        _, alts = alternatives(res)
+        in_infra = [
+            p
+            for p in self._catalog.providers
+            for a in alts
+            if not infra_parts(a.infra)[0] or infra_parts(a.infra)[0] == p
+        ]
+        if not in_infra and not any(_in_infra(a, o.provider, o.region, o.zone) for a in alts for o in host):
             where = f" in {res.infra}" if res.infra else ""
             return f"no enabled provider offers capacity{where}; `sky check` shows providers"
-        biggest = sorted(candidates, key=lambda o: (-o.cpus, -o.memory_gib))[:3]
+        ranking = rank(self._catalog, res, enabled=enabled, host_offers=host, limit=1, explain=True)
+        # Host offers read "local/local host has 4 CPUs, ..."; catalog families "aws p4d: 8x A100, ...".
+        # Machines that exist (host offers) first: on a local plane they are what matters.
+        ordered = sorted(ranking.rejections, key=lambda r: not r.reason.startswith("has "))
         shown = "; ".join(
-            f"{o.place} has {o.cpus:g} CPUs, {o.memory_gib:.1f} GiB"
-            + (f", {o.accelerator_count}x {o.accelerator_name}" if o.accelerator_count else ", no GPU")
-            for o in biggest
+            f"{r.family} {r.reason}" if r.reason.startswith("has ") else f"{r.family}: {r.reason}" for r in ordered[:6]
         )
-        return f"no enabled provider can satisfy {describe(res)}: largest offers: {shown}"
+        more = len(ranking.rejections) - 6
+        tail = f" (+{more} more; `sky launch --dryrun` lists them)" if more > 0 else ""
+        return f"no enabled provider can satisfy {describe(res)} ({describe_request(res)}): {shown}{tail}"
 
     def _current_offers(self) -> list[Offer]:
         if self._provisioner is None:
             return []
         stamp = now()
-        if not self._offers or stamp - self._offers_at > self._offers_ttl_s:
+        if not self._offers_known or stamp - self._offers_at > self._offers_ttl_s:
             try:
                 self._offers = self._provisioner.list_offers()
                 self._offers_at = stamp
+                self._offers_known = True
             except Exception as exc:
                 log.warning("cannot list offers: %s", exc)
         return self._offers
 
-    def _start_provision(self, offer: Offer, spot: bool) -> str | None:
+    def _enabled_providers(self) -> dict[str, str] | None:
+        """provider -> "" (enabled) or why disabled; None when the provisioner cannot say."""
+        if self._provisioner is None:
+            return {}
+        lister = getattr(self._provisioner, "list_providers", None)
+        if lister is None:
+            return None
+        stamp = now()
+        if self._providers is None or stamp - self._providers_at > self._offers_ttl_s:
+            try:
+                self._providers = dict(lister())
+                self._providers_at = stamp
+            except Exception as exc:
+                log.warning("cannot list providers: %s", exc)
+                if self._providers is None:
+                    return {}
+        return self._providers
+
+    def _start_provision(self, ask: Ask, offer: Offer, spot: bool, hourly_price: float) -> str | None:
+        """Ask for a node; None when the provisioner is unreachable, StyxError when it refused."""
         assert self._provisioner is not None
         node_id = new_id("node")
+        stamp = now()
+        row = {
+            "node_id": node_id,
+            "offer_json": json.dumps(asdict(offer)),
+            "spot": spot,
+            "created_at": stamp,
+            "updated_at": stamp,
+            "allocation_id": ask.allocation_id,
+            "task_id": ask.task_id,
+            "hourly_price": hourly_price,
+        }
         try:
             operation_id = self._provisioner.provision(node_id, node_id, offer, spot)
+        except Unavailable as exc:
+            log.warning("provision request failed: %s", exc)
+            return None
+        except StyxError as exc:
+            kind = _kind_of(exc)
+            self._failed_offers[_scope_key(offer, kind)] = (stamp + self._cooldown_s, exc.message)
+            with self._engine.begin() as conn:
+                conn.execute(
+                    insert(t.provisions).values(
+                        operation_id="", state="failed", error=exc.message, error_kind=kind, **row
+                    )
+                )
+            log.warning("provision refused", extra={"node_id": node_id, "offer": offer.place, "error": exc.message})
+            raise
         except Exception as exc:
             log.warning("provision request failed: %s", exc)
             return None
-        prov = _Provision(node_id, operation_id, offer, spot, now())
+        prov = _Provision(node_id, operation_id, offer, spot, stamp)
         self._provisions[node_id] = prov
         with self._engine.begin() as conn:
-            conn.execute(
-                insert(t.provisions).values(
-                    node_id=node_id,
-                    operation_id=operation_id,
-                    offer_json=json.dumps(asdict(offer)),
-                    spot=spot,
-                    state="pending",
-                    error="",
-                    created_at=prov.created_at,
-                )
-            )
+            conn.execute(insert(t.provisions).values(operation_id=operation_id, state="pending", error="", **row))
         log.info("provisioning", extra={"node_id": node_id, "offer": offer.place, "operation_id": operation_id})
         return node_id
 
@@ -527,27 +772,191 @@ class Broker:
                     )
             pending = list(self._provisions.values())
         for prov in pending:
-            state, error = "pending", ""
+            state, error, kind = "pending", "", ""
             if self._provisioner is not None and prov.operation_id:
                 try:
-                    state, error = self._provisioner.operation_state(prov.operation_id)
+                    polled = self._provisioner.operation_state(prov.operation_id)
                 except Exception as exc:
                     log.warning("cannot poll operation %s: %s", prov.operation_id, exc)
                     continue
+                state, error = polled[0], polled[1]
+                kind = polled[2] if len(polled) > 2 else ""
             if state != "failed" and stamp - prov.created_at > self._provision_timeout_s:
-                state, error = "failed", f"node did not register within {self._provision_timeout_s:g} s"
+                state, error, kind = "failed", f"node did not register within {self._provision_timeout_s:g} s", ""
             if state == "failed":
-                self._fail_provision(prov, error)
+                self._fail_provision(prov, error, kind)
 
-    def _fail_provision(self, prov: _Provision, error: str) -> None:
+    def _fail_provision(self, prov: _Provision, error: str, kind: str = "") -> None:
         with self._lock:
             if self._provisions.pop(prov.node_id, None) is None:
                 return
-            self._failed_offers[_offer_key(prov.offer)] = (now() + self._cooldown_s, error)
+            stamp = now()
+            self._failed_offers[_scope_key(prov.offer, kind)] = (stamp + self._cooldown_s, error)
             with self._engine.begin() as conn:
                 conn.execute(
                     update(t.provisions)
                     .where(t.provisions.c.node_id == prov.node_id)
-                    .values(state="failed", error=error)
+                    .values(state="failed", error=error, error_kind=kind, updated_at=stamp)
                 )
-        log.warning("provisioning failed", extra={"node_id": prov.node_id, "error": error})
+        log.warning("provisioning failed", extra={"node_id": prov.node_id, "error": error, "kind": kind})
+
+    # ---- catalog, optimizer, attempts ------------------------------------------------------
+    @property
+    def catalog(self) -> Catalog:
+        """The current catalog (built-in offers with imported providers replaced)."""
+        return self._catalog
+
+    def optimize(self, res: Resources, num_nodes: int = 1, limit: int = 10, include_disabled: bool = False) -> Ranking:
+        """Rank offers for ``res`` cheapest first with the reasons for exclusions (creates nothing)."""
+        if limit > 1000:
+            raise InvalidArgument(f"limit: at most 1000, got {limit}")
+        _, alts = alternatives(res)
+        for alt in alts:
+            infra_parts(alt.infra)  # InvalidArgument names the field
+        if res.any_of and res.ordered:
+            raise InvalidArgument("resources: set any_of or ordered, not both")
+        with self._lock:
+            offers = self._current_offers()
+            enabled = self._enabled_providers()
+        return rank(
+            self._catalog,
+            res,
+            num_nodes=num_nodes or 1,
+            enabled=enabled,
+            host_offers=offers,
+            limit=limit or 10,
+            include_disabled=include_disabled,
+        )
+
+    def import_catalog(self, offers: Sequence[Offer], request_id: str = "") -> tuple[int, list[str]]:
+        """Replace the catalog of every provider present in ``offers``; returns (count, providers)."""
+        if len(offers) > MAX_IMPORT_OFFERS:
+            raise ResourceExhausted(
+                f"offers: at most {MAX_IMPORT_OFFERS} per call, got {len(offers)}; import one provider per call"
+            )
+        for i, offer in enumerate(offers):
+            catalog_store.validate_offer(offer, i)
+        if not offers:
+            raise InvalidArgument("offers: at least one offer is required")
+        stamp = now()
+        counts = catalog_store.save_import(self._engine, offers, stamp, request_id)
+        by_provider: dict[str, list[Offer]] = {p: [] for p in counts}
+        for offer in offers:
+            by_provider[offer.provider].append(offer)
+        with self._lock:
+            imported = {**self._imported, **by_provider}
+            imports = {
+                **self._imports,
+                **{p: catalog_store.ImportRecord(p, stamp, n) for p, n in counts.items()},
+            }
+        # Indexing ~100k offers takes a fraction of a second: build outside the lock, then swap.
+        catalog = self._base_catalog.merged(imported)
+        with self._lock:
+            self._imported, self._imports, self._catalog = imported, imports, catalog
+        log.info("catalog imported", extra={"offers": len(offers), "providers": sorted(counts)})
+        return len(offers), sorted(counts)
+
+    def list_catalogs(self) -> list[CatalogInfo]:
+        """One entry per catalog provider, sorted by name."""
+        catalog, imports = self._catalog, self._imports
+        regions: dict[str, set[str]] = {}
+        for fam in catalog.families:
+            regions.setdefault(fam.provider, set()).update(fam.regions)
+        names = sorted(set(catalog.providers) | set(imports))
+        return [
+            CatalogInfo(
+                p,
+                catalog.providers.get(p, 0),
+                p in imports,
+                imports[p].imported_at if p in imports else 0.0,
+                len(regions.get(p, ())),
+            )
+            for p in names
+        ]
+
+    def list_accelerators(self, name: str = "", include_disabled: bool = False) -> list[AcceleratorInfo]:
+        """Accelerators of the catalog and of host offers, with the cheapest offer per provider and count."""
+        with self._lock:
+            host = [o for o in self._current_offers() if o.provider not in self._catalog.providers]
+            enabled = self._enabled_providers()
+        catalog = self._catalog
+        needle = name.strip().upper()
+        cheapest: dict[tuple[str, str, int], list] = {}  # (NAME, provider, count) -> [offer, spot]
+
+        def consider(offer: Offer, spot: float) -> None:
+            key = (offer.accelerator_name.upper(), offer.provider, offer.accelerator_count)
+            cur = cheapest.get(key)
+            if cur is None:
+                cheapest[key] = [offer, spot]
+                return
+            if (offer.price_per_hour, _offer_key(offer)) < (cur[0].price_per_hour, _offer_key(cur[0])):
+                cur[0] = offer
+            if spot > 0 and (cur[1] <= 0 or spot < cur[1]):
+                cur[1] = spot
+
+        def usable(provider: str) -> bool:
+            return include_disabled or enabled is None or enabled.get(provider, "no plugin") == ""
+
+        for upper in catalog.accelerator_names:
+            if needle and needle not in upper:
+                continue
+            for provider in catalog.providers:
+                if not usable(provider):
+                    continue
+                for shape in catalog.shapes(provider, "", upper):
+                    if shape.ondemand:
+                        consider(shape.ondemand[0], shape.spot[0].spot_price_per_hour if shape.spot else 0.0)
+        for offer in host:
+            wanted = not needle or needle in offer.accelerator_name.upper()
+            if offer.accelerator_count and wanted and usable(offer.provider):
+                consider(offer, offer.spot_price_per_hour)
+        infos: dict[str, list[tuple[str, int, Offer, float]]] = {}
+        for (upper, provider, count), (offer, spot) in cheapest.items():
+            infos.setdefault(upper, []).append((provider, count, offer, spot))
+        out = []
+        for upper in sorted(infos):
+            rows = sorted(infos[upper], key=lambda r: (r[0], r[1]))
+            out.append(
+                AcceleratorInfo(
+                    name=catalog.accelerator_names.get(upper, rows[0][2].accelerator_name),
+                    counts=tuple(sorted({r[1] for r in rows})),
+                    providers=tuple(sorted({r[0] for r in rows})),
+                    offers=tuple(AcceleratorOffer(c, o, sp) for _, c, o, sp in rows),
+                    memory_gib=max(r[2].accelerator_memory_gib for r in rows),
+                )
+            )
+        return out
+
+    def list_attempts(
+        self, task_id: str = "", allocation_id: str = "", node_id: str = "", limit: int = 100
+    ) -> list[Attempt]:
+        """Provisioning attempts, newest first, filtered by task, allocation and node."""
+        if limit > 10000:
+            raise InvalidArgument(f"limit: at most 10000, got {limit}")
+        query = select(t.provisions)
+        if task_id:
+            query = query.where(t.provisions.c.task_id == task_id)
+        if allocation_id:
+            query = query.where(t.provisions.c.allocation_id == allocation_id)
+        if node_id:
+            query = query.where(t.provisions.c.node_id == node_id)
+        query = query.order_by(t.provisions.c.created_at.desc(), t.provisions.c.node_id.desc()).limit(limit or 100)
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [
+            Attempt(
+                node_id=r.node_id,
+                allocation_id=r.allocation_id,
+                task_id=r.task_id,
+                offer=Offer(**json.loads(r.offer_json)),
+                spot=r.spot,
+                hourly_price=r.hourly_price,
+                state=r.state,
+                error=r.error,
+                error_kind=r.error_kind,
+                operation_id=r.operation_id,
+                started_at=r.created_at,
+                updated_at=r.updated_at or r.created_at,
+            )
+            for r in rows
+        ]

@@ -6,6 +6,7 @@ import argparse
 import logging
 import threading
 
+from styx.broker.catalog import Catalog, builtin_offers
 from styx.broker.core import Broker
 from styx.broker.provisioner_client import GrpcProvisioner
 from styx.broker.servicer import BrokerServicer
@@ -33,6 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=float(env("LEASE_SECONDS", "15")),
         help="a node without heartbeat for this long is marked LOST (STYX_LEASE_SECONDS)",
     )
+    parser.add_argument(
+        "--builtin-catalog",
+        action=argparse.BooleanOptionalAction,
+        default=env("BUILTIN_CATALOG", "1") not in ("0", "false", "no"),
+        help="start from the built-in AWS/GCP/Azure offer catalog; imported catalogs replace it per "
+        "provider (STYX_BUILTIN_CATALOG, default on)",
+    )
     return parser
 
 
@@ -42,7 +50,8 @@ def main(argv: list[str] | None = None) -> None:
     cfg = server_config(args, "broker")
     setup_logging("broker", cfg.log_level)
     provisioner = GrpcProvisioner(args.provisioner, cfg.token) if args.provisioner else None
-    broker = Broker(make_engine(cfg.db_url), provisioner, lease_seconds=args.lease_seconds)
+    catalog = Catalog(builtin_offers()) if args.builtin_catalog else Catalog()
+    broker = Broker(make_engine(cfg.db_url), provisioner, lease_seconds=args.lease_seconds, catalog=catalog)
 
     def register(server: object) -> list[str]:
         broker_pb2_grpc.add_ResourceBrokerServicer_to_server(BrokerServicer(broker), server)

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import grpc
+
 from styx.common.clients import open_channel
+from styx.common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, StyxError, Unavailable
 from styx.common.offers import Offer, offer_from_pb, offer_to_pb
 from styx.v1 import provisioner_pb2, provisioner_pb2_grpc
 
@@ -12,6 +18,31 @@ _STATES = {
     provisioner_pb2.OPERATION_STATE_DONE: "done",
     provisioner_pb2.OPERATION_STATE_FAILED: "failed",
 }
+_KINDS = {
+    provisioner_pb2.PROVIDER_ERROR_KIND_CAPACITY: "capacity",
+    provisioner_pb2.PROVIDER_ERROR_KIND_QUOTA: "quota",
+    provisioner_pb2.PROVIDER_ERROR_KIND_AUTH: "auth",
+    provisioner_pb2.PROVIDER_ERROR_KIND_INVALID: "invalid",
+    provisioner_pb2.PROVIDER_ERROR_KIND_INTERNAL: "internal",
+}
+# gRPC status of a refused call -> the domain error the broker's failover understands.
+_REFUSALS: dict[grpc.StatusCode, type[StyxError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
+}
+T = TypeVar("T")
+
+
+def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a stub call; refusals become their domain error, anything else Unavailable."""
+    try:
+        return fn(*args, **kwargs)
+    except grpc.RpcError as exc:
+        code = exc.code() if hasattr(exc, "code") else None
+        details = exc.details() if hasattr(exc, "details") else str(exc)
+        error = _REFUSALS.get(code, Unavailable) if code is not None else Unavailable
+        raise error(f"provisioner: {details}") from None
 
 
 class GrpcProvisioner:
@@ -23,12 +54,22 @@ class GrpcProvisioner:
 
     def list_offers(self) -> list[Offer]:
         """Offers of every enabled provider."""
-        reply = self._stub.ListOffers(provisioner_pb2.ListOffersRequest(), timeout=self._timeout)
+        reply = _call(self._stub.ListOffers, provisioner_pb2.ListOffersRequest(), timeout=self._timeout)
         return [offer_from_pb(o) for o in reply.offers]
+
+    def list_providers(self) -> dict[str, str]:
+        """Provider name -> "" when enabled, else the reason (and hint) it is disabled."""
+        reply = _call(self._stub.ListProviders, provisioner_pb2.ListProvidersRequest(), timeout=self._timeout)
+        out = {}
+        for p in reply.providers:
+            why = "" if p.enabled else (p.reason or "disabled") + (f"; {p.hint}" if p.hint else "")
+            out[p.name] = why
+        return out
 
     def provision(self, request_id: str, node_id: str, offer: Offer, spot: bool) -> str:
         """Start creating a node; returns the operation id."""
-        op = self._stub.Provision(
+        op = _call(
+            self._stub.Provision,
             provisioner_pb2.ProvisionRequest(
                 request_id=request_id, offer=offer_to_pb(offer), node_id=node_id, use_spot=spot
             ),
@@ -36,9 +77,11 @@ class GrpcProvisioner:
         )
         return str(op.operation_id)
 
-    def operation_state(self, operation_id: str) -> tuple[str, str]:
-        """("pending"|"running"|"done"|"failed", error message)."""
-        op = self._stub.GetOperation(
-            provisioner_pb2.GetOperationRequest(operation_id=operation_id), timeout=self._timeout
+    def operation_state(self, operation_id: str) -> tuple[str, str, str]:
+        """("pending"|"running"|"done"|"failed", error message, error kind)."""
+        op = _call(
+            self._stub.GetOperation,
+            provisioner_pb2.GetOperationRequest(operation_id=operation_id),
+            timeout=self._timeout,
         )
-        return _STATES.get(op.state, "pending"), op.error.message
+        return _STATES.get(op.state, "pending"), op.error.message, _KINDS.get(op.error.kind, "")

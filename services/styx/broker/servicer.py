@@ -56,3 +56,34 @@ class BrokerServicer(broker_pb2_grpc.ResourceBrokerServicer):
     ) -> broker_pb2.ListNodesResponse:
         nodes = self.broker.list_nodes(include_lost=request.include_lost)
         return broker_pb2.ListNodesResponse(nodes=[convert.node_to_pb(n) for n in nodes])
+
+    def Optimize(
+        self, request: broker_pb2.OptimizeRequest, context: grpc.ServicerContext
+    ) -> broker_pb2.OptimizeResponse:
+        if not request.HasField("resources"):
+            raise InvalidArgument("resources: required")
+        res = convert.resources_from_pb(request.resources)
+        ranking = self.broker.optimize(res, request.num_nodes, request.limit, request.include_disabled)
+        return convert.ranking_to_pb(ranking, res)
+
+    def ImportCatalog(
+        self, request: broker_pb2.ImportCatalogRequest, context: grpc.ServicerContext
+    ) -> broker_pb2.ImportCatalogResponse:
+        count, providers = self.broker.import_catalog(convert.offers_from_pb(request.offers), request.request_id)
+        return broker_pb2.ImportCatalogResponse(count=count, providers=providers)
+
+    def ListCatalogs(
+        self, request: broker_pb2.ListCatalogsRequest, context: grpc.ServicerContext
+    ) -> broker_pb2.ListCatalogsResponse:
+        return convert.catalogs_to_pb(self.broker.list_catalogs())
+
+    def ListAccelerators(
+        self, request: broker_pb2.ListAcceleratorsRequest, context: grpc.ServicerContext
+    ) -> broker_pb2.ListAcceleratorsResponse:
+        return convert.accelerators_to_pb(self.broker.list_accelerators(request.name, request.include_disabled))
+
+    def ListProvisioningAttempts(
+        self, request: broker_pb2.ListProvisioningAttemptsRequest, context: grpc.ServicerContext
+    ) -> broker_pb2.ListProvisioningAttemptsResponse:
+        attempts = self.broker.list_attempts(request.task_id, request.allocation_id, request.node_id, request.limit)
+        return convert.attempts_to_pb(attempts)

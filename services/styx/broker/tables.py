@@ -1,8 +1,8 @@
-"""The broker's own tables (prefix ``broker_``): nodes, allocations, provisions."""
+"""The broker's own tables (prefix ``broker_``): nodes, allocations, provisions (attempts), offers."""
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Column, Float, MetaData, String, Table, Text
+from sqlalchemy import Boolean, Column, Float, Integer, MetaData, String, Table, Text
 
 metadata = MetaData()
 
@@ -49,4 +49,41 @@ provisions = Table(
     Column("state", String(16), nullable=False),
     Column("error", Text, nullable=False, default=""),
     Column("created_at", Float, nullable=False),
+    # Every provisioning attempt stays here, so failover history can be shown.
+    Column("allocation_id", String(160), nullable=False, default="", index=True),
+    Column("task_id", String(64), nullable=False, default="", index=True),
+    # capacity | quota | auth | invalid | internal | "" (unknown)
+    Column("error_kind", String(16), nullable=False, default=""),
+    Column("hourly_price", Float, nullable=False, default=0.0),
+    Column("updated_at", Float, nullable=False, default=0.0),
+)
+
+# Imported catalog offers (ImportCatalog); they replace the built-in offers of their provider.
+offers = Table(
+    "broker_offers",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("provider", String(64), nullable=False, index=True),
+    Column("region", String(64), nullable=False),
+    Column("zone", String(64), nullable=False, default=""),
+    Column("instance_type", String(128), nullable=False),
+    Column("cpus", Float, nullable=False),
+    Column("memory_gib", Float, nullable=False),
+    Column("accelerator_name", String(64), nullable=False, default=""),
+    Column("accelerator_count", Integer, nullable=False, default=0),
+    Column("accelerator_memory_gib", Float, nullable=False, default=0.0),
+    Column("price_per_hour", Float, nullable=False),
+    Column("spot_price_per_hour", Float, nullable=False, default=0.0),
+    Column("arch", String(32), nullable=False, default="x86_64"),
+    Column("max_instances", Integer, nullable=False, default=0),
+)
+
+# One row per provider whose catalog was imported.
+catalog_imports = Table(
+    "broker_catalog_imports",
+    metadata,
+    Column("provider", String(64), primary_key=True),
+    Column("imported_at", Float, nullable=False),
+    Column("offers", Integer, nullable=False),
+    Column("request_id", String(160), nullable=False, default=""),
 )

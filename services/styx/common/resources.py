@@ -38,6 +38,25 @@ class Resources:
     use_spot: bool = False
     infra: str = ""
     disk_gb: float = 0.0
+    # Highest acceptable total price (hourly price x nodes) in USD per hour; 0: no cap.
+    max_hourly_cost: float = 0.0
+    # Pin an instance type of the catalog, e.g. "p4d.24xlarge"; empty: any.
+    instance_type: str = ""
+    # Alternatives of whole resource sets: the cheapest feasible one (any_of), or the
+    # first with any feasible offer (ordered). At most one of the two is set.
+    any_of: tuple[Resources, ...] = ()
+    ordered: tuple[Resources, ...] = ()
+
+    def __post_init__(self) -> None:
+        # Stores rebuild Resources from JSON (asdict output): turn nested dicts and lists
+        # back into Resources / Accelerator tuples so callers need no special decoding.
+        if not isinstance(self.accelerators, tuple) or any(isinstance(a, dict) for a in self.accelerators):
+            accels = tuple(Accelerator(**a) if isinstance(a, dict) else a for a in self.accelerators)
+            object.__setattr__(self, "accelerators", accels)
+        for name in ("any_of", "ordered"):
+            alts = getattr(self, name)
+            if not isinstance(alts, tuple) or any(isinstance(a, dict) for a in alts):
+                object.__setattr__(self, name, tuple(Resources(**a) if isinstance(a, dict) else a for a in alts))
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from styx.v1 import common_pb2 as styx_dot_v1_dot_common__pb2
+from styx.v1 import provisioner_pb2 as styx_dot_v1_dot_provisioner__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14styx/v1/broker.proto\x12\x07styx.v1\x1a\x14styx/v1/common.proto\"\xa4\x02\n\x13RegisterNodeRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x13\n\x0binstance_id\x18\x04 \x01(\t\x12#\n\x08\x63\x61pacity\x18\x05 \x01(\x0b\x32\x11.styx.v1.Capacity\x12\x0e\n\x06region\x18\x06 \x01(\t\x12\x0c\n\x04zone\x18\x07 \x01(\t\x12\x15\n\rinstance_type\x18\x08 \x01(\t\x12\x38\n\x06labels\x18\t \x03(\x0b\x32(.styx.v1.RegisterNodeRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"#\n\x10HeartbeatRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"9\n\x11HeartbeatResponse\x12\r\n\x05known\x18\x01 \x01(\x08\x12\x15\n\rlease_seconds\x18\x02 \x01(\x01\"h\n\x11\x41llocationRequest\x12\x15\n\rallocation_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12+\n\tresources\x18\x03 \x01(\x0b\x32\x18.styx.v1.ResourceRequest\"?\n\x0f\x41llocateRequest\x12,\n\x08requests\x18\x01 \x03(\x0b\x32\x1a.styx.v1.AllocationRequest\"\x8c\x01\n\x10\x41llocationResult\x12\x15\n\rallocation_id\x18\x01 \x01(\t\x12+\n\x07outcome\x18\x02 \x01(\x0e\x32\x1a.styx.v1.AllocationOutcome\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x13\n\x0bgpu_indices\x18\x04 \x03(\r\x12\x0e\n\x06reason\x18\x05 \x01(\t\">\n\x10\x41llocateResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.styx.v1.AllocationResult\"\'\n\x0eReleaseRequest\x12\x15\n\rallocation_id\x18\x01 \x01(\t\"#\n\x0fReleaseResponse\x12\x10\n\x08released\x18\x01 \x01(\x08\"!\n\x0eGetNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"(\n\x10ListNodesRequest\x12\x14\n\x0cinclude_lost\x18\x01 \x01(\x08\"1\n\x11ListNodesResponse\x12\x1c\n\x05nodes\x18\x01 \x03(\x0b\x32\r.styx.v1.Node*\x99\x01\n\x11\x41llocationOutcome\x12\"\n\x1e\x41LLOCATION_OUTCOME_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x41LLOCATION_OUTCOME_PLACED\x10\x01\x12\x1e\n\x1a\x41LLOCATION_OUTCOME_WAITING\x10\x02\x12!\n\x1d\x41LLOCATION_OUTCOME_INFEASIBLE\x10\x03\x32\x87\x03\n\x0eResourceBroker\x12;\n\x0cRegisterNode\x12\x1c.styx.v1.RegisterNodeRequest\x1a\r.styx.v1.Node\x12\x42\n\tHeartbeat\x12\x19.styx.v1.HeartbeatRequest\x1a\x1a.styx.v1.HeartbeatResponse\x12?\n\x08\x41llocate\x12\x18.styx.v1.AllocateRequest\x1a\x19.styx.v1.AllocateResponse\x12<\n\x07Release\x12\x17.styx.v1.ReleaseRequest\x1a\x18.styx.v1.ReleaseResponse\x12\x31\n\x07GetNode\x12\x17.styx.v1.GetNodeRequest\x1a\r.styx.v1.Node\x12\x42\n\tListNodes\x12\x19.styx.v1.ListNodesRequest\x1a\x1a.styx.v1.ListNodesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14styx/v1/broker.proto\x12\x07styx.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14styx/v1/common.proto\x1a\x19styx/v1/provisioner.proto\"\xa4\x02\n\x13RegisterNodeRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x13\n\x0binstance_id\x18\x04 \x01(\t\x12#\n\x08\x63\x61pacity\x18\x05 \x01(\x0b\x32\x11.styx.v1.Capacity\x12\x0e\n\x06region\x18\x06 \x01(\t\x12\x0c\n\x04zone\x18\x07 \x01(\t\x12\x15\n\rinstance_type\x18\x08 \x01(\t\x12\x38\n\x06labels\x18\t \x03(\x0b\x32(.styx.v1.RegisterNodeRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"#\n\x10HeartbeatRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"9\n\x11HeartbeatResponse\x12\r\n\x05known\x18\x01 \x01(\x08\x12\x15\n\rlease_seconds\x18\x02 \x01(\x01\"h\n\x11\x41llocationRequest\x12\x15\n\rallocation_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12+\n\tresources\x18\x03 \x01(\x0b\x32\x18.styx.v1.ResourceRequest\"?\n\x0f\x41llocateRequest\x12,\n\x08requests\x18\x01 \x03(\x0b\x32\x1a.styx.v1.AllocationRequest\"\x8c\x01\n\x10\x41llocationResult\x12\x15\n\rallocation_id\x18\x01 \x01(\t\x12+\n\x07outcome\x18\x02 \x01(\x0e\x32\x1a.styx.v1.AllocationOutcome\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x13\n\x0bgpu_indices\x18\x04 \x03(\r\x12\x0e\n\x06reason\x18\x05 \x01(\t\">\n\x10\x41llocateResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.styx.v1.AllocationResult\"\'\n\x0eReleaseRequest\x12\x15\n\rallocation_id\x18\x01 \x01(\t\"#\n\x0fReleaseResponse\x12\x10\n\x08released\x18\x01 \x01(\x08\"!\n\x0eGetNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"(\n\x10ListNodesRequest\x12\x14\n\x0cinclude_lost\x18\x01 \x01(\x08\"1\n\x11ListNodesResponse\x12\x1c\n\x05nodes\x18\x01 \x03(\x0b\x32\r.styx.v1.Node\"z\n\x0fOptimizeRequest\x12+\n\tresources\x18\x01 \x01(\x0b\x32\x18.styx.v1.ResourceRequest\x12\x11\n\tnum_nodes\x18\x02 \x01(\r\x12\r\n\x05limit\x18\x03 \x01(\r\x12\x18\n\x10include_disabled\x18\x04 \x01(\x08\"\x9b\x01\n\x0bRankedOffer\x12\x1d\n\x05offer\x18\x01 \x01(\x0b\x32\x0e.styx.v1.Offer\x12\x14\n\x0chourly_price\x18\x02 \x01(\x01\x12\x1a\n\x12total_hourly_price\x18\x03 \x01(\x01\x12\x0c\n\x04spot\x18\x04 \x01(\x08\x12\x18\n\x10provider_enabled\x18\x05 \x01(\x08\x12\x13\n\x0b\x61lternative\x18\x06 \x01(\r\"+\n\tRejection\x12\x0e\n\x06\x66\x61mily\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"y\n\x10OptimizeResponse\x12$\n\x06offers\x18\x01 \x03(\x0b\x32\x14.styx.v1.RankedOffer\x12&\n\nrejections\x18\x02 \x03(\x0b\x32\x12.styx.v1.Rejection\x12\x17\n\x0frequest_summary\x18\x03 \x01(\t\"J\n\x14ImportCatalogRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x1e\n\x06offers\x18\x02 \x03(\x0b\x32\x0e.styx.v1.Offer\"9\n\x15ImportCatalogResponse\x12\r\n\x05\x63ount\x18\x01 \x01(\r\x12\x11\n\tproviders\x18\x02 \x03(\t\"\x15\n\x13ListCatalogsRequest\"\x83\x01\n\x0b\x43\x61talogInfo\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x0e\n\x06offers\x18\x02 \x01(\r\x12\x10\n\x08imported\x18\x03 \x01(\x08\x12/\n\x0bimported_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07regions\x18\x05 \x01(\r\">\n\x14ListCatalogsResponse\x12&\n\x08\x63\x61talogs\x18\x01 \x03(\x0b\x32\x14.styx.v1.CatalogInfo\"A\n\x17ListAcceleratorsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x18\n\x10include_disabled\x18\x02 \x01(\x08\"i\n\x10\x41\x63\x63\x65leratorOffer\x12\r\n\x05\x63ount\x18\x01 \x01(\r\x12 \n\x08\x63heapest\x18\x02 \x01(\x0b\x32\x0e.styx.v1.Offer\x12$\n\x1c\x63heapest_spot_price_per_hour\x18\x03 \x01(\x01\"\x81\x01\n\x0f\x41\x63\x63\x65leratorInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x63ounts\x18\x02 \x03(\r\x12\x11\n\tproviders\x18\x03 \x03(\t\x12)\n\x06offers\x18\x04 \x03(\x0b\x32\x19.styx.v1.AcceleratorOffer\x12\x12\n\nmemory_gib\x18\x05 \x01(\x01\"J\n\x18ListAcceleratorsResponse\x12.\n\x0c\x61\x63\x63\x65lerators\x18\x01 \x03(\x0b\x32\x18.styx.v1.AcceleratorInfo\"i\n\x1fListProvisioningAttemptsRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x15\n\rallocation_id\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\r\n\x05limit\x18\x04 \x01(\r\"\xf8\x02\n\x13ProvisioningAttempt\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x15\n\rallocation_id\x18\x02 \x01(\t\x12\x0f\n\x07task_id\x18\x03 \x01(\t\x12\x1d\n\x05offer\x18\x04 \x01(\x0b\x32\x0e.styx.v1.Offer\x12\x0c\n\x04spot\x18\x05 \x01(\x08\x12\x14\n\x0chourly_price\x18\x06 \x01(\x01\x12\x30\n\x05state\x18\x07 \x01(\x0e\x32!.styx.v1.ProvisioningAttemptState\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12.\n\nerror_kind\x18\t \x01(\x0e\x32\x1a.styx.v1.ProviderErrorKind\x12\x14\n\x0coperation_id\x18\n \x01(\t\x12.\n\nstarted_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"R\n ListProvisioningAttemptsResponse\x12.\n\x08\x61ttempts\x18\x01 \x03(\x0b\x32\x1c.styx.v1.ProvisioningAttempt*\x99\x01\n\x11\x41llocationOutcome\x12\"\n\x1e\x41LLOCATION_OUTCOME_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x41LLOCATION_OUTCOME_PLACED\x10\x01\x12\x1e\n\x1a\x41LLOCATION_OUTCOME_WAITING\x10\x02\x12!\n\x1d\x41LLOCATION_OUTCOME_INFEASIBLE\x10\x03*\xc0\x01\n\x18ProvisioningAttemptState\x12*\n&PROVISIONING_ATTEMPT_STATE_UNSPECIFIED\x10\x00\x12&\n\"PROVISIONING_ATTEMPT_STATE_PENDING\x10\x01\x12)\n%PROVISIONING_ATTEMPT_STATE_REGISTERED\x10\x02\x12%\n!PROVISIONING_ATTEMPT_STATE_FAILED\x10\x03\x32\xaf\x06\n\x0eResourceBroker\x12;\n\x0cRegisterNode\x12\x1c.styx.v1.RegisterNodeRequest\x1a\r.styx.v1.Node\x12\x42\n\tHeartbeat\x12\x19.styx.v1.HeartbeatRequest\x1a\x1a.styx.v1.HeartbeatResponse\x12?\n\x08\x41llocate\x12\x18.styx.v1.AllocateRequest\x1a\x19.styx.v1.AllocateResponse\x12<\n\x07Release\x12\x17.styx.v1.ReleaseRequest\x1a\x18.styx.v1.ReleaseResponse\x12\x31\n\x07GetNode\x12\x17.styx.v1.GetNodeRequest\x1a\r.styx.v1.Node\x12\x42\n\tListNodes\x12\x19.styx.v1.ListNodesRequest\x1a\x1a.styx.v1.ListNodesResponse\x12?\n\x08Optimize\x12\x18.styx.v1.OptimizeRequest\x1a\x19.styx.v1.OptimizeResponse\x12N\n\rImportCatalog\x12\x1d.styx.v1.ImportCatalogRequest\x1a\x1e.styx.v1.ImportCatalogResponse\x12K\n\x0cListCatalogs\x12\x1c.styx.v1.ListCatalogsRequest\x1a\x1d.styx.v1.ListCatalogsResponse\x12W\n\x10ListAccelerators\x12 .styx.v1.ListAcceleratorsRequest\x1a!.styx.v1.ListAcceleratorsResponse\x12o\n\x18ListProvisioningAttempts\x12(.styx.v1.ListProvisioningAttemptsRequest\x1a).styx.v1.ListProvisioningAttemptsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,34 +36,68 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_REGISTERNODEREQUEST_LABELSENTRY']._loaded_options = None
   _globals['_REGISTERNODEREQUEST_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_ALLOCATIONOUTCOME']._serialized_start=1031
-  _globals['_ALLOCATIONOUTCOME']._serialized_end=1184
-  _globals['_REGISTERNODEREQUEST']._serialized_start=56
-  _globals['_REGISTERNODEREQUEST']._serialized_end=348
-  _globals['_REGISTERNODEREQUEST_LABELSENTRY']._serialized_start=303
-  _globals['_REGISTERNODEREQUEST_LABELSENTRY']._serialized_end=348
-  _globals['_HEARTBEATREQUEST']._serialized_start=350
-  _globals['_HEARTBEATREQUEST']._serialized_end=385
-  _globals['_HEARTBEATRESPONSE']._serialized_start=387
-  _globals['_HEARTBEATRESPONSE']._serialized_end=444
-  _globals['_ALLOCATIONREQUEST']._serialized_start=446
-  _globals['_ALLOCATIONREQUEST']._serialized_end=550
-  _globals['_ALLOCATEREQUEST']._serialized_start=552
-  _globals['_ALLOCATEREQUEST']._serialized_end=615
-  _globals['_ALLOCATIONRESULT']._serialized_start=618
-  _globals['_ALLOCATIONRESULT']._serialized_end=758
-  _globals['_ALLOCATERESPONSE']._serialized_start=760
-  _globals['_ALLOCATERESPONSE']._serialized_end=822
-  _globals['_RELEASEREQUEST']._serialized_start=824
-  _globals['_RELEASEREQUEST']._serialized_end=863
-  _globals['_RELEASERESPONSE']._serialized_start=865
-  _globals['_RELEASERESPONSE']._serialized_end=900
-  _globals['_GETNODEREQUEST']._serialized_start=902
-  _globals['_GETNODEREQUEST']._serialized_end=935
-  _globals['_LISTNODESREQUEST']._serialized_start=937
-  _globals['_LISTNODESREQUEST']._serialized_end=977
-  _globals['_LISTNODESRESPONSE']._serialized_start=979
-  _globals['_LISTNODESRESPONSE']._serialized_end=1028
-  _globals['_RESOURCEBROKER']._serialized_start=1187
-  _globals['_RESOURCEBROKER']._serialized_end=1578
+  _globals['_ALLOCATIONOUTCOME']._serialized_start=2849
+  _globals['_ALLOCATIONOUTCOME']._serialized_end=3002
+  _globals['_PROVISIONINGATTEMPTSTATE']._serialized_start=3005
+  _globals['_PROVISIONINGATTEMPTSTATE']._serialized_end=3197
+  _globals['_REGISTERNODEREQUEST']._serialized_start=116
+  _globals['_REGISTERNODEREQUEST']._serialized_end=408
+  _globals['_REGISTERNODEREQUEST_LABELSENTRY']._serialized_start=363
+  _globals['_REGISTERNODEREQUEST_LABELSENTRY']._serialized_end=408
+  _globals['_HEARTBEATREQUEST']._serialized_start=410
+  _globals['_HEARTBEATREQUEST']._serialized_end=445
+  _globals['_HEARTBEATRESPONSE']._serialized_start=447
+  _globals['_HEARTBEATRESPONSE']._serialized_end=504
+  _globals['_ALLOCATIONREQUEST']._serialized_start=506
+  _globals['_ALLOCATIONREQUEST']._serialized_end=610
+  _globals['_ALLOCATEREQUEST']._serialized_start=612
+  _globals['_ALLOCATEREQUEST']._serialized_end=675
+  _globals['_ALLOCATIONRESULT']._serialized_start=678
+  _globals['_ALLOCATIONRESULT']._serialized_end=818
+  _globals['_ALLOCATERESPONSE']._serialized_start=820
+  _globals['_ALLOCATERESPONSE']._serialized_end=882
+  _globals['_RELEASEREQUEST']._serialized_start=884
+  _globals['_RELEASEREQUEST']._serialized_end=923
+  _globals['_RELEASERESPONSE']._serialized_start=925
+  _globals['_RELEASERESPONSE']._serialized_end=960
+  _globals['_GETNODEREQUEST']._serialized_start=962
+  _globals['_GETNODEREQUEST']._serialized_end=995
+  _globals['_LISTNODESREQUEST']._serialized_start=997
+  _globals['_LISTNODESREQUEST']._serialized_end=1037
+  _globals['_LISTNODESRESPONSE']._serialized_start=1039
+  _globals['_LISTNODESRESPONSE']._serialized_end=1088
+  _globals['_OPTIMIZEREQUEST']._serialized_start=1090
+  _globals['_OPTIMIZEREQUEST']._serialized_end=1212
+  _globals['_RANKEDOFFER']._serialized_start=1215
+  _globals['_RANKEDOFFER']._serialized_end=1370
+  _globals['_REJECTION']._serialized_start=1372
+  _globals['_REJECTION']._serialized_end=1415
+  _globals['_OPTIMIZERESPONSE']._serialized_start=1417
+  _globals['_OPTIMIZERESPONSE']._serialized_end=1538
+  _globals['_IMPORTCATALOGREQUEST']._serialized_start=1540
+  _globals['_IMPORTCATALOGREQUEST']._serialized_end=1614
+  _globals['_IMPORTCATALOGRESPONSE']._serialized_start=1616
+  _globals['_IMPORTCATALOGRESPONSE']._serialized_end=1673
+  _globals['_LISTCATALOGSREQUEST']._serialized_start=1675
+  _globals['_LISTCATALOGSREQUEST']._serialized_end=1696
+  _globals['_CATALOGINFO']._serialized_start=1699
+  _globals['_CATALOGINFO']._serialized_end=1830
+  _globals['_LISTCATALOGSRESPONSE']._serialized_start=1832
+  _globals['_LISTCATALOGSRESPONSE']._serialized_end=1894
+  _globals['_LISTACCELERATORSREQUEST']._serialized_start=1896
+  _globals['_LISTACCELERATORSREQUEST']._serialized_end=1961
+  _globals['_ACCELERATOROFFER']._serialized_start=1963
+  _globals['_ACCELERATOROFFER']._serialized_end=2068
+  _globals['_ACCELERATORINFO']._serialized_start=2071
+  _globals['_ACCELERATORINFO']._serialized_end=2200
+  _globals['_LISTACCELERATORSRESPONSE']._serialized_start=2202
+  _globals['_LISTACCELERATORSRESPONSE']._serialized_end=2276
+  _globals['_LISTPROVISIONINGATTEMPTSREQUEST']._serialized_start=2278
+  _globals['_LISTPROVISIONINGATTEMPTSREQUEST']._serialized_end=2383
+  _globals['_PROVISIONINGATTEMPT']._serialized_start=2386
+  _globals['_PROVISIONINGATTEMPT']._serialized_end=2762
+  _globals['_LISTPROVISIONINGATTEMPTSRESPONSE']._serialized_start=2764
+  _globals['_LISTPROVISIONINGATTEMPTSRESPONSE']._serialized_end=2846
+  _globals['_RESOURCEBROKER']._serialized_start=3200
+  _globals['_RESOURCEBROKER']._serialized_end=4015
 # @@protoc_insertion_point(module_scope)

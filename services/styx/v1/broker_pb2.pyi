@@ -1,4 +1,8 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from styx.v1 import common_pb2 as _common_pb2
+from styx.v1 import provisioner_pb2 as _provisioner_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -14,10 +18,21 @@ class AllocationOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ALLOCATION_OUTCOME_PLACED: _ClassVar[AllocationOutcome]
     ALLOCATION_OUTCOME_WAITING: _ClassVar[AllocationOutcome]
     ALLOCATION_OUTCOME_INFEASIBLE: _ClassVar[AllocationOutcome]
+
+class ProvisioningAttemptState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PROVISIONING_ATTEMPT_STATE_UNSPECIFIED: _ClassVar[ProvisioningAttemptState]
+    PROVISIONING_ATTEMPT_STATE_PENDING: _ClassVar[ProvisioningAttemptState]
+    PROVISIONING_ATTEMPT_STATE_REGISTERED: _ClassVar[ProvisioningAttemptState]
+    PROVISIONING_ATTEMPT_STATE_FAILED: _ClassVar[ProvisioningAttemptState]
 ALLOCATION_OUTCOME_UNSPECIFIED: AllocationOutcome
 ALLOCATION_OUTCOME_PLACED: AllocationOutcome
 ALLOCATION_OUTCOME_WAITING: AllocationOutcome
 ALLOCATION_OUTCOME_INFEASIBLE: AllocationOutcome
+PROVISIONING_ATTEMPT_STATE_UNSPECIFIED: ProvisioningAttemptState
+PROVISIONING_ATTEMPT_STATE_PENDING: ProvisioningAttemptState
+PROVISIONING_ATTEMPT_STATE_REGISTERED: ProvisioningAttemptState
+PROVISIONING_ATTEMPT_STATE_FAILED: ProvisioningAttemptState
 
 class RegisterNodeRequest(_message.Message):
     __slots__ = ("request_id", "node_id", "provider", "instance_id", "capacity", "region", "zone", "instance_type", "labels")
@@ -127,3 +142,173 @@ class ListNodesResponse(_message.Message):
     NODES_FIELD_NUMBER: _ClassVar[int]
     nodes: _containers.RepeatedCompositeFieldContainer[_common_pb2.Node]
     def __init__(self, nodes: _Optional[_Iterable[_Union[_common_pb2.Node, _Mapping]]] = ...) -> None: ...
+
+class OptimizeRequest(_message.Message):
+    __slots__ = ("resources", "num_nodes", "limit", "include_disabled")
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    NUM_NODES_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_DISABLED_FIELD_NUMBER: _ClassVar[int]
+    resources: _common_pb2.ResourceRequest
+    num_nodes: int
+    limit: int
+    include_disabled: bool
+    def __init__(self, resources: _Optional[_Union[_common_pb2.ResourceRequest, _Mapping]] = ..., num_nodes: _Optional[int] = ..., limit: _Optional[int] = ..., include_disabled: _Optional[bool] = ...) -> None: ...
+
+class RankedOffer(_message.Message):
+    __slots__ = ("offer", "hourly_price", "total_hourly_price", "spot", "provider_enabled", "alternative")
+    OFFER_FIELD_NUMBER: _ClassVar[int]
+    HOURLY_PRICE_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_HOURLY_PRICE_FIELD_NUMBER: _ClassVar[int]
+    SPOT_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_ENABLED_FIELD_NUMBER: _ClassVar[int]
+    ALTERNATIVE_FIELD_NUMBER: _ClassVar[int]
+    offer: _common_pb2.Offer
+    hourly_price: float
+    total_hourly_price: float
+    spot: bool
+    provider_enabled: bool
+    alternative: int
+    def __init__(self, offer: _Optional[_Union[_common_pb2.Offer, _Mapping]] = ..., hourly_price: _Optional[float] = ..., total_hourly_price: _Optional[float] = ..., spot: _Optional[bool] = ..., provider_enabled: _Optional[bool] = ..., alternative: _Optional[int] = ...) -> None: ...
+
+class Rejection(_message.Message):
+    __slots__ = ("family", "reason")
+    FAMILY_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    family: str
+    reason: str
+    def __init__(self, family: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class OptimizeResponse(_message.Message):
+    __slots__ = ("offers", "rejections", "request_summary")
+    OFFERS_FIELD_NUMBER: _ClassVar[int]
+    REJECTIONS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    offers: _containers.RepeatedCompositeFieldContainer[RankedOffer]
+    rejections: _containers.RepeatedCompositeFieldContainer[Rejection]
+    request_summary: str
+    def __init__(self, offers: _Optional[_Iterable[_Union[RankedOffer, _Mapping]]] = ..., rejections: _Optional[_Iterable[_Union[Rejection, _Mapping]]] = ..., request_summary: _Optional[str] = ...) -> None: ...
+
+class ImportCatalogRequest(_message.Message):
+    __slots__ = ("request_id", "offers")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    OFFERS_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    offers: _containers.RepeatedCompositeFieldContainer[_common_pb2.Offer]
+    def __init__(self, request_id: _Optional[str] = ..., offers: _Optional[_Iterable[_Union[_common_pb2.Offer, _Mapping]]] = ...) -> None: ...
+
+class ImportCatalogResponse(_message.Message):
+    __slots__ = ("count", "providers")
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    PROVIDERS_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    providers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, count: _Optional[int] = ..., providers: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ListCatalogsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class CatalogInfo(_message.Message):
+    __slots__ = ("provider", "offers", "imported", "imported_at", "regions")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    OFFERS_FIELD_NUMBER: _ClassVar[int]
+    IMPORTED_FIELD_NUMBER: _ClassVar[int]
+    IMPORTED_AT_FIELD_NUMBER: _ClassVar[int]
+    REGIONS_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    offers: int
+    imported: bool
+    imported_at: _timestamp_pb2.Timestamp
+    regions: int
+    def __init__(self, provider: _Optional[str] = ..., offers: _Optional[int] = ..., imported: _Optional[bool] = ..., imported_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., regions: _Optional[int] = ...) -> None: ...
+
+class ListCatalogsResponse(_message.Message):
+    __slots__ = ("catalogs",)
+    CATALOGS_FIELD_NUMBER: _ClassVar[int]
+    catalogs: _containers.RepeatedCompositeFieldContainer[CatalogInfo]
+    def __init__(self, catalogs: _Optional[_Iterable[_Union[CatalogInfo, _Mapping]]] = ...) -> None: ...
+
+class ListAcceleratorsRequest(_message.Message):
+    __slots__ = ("name", "include_disabled")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_DISABLED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    include_disabled: bool
+    def __init__(self, name: _Optional[str] = ..., include_disabled: _Optional[bool] = ...) -> None: ...
+
+class AcceleratorOffer(_message.Message):
+    __slots__ = ("count", "cheapest", "cheapest_spot_price_per_hour")
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    CHEAPEST_FIELD_NUMBER: _ClassVar[int]
+    CHEAPEST_SPOT_PRICE_PER_HOUR_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    cheapest: _common_pb2.Offer
+    cheapest_spot_price_per_hour: float
+    def __init__(self, count: _Optional[int] = ..., cheapest: _Optional[_Union[_common_pb2.Offer, _Mapping]] = ..., cheapest_spot_price_per_hour: _Optional[float] = ...) -> None: ...
+
+class AcceleratorInfo(_message.Message):
+    __slots__ = ("name", "counts", "providers", "offers", "memory_gib")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    PROVIDERS_FIELD_NUMBER: _ClassVar[int]
+    OFFERS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_GIB_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    counts: _containers.RepeatedScalarFieldContainer[int]
+    providers: _containers.RepeatedScalarFieldContainer[str]
+    offers: _containers.RepeatedCompositeFieldContainer[AcceleratorOffer]
+    memory_gib: float
+    def __init__(self, name: _Optional[str] = ..., counts: _Optional[_Iterable[int]] = ..., providers: _Optional[_Iterable[str]] = ..., offers: _Optional[_Iterable[_Union[AcceleratorOffer, _Mapping]]] = ..., memory_gib: _Optional[float] = ...) -> None: ...
+
+class ListAcceleratorsResponse(_message.Message):
+    __slots__ = ("accelerators",)
+    ACCELERATORS_FIELD_NUMBER: _ClassVar[int]
+    accelerators: _containers.RepeatedCompositeFieldContainer[AcceleratorInfo]
+    def __init__(self, accelerators: _Optional[_Iterable[_Union[AcceleratorInfo, _Mapping]]] = ...) -> None: ...
+
+class ListProvisioningAttemptsRequest(_message.Message):
+    __slots__ = ("task_id", "allocation_id", "node_id", "limit")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    ALLOCATION_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    allocation_id: str
+    node_id: str
+    limit: int
+    def __init__(self, task_id: _Optional[str] = ..., allocation_id: _Optional[str] = ..., node_id: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ProvisioningAttempt(_message.Message):
+    __slots__ = ("node_id", "allocation_id", "task_id", "offer", "spot", "hourly_price", "state", "error", "error_kind", "operation_id", "started_at", "updated_at")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ALLOCATION_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    OFFER_FIELD_NUMBER: _ClassVar[int]
+    SPOT_FIELD_NUMBER: _ClassVar[int]
+    HOURLY_PRICE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    ERROR_KIND_FIELD_NUMBER: _ClassVar[int]
+    OPERATION_ID_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    allocation_id: str
+    task_id: str
+    offer: _common_pb2.Offer
+    spot: bool
+    hourly_price: float
+    state: ProvisioningAttemptState
+    error: str
+    error_kind: _provisioner_pb2.ProviderErrorKind
+    operation_id: str
+    started_at: _timestamp_pb2.Timestamp
+    updated_at: _timestamp_pb2.Timestamp
+    def __init__(self, node_id: _Optional[str] = ..., allocation_id: _Optional[str] = ..., task_id: _Optional[str] = ..., offer: _Optional[_Union[_common_pb2.Offer, _Mapping]] = ..., spot: _Optional[bool] = ..., hourly_price: _Optional[float] = ..., state: _Optional[_Union[ProvisioningAttemptState, str]] = ..., error: _Optional[str] = ..., error_kind: _Optional[_Union[_provisioner_pb2.ProviderErrorKind, str]] = ..., operation_id: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListProvisioningAttemptsResponse(_message.Message):
+    __slots__ = ("attempts",)
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    attempts: _containers.RepeatedCompositeFieldContainer[ProvisioningAttempt]
+    def __init__(self, attempts: _Optional[_Iterable[_Union[ProvisioningAttempt, _Mapping]]] = ...) -> None: ...

@@ -67,6 +67,31 @@ class ResourceBrokerStub:
                 request_serializer=styx_dot_v1_dot_broker__pb2.ListNodesRequest.SerializeToString,
                 response_deserializer=styx_dot_v1_dot_broker__pb2.ListNodesResponse.FromString,
                 _registered_method=True)
+        self.Optimize = channel.unary_unary(
+                '/styx.v1.ResourceBroker/Optimize',
+                request_serializer=styx_dot_v1_dot_broker__pb2.OptimizeRequest.SerializeToString,
+                response_deserializer=styx_dot_v1_dot_broker__pb2.OptimizeResponse.FromString,
+                _registered_method=True)
+        self.ImportCatalog = channel.unary_unary(
+                '/styx.v1.ResourceBroker/ImportCatalog',
+                request_serializer=styx_dot_v1_dot_broker__pb2.ImportCatalogRequest.SerializeToString,
+                response_deserializer=styx_dot_v1_dot_broker__pb2.ImportCatalogResponse.FromString,
+                _registered_method=True)
+        self.ListCatalogs = channel.unary_unary(
+                '/styx.v1.ResourceBroker/ListCatalogs',
+                request_serializer=styx_dot_v1_dot_broker__pb2.ListCatalogsRequest.SerializeToString,
+                response_deserializer=styx_dot_v1_dot_broker__pb2.ListCatalogsResponse.FromString,
+                _registered_method=True)
+        self.ListAccelerators = channel.unary_unary(
+                '/styx.v1.ResourceBroker/ListAccelerators',
+                request_serializer=styx_dot_v1_dot_broker__pb2.ListAcceleratorsRequest.SerializeToString,
+                response_deserializer=styx_dot_v1_dot_broker__pb2.ListAcceleratorsResponse.FromString,
+                _registered_method=True)
+        self.ListProvisioningAttempts = channel.unary_unary(
+                '/styx.v1.ResourceBroker/ListProvisioningAttempts',
+                request_serializer=styx_dot_v1_dot_broker__pb2.ListProvisioningAttemptsRequest.SerializeToString,
+                response_deserializer=styx_dot_v1_dot_broker__pb2.ListProvisioningAttemptsResponse.FromString,
+                _registered_method=True)
 
 
 class ResourceBrokerServicer:
@@ -119,6 +144,50 @@ class ResourceBrokerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Optimize(self, request, context):
+        """Ranks the offers that can satisfy a request, cheapest first, and says why the others
+        cannot (the answer behind `sky launch --dryrun`). Reads only; creates nothing.
+        INVALID_ARGUMENT for a malformed request (e.g. a bad infra string).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportCatalog(self, request, context):
+        """Imports offers into the broker's catalog. For every provider present in the request,
+        the imported offers replace that provider's whole catalog (built-in offers included);
+        other providers are untouched. Applied all at once; imported offers survive broker
+        restarts. Repeating an import leaves the same catalog. INVALID_ARGUMENT names the first
+        bad offer; RESOURCE_EXHAUSTED above 250,000 offers per call (import large catalogs one
+        provider per call: SkyPilot's Azure catalog, ~60k offers, is about 6 MB).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCatalogs(self, request, context):
+        """Lists the catalog's providers with their offer counts and where they came from.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAccelerators(self, request, context):
+        """Lists accelerators of the catalog with the counts per instance, the providers that
+        offer them and the cheapest offer per provider and count (`sky show-gpus`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListProvisioningAttempts(self, request, context):
+        """Lists provisioning attempts (one per node the broker asked the provisioner for), newest
+        first, with the offer tried and, for failures, the provider's error.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ResourceBrokerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -151,6 +220,31 @@ def add_ResourceBrokerServicer_to_server(servicer, server):
                     servicer.ListNodes,
                     request_deserializer=styx_dot_v1_dot_broker__pb2.ListNodesRequest.FromString,
                     response_serializer=styx_dot_v1_dot_broker__pb2.ListNodesResponse.SerializeToString,
+            ),
+            'Optimize': grpc.unary_unary_rpc_method_handler(
+                    servicer.Optimize,
+                    request_deserializer=styx_dot_v1_dot_broker__pb2.OptimizeRequest.FromString,
+                    response_serializer=styx_dot_v1_dot_broker__pb2.OptimizeResponse.SerializeToString,
+            ),
+            'ImportCatalog': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportCatalog,
+                    request_deserializer=styx_dot_v1_dot_broker__pb2.ImportCatalogRequest.FromString,
+                    response_serializer=styx_dot_v1_dot_broker__pb2.ImportCatalogResponse.SerializeToString,
+            ),
+            'ListCatalogs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCatalogs,
+                    request_deserializer=styx_dot_v1_dot_broker__pb2.ListCatalogsRequest.FromString,
+                    response_serializer=styx_dot_v1_dot_broker__pb2.ListCatalogsResponse.SerializeToString,
+            ),
+            'ListAccelerators': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAccelerators,
+                    request_deserializer=styx_dot_v1_dot_broker__pb2.ListAcceleratorsRequest.FromString,
+                    response_serializer=styx_dot_v1_dot_broker__pb2.ListAcceleratorsResponse.SerializeToString,
+            ),
+            'ListProvisioningAttempts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListProvisioningAttempts,
+                    request_deserializer=styx_dot_v1_dot_broker__pb2.ListProvisioningAttemptsRequest.FromString,
+                    response_serializer=styx_dot_v1_dot_broker__pb2.ListProvisioningAttemptsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -317,6 +411,141 @@ class ResourceBroker:
             '/styx.v1.ResourceBroker/ListNodes',
             styx_dot_v1_dot_broker__pb2.ListNodesRequest.SerializeToString,
             styx_dot_v1_dot_broker__pb2.ListNodesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Optimize(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/styx.v1.ResourceBroker/Optimize',
+            styx_dot_v1_dot_broker__pb2.OptimizeRequest.SerializeToString,
+            styx_dot_v1_dot_broker__pb2.OptimizeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportCatalog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/styx.v1.ResourceBroker/ImportCatalog',
+            styx_dot_v1_dot_broker__pb2.ImportCatalogRequest.SerializeToString,
+            styx_dot_v1_dot_broker__pb2.ImportCatalogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCatalogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/styx.v1.ResourceBroker/ListCatalogs',
+            styx_dot_v1_dot_broker__pb2.ListCatalogsRequest.SerializeToString,
+            styx_dot_v1_dot_broker__pb2.ListCatalogsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAccelerators(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/styx.v1.ResourceBroker/ListAccelerators',
+            styx_dot_v1_dot_broker__pb2.ListAcceleratorsRequest.SerializeToString,
+            styx_dot_v1_dot_broker__pb2.ListAcceleratorsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListProvisioningAttempts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/styx.v1.ResourceBroker/ListProvisioningAttempts',
+            styx_dot_v1_dot_broker__pb2.ListProvisioningAttemptsRequest.SerializeToString,
+            styx_dot_v1_dot_broker__pb2.ListProvisioningAttemptsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -70,7 +70,7 @@ class AcceleratorRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
 
 class ResourceRequest(_message.Message):
-    __slots__ = ("cpus", "cpus_at_least", "memory_gib", "memory_at_least", "accelerators", "use_spot", "infra", "disk_gb")
+    __slots__ = ("cpus", "cpus_at_least", "memory_gib", "memory_at_least", "accelerators", "use_spot", "infra", "disk_gb", "max_hourly_cost", "instance_type", "any_of", "ordered")
     CPUS_FIELD_NUMBER: _ClassVar[int]
     CPUS_AT_LEAST_FIELD_NUMBER: _ClassVar[int]
     MEMORY_GIB_FIELD_NUMBER: _ClassVar[int]
@@ -79,6 +79,10 @@ class ResourceRequest(_message.Message):
     USE_SPOT_FIELD_NUMBER: _ClassVar[int]
     INFRA_FIELD_NUMBER: _ClassVar[int]
     DISK_GB_FIELD_NUMBER: _ClassVar[int]
+    MAX_HOURLY_COST_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    ANY_OF_FIELD_NUMBER: _ClassVar[int]
+    ORDERED_FIELD_NUMBER: _ClassVar[int]
     cpus: float
     cpus_at_least: bool
     memory_gib: float
@@ -87,7 +91,11 @@ class ResourceRequest(_message.Message):
     use_spot: bool
     infra: str
     disk_gb: float
-    def __init__(self, cpus: _Optional[float] = ..., cpus_at_least: _Optional[bool] = ..., memory_gib: _Optional[float] = ..., memory_at_least: _Optional[bool] = ..., accelerators: _Optional[_Iterable[_Union[AcceleratorRequest, _Mapping]]] = ..., use_spot: _Optional[bool] = ..., infra: _Optional[str] = ..., disk_gb: _Optional[float] = ...) -> None: ...
+    max_hourly_cost: float
+    instance_type: str
+    any_of: _containers.RepeatedCompositeFieldContainer[ResourceRequest]
+    ordered: _containers.RepeatedCompositeFieldContainer[ResourceRequest]
+    def __init__(self, cpus: _Optional[float] = ..., cpus_at_least: _Optional[bool] = ..., memory_gib: _Optional[float] = ..., memory_at_least: _Optional[bool] = ..., accelerators: _Optional[_Iterable[_Union[AcceleratorRequest, _Mapping]]] = ..., use_spot: _Optional[bool] = ..., infra: _Optional[str] = ..., disk_gb: _Optional[float] = ..., max_hourly_cost: _Optional[float] = ..., instance_type: _Optional[str] = ..., any_of: _Optional[_Iterable[_Union[ResourceRequest, _Mapping]]] = ..., ordered: _Optional[_Iterable[_Union[ResourceRequest, _Mapping]]] = ...) -> None: ...
 
 class TaskSpec(_message.Message):
     __slots__ = ("name", "resources", "setup", "run", "envs", "workdir", "priority", "depends_on", "retry", "timeout_s")

@@ -1,0 +1,176 @@
+"""Optimizer: ranking cheapest first under the request's constraints, and the reasons."""
+
+from __future__ import annotations
+
+import pytest
+
+from styx.broker.catalog import Catalog
+from styx.broker.optimizer import rank
+from styx.common.errors import InvalidArgument
+from styx.common.offers import Offer
+from styx.common.resources import Accelerator, Resources
+
+
+def mk(provider, region, zone, itype, cpus, mem, acc="", n=0, price=1.0, spot=0.0):
+    return Offer(provider, region, zone, itype, cpus, mem, acc, n, 0, price, spot)
+
+
+OFFERS = [
+    mk("aws", "us-east-1", "us-east-1a", "m6i.xlarge", 4, 16, price=0.192, spot=0.07),
+    mk("aws", "us-east-1", "us-east-1b", "m6i.xlarge", 4, 16, price=0.192, spot=0.08),
+    mk("aws", "us-east-1", "us-east-1a", "m6i.2xlarge", 8, 32, price=0.384, spot=0.14),
+    mk("aws", "us-east-1", "us-east-1a", "r6i.2xlarge", 8, 64, price=0.504),
+    mk("aws", "us-east-1", "us-east-1a", "p4d.24xlarge", 96, 1152, "A100", 8, price=32.77, spot=12.5),
+    mk("aws", "us-west-2", "us-west-2a", "p4d.24xlarge", 96, 1152, "A100", 8, price=32.77, spot=11.0),
+    mk("aws", "us-east-1", "us-east-1a", "p5.48xlarge", 192, 2048, "H100", 8, price=98.32, spot=35.0),
+    mk("aws", "us-east-1", "us-east-1a", "g5.xlarge", 4, 16, "A10G", 1, price=1.006, spot=0.42),
+    mk("gcp", "us-central1", "us-central1-a", "n2-standard-4", 4, 16, price=0.1942, spot=0.047),
+    mk("gcp", "us-central1", "us-central1-a", "n2-standard-8", 8, 32, price=0.3885, spot=0.094),
+    mk("gcp", "us-central1", "us-central1-a", "a2-highgpu-8g", 96, 680, "A100", 8, price=29.39, spot=8.8),
+    mk("gcp", "us-central1", "us-central1-a", "a2-highgpu-1g", 12, 85, "A100", 1, price=3.67, spot=1.1),
+    mk("gcp", "us-central1", "us-central1-a", "n1-standard-8", 8, 30, "T4", 1, price=0.73, spot=0.24),
+    mk("azure", "eastus", "", "Standard_D4s_v5", 4, 16, price=0.192, spot=0.0384),
+    mk("azure", "eastus", "", "Standard_ND96isr_H100_v5", 96, 1900, "H100", 8, price=98.32),
+]
+CAT = Catalog(OFFERS)
+
+
+def top(res: Resources, **kw) -> list[tuple[str, str, str]]:
+    return [(r.offer.provider, r.offer.zone, r.offer.instance_type) for r in rank(CAT, res, **kw).offers]
+
+
+def reasons(res: Resources, **kw) -> dict[str, str]:
+    return {r.family: r.reason for r in rank(CAT, res, **kw).rejections}
+
+
+def test_gpu_request_picks_the_cheapest_exact_count():
+    res = Resources(accelerators=(Accelerator("a100", 8),))
+    assert top(res) == [
+        ("gcp", "us-central1-a", "a2-highgpu-8g"),
+        ("aws", "us-east-1a", "p4d.24xlarge"),
+        ("aws", "us-west-2a", "p4d.24xlarge"),
+    ]
+    # A100:1 never gets an 8-GPU instance: counts match exactly for new instances.
+    assert top(Resources(accelerators=(Accelerator("A100", 1),))) == [("gcp", "us-central1-a", "a2-highgpu-1g")]
+    assert reasons(Resources(accelerators=(Accelerator("A100", 4),)))["aws p4d"] == (
+        "8x A100 per instance, request wants A100:4"
+    )
+
+
+def test_accelerator_alternatives_and_names():
+    res = Resources(accelerators=(Accelerator("H100", 8), Accelerator("A100", 8)))
+    assert top(res, limit=1) == [("gcp", "us-central1-a", "a2-highgpu-8g")]
+    assert top(Resources(accelerators=(Accelerator("A10", 1),))) == []  # A10 is not A10G
+    why = reasons(Resources(accelerators=(Accelerator("H200", 8),)))
+    assert why["aws"].startswith("no H200 offers; accelerators here: A100, A10G, H100")
+
+
+def test_cpu_only_requests_use_cpu_types_exact_or_at_least():
+    exact = top(Resources(cpus=4))
+    assert exact == [
+        ("aws", "us-east-1a", "m6i.xlarge"),
+        ("aws", "us-east-1b", "m6i.xlarge"),
+        ("azure", "", "Standard_D4s_v5"),
+        ("gcp", "us-central1-a", "n2-standard-4"),
+    ]  # equal prices in provider/region/zone order; g5.xlarge (4 CPUs + GPU) is not used
+    at_least = top(Resources(cpus=8, cpus_at_least=True))
+    assert at_least[:2] == [("aws", "us-east-1a", "m6i.2xlarge"), ("gcp", "us-central1-a", "n2-standard-8")]
+    assert top(Resources(cpus=8, cpus_at_least=True, memory_gib=64, memory_at_least=True)) == [
+        ("aws", "us-east-1a", "r6i.2xlarge")
+    ]
+    assert top(Resources(cpus=8, memory_gib=32), limit=1) == [("aws", "us-east-1a", "m6i.2xlarge")]
+    # The scheduler's default (0.5 CPU, no memory) means "any size": the cheapest CPU offer.
+    assert top(Resources(), limit=1) == [("aws", "us-east-1a", "m6i.xlarge")]
+    why = reasons(Resources(cpus=6))
+    assert why["aws m6i"] == "4, 8 vCPUs, request wants exactly 6"
+
+
+def test_spot_ranks_by_spot_price_and_needs_a_spot_market():
+    res = Resources(accelerators=(Accelerator("A100", 8),), use_spot=True)
+    ranked = rank(CAT, res).offers
+    assert [(r.offer.provider, r.offer.region, r.hourly_price, r.spot) for r in ranked] == [
+        ("gcp", "us-central1", 8.8, True),
+        ("aws", "us-west-2", 11.0, True),
+        ("aws", "us-east-1", 12.5, True),
+    ]
+    h100 = Resources(accelerators=(Accelerator("H100", 8),), use_spot=True)
+    assert top(h100) == [("aws", "us-east-1a", "p5.48xlarge")]
+    assert reasons(h100)["azure Standard_NDisr_H100_v5"] == "no spot market"
+
+
+def test_provider_region_zone_and_instance_type_pins():
+    a100 = (Accelerator("A100", 8),)
+    assert top(Resources(accelerators=a100, infra="aws")) == [
+        ("aws", "us-east-1a", "p4d.24xlarge"),
+        ("aws", "us-west-2a", "p4d.24xlarge"),
+    ]
+    assert top(Resources(accelerators=a100, infra="aws/us-west-2")) == [("aws", "us-west-2a", "p4d.24xlarge")]
+    assert top(Resources(cpus=4, infra="aws/us-east-1/us-east-1b")) == [("aws", "us-east-1b", "m6i.xlarge")]
+    why = reasons(Resources(accelerators=a100, infra="aws/eu-west-1"))
+    assert why["gcp"] == "excluded by infra aws/eu-west-1" and why["aws p4d"] == "not offered in region eu-west-1"
+    assert top(Resources(instance_type="r6i.2xlarge")) == [("aws", "us-east-1a", "r6i.2xlarge")]
+    assert reasons(Resources(instance_type="z9.huge"))["*"] == "no offer has instance type z9.huge"
+    with pytest.raises(InvalidArgument, match="infra"):
+        rank(CAT, Resources(infra="a/b/c/d"))
+
+
+def test_max_hourly_cost_counts_every_node():
+    res = Resources(accelerators=(Accelerator("A100", 8),), max_hourly_cost=60)
+    assert len(rank(CAT, res).offers) == 3
+    two = rank(CAT, res, num_nodes=2)
+    assert [(r.offer.instance_type, r.total_hourly_price) for r in two.offers] == [("a2-highgpu-8g", 58.78)]
+    assert {r.family: r.reason for r in two.rejections}["aws p4d"] == (
+        "cheapest 32.77 $/h x 2 nodes, over max_hourly_cost 60.00 $/h"
+    )
+    assert rank(CAT, Resources(accelerators=(Accelerator("A100", 8),)), max_hourly_cost=10).offers == []
+
+
+def test_any_of_takes_the_cheapest_and_ordered_the_first_feasible():
+    h100 = Resources(accelerators=(Accelerator("H100", 8),))
+    t4 = Resources(accelerators=(Accelerator("T4", 1),))
+    any_of = rank(CAT, Resources(any_of=(h100, t4)), limit=2).offers
+    assert [(r.offer.instance_type, r.alternative) for r in any_of] == [
+        ("n1-standard-8", 1),
+        ("p5.48xlarge", 0),
+    ]
+    nothing = Resources(accelerators=(Accelerator("B200", 8),))
+    ordered = rank(CAT, Resources(ordered=(nothing, h100, t4))).offers
+    assert {r.offer.accelerator_name for r in ordered} == {"H100"} and {r.alternative for r in ordered} == {1}
+    # Alternatives inherit the enclosing infra and spot market.
+    pinned = rank(CAT, Resources(infra="aws", use_spot=True, any_of=(h100, t4))).offers
+    assert [(r.offer.instance_type, r.spot) for r in pinned] == [("p5.48xlarge", True)]
+
+
+def test_disabled_providers_are_excluded_with_the_reason():
+    res = Resources(accelerators=(Accelerator("A100", 8),))
+    enabled = {"aws": "", "gcp": "no credentials; run gcloud auth application-default login"}
+    ranking = rank(CAT, res, enabled=enabled)
+    assert {r.offer.provider for r in ranking.offers} == {"aws"}
+    why = {r.family: r.reason for r in ranking.rejections}
+    assert why["gcp"].startswith("provider disabled (no credentials")
+    assert why["azure"] == "provider disabled (no provider plugin loaded by the provisioner)"
+    what_if = rank(CAT, res, enabled=enabled, include_disabled=True).offers
+    assert [(r.offer.provider, r.enabled) for r in what_if][:2] == [("gcp", False), ("aws", True)]
+
+
+def test_host_offers_are_slices_matched_at_least():
+    host = Offer("local", "local", "", "host", 16, 64, "NVIDIA A100-SXM4-80GB", 4, 80, 0.0, 0.0, max_instances=1)
+    res = Resources(cpus=4, accelerators=(Accelerator("A100", 2),))
+    ranked = rank(CAT, res, host_offers=[host]).offers
+    assert ranked[0].offer == host and ranked[0].hourly_price == 0
+    assert rank(CAT, Resources(cpus=32), host_offers=[host], enabled={"local": ""}).offers == []
+    why = {r.family: r.reason for r in rank(CAT, Resources(cpus=32), host_offers=[host]).rejections}
+    assert why["local/local host"] == "has 16 CPUs, 64.0 GiB, 4x NVIDIA A100-SXM4-80GB"
+
+
+def test_ties_are_deterministic_whatever_the_input_order():
+    shuffled = Catalog(list(reversed(OFFERS)))
+    res = Resources(cpus=4)
+    assert [r.offer for r in rank(shuffled, res).offers] == [r.offer for r in rank(CAT, res).offers]
+
+
+def test_limit_and_rejection_cap():
+    assert len(rank(CAT, Resources(cpus=1, cpus_at_least=True), limit=2).offers) == 2
+    many = Catalog([mk("aws", "r", "", f"f{i}.x", 2, 4, price=1) for i in range(50)])
+    rejections = rank(many, Resources(cpus=3)).rejections
+    assert len(rejections) == 31 and rejections[-1] == rejections[-1].__class__("...", "and 20 more families")
