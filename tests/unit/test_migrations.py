@@ -30,3 +30,26 @@ def _mine(diff: object, service: str) -> bool:
     text = repr(diff)
     prefix = {"scheduler": "sched_", "broker": "broker_", "provisioner": "prov_"}[service]
     return prefix in text
+
+
+def test_scheduler_0002_backfills_resources_from_specs(engine_factory) -> None:
+    import json
+
+    from sqlalchemy import text
+
+    engine = engine_factory("scheduler")
+    migrations.upgrade(engine, "scheduler", "sched_0001")
+    spec = {"name": "a", "run": "true", "resources": {"cpus": 2.0, "accelerators": [{"name": "T4", "count": 1}]}}
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO sched_tasks (task_id, job_id, seq, name, spec_json, priority, state, blocked, attempt,"
+                " node_id, gpu_indices_json, failure_reason, agent_ended, released, created_at, failures, node_losses)"
+                " VALUES ('t-1', 'j-1', 1, 'a', :spec, 0, 'PENDING', false, 0, '', '[]', '', false, false, 0, 0, 0)"
+            ),
+            {"spec": json.dumps(spec)},
+        )
+    migrations.upgrade(engine, "scheduler")
+    with engine.connect() as conn:
+        stored = conn.execute(text("SELECT resources_json FROM sched_tasks WHERE task_id = 't-1'")).scalar_one()
+    assert json.loads(stored) == spec["resources"]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+
 from styx.broker.convert import resources_from_pb, resources_to_pb
 from styx.common.errors import InvalidArgument
+from styx.common.resources import Resources
 from styx.common.timeutil import to_timestamp
 from styx.scheduler.model import Event, RetryPolicy, TaskRecord, TaskSpec
 from styx.scheduler.stats import JobView, Stats
@@ -40,12 +43,18 @@ def state_from_pb(value: int, field: str) -> str:
         raise InvalidArgument(f"{field}: {value} is not a task state; use TASK_STATE_PENDING..SKIPPED") from None
 
 
+@functools.lru_cache(maxsize=4096)
+def _resources_from_bytes(data: bytes) -> Resources:
+    # The tasks of a big job mostly share one ResourceRequest: convert each distinct one once.
+    return resources_from_pb(common_pb2.ResourceRequest.FromString(data))
+
+
 def spec_from_pb(msg: common_pb2.TaskSpec) -> TaskSpec:
     """TaskSpec message -> TaskSpec (validation happens in model.validate_job)."""
     return TaskSpec(
         name=msg.name,
         run=msg.run,
-        resources=resources_from_pb(msg.resources),
+        resources=_resources_from_bytes(msg.resources.SerializeToString(deterministic=True)),
         setup=msg.setup,
         envs=dict(msg.envs),
         workdir=msg.workdir,
@@ -122,6 +131,18 @@ def job_to_pb(job: JobView) -> scheduler_pb2.Job:
         task_counts=job.task_counts,
         tasks=[task_to_pb(r) for r in job.tasks],
         created_at=to_timestamp(job.created_at),
+    )
+
+
+def task_ref_to_pb(rec: TaskRecord) -> common_pb2.Task:
+    """The short form of a task (id, job, name, state) that SubmitJob answers with."""
+    return common_pb2.Task(
+        task_id=rec.task_id,
+        job_id=rec.job_id,
+        spec=common_pb2.TaskSpec(name=rec.spec.name),
+        state=STATE_TO_PB[rec.state],
+        attempt=rec.attempt,
+        job_name=rec.job_name,
     )
 
 

@@ -43,6 +43,8 @@ from styx.scheduler.model import (
     Event,
     TaskRecord,
     TaskSpec,
+    resources_from_json,
+    resources_to_json,
     validate_job,
 )
 from styx.scheduler.stats import JobView, Stats, compute_stats, job_state
@@ -244,6 +246,7 @@ class Scheduler:
                             "seq": r.seq,
                             "name": r.spec.name,
                             "spec_json": r.spec.to_json(),
+                            "resources_json": resources_to_json(r.spec.resources),
                             "priority": r.spec.priority,
                             "state": PENDING,
                             "blocked": bool(r.spec.depends_on),
@@ -260,6 +263,13 @@ class Scheduler:
                         for r in records
                     ],
                 )
+                edges = [
+                    {"job_id": job_id, "task_id": r.task_id, "dep_name": dep}
+                    for r in records
+                    for dep in r.spec.depends_on
+                ]
+                if edges:
+                    conn.execute(insert(t.deps), edges)
                 self._record_events(conn, [("SUBMITTED", r, "") for r in records])
         except IntegrityError:
             # Lost a race with the same request_id (another call or replica): answer with the winner.
@@ -375,13 +385,19 @@ class Scheduler:
         self._notify()
 
     def dispatch_once(self) -> int:
-        """One pass over the ready set; returns how many tasks were placed."""
+        """One pass over the ready set; returns how many tasks were placed.
+
+        The pass reads only the light columns of the ready set (ids, attempt, resources)
+        and parses full specs only for what the broker placed, so a pass over a deep
+        queue costs little more than the broker's decisions.
+        """
         if self._broker is None or not self.hold_dispatch_lease():
             return 0
         stamp = now()
         with self._engine.connect() as conn:
             rows = conn.execute(
-                select(t.tasks)
+                select(t.tasks.c.task_id, t.tasks.c.attempt, t.tasks.c.created_at, t.tasks.c.retry_at,
+                       t.tasks.c.resources_json)
                 .where(
                     and_(
                         t.tasks.c.state == PENDING,
@@ -391,55 +407,59 @@ class Scheduler:
                 )
                 .order_by(t.tasks.c.priority.desc(), t.tasks.c.seq.asc())
                 .limit(DISPATCH_BATCH)
-            ).all()
+            ).all()  # fmt: skip
         if not rows:
             return 0
-        ready = self._starvation_cut([_row_to_task(r) for r in rows], stamp)
-        asks = [PlacementAsk(f"{r.task_id}/{r.attempt + 1}", r.task_id, r.spec.resources) for r in ready]
+        rows = self._starvation_cut(rows, stamp)
+        asks = [PlacementAsk(f"{r[0]}/{r[1] + 1}", r[0], resources_from_json(r[4])) for r in rows]
         results = self._broker.allocate(asks)
-        placed = [(rec, res) for rec, res in zip(ready, results, strict=True) if res.outcome == "placed"]
-        infeasible = [(rec, res) for rec, res in zip(ready, results, strict=True) if res.outcome == "infeasible"]
+        placed = {r.allocation_id: r for r in results if r.outcome == "placed"}
+        infeasible = {r.allocation_id.rsplit("/", 1)[0]: r for r in results if r.outcome == "infeasible"}
+        if not placed and not infeasible:
+            return 0
         orphans = self._apply_placements(placed, infeasible)
         for allocation_id in orphans:
             self._broker.release(allocation_id)
         return len(placed) - len(orphans)
 
-    def _starvation_cut(self, ready: list[TaskRecord], stamp: float) -> list[TaskRecord]:
+    def _starvation_cut(self, ready: list[Any], stamp: float) -> list[Any]:
         """Apply the anti-starvation rule to a ready list in priority order.
 
         Rule: a task that does not fit never blocks the tasks behind it; they are placed
         around it ("backfill") until it has waited ``starvation_s``. From then on nothing
         behind it is offered to the broker, so capacity that frees up goes to it first.
         """
-        for i, rec in enumerate(ready):
-            if stamp - (rec.retry_at or rec.created_at) > self.starvation_s:
+        for i, row in enumerate(ready):
+            if stamp - (row.retry_at or row.created_at) > self.starvation_s:
                 return ready[: i + 1]
         return ready
 
     def _apply_placements(
-        self,
-        placed: list[tuple[TaskRecord, PlacementResult]],
-        infeasible: list[tuple[TaskRecord, PlacementResult]],
+        self, placed: dict[str, PlacementResult], infeasible: dict[str, PlacementResult]
     ) -> list[str]:
+        """Record placements (allocation id -> result) and infeasible tasks (task id -> result).
+
+        Returns the allocation ids placed for tasks that stopped being PENDING meanwhile
+        (cancelled), which the caller releases.
+        """
         stamp = now()
-        orphans: list[str] = []
         sends: list[tuple[str, Assign]] = []
         ended: list[TaskRecord] = []
         events: list[tuple[str, TaskRecord, str]] = []
+        wanted = {alloc.rsplit("/", 1)[0] for alloc in placed} | set(infeasible)
         with self._lock, self._engine.begin() as conn:
-            ids = [rec.task_id for rec, _ in placed + infeasible]
-            still_pending = set(
-                conn.execute(
-                    select(t.tasks.c.task_id)
-                    .where(and_(t.tasks.c.task_id.in_(ids), t.tasks.c.state == PENDING))
-                    .with_for_update()
-                ).scalars()
-            )
-            with_workdir = self._jobs_with_workdir(conn, {rec.job_id for rec, _ in placed})
+            rows = conn.execute(
+                select(t.tasks)
+                .where(and_(t.tasks.c.task_id.in_(sorted(wanted)), t.tasks.c.state == PENDING))
+                .with_for_update()
+            ).all()
+            pending = {row.task_id: _row_to_task(row) for row in rows}
+            with_workdir = self._jobs_with_workdir(conn, {rec.job_id for rec in pending.values()})
+            orphans = [alloc for alloc in placed if alloc.rsplit("/", 1)[0] not in pending]
             updates = []
-            for rec, res in placed:
-                if rec.task_id not in still_pending:
-                    orphans.append(res.allocation_id)  # cancelled meanwhile
+            for alloc, res in placed.items():
+                rec = pending.get(alloc.rsplit("/", 1)[0])
+                if rec is None or f"{rec.task_id}/{rec.attempt + 1}" != alloc:
                     continue
                 rec.state, rec.attempt, rec.node_id = SCHEDULED, rec.attempt + 1, res.node_id
                 rec.gpu_indices, rec.scheduled_at, rec.failure_reason = res.gpu_indices, stamp, ""
@@ -464,14 +484,16 @@ class Scheduler:
                 sends.append((res.node_id, item))
             if updates:
                 conn.execute(update(t.tasks).where(t.tasks.c.task_id == bindparam("k_task_id")), updates)
-            for rec, res in infeasible:
-                if rec.task_id in still_pending:
+            for task_id, res in infeasible.items():
+                rec = pending.get(task_id)
+                if rec is not None:
                     self._finish(conn, rec, FAILED, None, res.reason, stamp, events, agent_ended=True, released=True)
                     ended.append(rec)
+            self._resolve_dependents(conn, ended, events)
             self._record_events(conn, events)
         for node_id, item in sends:
             self.dispatcher.send(node_id, item)
-        self._after_end(ended)
+        self.wake()
         self._notify()
         return orphans
 
@@ -526,40 +548,65 @@ class Scheduler:
         rec.state, rec.retry_at, rec.failure_reason = PENDING, retry_at, reason
         events.append(("RETRYING", rec, reason))
 
-    def _after_end(self, ended: list[TaskRecord]) -> None:
-        """Unblock or skip dependents of tasks that reached a terminal state."""
-        for job_id in {rec.job_id for rec in ended}:
-            self._resolve_dependents(job_id)
+    def _resolve_dependents(self, conn: Any, ended: list[TaskRecord], events: list[Any]) -> bool:
+        """Unblock or skip the dependents of tasks that just reached a terminal state.
 
-    def _resolve_dependents(self, job_id: str) -> None:
-        while True:
-            with self._lock, self._engine.begin() as conn:
-                rows = conn.execute(
-                    select(t.tasks.c.name, t.tasks.c.state, t.tasks.c.failure_reason).where(t.tasks.c.job_id == job_id)
-                ).all()
-                states = {r.name: (r.state, r.failure_reason) for r in rows}
-                blocked = conn.execute(
-                    select(t.tasks).where(
-                        and_(t.tasks.c.job_id == job_id, t.tasks.c.blocked.is_(True), t.tasks.c.state == PENDING)
+        Runs in the same transaction that ended them, so a crash can never leave a
+        dependent blocked behind a finished upstream. Only direct dependents are looked at
+        (through the edges table), so ending a task costs the same in a 10-task job and in
+        a 100k-task DAG; skipping a task ends it too, so its dependents come next.
+        Returns whether any task became ready.
+        """
+        frontier = {(rec.job_id, rec.spec.name) for rec in ended}
+        unblocked = False
+        while frontier:
+            skipped: set[tuple[str, str]] = set()
+            by_job: dict[str, list[str]] = {}
+            for job_id, name in frontier:
+                by_job.setdefault(job_id, []).append(name)
+            for job_id, names in by_job.items():
+                dependents = conn.execute(
+                    select(t.tasks)
+                    .join(t.deps, t.deps.c.task_id == t.tasks.c.task_id)
+                    .where(
+                        and_(
+                            t.deps.c.job_id == job_id,
+                            t.deps.c.dep_name.in_(names),
+                            t.tasks.c.state == PENDING,
+                            t.tasks.c.blocked.is_(True),
+                        )
                     )
+                    .distinct()
                 ).all()
-                events: list[tuple[str, TaskRecord, str]] = []
-                skipped = 0
-                for row in blocked:
+                if not dependents:
+                    continue
+                upstream = t.tasks.alias("upstream")
+                dep_rows = conn.execute(
+                    select(t.deps.c.task_id, upstream.c.name, upstream.c.state, upstream.c.failure_reason)
+                    .join(upstream, and_(upstream.c.job_id == t.deps.c.job_id, upstream.c.name == t.deps.c.dep_name))
+                    .where(t.deps.c.task_id.in_([r.task_id for r in dependents]))
+                ).all()
+                deps: dict[str, list[Any]] = {}
+                for row in dep_rows:
+                    deps.setdefault(row.task_id, []).append(row)
+                ready: list[str] = []
+                for row in dependents:
                     rec = _row_to_task(row)
-                    deps = [(d, states[d]) for d in rec.spec.depends_on]
-                    bad = [(d, s) for d, s in deps if s[0] in TERMINAL and s[0] != SUCCEEDED]
+                    mine = sorted(deps.get(rec.task_id, []), key=lambda d: d.name)
+                    bad = [d for d in mine if d.state in TERMINAL and d.state != SUCCEEDED]
                     if bad:
-                        dep, (dep_state, dep_reason) = bad[0]
-                        why = f"upstream task {dep!r} ended {dep_state}" + (f": {dep_reason}" if dep_reason else "")
+                        why = f"upstream task {bad[0].name!r} ended {bad[0].state}"
+                        if bad[0].failure_reason:
+                            why += f": {bad[0].failure_reason}"
                         self._finish(conn, rec, SKIPPED, None, why, now(), events, agent_ended=True, released=True)
-                        skipped += 1
-                    elif all(s[0] == SUCCEEDED for _, s in deps):
-                        conn.execute(update(t.tasks).where(t.tasks.c.task_id == rec.task_id).values(blocked=False))
-                self._record_events(conn, events)
-            if not skipped:
-                break
-        self.wake()
+                        skipped.add((job_id, rec.spec.name))
+                    elif all(d.state == SUCCEEDED for d in mine):
+                        ready.append(rec.task_id)
+                if ready:
+                    conn.execute(update(t.tasks).where(t.tasks.c.task_id.in_(ready)).values(blocked=False))
+                    unblocked = True
+            frontier = skipped
+        return unblocked
 
     # ---- cancel ------------------------------------------------------------------------
     def cancel_task(self, task_id: str) -> TaskRecord:
@@ -575,10 +622,11 @@ class Scheduler:
             self._finish(
                 conn, rec, CANCELLED, None, "cancelled by user", now(), events, agent_ended=idle, released=idle
             )
+            self._resolve_dependents(conn, [rec], events)
             self._record_events(conn, events)
         if was in ACTIVE:
             self.dispatcher.send(rec.node_id, Cancel(rec.task_id, rec.attempt, "cancelled by user"))
-        self._after_end([rec])
+        self.wake()
         self._notify()
         return rec
 
@@ -688,10 +736,11 @@ class Scheduler:
                 # E.g. cancelled by a user: the agent now confirms its process group is gone.
                 conn.execute(update(t.tasks).where(t.tasks.c.task_id == task_id).values(agent_ended=True))
                 release = True
+            self._resolve_dependents(conn, ended, events)
             self._record_events(conn, events)
         if release:
             self._release(rec.task_id, attempt)
-        self._after_end(ended)
+        self.wake()
         self._notify()
         return rec
 
@@ -758,10 +807,11 @@ class Scheduler:
                     ended.append(rec)
                 else:
                     self._requeue(conn, rec, None, why, events, node_losses=row.losses + 1)
+            self._resolve_dependents(conn, ended, events)
             self._record_events(conn, events)
         for task_id, attempt in to_release:
             self._release(task_id, attempt)
-        self._after_end(ended)
+        self.wake()
         if rows:
             log.warning("re-queued work of lost nodes", extra={"nodes": sorted(lost), "tasks": len(rows)})
             self._notify()

@@ -26,7 +26,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
     ) -> scheduler_pb2.SubmitJobResponse:
         specs = [convert.spec_from_pb(s) for s in request.job.tasks]
         job_id, tasks = self.core.submit_job(request.request_id, request.job.name, specs, request.job.workdir_archive)
-        return scheduler_pb2.SubmitJobResponse(job_id=job_id, tasks=[convert.task_to_pb(r) for r in tasks])
+        return scheduler_pb2.SubmitJobResponse(job_id=job_id, tasks=[convert.task_ref_to_pb(r) for r in tasks])
 
     def GetTask(self, request: scheduler_pb2.GetTaskRequest, context: grpc.ServicerContext) -> common_pb2.Task:
         return convert.task_to_pb(self.core.get_task(request.task_id))

@@ -39,6 +39,8 @@ tasks = Table(
     Column("seq", BigInteger, nullable=False, unique=True),
     Column("name", String(64), nullable=False),
     Column("spec_json", Text, nullable=False),
+    # The spec's resources alone, so a dispatch pass reads no full specs.
+    Column("resources_json", Text, nullable=False),
     Column("priority", Integer, nullable=False),
     Column("state", String(16), nullable=False),
     # True while some dependency has not succeeded yet; such tasks are not offered to the broker.
@@ -63,6 +65,17 @@ tasks = Table(
     Column("node_losses", Integer, nullable=False, default=0),
     Index("ix_sched_tasks_ready", "state", "blocked", "priority", "seq"),
     Index("ix_sched_tasks_node", "node_id", "state"),
+    Index("ux_sched_tasks_job_name", "job_id", "name", unique=True),
+)
+
+# Dependency edges: task_id waits for the task named dep_name in the same job.
+deps = Table(
+    "sched_deps",
+    metadata,
+    Column("task_id", String(64), primary_key=True),
+    Column("dep_name", String(64), primary_key=True),
+    Column("job_id", String(64), nullable=False),
+    Index("ix_sched_deps_upstream", "job_id", "dep_name"),
 )
 
 events = Table(
