@@ -25,6 +25,10 @@ _TERMINAL = (
 )
 # Seconds SubmitJob may take: the scheduler validates and stores the whole job.
 SUBMIT_TIMEOUT_S = 30.0
+# `sky status --all` / `sky queue --all`: the most ListTasks / ListJobs return in one call.
+STATUS_ALL_LIMIT = 10_000
+QUEUE_ALL_LIMIT = 1000
+QUEUE_DEFAULT_LIMIT = 50
 
 
 def connect() -> SchedulerClient:
@@ -104,12 +108,15 @@ def report_end(task: Any) -> None:
         output.error(f"task {task.task_id} {state.lower()}{reason}")
 
 
-def follow(client: SchedulerClient, task_id: str, out: BinaryIO) -> Any:
+def follow(client: SchedulerClient, task_id: str, out: BinaryIO, only_attempt: int = 0) -> Any:
     """Write the task's output to ``out`` as it arrives; return the task once it is terminal.
 
     Tracks (attempt, offset) so a reopened stream (deadline, retry of the task) neither
     repeats nor skips bytes; after the task ends, drains whatever output arrived last.
+    With ``only_attempt``, prints that attempt only and returns once its output is complete.
     """
+    if only_attempt:
+        return _follow_attempt(client, task_id, out, only_attempt)
     attempt, offset = 0, 0
 
     def pump(follow_flag: bool) -> None:
@@ -144,6 +151,29 @@ def follow(client: SchedulerClient, task_id: str, out: BinaryIO) -> Any:
         time.sleep(0.2)
 
 
+def _follow_attempt(client: SchedulerClient, task_id: str, out: BinaryIO, attempt: int) -> Any:
+    """Follow one attempt's output until that attempt has ended (a later attempt or a final state)."""
+    offset = 0
+    while True:
+        request = scheduler_pb2.StreamLogsRequest(task_id=task_id, attempt=attempt, follow=True, offset=offset)
+        for chunk in client.stream("StreamLogs", request):
+            data = chunk.data[max(0, offset - chunk.offset):]
+            if data:
+                out.write(data)
+                out.flush()
+            offset = max(offset, chunk.offset + len(chunk.data))
+        task = client.call("GetTask", scheduler_pb2.GetTaskRequest(task_id=task_id))
+        if task.attempt > attempt or task.state in _TERMINAL:
+            # The stream also ends at its deadline; one last non-following read drains the rest.
+            request = scheduler_pb2.StreamLogsRequest(task_id=task_id, attempt=attempt, follow=False, offset=offset)
+            for chunk in client.stream("StreamLogs", request):
+                out.write(chunk.data[max(0, offset - chunk.offset):])
+                offset = max(offset, chunk.offset + len(chunk.data))
+            out.flush()
+            return task
+        time.sleep(0.2)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     """sky status: a table (or JSON) of tasks, newest first."""
     states = []
@@ -158,11 +188,33 @@ def cmd_status(args: argparse.Namespace) -> int:
         if args.task:
             tasks = [client.call("GetTask", scheduler_pb2.GetTaskRequest(task_id=t)) for t in args.task]
         else:
+            limit = STATUS_ALL_LIMIT if args.all else args.limit
+            if limit < 1:
+                raise CliError(f"--limit: must be at least 1, got {limit}", EXIT_USAGE)
             tasks = client.call(
                 "ListTasks",
-                scheduler_pb2.ListTasksRequest(job_id=args.job or "", states=states, limit=args.limit),
+                scheduler_pb2.ListTasksRequest(
+                    job_id=args.job or "", states=states, limit=min(limit, STATUS_ALL_LIMIT)
+                ),
             ).tasks
+            if len(tasks) == limit and not args.all and not args.json:
+                output.info(f"showing the newest {limit} tasks; --all shows every task")
     output.print_tasks([output.task_to_dict(t) for t in tasks], as_json=args.json)
+    return EXIT_OK
+
+
+def cmd_queue(args: argparse.Namespace) -> int:
+    """sky queue: jobs newest first (aggregate state, task counts, age); with JOB, its tasks."""
+    with connect() as client:
+        if args.job:
+            job = client.call("GetJob", scheduler_pb2.GetJobRequest(job_id=args.job))
+            output.print_job(output.job_to_dict(job), as_json=args.json)
+            return EXIT_OK
+        limit = QUEUE_ALL_LIMIT if args.all else QUEUE_DEFAULT_LIMIT
+        jobs = client.call("ListJobs", scheduler_pb2.ListJobsRequest(limit=limit)).jobs
+    if len(jobs) == limit and not args.all and not args.json:
+        output.info(f"showing the newest {limit} jobs; --all shows more")
+    output.print_jobs([output.job_to_dict(j) for j in jobs], as_json=args.json)
     return EXIT_OK
 
 
@@ -172,7 +224,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
     with connect() as client:
         if args.follow:
             try:
-                task = follow(client, args.task, out)
+                task = follow(client, args.task, out, only_attempt=args.attempt)
             except KeyboardInterrupt:
                 return EXIT_INTERRUPTED
             # Exit 0 whatever the task's outcome: the logs were printed; `sky run` and
@@ -189,25 +241,38 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    """sky cancel: cancel tasks; already-finished ones are reported unchanged."""
+    """sky cancel: cancel jobs (every unfinished task, via CancelJob) and tasks; finished ones are
+    reported unchanged. Each id is handled even when another fails."""
+    bad = [i for i in args.ids if not i.startswith(("j-", "t-"))]
+    if bad:
+        raise CliError(f"{bad[0]!r} is neither a job id (j-...) nor a task id (t-...); see: sky queue", EXIT_USAGE)
     code = EXIT_OK
     with connect() as client:
-        for task_id in args.task:
+        for item in args.ids:
             try:
+                if item.startswith("j-"):
+                    job = client.call(
+                        "CancelJob", scheduler_pb2.CancelJobRequest(request_id=request_id(), job_id=item)
+                    )
+                    data = output.job_to_dict(job)
+                    state = data["state"]
+                    print(f"{item}: {output.paint(state, output.STATE_STYLES.get(state, ''), sys.stdout)} "
+                          f"({output.counts_text(data['task_counts'])})")
+                    continue
                 task = client.call(
-                    "CancelTask", scheduler_pb2.CancelTaskRequest(request_id=request_id(), task_id=task_id)
+                    "CancelTask", scheduler_pb2.CancelTaskRequest(request_id=request_id(), task_id=item)
                 )
             except CliError as exc:
-                output.error(f"{task_id}: {exc.message}")
+                output.error(f"{item}: {exc.message}")
                 code = max(code, exc.exit_code)
                 continue
             state = output.state_name(task.state)
             if task.state == common_pb2.TASK_STATE_CANCELLED:
-                print(f"{task_id}: {output.paint(state, output.STATE_STYLES[state], sys.stdout)}")
+                print(f"{item}: {output.paint(state, output.STATE_STYLES[state], sys.stdout)}")
             elif task.state in _TERMINAL:
-                print(f"{task_id}: already {state}, left unchanged")
+                print(f"{item}: already {state}, left unchanged")
             else:
-                print(f"{task_id}: cancelling ({state})")
+                print(f"{item}: cancelling ({state})")
     return code
 
 

@@ -69,11 +69,55 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD ...", help="the command to run")
     run.set_defaults(handler="commands:cmd_run")
 
-    status = sub.add_parser("status", help="list tasks, newest first")
+    launch = sub.add_parser(
+        "launch",
+        help="run a task YAML (or a command) as a job and stream its output",
+        description="Submit FILE.yaml (one task, or a pipeline/DAG of several YAML documents) or the "
+        "command after -- as a job, stream each task's output (prefixed with the task name when the job "
+        "has several), print a line per task and exit 0 when the job succeeded (a one-task job exits with "
+        "its task's exit code, like sky run). Overrides apply to every task of the file.",
+    )
+    launch.add_argument(
+        "entrypoint", nargs="*", metavar="FILE.yaml | -- CMD",
+        help="a task YAML file (.yaml/.yml), or the command to run after --",
+    )
+    launch.add_argument("--name", help="job name (and task name for a one-task job)")
+    launch.add_argument("--cpus", metavar="N[+]", help="override CPUs of every task; N+ means at least N")
+    launch.add_argument("--memory", metavar="GiB[+]", help="override memory of every task")
+    launch.add_argument(
+        "--gpus", metavar="NAME:COUNT",
+        help="override accelerators, e.g. A100:8; comma-separate alternatives (A100:8,H100:8)",
+    )
+    launch.add_argument(
+        "--use-spot", action=argparse.BooleanOptionalAction, default=None,
+        help="use (or, with --no-use-spot, avoid) spot capacity for new nodes",
+    )
+    launch.add_argument("--env", metavar="KEY[=VALUE]", action="append",
+                        help="environment variable for every task (KEY alone copies it from this shell)")
+    launch.add_argument("--infra", metavar="PROVIDER[/REGION[/ZONE]]", help="where tasks may run, e.g. local")
+    launch.add_argument("--priority", type=int, help="override the priority of every task (higher runs first)")
+    launch.add_argument("--retries", type=int, metavar="N", help="retry each failed task up to N times")
+    launch.add_argument("--workdir", metavar="DIR",
+                        help="local directory shipped with the job (overrides the file's workdir)")
+    launch.add_argument("-d", "--detach", action="store_true",
+                        help="print the job id and task ids and return once submitted")
+    launch.add_argument("--dryrun", action="store_true",
+                        help="print the plan (tasks in order, resources, offers) without submitting")
+    launch.add_argument("-y", "--yes", action="store_true", help="accepted for SkyPilot compatibility (no prompt)")
+    launch.set_defaults(handler="launch:cmd_launch")
+
+    queue = sub.add_parser("queue", help="list jobs, or one job's tasks")
+    queue.add_argument("job", nargs="?", help="a job id (j-...): show its tasks")
+    queue.add_argument("-a", "--all", action="store_true", help="list every job (up to 1000), not the newest 50")
+    queue.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    queue.set_defaults(handler="commands:cmd_queue")
+
+    status = sub.add_parser("status", help="list tasks grouped by job, newest first")
     status.add_argument("task", nargs="*", help="only these task ids")
     status.add_argument("--job", help="only tasks of this job")
     status.add_argument("--state", action="append", help="only tasks in this state (repeatable)")
-    status.add_argument("--limit", type=int, default=100, help="most tasks to show (default 100)")
+    status.add_argument("--limit", type=int, default=200, help="most tasks to show (default 200)")
+    status.add_argument("-a", "--all", action="store_true", help="show every task (up to 10000)")
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     status.set_defaults(handler="commands:cmd_status")
 
@@ -83,11 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("--attempt", type=int, default=0, help="attempt to show (default: the latest)")
     logs.set_defaults(handler="commands:cmd_logs")
 
-    cancel = sub.add_parser("cancel", help="cancel tasks")
-    cancel.add_argument("task", nargs="+", help="task ids")
+    cancel = sub.add_parser("cancel", help="cancel jobs (j-...) or tasks (t-...)")
+    cancel.add_argument("ids", nargs="+", metavar="JOB|TASK",
+                        help="job ids (all the job's unfinished tasks) or task ids")
     cancel.set_defaults(handler="commands:cmd_cancel")
 
-    stats = sub.add_parser("stats", help="task counts and latencies")
+    stats = sub.add_parser("stats", help="task counts, latencies and throughput, overall and per priority")
     stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
     stats.set_defaults(handler="commands:cmd_stats")
 

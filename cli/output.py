@@ -82,6 +82,7 @@ def task_to_dict(task: Any) -> dict[str, Any]:
     return {
         "task_id": task.task_id,
         "job_id": task.job_id,
+        "job_name": task.job_name,
         "name": spec.name,
         "state": state_name(task.state),
         "attempt": task.attempt,
@@ -102,6 +103,8 @@ def task_to_dict(task: Any) -> dict[str, Any]:
         "scheduled_at": _iso(_ts(task, "scheduled_at")),
         "started_at": _iso(_ts(task, "started_at")),
         "finished_at": _iso(_ts(task, "finished_at")),
+        "retry_at": _iso(_ts(task, "retry_at")),
+        "depends_on": list(spec.depends_on),
         "_created": _ts(task, "created_at"),
         "_started": _ts(task, "started_at"),
         "_finished": _ts(task, "finished_at"),
@@ -139,7 +142,7 @@ def one_line(text: str, width: int = 60) -> str:
 
 
 def task_row(task: dict[str, Any], now: float) -> list[str]:
-    """Cells of one ``sky status`` row: ID NAME STATE EXIT AGE DURATION NODE DETAIL."""
+    """Cells of one ``sky status`` row: ID NAME STATE ATTEMPT EXIT AGE DURATION NODE DETAIL."""
     created, started, finished = task["_created"], task["_started"], task["_finished"]
     duration = None
     if started is not None:
@@ -152,6 +155,7 @@ def task_row(task: dict[str, Any], now: float) -> list[str]:
         task["task_id"],
         task["name"],
         task["state"],
+        str(task["attempt"]) if task["attempt"] else "-",
         "-" if exit_code is None else str(exit_code),
         format_duration(now - created) if created is not None else "-",
         format_duration(duration),
@@ -160,20 +164,199 @@ def task_row(task: dict[str, Any], now: float) -> list[str]:
     ]
 
 
-TASK_COLUMNS = ("ID", "NAME", "STATE", "EXIT", "AGE", "DURATION", "NODE", "DETAIL")
+TASK_COLUMNS = ("ID", "NAME", "STATE", "ATTEMPT", "EXIT", "AGE", "DURATION", "NODE", "DETAIL")
+# Order of states in task counts ("3 SUCCEEDED, 1 RUNNING"): the lifecycle's.
+STATE_ORDER = ("PENDING", "SCHEDULED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED", "SKIPPED")
+
+
+def aggregate_state(counts: dict[str, int]) -> str:
+    """A job's state from its tasks' counts, by the scheduler's rule (stats.job_state)."""
+    total = sum(counts.values())
+    if total and counts.get("SUCCEEDED", 0) == total:
+        return "SUCCEEDED"
+    if total and sum(counts.get(s, 0) for s in TERMINAL_STATES) == total:
+        return "FAILED" if counts.get("FAILED", 0) or counts.get("SKIPPED", 0) else "CANCELLED"
+    if counts.get("PENDING", 0) == total:
+        return "PENDING"
+    return "RUNNING"
+
+
+def counts_text(counts: dict[str, int]) -> str:
+    """"2 RUNNING, 3 SUCCEEDED" in lifecycle order (unknown states last)."""
+    order = {s: i for i, s in enumerate(STATE_ORDER)}
+    items = sorted((k, v) for k, v in counts.items() if v)
+    items.sort(key=lambda kv: order.get(kv[0], len(order)))
+    return ", ".join(f"{v} {k}" for k, v in items) or "no tasks"
+
+
+def group_by_job(tasks: list[dict[str, Any]]) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """Tasks (newest first, as ListTasks returns them) grouped per job.
+
+    Jobs come newest first; each job's tasks in submission order. The job header is
+    built from the tasks shown (state aggregated by the scheduler's rule).
+    """
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for task in tasks:
+        groups.setdefault(task["job_id"], []).append(task)
+    out = []
+    for job_id, members in groups.items():
+        members = list(reversed(members))
+        counts: dict[str, int] = {}
+        for task in members:
+            counts[task["state"]] = counts.get(task["state"], 0) + 1
+        created = [t["_created"] for t in members if t["_created"] is not None]
+        header = {
+            "job_id": job_id,
+            "name": members[0].get("job_name") or "",
+            "state": aggregate_state(counts),
+            "task_counts": counts,
+            "_created": min(created) if created else None,
+        }
+        out.append((header, members))
+    return out
 
 
 def print_tasks(tasks: list[dict[str, Any]], as_json: bool) -> None:
-    """Print tasks as a table (rich) or, with ``as_json``, as a JSON list on stdout."""
+    """Print tasks grouped by job (a job line, then its tasks) or, with ``as_json``, a JSON list."""
     if as_json:
         print(json.dumps([public(t) for t in tasks], indent=2))
         return
     if not tasks:
-        info("no tasks yet; submit one with: sky run -- echo hello")
+        info("no tasks yet; submit one with: sky launch -- echo hello")
         return
     now = time.time()
-    rows = [task_row(t, now) for t in tasks]
-    _print_table(TASK_COLUMNS, rows, state_col=2)
+    rows: list[list[str]] = []
+    styles: list[str] = []
+    ends: list[bool] = []
+    for header, members in group_by_job(tasks):
+        created = header["_created"]
+        rows.append([
+            header["job_id"], header["name"], header["state"], "", "",
+            format_duration(now - created) if created is not None else "-", "", "",
+            f"job: {counts_text(header['task_counts'])}",
+        ])
+        styles.append("bold")
+        ends.append(False)
+        for task in members:
+            row = task_row(task, now)
+            row[0] = f"  {row[0]}"
+            rows.append(row)
+            styles.append("")
+            ends.append(False)
+        ends[-1] = True
+    _print_table(TASK_COLUMNS, rows, state_col=2, row_styles=styles, section_ends=ends)
+
+
+def job_to_dict(job: Any) -> dict[str, Any]:
+    """A styx.v1.Job as plain JSON-able data (``sky queue --json``); tasks only when present."""
+    from styx.v1 import scheduler_pb2
+
+    counts = dict(job.task_counts)
+    data: dict[str, Any] = {
+        "job_id": job.job_id,
+        "name": job.name,
+        "state": scheduler_pb2.JobState.Name(job.state).removeprefix("JOB_STATE_"),
+        "task_counts": counts,
+        "tasks_total": sum(counts.values()),
+        "created_at": _iso(_ts(job, "created_at")),
+        "_created": _ts(job, "created_at"),
+    }
+    if job.tasks:
+        data["tasks"] = [task_to_dict(t) for t in job.tasks]
+    return data
+
+
+def public_job(job: dict[str, Any]) -> dict[str, Any]:
+    """A job dict without the private float timestamps (its tasks' too)."""
+    out = public(job)
+    if "tasks" in out:
+        out["tasks"] = [public(t) for t in out["tasks"]]
+    return out
+
+
+JOB_COLUMNS = ("JOB", "NAME", "STATE", "TASKS", "BY STATE", "AGE")
+JOB_TASK_COLUMNS = ("ID", "NAME", "STATE", "ATTEMPT", "NODE", "EXIT", "STARTED", "DURATION", "REASON")
+
+
+def job_row(job: dict[str, Any], now: float) -> list[str]:
+    """Cells of one ``sky queue`` row: JOB NAME STATE TASKS BY-STATE AGE."""
+    created = job["_created"]
+    return [
+        job["job_id"],
+        job["name"] or "-",
+        job["state"],
+        str(job["tasks_total"]),
+        counts_text(job["task_counts"]),
+        format_duration(now - created) if created is not None else "-",
+    ]
+
+
+def job_task_row(task: dict[str, Any], now: float) -> list[str]:
+    """Cells of one ``sky queue JOB`` row: ID NAME STATE ATTEMPT NODE EXIT STARTED DURATION REASON."""
+    started, finished = task["_started"], task["_finished"]
+    duration = None if started is None else (finished if finished is not None else now) - started
+    exit_code = task["exit_code"]
+    return [
+        task["task_id"],
+        task["name"],
+        task["state"],
+        str(task["attempt"]) if task["attempt"] else "-",
+        task["node_id"] or "-",
+        "-" if exit_code is None else str(exit_code),
+        "-" if started is None else f"{format_duration(now - started)} ago",
+        format_duration(duration),
+        one_line(task["failure_reason"], 70) if task["failure_reason"] else "",
+    ]
+
+
+def print_jobs(jobs: list[dict[str, Any]], as_json: bool) -> None:
+    """``sky queue``: jobs, newest first, as a table or a JSON list."""
+    if as_json:
+        print(json.dumps([public_job(j) for j in jobs], indent=2))
+        return
+    if not jobs:
+        info("no jobs yet; submit one with: sky launch task.yaml")
+        return
+    now = time.time()
+    _print_table(JOB_COLUMNS, [job_row(j, now) for j in jobs], state_col=2)
+
+
+def print_job(job: dict[str, Any], as_json: bool) -> None:
+    """``sky queue JOB``: a header line, then the job's tasks in submission order."""
+    if as_json:
+        print(json.dumps(public_job(job), indent=2))
+        return
+    now = time.time()
+    created = job["_created"]
+    age = format_duration(now - created) if created is not None else "-"
+    state = paint(job["state"], STATE_STYLES.get(job["state"], ""), sys.stdout)
+    print(f"job {job['job_id']} {job['name'] or '-'}: {state}, {job['tasks_total']} task(s): "
+          f"{counts_text(job['task_counts'])}; submitted {age} ago")
+    _print_table(JOB_TASK_COLUMNS, [job_task_row(t, now) for t in job.get("tasks", [])], state_col=2)
+
+
+def job_summary_lines(job: dict[str, Any], stream: TextIO) -> list[str]:
+    """What ``sky launch`` prints once the job ended: the job's line, then one per task."""
+    tasks = job.get("tasks", [])
+    state = paint(job["state"], STATE_STYLES.get(job["state"], ""), stream)
+    lines = [f"job {job['job_id']} ({job['name'] or '-'}): {state}; {counts_text(job['task_counts'])}"]
+    width = max((len(t["name"]) for t in tasks), default=0)
+    for task in tasks:
+        started, finished = task["_started"], task["_finished"]
+        duration = None if started is None or finished is None else finished - started
+        state_cell = paint(f"{task['state']:<9}", STATE_STYLES.get(task["state"], ""), stream)
+        parts = [f"  {task['name']:<{width}}", state_cell]
+        if task["exit_code"] is not None:
+            parts.append(f"exit {task['exit_code']}")
+        if duration is not None:
+            parts.append(format_duration(duration))
+        if task["attempt"] > 1:
+            parts.append(f"attempt {task['attempt']}")
+        parts.append(task["task_id"])
+        if task["failure_reason"] and task["state"] != "SUCCEEDED":
+            parts.append(one_line(task["failure_reason"], 100))
+        lines.append("  ".join(parts))
+    return lines
 
 
 def stats_to_dict(stats: Any) -> dict[str, Any]:
@@ -187,9 +370,17 @@ def stats_to_dict(stats: Any) -> dict[str, Any]:
         "run_time_p50_s": stats.run_time_p50_s,
         "run_time_p99_s": stats.run_time_p99_s,
         "computed_at": _iso(_ts(stats, "computed_at")),
-        # Newer schedulers also report throughput; older ones lack the field.
-        **({"throughput_per_s": stats.throughput_per_s}
-           if "throughput_per_s" in stats.DESCRIPTOR.fields_by_name else {}),
+        "throughput_per_s": stats.throughput_per_s,
+        "by_priority": [
+            {
+                "priority": p.priority,
+                "tasks_by_state": dict(sorted(p.tasks_by_state.items())),
+                "tasks_total": sum(p.tasks_by_state.values()),
+                "queue_wait_p50_s": p.queue_wait_p50_s,
+                "queue_wait_p99_s": p.queue_wait_p99_s,
+            }
+            for p in stats.by_priority
+        ],
     }
 
 
@@ -204,8 +395,14 @@ def stats_rows(stats: dict[str, Any]) -> list[list[str]]:
         ["run time p50 / p99", f"{format_duration(stats['run_time_p50_s'])} / "
                                f"{format_duration(stats['run_time_p99_s'])}"],
     ]
-    if "throughput_per_s" in stats:
-        rows.append(["throughput", f"{stats['throughput_per_s']:.2f} tasks/s"])
+    rows.append(["throughput (last minute)", f"{stats['throughput_per_s']:.2f} tasks/s"])
+    for prio in stats.get("by_priority", []):
+        counts = {state_name(k): v for k, v in prio["tasks_by_state"].items()}
+        rows.append([
+            f"priority {prio['priority']}",
+            f"{counts_text(counts)}; queue wait p50 / p99 {format_duration(prio['queue_wait_p50_s'])} / "
+            f"{format_duration(prio['queue_wait_p99_s'])}",
+        ])
     return rows
 
 
@@ -222,7 +419,19 @@ def print_kv(title: str, rows: list[list[str]]) -> None:
     _print_table(tuple(rows[0]), rows[1:], state_col=-1, title=title)
 
 
-def _print_table(columns: tuple[str, ...], rows: list[list[str]], state_col: int, title: str | None = None) -> None:
+def print_table(columns: tuple[str, ...], rows: list[list[str]]) -> None:
+    """A plain table on stdout (no state colouring)."""
+    _print_table(columns, rows, state_col=-1)
+
+
+def _print_table(
+    columns: tuple[str, ...],
+    rows: list[list[str]],
+    state_col: int,
+    title: str | None = None,
+    row_styles: list[str] | None = None,
+    section_ends: list[bool] | None = None,
+) -> None:
     from rich import box
     from rich.console import Console
     from rich.table import Table
@@ -234,11 +443,13 @@ def _print_table(columns: tuple[str, ...], rows: list[list[str]], state_col: int
     console = Console(width=None if tty else 200, no_color=not use_color(sys.stdout), highlight=False)
     table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", show_edge=False, pad_edge=False)
     for name in columns:
-        table.add_column(name, no_wrap=name in ("ID", "STATE", "NAME", "SERVICE"), overflow="ellipsis")
-    for row in rows:
+        table.add_column(name, no_wrap=name in ("ID", "JOB", "STATE", "NAME", "SERVICE"), overflow="ellipsis")
+    for i, row in enumerate(rows):
         # Text, not markup strings: a command like "echo [red]" must print as typed.
         cells = [Text(cell) for cell in row]
         if 0 <= state_col < len(cells):
             cells[state_col].stylize(STATE_STYLES.get(row[state_col], ""))
-        table.add_row(*cells)
+        style = row_styles[i] if row_styles else None
+        end = bool(section_ends[i]) if section_ends else False
+        table.add_row(*cells, style=style or None, end_section=end)
     console.print(table)

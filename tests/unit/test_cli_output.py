@@ -46,8 +46,8 @@ def test_exit_code_absent_is_null() -> None:
 def test_task_row() -> None:
     task = output.task_to_dict(make_task(state=common_pb2.TASK_STATE_FAILED, failure_reason="no capacity"))
     row = output.task_row(task, now=task["_created"] + 100)
-    assert row[:4] == ["t-1", "hello", "FAILED", "-"]
-    assert row[4] == "1m40s" and row[5] == "30s" and row[-1] == "no capacity"
+    assert row[:5] == ["t-1", "hello", "FAILED", "1", "-"]
+    assert row[5] == "1m40s" and row[6] == "30s" and row[-1] == "no capacity"
     ok = output.task_row(output.task_to_dict(make_task()), now=time.time())
     assert ok[-1] == "echo hello world"  # whitespace collapsed to one line
 

@@ -102,7 +102,7 @@ def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) 
 
 def test_other_subcommands_parse() -> None:
     assert parse("logs", "t-1", "--follow").follow
-    assert parse("cancel", "t-1", "t-2").task == ["t-1", "t-2"]
+    assert parse("cancel", "t-1", "j-2").ids == ["t-1", "j-2"]
     st = parse("status", "--json", "--state", "running", "--limit", "5")
     assert (st.json, st.state, st.limit) == (True, ["running"], 5)
     assert parse("local", "down").action == "down"

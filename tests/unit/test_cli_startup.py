@@ -19,7 +19,9 @@ print('HEAVY=' + ','.join(heavy))
 """
 
 
-@pytest.mark.parametrize("argv", [["version"], ["--help"], ["run", "--help"], []])
+@pytest.mark.parametrize(
+    "argv", [["version"], ["--help"], ["run", "--help"], ["launch", "--help"], ["queue", "--help"], []]
+)
 def test_light_commands_import_no_grpc(argv: list[str]) -> None:
     proc = subprocess.run([sys.executable, "-c", PROBE.format(argv=argv)], capture_output=True, text=True, timeout=60)
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("HEAVY=")]
