@@ -6,11 +6,16 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+from styx.broker import tables as broker_tables
 from styx.common import migrations
 from styx.provisioner import tables as prov_tables
 from styx.scheduler import tables as sched_tables
 
-SERVICES = {"scheduler": sched_tables.metadata, "provisioner": prov_tables.metadata}
+SERVICES = {
+    "scheduler": sched_tables.metadata,
+    "broker": broker_tables.metadata,
+    "provisioner": prov_tables.metadata,
+}
 
 
 @pytest.mark.parametrize("service", sorted(SERVICES))

@@ -33,9 +33,9 @@ from styx.broker.catalog import Catalog
 from styx.broker.optimizer import Ranking, alternatives, describe_request, rank
 from styx.common.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, StyxError, Unavailable
 from styx.common.ids import new_id
+from styx.common.migrations import upgrade
 from styx.common.offers import Offer
 from styx.common.resources import Capacity, GpuDevice, Resources, gpu_matches, infra_parts
-from styx.common.store import create_tables
 from styx.common.timeutil import now
 
 log = logging.getLogger(__name__)
@@ -320,7 +320,7 @@ class Broker:
         self._providers_at = 0.0
         self._failed_offers: dict[tuple[str, ...], tuple[float, str]] = {}
         self._rank_memo: dict[Resources, Ranking] | None = None
-        create_tables(engine, t.metadata)
+        upgrade(engine, "broker")
         self._base_catalog = catalog or Catalog()
         self._imported, self._imports = catalog_store.load_imported(engine)
         self._catalog = self._base_catalog.merged(self._imported) if self._imported else self._base_catalog

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, MetaData, create_engine, event
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 from styx.common.errors import InvalidArgument
@@ -40,8 +40,3 @@ def make_engine(url: str) -> Engine:
         # Plain postgresql:// URLs mean psycopg 3, the driver the postgres extra installs.
         parsed = parsed.set(drivername="postgresql+psycopg")
     return create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=20)
-
-
-def create_tables(engine: Engine, metadata: MetaData) -> None:
-    """Create the service's tables when missing (schema migrations come with Alembic)."""
-    metadata.create_all(engine)
