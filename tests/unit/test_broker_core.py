@@ -275,3 +275,15 @@ def test_imported_catalog_replaces_a_provider_and_survives_restart(engine_factor
     (l4,) = accels["L4"].offers
     assert (l4.count, l4.cheapest.instance_type, l4.cheapest_spot) == (1, "g2-standard-8", 0.34)
     assert [a.name for a in restarted.list_accelerators("l4")] == ["L4"]
+
+
+def test_deregistered_node_is_gone_until_it_registers_again(broker):
+    broker.register_node("n", "local", "", Capacity(2, 4))
+    broker.deregister_node("n", "agent stopped")
+    assert broker.list_nodes() == []
+    assert broker.get_node("n").state == "GONE"
+    assert broker.heartbeat("n") is False  # a late heartbeat does not revive it
+    (res,) = broker.allocate([ask(1, cpus=1, infra="local")])
+    assert res.outcome != "placed"
+    broker.register_node("n", "local", "", Capacity(2, 4))
+    assert broker.get_node("n").state == "READY"

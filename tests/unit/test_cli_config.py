@@ -20,7 +20,12 @@ def test_env_endpoint_and_token(tmp_path: Path) -> None:
     )
     assert target is not None
     assert (target.scheduler, target.broker, target.provisioner, target.token, target.local) == (
-        "sched:1", "b:2", "", "s3cret", False)
+        "sched:1",
+        "b:2",
+        "",
+        "s3cret",
+        False,
+    )
     assert "s3cret" not in repr(target)
 
 
@@ -48,4 +53,3 @@ def test_bad_config_file_is_a_usage_error(tmp_path: Path, text: str) -> None:
     with pytest.raises(CliError) as err:
         remote_target({}, tmp_path)
     assert err.value.exit_code == EXIT_USAGE and "config.yaml" in err.value.message
-

@@ -92,9 +92,28 @@ def test_cancel_rejects_ids_that_are_neither_jobs_nor_tasks(capsys: pytest.Captu
 def test_build_job_from_yaml_with_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FROM_SHELL", "yes")
     path = write(tmp_path, "dag.yaml", DIAMOND)
-    job = plan.build_job(parse(str(path), "--cpus", "2", "--memory", "4+", "--gpus", "A100:8,H100:8",
-                               "--env", "K=V", "--env", "FROM_SHELL", "--priority", "7", "--retries", "2",
-                               "--infra", "local", "--use-spot"))
+    job = plan.build_job(
+        parse(
+            str(path),
+            "--cpus",
+            "2",
+            "--memory",
+            "4+",
+            "--gpus",
+            "A100:8,H100:8",
+            "--env",
+            "K=V",
+            "--env",
+            "FROM_SHELL",
+            "--priority",
+            "7",
+            "--retries",
+            "2",
+            "--infra",
+            "local",
+            "--use-spot",
+        )
+    )
     assert job.name == "diamond" and job.source == str(path) and job.workdir is None
     specs = [t.spec for t in job.tasks]
     assert [s.name for s in specs] == ["a", "b", "c", "d", "e"]
@@ -134,8 +153,11 @@ def test_bad_command_lines_are_usage_errors(argv: tuple[str, ...], needle: str) 
 
 
 def test_cycle_is_refused_with_the_path(tmp_path: Path) -> None:
-    path = write(tmp_path, "cycle.yaml", "name: a\ndepends_on: c\nrun: x\n---\nname: b\ndepends_on: a\nrun: x\n"
-                                         "---\nname: c\ndepends_on: b\nrun: x\n")
+    path = write(
+        tmp_path,
+        "cycle.yaml",
+        "name: a\ndepends_on: c\nrun: x\n---\nname: b\ndepends_on: a\nrun: x\n---\nname: c\ndepends_on: b\nrun: x\n",
+    )
     with pytest.raises(CliError) as info:
         plan.build_job(parse(str(path)))
     message = info.value.message
@@ -178,9 +200,13 @@ def test_pack_workdir_errors_are_short_usage_errors(tmp_path: Path) -> None:
 
 
 def test_task_to_pb_carries_retry_deps_and_alternatives(tmp_path: Path) -> None:
-    path = write(tmp_path, "alt.yaml", "name: a\nrun: x\n---\nname: b\nretry: {max_retries: 2, backoff: 3}\n"
-                                       "timeout: 10m\nresources: {any_of: [{cpus: 4}, {accelerators: T4:1}]}\n"
-                                       "run: y\n")
+    path = write(
+        tmp_path,
+        "alt.yaml",
+        "name: a\nrun: x\n---\nname: b\nretry: {max_retries: 2, backoff: 3}\n"
+        "timeout: 10m\nresources: {any_of: [{cpus: 4}, {accelerators: T4:1}]}\n"
+        "run: y\n",
+    )
     job = plan.build_job(parse(str(path)))
     msg = plan.task_to_pb(job.tasks[1])
     assert list(msg.depends_on) == ["a"] and msg.retry.max_retries == 2 and msg.retry.backoff_s == 3
@@ -213,12 +239,22 @@ def test_offer_lines() -> None:
         pytest.skip("the broker contract has no Optimize yet")
     from styx_cli.launch import offer_lines
 
-    offer = common_pb2.Offer(provider="aws", region="us-east-1", zone="us-east-1a", instance_type="p4d.24xlarge",
-                             cpus=96, memory_gib=1152, accelerator_name="A100", accelerator_count=8)
-    answer = broker_pb2.OptimizeResponse(offers=[
-        broker_pb2.RankedOffer(offer=offer, hourly_price=32.77, total_hourly_price=32.77),
-        broker_pb2.RankedOffer(offer=offer, hourly_price=12.5, total_hourly_price=12.5, spot=True),
-    ])
+    offer = common_pb2.Offer(
+        provider="aws",
+        region="us-east-1",
+        zone="us-east-1a",
+        instance_type="p4d.24xlarge",
+        cpus=96,
+        memory_gib=1152,
+        accelerator_name="A100",
+        accelerator_count=8,
+    )
+    answer = broker_pb2.OptimizeResponse(
+        offers=[
+            broker_pb2.RankedOffer(offer=offer, hourly_price=32.77, total_hourly_price=32.77),
+            broker_pb2.RankedOffer(offer=offer, hourly_price=12.5, total_hourly_price=12.5, spot=True),
+        ]
+    )
     lines = offer_lines("train", 5, answer)
     assert lines[0] == "  train  chosen: aws/us-east-1/us-east-1a p4d.24xlarge (96 vCPU, 1152 GiB A100:8) $32.77/h"
     assert lines[1].endswith("$12.50/h spot") and "runner-up" in lines[1]
@@ -248,8 +284,14 @@ def test_prefix_writer_keeps_lines_whole() -> None:
 
 def make_task(name: str, state: int, **kw) -> common_pb2.Task:
     now = time.time()
-    task = common_pb2.Task(task_id=f"t-{name}", job_id="j-1", job_name="dag", state=state,
-                           spec=common_pb2.TaskSpec(name=name, run=f"echo {name}"), **kw)
+    task = common_pb2.Task(
+        task_id=f"t-{name}",
+        job_id="j-1",
+        job_name="dag",
+        state=state,
+        spec=common_pb2.TaskSpec(name=name, run=f"echo {name}"),
+        **kw,
+    )
     task.created_at.CopyFrom(to_timestamp(now - 60))
     if kw.get("attempt"):
         task.started_at.CopyFrom(to_timestamp(now - 30))
@@ -282,8 +324,14 @@ def test_launch_exit_code() -> None:
 def sample_job() -> scheduler_pb2.Job:
     return make_job(
         make_task("a", common_pb2.TASK_STATE_SUCCEEDED, attempt=2, exit_code=0, has_exit_code=True, node_id="n-1"),
-        make_task("c", common_pb2.TASK_STATE_FAILED, attempt=1, exit_code=7, has_exit_code=True,
-                  failure_reason="run exited with 7 " + "x" * 200),
+        make_task(
+            "c",
+            common_pb2.TASK_STATE_FAILED,
+            attempt=1,
+            exit_code=7,
+            has_exit_code=True,
+            failure_reason="run exited with 7 " + "x" * 200,
+        ),
         make_task("d", common_pb2.TASK_STATE_SKIPPED, failure_reason="upstream task 'c' ended FAILED"),
     )
 
@@ -308,8 +356,9 @@ def test_print_job_and_jobs(capsys: pytest.CaptureFixture[str]) -> None:
     output.print_job(job, as_json=False)
     out = capsys.readouterr().out
     assert out.startswith("job j-1 dag: FAILED, 3 task(s)") and "ATTEMPT" in out and "SKIPPED" in out
-    listed = output.job_to_dict(scheduler_pb2.Job(job_id="j-2", name="x", state=scheduler_pb2.JOB_STATE_RUNNING,
-                                                  task_counts={"RUNNING": 1}))
+    listed = output.job_to_dict(
+        scheduler_pb2.Job(job_id="j-2", name="x", state=scheduler_pb2.JOB_STATE_RUNNING, task_counts={"RUNNING": 1})
+    )
     assert "tasks" not in listed
     output.print_jobs([listed], as_json=False)
     assert "j-2" in capsys.readouterr().out
@@ -341,9 +390,13 @@ def test_status_groups_tasks_by_job(capsys: pytest.CaptureFixture[str]) -> None:
 
 @pytest.mark.parametrize(
     ("counts", "state"),
-    [({"SUCCEEDED": 2}, "SUCCEEDED"), ({"SUCCEEDED": 1, "SKIPPED": 1}, "FAILED"),
-     ({"CANCELLED": 1, "SUCCEEDED": 1}, "CANCELLED"), ({"PENDING": 2}, "PENDING"),
-     ({"PENDING": 1, "SUCCEEDED": 1}, "RUNNING")],
+    [
+        ({"SUCCEEDED": 2}, "SUCCEEDED"),
+        ({"SUCCEEDED": 1, "SKIPPED": 1}, "FAILED"),
+        ({"CANCELLED": 1, "SUCCEEDED": 1}, "CANCELLED"),
+        ({"PENDING": 2}, "PENDING"),
+        ({"PENDING": 1, "SUCCEEDED": 1}, "RUNNING"),
+    ],
 )
 def test_aggregate_state(counts: dict[str, int], state: str) -> None:
     assert output.aggregate_state(counts) == state
@@ -351,9 +404,14 @@ def test_aggregate_state(counts: dict[str, int], state: str) -> None:
 
 def test_stats_per_priority_rows() -> None:
     stats = scheduler_pb2.Stats(
-        tasks_by_state={"SUCCEEDED": 3}, jobs_total=1, throughput_per_s=2.5,
-        by_priority=[scheduler_pb2.PriorityStats(priority=10, tasks_by_state={"SUCCEEDED": 2},
-                                                 queue_wait_p50_s=0.5, queue_wait_p99_s=1.5)],
+        tasks_by_state={"SUCCEEDED": 3},
+        jobs_total=1,
+        throughput_per_s=2.5,
+        by_priority=[
+            scheduler_pb2.PriorityStats(
+                priority=10, tasks_by_state={"SUCCEEDED": 2}, queue_wait_p50_s=0.5, queue_wait_p99_s=1.5
+            )
+        ],
     )
     data = output.stats_to_dict(stats)
     assert data["by_priority"][0]["priority"] == 10 and data["by_priority"][0]["tasks_total"] == 2

@@ -30,8 +30,12 @@ def test_dead_pids_make_a_stale_plane(tmp_path: Path) -> None:
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     (tmp_path / "local").mkdir()
-    record = {"scheduler": "127.0.0.1:1", "broker": "127.0.0.1:2", "provisioner": "127.0.0.1:3",
-              "pids": {"scheduler": dead.pid, "broker": dead.pid, "provisioner": os.getpid()}}
+    record = {
+        "scheduler": "127.0.0.1:1",
+        "broker": "127.0.0.1:2",
+        "provisioner": "127.0.0.1:3",
+        "pids": {"scheduler": dead.pid, "broker": dead.pid, "provisioner": os.getpid()},
+    }
     (tmp_path / "local" / "plane.json").write_text(json.dumps(record))
     st = localplane.status(tmp_path)
     assert st.stale and not st.running

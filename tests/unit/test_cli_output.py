@@ -16,9 +16,18 @@ from styx_cli.errors import EXIT_FAILED, EXIT_UNREACHABLE, rpc_error_message
 def make_task(**kw) -> common_pb2.Task:
     now = time.time()
     task = common_pb2.Task(
-        task_id="t-1", job_id="j-1", state=common_pb2.TASK_STATE_SUCCEEDED, attempt=1, node_id="n-1",
-        spec=common_pb2.TaskSpec(name="hello", run="echo   hello\nworld", resources=common_pb2.ResourceRequest(
-            cpus=2, cpus_at_least=True, accelerators=[common_pb2.AcceleratorRequest(name="T4", count=1)])),
+        task_id="t-1",
+        job_id="j-1",
+        state=common_pb2.TASK_STATE_SUCCEEDED,
+        attempt=1,
+        node_id="n-1",
+        spec=common_pb2.TaskSpec(
+            name="hello",
+            run="echo   hello\nworld",
+            resources=common_pb2.ResourceRequest(
+                cpus=2, cpus_at_least=True, accelerators=[common_pb2.AcceleratorRequest(name="T4", count=1)]
+            ),
+        ),
     )
     task.created_at.CopyFrom(to_timestamp(now - 100))
     task.started_at.CopyFrom(to_timestamp(now - 90))
@@ -54,8 +63,15 @@ def test_task_row() -> None:
 
 @pytest.mark.parametrize(
     ("seconds", "text"),
-    [(None, "-"), (-1, "-"), (0.42, "0.4s"), (12, "12s"), (185, "3m05s"), (7260, "2h01m"),
-     (3 * 86400 + 4 * 3600, "3d04h")],
+    [
+        (None, "-"),
+        (-1, "-"),
+        (0.42, "0.4s"),
+        (12, "12s"),
+        (185, "3m05s"),
+        (7260, "2h01m"),
+        (3 * 86400 + 4 * 3600, "3d04h"),
+    ],
 )
 def test_format_duration(seconds, text) -> None:
     assert output.format_duration(seconds) == text

@@ -16,10 +16,33 @@ def parse(*argv: str):
 
 
 def test_run_flags_and_command_after_double_dash() -> None:
-    args = parse("run", "--name", "t1", "--cpus", "2+", "--memory", "4", "--gpus", "A100:8", "--priority", "5",
-                 "--detach", "--", "python", "train.py", "--cpus", "3")
+    args = parse(
+        "run",
+        "--name",
+        "t1",
+        "--cpus",
+        "2+",
+        "--memory",
+        "4",
+        "--gpus",
+        "A100:8",
+        "--priority",
+        "5",
+        "--detach",
+        "--",
+        "python",
+        "train.py",
+        "--cpus",
+        "3",
+    )
     assert (args.name, args.cpus, args.memory, args.gpus, args.priority, args.detach) == (
-        "t1", "2+", "4", ["A100:8"], 5, True)
+        "t1",
+        "2+",
+        "4",
+        ["A100:8"],
+        5,
+        True,
+    )
     # Flags after `--` belong to the command, not to sky.
     assert command_to_script(args.command) == "python train.py --cpus 3"
 
@@ -46,8 +69,9 @@ def test_missing_command_is_a_usage_error() -> None:
 
 
 def test_build_task_spec_resources() -> None:
-    spec = build_task_spec(["echo", "x"], name="n", cpus="4+", memory="16", gpus=["A100:8,H100:4"], priority=3,
-                           envs=["A=1", "B=x=y"])
+    spec = build_task_spec(
+        ["echo", "x"], name="n", cpus="4+", memory="16", gpus=["A100:8,H100:4"], priority=3, envs=["A=1", "B=x=y"]
+    )
     res = spec.resources
     assert (res.cpus, res.cpus_at_least, res.memory_gib, res.memory_at_least) == (4.0, True, 16.0, False)
     assert [(a.name, a.count) for a in res.accelerators] == [("A100", 8), ("H100", 4)]
@@ -62,8 +86,12 @@ def test_defaults_leave_resources_to_the_server() -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "flag"),
-    [({"cpus": "abc"}, "--cpus"), ({"memory": "lots"}, "--memory"), ({"cpus": "0"}, "--cpus"),
-     ({"gpus": ["A100:x"]}, "--gpus")],
+    [
+        ({"cpus": "abc"}, "--cpus"),
+        ({"memory": "lots"}, "--memory"),
+        ({"cpus": "0"}, "--cpus"),
+        ({"gpus": ["A100:x"]}, "--gpus"),
+    ],
 )
 def test_bad_resource_values_name_the_flag(kwargs: dict, flag: str) -> None:
     with pytest.raises(CliError) as err:

@@ -47,8 +47,16 @@ class FakeProvider:
     def offers(self) -> list[Offer]:
         return [OFFER]
 
-    def create(self, *, node_id: str, offer: Offer, spot: bool, labels: Mapping[str, str], request_id: str,
-               agent_launch: AgentLaunch) -> str:
+    def create(
+        self,
+        *,
+        node_id: str,
+        offer: Offer,
+        spot: bool,
+        labels: Mapping[str, str],
+        request_id: str,
+        agent_launch: AgentLaunch,
+    ) -> str:
         self.create_calls.append(request_id)
         self.seen_launch = agent_launch
         if self.gate is not None:
@@ -92,8 +100,10 @@ def prov(engine: Engine, fake: FakeProvider) -> Iterator[Provisioner]:
 
 
 def _done(prov: Provisioner, op_id: str) -> object:
-    return wait_until(lambda: prov.get_operation(op_id).state.terminal and prov.get_operation(op_id),
-                      message=f"operation {op_id} to finish")
+    return wait_until(
+        lambda: prov.get_operation(op_id).state.terminal and prov.get_operation(op_id),
+        message=f"operation {op_id} to finish",
+    )
 
 
 def test_provision_creates_an_instance(prov: Provisioner, fake: FakeProvider) -> None:
@@ -145,10 +155,8 @@ def test_unexpected_provider_exception_is_internal_without_details(prov: Provisi
         ({"node_id": ""}, "node_id"),
         ({"node_id": "bad/../id"}, "node_id"),
         ({"offer": Offer(provider="", region="r1", instance_type="small", cpus=1, memory_gib=1)}, "offer.provider"),
-        ({"offer": Offer(provider="nope", region="r1", instance_type="small", cpus=1, memory_gib=1)},
-         "offer.provider"),
-        ({"offer": Offer(provider="fake", region="r1", instance_type="", cpus=1, memory_gib=1)},
-         "offer.instance_type"),
+        ({"offer": Offer(provider="nope", region="r1", instance_type="small", cpus=1, memory_gib=1)}, "offer.provider"),
+        ({"offer": Offer(provider="fake", region="r1", instance_type="", cpus=1, memory_gib=1)}, "offer.instance_type"),
         ({"offer": Offer(provider="fake", region="r1", instance_type="huge", cpus=1, memory_gib=1)}, "offer"),
         ({"offer": Offer(provider="fake", region="r9", instance_type="small", cpus=1, memory_gib=1)}, "offer"),
         ({"labels": {"": "x"}}, "labels"),

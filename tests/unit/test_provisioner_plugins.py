@@ -80,8 +80,16 @@ class AcmeProvider:
     def offers(self) -> list[Offer]:
         return [Offer(provider="acme", region="moon-1", instance_type="rover", cpus=2, memory_gib=4)]
 
-    def create(self, *, node_id: str, offer: Offer, spot: bool, labels: Mapping[str, str], request_id: str,
-               agent_launch: AgentLaunch) -> str:
+    def create(
+        self,
+        *,
+        node_id: str,
+        offer: Offer,
+        spot: bool,
+        labels: Mapping[str, str],
+        request_id: str,
+        agent_launch: AgentLaunch,
+    ) -> str:
         return f"acme-{node_id}"
 
     def terminate(self, instance_id: str) -> None:

@@ -371,3 +371,13 @@ def test_only_one_replica_dispatches(plane, engine_factory):
     seqs = [t.seq for t in tasks]
     _, more = sched.submit_job("r2", "", [TaskSpec(name="u", run="x")])
     assert more[0].seq == max(seqs) + 1  # submission numbers come from the shared counter
+
+
+def test_a_stopped_replica_hands_the_dispatch_lease_over(plane, engine_factory):
+    sched, broker, _ = plane
+    successor = Scheduler(engine_factory("scheduler"), InProcessBroker(broker), lease_s=30)
+    assert sched.hold_dispatch_lease() is True
+    assert successor.hold_dispatch_lease() is False
+    sched.stop()
+    assert sched.hold_dispatch_lease() is False  # a stopping replica never takes it back
+    assert successor.hold_dispatch_lease() is True

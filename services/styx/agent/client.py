@@ -102,6 +102,14 @@ class ControlPlane:
             raise Rejected(exc.code().name, str(exc.details())) from exc
         return bool(response.known)
 
+    def deregister(self, node_id: str, reason: str) -> None:
+        """Tell the broker this node is going away (one try: the lease covers a miss)."""
+        request = broker_pb2.DeregisterNodeRequest(request_id=new_id("dereg"), node_id=node_id, reason=reason)
+        try:
+            self._broker.DeregisterNode(request, timeout=DEFAULT_TIMEOUT_S)
+        except grpc.RpcError as exc:
+            raise Rejected(exc.code().name, str(exc.details())) from exc
+
     def report_status(self, node_id: str, report: StatusReport) -> None:
         """ReportTaskStatus, retried on transient errors."""
         self._call("ReportTaskStatus", self._gateway.ReportTaskStatus, convert.status_to_proto(node_id, report))

@@ -62,6 +62,9 @@ class ControlPlaneLike(Protocol):
         """Renew the lease; False when the broker does not know the node."""
         ...
 
+    def deregister(self, node_id: str, reason: str) -> None:
+        """Tell the broker the node is going away."""
+
     def report_status(self, node_id: str, report: StatusReport) -> None:
         """Report a task attempt's status."""
 
@@ -136,6 +139,11 @@ class Agent:
             r.join(timeout_s)
         for t in self._threads:
             t.join(timeout_s)
+        try:
+            # Without this the broker would keep placing work here until the lease ran out.
+            self._control.deregister(self.cfg.node_id, "agent stopped")
+        except Exception as exc:
+            log.warning("could not deregister the node; the broker will notice when its lease ends: %s", exc)
 
     # -- loops -----------------------------------------------------------------------------------
 

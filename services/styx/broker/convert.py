@@ -26,7 +26,12 @@ _OUTCOMES = {
     WAITING: broker_pb2.ALLOCATION_OUTCOME_WAITING,
     INFEASIBLE: broker_pb2.ALLOCATION_OUTCOME_INFEASIBLE,
 }
-_NODE_STATES = {"READY": common_pb2.NODE_STATE_READY, "LOST": common_pb2.NODE_STATE_LOST}
+# GONE (deregistered) is LOST to clients: either way the node's work is re-queued.
+_NODE_STATES = {
+    "READY": common_pb2.NODE_STATE_READY,
+    "LOST": common_pb2.NODE_STATE_LOST,
+    "GONE": common_pb2.NODE_STATE_LOST,
+}
 
 
 def resources_from_pb(msg: common_pb2.ResourceRequest) -> Resources:

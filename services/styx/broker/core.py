@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 
 _EPS = 1e-9
 READY, LOST = "READY", "LOST"
+# Deregistered by its agent or provider: like LOST, but a heartbeat does not revive it
+# (only a fresh RegisterNode does).
+GONE = "GONE"
+ABSENT = frozenset({LOST, GONE})
 PLACED, WAITING, INFEASIBLE = "placed", "waiting", "infeasible"
 
 
@@ -441,12 +445,25 @@ class Broker:
             node = self._nodes.get(node_id)
             if node is None:
                 return False
+            if node.state == GONE:
+                return False
             node.last_heartbeat = now()
             if node.state == LOST:
                 node.state = READY
                 with self._engine.begin() as conn:
                     conn.execute(update(t.nodes).where(t.nodes.c.node_id == node_id).values(state=READY))
             return True
+
+    def deregister_node(self, node_id: str, reason: str) -> NodeView:
+        """Mark a node gone now, so its work is re-queued without waiting for the lease."""
+        with self._lock:
+            node = self.get_node(node_id)
+            if node.state != GONE:
+                node.state = GONE
+                with self._engine.begin() as conn:
+                    conn.execute(update(t.nodes).where(t.nodes.c.node_id == node_id).values(state=GONE))
+                log.info("node deregistered", extra={"node_id": node_id, "reason": reason})
+            return node
 
     def get_node(self, node_id: str) -> NodeView:
         """One node; NotFound when unknown."""
@@ -459,7 +476,7 @@ class Broker:
     def list_nodes(self, include_lost: bool = False) -> list[NodeView]:
         """Nodes, oldest registration first."""
         with self._lock:
-            nodes = [n for n in self._nodes.values() if include_lost or n.state != LOST]
+            nodes = [n for n in self._nodes.values() if include_lost or n.state not in ABSENT]
         return sorted(nodes, key=lambda n: (n.registered_at, n.node_id))
 
     # ---- placement ---------------------------------------------------------------------
@@ -637,7 +654,7 @@ class Broker:
         live = sum(
             1
             for n in self._nodes.values()
-            if n.state != LOST and (n.provider, n.region, n.zone, n.instance_type) == key
+            if n.state not in ABSENT and (n.provider, n.region, n.zone, n.instance_type) == key
         )
         return live + sum(1 for p in self._provisions.values() if _offer_key(p.offer) == key)
 

@@ -35,6 +35,13 @@ class BrokerServicer(broker_pb2_grpc.ResourceBrokerServicer):
         known = self.broker.heartbeat(request.node_id)
         return broker_pb2.HeartbeatResponse(known=known, lease_seconds=self.broker.lease_seconds)
 
+    def DeregisterNode(
+        self, request: broker_pb2.DeregisterNodeRequest, context: grpc.ServicerContext
+    ) -> common_pb2.Node:
+        if not request.node_id:
+            raise InvalidArgument("node_id: required")
+        return convert.node_to_pb(self.broker.deregister_node(request.node_id, request.reason))
+
     def Allocate(
         self, request: broker_pb2.AllocateRequest, context: grpc.ServicerContext
     ) -> broker_pb2.AllocateResponse:

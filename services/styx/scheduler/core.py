@@ -179,6 +179,8 @@ class Scheduler:
         broker's idempotent allocation ids ("task/attempt") and the PENDING re-check under
         FOR UPDATE still keep a task from being placed twice.
         """
+        if self._stop.is_set():
+            return False  # stopping: never take the lease back after release_dispatch_lease
         stamp = now()
         if stamp < self._lease_until - self._lease_s / 2:
             return True
@@ -379,10 +381,26 @@ class Scheduler:
                 self._stop.wait(1.0)
 
     def stop(self) -> None:
-        """End run_loop and wake every waiting stream."""
+        """End run_loop, wake every waiting stream, and hand the dispatch lease back."""
         self._stop.set()
         self._wake.set()
         self._notify()
+        self.release_dispatch_lease()
+
+    def release_dispatch_lease(self) -> None:
+        """Give the lease up so a successor (restart or other replica) dispatches at once."""
+        if not self._lease_until:
+            return
+        self._lease_until = 0.0
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(
+                    update(t.leases)
+                    .where(and_(t.leases.c.name == "dispatcher", t.leases.c.holder == self.replica_id))
+                    .values(expires_at=0.0)
+                )
+        except Exception as exc:
+            log.warning("could not release the dispatch lease; it expires by itself: %s", exc)
 
     def dispatch_once(self) -> int:
         """One pass over the ready set; returns how many tasks were placed.

@@ -47,6 +47,11 @@ class ResourceBrokerStub:
                 request_serializer=styx_dot_v1_dot_broker__pb2.HeartbeatRequest.SerializeToString,
                 response_deserializer=styx_dot_v1_dot_broker__pb2.HeartbeatResponse.FromString,
                 _registered_method=True)
+        self.DeregisterNode = channel.unary_unary(
+                '/styx.v1.ResourceBroker/DeregisterNode',
+                request_serializer=styx_dot_v1_dot_broker__pb2.DeregisterNodeRequest.SerializeToString,
+                response_deserializer=styx_dot_v1_dot_common__pb2.Node.FromString,
+                _registered_method=True)
         self.Allocate = channel.unary_unary(
                 '/styx.v1.ResourceBroker/Allocate',
                 request_serializer=styx_dot_v1_dot_broker__pb2.AllocateRequest.SerializeToString,
@@ -109,6 +114,15 @@ class ResourceBrokerServicer:
     def Heartbeat(self, request, context):
         """Renews a node's lease. A node the broker does not know gets known=false and should
         register again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeregisterNode(self, request, context):
+        """Marks a node gone now (its agent is shutting down, or its instance was terminated):
+        it takes no new placements and its unfinished tasks are re-queued at once instead of
+        after the heartbeat lease. Idempotent; NOT_FOUND for an unknown node.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -200,6 +214,11 @@ def add_ResourceBrokerServicer_to_server(servicer, server):
                     servicer.Heartbeat,
                     request_deserializer=styx_dot_v1_dot_broker__pb2.HeartbeatRequest.FromString,
                     response_serializer=styx_dot_v1_dot_broker__pb2.HeartbeatResponse.SerializeToString,
+            ),
+            'DeregisterNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeregisterNode,
+                    request_deserializer=styx_dot_v1_dot_broker__pb2.DeregisterNodeRequest.FromString,
+                    response_serializer=styx_dot_v1_dot_common__pb2.Node.SerializeToString,
             ),
             'Allocate': grpc.unary_unary_rpc_method_handler(
                     servicer.Allocate,
@@ -303,6 +322,33 @@ class ResourceBroker:
             '/styx.v1.ResourceBroker/Heartbeat',
             styx_dot_v1_dot_broker__pb2.HeartbeatRequest.SerializeToString,
             styx_dot_v1_dot_broker__pb2.HeartbeatResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeregisterNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/styx.v1.ResourceBroker/DeregisterNode',
+            styx_dot_v1_dot_broker__pb2.DeregisterNodeRequest.SerializeToString,
+            styx_dot_v1_dot_common__pb2.Node.FromString,
             options,
             channel_credentials,
             insecure,
