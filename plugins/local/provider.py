@@ -137,6 +137,7 @@ class LocalProvider:
         return Offer(
             provider=NAME,
             region=REGION,
+            zone="",
             instance_type=INSTANCE_TYPE,
             cpus=cpus,
             memory_gib=memory,

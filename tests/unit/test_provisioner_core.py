@@ -21,7 +21,12 @@ from styx.provisioner.provider import (
     ProviderStatus,
 )
 
-OFFER = Offer(provider="fake", region="r1", instance_type="small", cpus=2, memory_gib=4, max_instances=3)
+
+def _offer(provider: str, region: str, instance_type: str) -> Offer:
+    return Offer(provider=provider, region=region, zone="", instance_type=instance_type, cpus=1, memory_gib=1)
+
+
+OFFER = Offer(provider="fake", region="r1", zone="", instance_type="small", cpus=2, memory_gib=4, max_instances=3)
 LAUNCH = AgentLaunch("127.0.0.1:1", "127.0.0.1:2", token="tok")
 
 
@@ -154,11 +159,11 @@ def test_unexpected_provider_exception_is_internal_without_details(prov: Provisi
         ({"request_id": ""}, "request_id"),
         ({"node_id": ""}, "node_id"),
         ({"node_id": "bad/../id"}, "node_id"),
-        ({"offer": Offer(provider="", region="r1", instance_type="small", cpus=1, memory_gib=1)}, "offer.provider"),
-        ({"offer": Offer(provider="nope", region="r1", instance_type="small", cpus=1, memory_gib=1)}, "offer.provider"),
-        ({"offer": Offer(provider="fake", region="r1", instance_type="", cpus=1, memory_gib=1)}, "offer.instance_type"),
-        ({"offer": Offer(provider="fake", region="r1", instance_type="huge", cpus=1, memory_gib=1)}, "offer"),
-        ({"offer": Offer(provider="fake", region="r9", instance_type="small", cpus=1, memory_gib=1)}, "offer"),
+        ({"offer": _offer("", "r1", "small")}, "offer.provider"),
+        ({"offer": _offer("nope", "r1", "small")}, "offer.provider"),
+        ({"offer": _offer("fake", "r1", "")}, "offer.instance_type"),
+        ({"offer": _offer("fake", "r1", "huge")}, "offer"),
+        ({"offer": _offer("fake", "r9", "small")}, "offer"),
         ({"labels": {"": "x"}}, "labels"),
     ],
 )

@@ -78,7 +78,7 @@ class AcmeProvider:
         return ProviderStatus(enabled=False, reason="no ACME credentials", hint="export ACME_KEY=...")
 
     def offers(self) -> list[Offer]:
-        return [Offer(provider="acme", region="moon-1", instance_type="rover", cpus=2, memory_gib=4)]
+        return [Offer(provider="acme", region="moon-1", zone="", instance_type="rover", cpus=2, memory_gib=4)]
 
     def create(
         self,

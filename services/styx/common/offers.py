@@ -29,6 +29,11 @@ class Offer:
     max_instances: int = 0
 
     @property
+    def key(self) -> tuple[str, str, str, str]:
+        """Identity of the offer within a catalog: (provider, region, zone, instance_type)."""
+        return (self.provider, self.region, self.zone, self.instance_type)
+
+    @property
     def place(self) -> str:
         """``provider/region[/zone]`` followed by the instance type, for messages."""
         where = "/".join(p for p in (self.provider, self.region, self.zone) if p)

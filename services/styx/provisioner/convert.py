@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from styx.common.offers import offer_from_pb, offer_to_pb
 from styx.common.timeutil import to_timestamp
 from styx.provisioner import core
-from styx.provisioner.provider import Offer, ProviderErrorKind
-from styx.v1 import common_pb2, provisioner_pb2
+from styx.provisioner.provider import ProviderErrorKind
+from styx.v1 import provisioner_pb2
 
 _OP_STATE = {
     core.OperationState.PENDING: provisioner_pb2.OPERATION_STATE_PENDING,
@@ -32,42 +33,8 @@ _ERROR_KIND = {
 }
 
 
-def offer_to_proto(offer: Offer) -> common_pb2.Offer:
-    """Domain offer -> ``styx.v1.Offer``."""
-    return common_pb2.Offer(
-        provider=offer.provider,
-        region=offer.region,
-        zone=offer.zone,
-        instance_type=offer.instance_type,
-        cpus=offer.cpus,
-        memory_gib=offer.memory_gib,
-        accelerator_name=offer.accelerator_name,
-        accelerator_count=offer.accelerator_count,
-        accelerator_memory_gib=offer.accelerator_memory_gib,
-        price_per_hour=offer.price_per_hour,
-        spot_price_per_hour=offer.spot_price_per_hour,
-        arch=offer.arch,
-        max_instances=offer.max_instances,
-    )
-
-
-def offer_from_proto(msg: common_pb2.Offer) -> Offer:
-    """``styx.v1.Offer`` -> domain offer."""
-    return Offer(
-        provider=msg.provider,
-        region=msg.region,
-        zone=msg.zone,
-        instance_type=msg.instance_type,
-        cpus=msg.cpus,
-        memory_gib=msg.memory_gib,
-        accelerator_name=msg.accelerator_name,
-        accelerator_count=msg.accelerator_count,
-        accelerator_memory_gib=msg.accelerator_memory_gib,
-        price_per_hour=msg.price_per_hour,
-        spot_price_per_hour=msg.spot_price_per_hour,
-        arch=msg.arch,
-        max_instances=msg.max_instances,
-    )
+offer_to_proto = offer_to_pb
+offer_from_proto = offer_from_pb
 
 
 def provider_info_to_proto(info: core.ProviderInfo) -> provisioner_pb2.ProviderInfo:

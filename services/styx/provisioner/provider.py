@@ -5,7 +5,7 @@ it, and removes it again. Plugins return an object with the operations of ``Prov
 from the ``styx_provider`` hook (see ``styx.provisioner.hookspecs``); they need not
 inherit from anything, the Protocol only documents and type-checks the shape.
 
-Only the frozen dataclasses below cross the boundary between the provisioner and a
+Only the frozen dataclasses below (and ``styx.common.offers.Offer``) cross the boundary between the provisioner and a
 provider, never protobuf messages, so a plugin depends on this module alone. This module
 imports nothing heavy (no grpc, no SQLAlchemy): the CLI and plugins import it cheaply.
 
@@ -20,32 +20,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+# The one Offer of the code base; re-exported here so a plugin needs this module alone.
+from styx.common.offers import Offer
 
-@dataclass(frozen=True)
-class Offer:
-    """Something a provider can create: an instance type in a place, with its price.
-
-    Mirrors ``styx.v1.Offer``; see the proto for each field's meaning.
-    """
-
-    provider: str
-    region: str
-    instance_type: str
-    cpus: float
-    memory_gib: float
-    zone: str = ""
-    accelerator_name: str = ""
-    accelerator_count: int = 0
-    accelerator_memory_gib: float = 0.0
-    price_per_hour: float = 0.0
-    spot_price_per_hour: float = 0.0
-    arch: str = ""
-    max_instances: int = 0
-
-    @property
-    def key(self) -> tuple[str, str, str, str]:
-        """Identity of the offer within the catalog: (provider, region, zone, instance_type)."""
-        return (self.provider, self.region, self.zone, self.instance_type)
+__all__ = [
+    "AgentLaunch",
+    "InstanceStatus",
+    "Offer",
+    "Provider",
+    "ProviderError",
+    "ProviderErrorKind",
+    "ProviderInstance",
+    "ProviderStatus",
+]
 
 
 @dataclass(frozen=True)
