@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 
 import pytest
@@ -254,15 +255,32 @@ def test_watch_yields_each_change_until_done(prov: Provisioner, fake: FakeProvid
     assert seen == sorted(set(seen), key=seen.index)  # no state repeated
 
 
-def test_reconcile_marks_vanished_instances_and_terminates_leaks(prov: Provisioner, fake: FakeProvider) -> None:
-    _done(prov, prov.provision("req-1", OFFER, "node-a").operation_id)
-    _done(prov, prov.provision("req-2", OFFER, "node-b").operation_id)
-    fake.instances.pop("i-1")  # node-a's machine died
-    fake.instances["i-leak"] = "node-unknown"  # created by someone, owned by no record
-    prov.reconcile_once()
-    states = {i.node_id: i.state for i in prov.list_instances(include_terminated=True)}
-    assert states == {"node-a": InstanceState.TERMINATED, "node-b": InstanceState.RUNNING}
-    assert fake.terminated == ["i-leak"]
+def test_reconcile_marks_vanished_instances_and_terminates_leaks(engine: Engine, fake: FakeProvider) -> None:
+    gone: list[tuple[str, str]] = []
+    prov = Provisioner(
+        engine,
+        {"fake": fake},
+        LAUNCH,
+        reconcile_interval_s=3600,
+        leak_grace_s=0.3,
+        on_instance_gone=lambda node, why: gone.append((node, why)),
+    )
+    prov.start(reconcile=False)
+    try:
+        _done(prov, prov.provision("req-1", OFFER, "node-a").operation_id)
+        _done(prov, prov.provision("req-2", OFFER, "node-b").operation_id)
+        fake.instances.pop("i-1")  # node-a's machine died
+        fake.instances["i-leak"] = "node-unknown"  # created by someone, owned by no record
+        prov.reconcile_once()
+        states = {i.node_id: i.state for i in prov.list_instances(include_terminated=True)}
+        assert states == {"node-a": InstanceState.TERMINATED, "node-b": InstanceState.RUNNING}
+        assert gone == [("node-a", "instance i-1 vanished")]  # reported, so its tasks re-queue now
+        assert fake.terminated == []  # within the grace period an unowned instance is left alone
+        time.sleep(0.35)
+        prov.reconcile_once()
+        assert fake.terminated == ["i-leak"]
+    finally:
+        prov.stop()
 
 
 def test_unfinished_operations_resume_after_restart(engine: Engine, fake: FakeProvider) -> None:

@@ -6,7 +6,6 @@ and reflection; ``run_until_signal`` serves until SIGTERM/SIGINT and then stops 
 
 from __future__ import annotations
 
-import hmac
 import logging
 import signal
 import threading
@@ -20,6 +19,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from styx.common.auth import token_accepted
 from styx.common.errors import StyxError
 from styx.common.ids import new_id
 
@@ -37,14 +37,15 @@ def _abort_handler(code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler
 
 
 class GuardInterceptor(grpc.ServerInterceptor):
-    """Checks the bearer token and maps exceptions to gRPC status codes.
+    """Checks the bearer token (the shared one, or a node token on the agents' RPCs only) and
+    maps exceptions to gRPC status codes.
 
     ``StyxError`` becomes its own code and message. Any other exception becomes INTERNAL
     with a reference id that also appears in the log next to the traceback.
     """
 
     def __init__(self, token: str) -> None:
-        self._expected = f"Bearer {token}".encode() if token else b""
+        self._token = token
 
     def intercept_service(
         self,
@@ -52,10 +53,11 @@ class GuardInterceptor(grpc.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
         method = handler_call_details.method
-        if self._expected and not method.startswith(_OPEN_SERVICES):
+        if self._token and not method.startswith(_OPEN_SERVICES):
             metadata = dict(handler_call_details.invocation_metadata or ())
-            given = str(metadata.get("authorization", "")).encode()
-            if not hmac.compare_digest(given, self._expected):
+            given = str(metadata.get("authorization", ""))
+            presented = given[len("Bearer ") :] if given.startswith("Bearer ") else ""
+            if not presented or not token_accepted(self._token, presented, method):
                 return _abort_handler(
                     grpc.StatusCode.UNAUTHENTICATED,
                     "missing or wrong token: send 'authorization: Bearer <token>' metadata "

@@ -136,11 +136,19 @@ class Provisioner:
         providers: Mapping[str, Provider],
         agent_launch: AgentLaunch,
         reconcile_interval_s: float = 3.0,
+        leak_grace_s: float = 60.0,
+        on_instance_gone: Callable[[str, str], None] | None = None,
     ) -> None:
         self._engine = engine
         self._providers = dict(providers)
         self._launch = agent_launch
         self._interval = reconcile_interval_s
+        # An unowned instance is terminated only once seen unowned for this long, so an
+        # instance another replica is creating right now is never mistaken for a leak.
+        self._leak_grace_s = leak_grace_s
+        self._unowned_since: dict[str, float] = {}
+        # Told (node_id, reason) when a node's instance vanished, so its work is re-queued now.
+        self._on_instance_gone = on_instance_gone
         self._status: dict[str, ProviderStatus] = {}
         self._changed = threading.Condition()
         self._stop = threading.Event()
@@ -231,7 +239,12 @@ class Provisioner:
         return provider
 
     def _resolve_offer(self, provider: Provider, wanted: Offer) -> Offer:
-        candidates = [o for o in provider.offers() if o.instance_type == wanted.instance_type]
+        listed = provider.offers()
+        if not listed:
+            # Cloud providers list no offers here: their catalog lives in the broker, and the
+            # cloud itself refuses an instance type it does not have (an INVALID error).
+            return wanted
+        candidates = [o for o in listed if o.instance_type == wanted.instance_type]
         if wanted.region:
             candidates = [o for o in candidates if o.region == wanted.region]
         if wanted.zone:
@@ -561,17 +574,33 @@ class Provisioner:
                 if row["state"] == InstanceState.RUNNING.value and row["instance_id"] not in live:
                     log.info("instance is gone", extra={"node_id": row["node_id"], "instance_id": row["instance_id"]})
                     self._set_instance(row["node_id"], InstanceState.TERMINATED, only_if=InstanceState.RUNNING)
+                    self._tell_gone(row["node_id"], f"instance {row['instance_id']} vanished")
+            stamp = now()
             for inst in observed:
                 record = owned.get(inst.node_id)
-                if inst.status is InstanceStatus.TERMINATED:
+                if inst.status is InstanceStatus.TERMINATED or (
+                    record is not None and record["state"] != InstanceState.TERMINATED.value
+                ):
+                    self._unowned_since.pop(inst.instance_id, None)
                     continue
-                if record is None or record["state"] == InstanceState.TERMINATED.value:
-                    log.warning("terminating leaked instance", extra={"node_id": inst.node_id,
-                                                                       "instance_id": inst.instance_id})
-                    try:
-                        provider.terminate(inst.instance_id)
-                    except Exception as exc:
-                        log.warning("could not terminate leaked instance %s", inst.instance_id, exc_info=exc)
+                first_seen = self._unowned_since.setdefault(inst.instance_id, stamp)
+                if stamp - first_seen < self._leak_grace_s:
+                    continue
+                leaked = {"node_id": inst.node_id, "instance_id": inst.instance_id}
+                log.warning("terminating leaked instance", extra=leaked)
+                try:
+                    provider.terminate(inst.instance_id)
+                    self._unowned_since.pop(inst.instance_id, None)
+                except Exception as exc:
+                    log.warning("could not terminate leaked instance %s", inst.instance_id, exc_info=exc)
+
+    def _tell_gone(self, node_id: str, reason: str) -> None:
+        if self._on_instance_gone is None:
+            return
+        try:
+            self._on_instance_gone(node_id, reason)
+        except Exception as exc:
+            log.warning("could not report node %s gone; its lease will expire: %s", node_id, exc)
 
     # -- store helpers ---------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from styx.common import config
 from styx.common.logs import setup_logging
@@ -42,7 +42,30 @@ def build_parser() -> argparse.ArgumentParser:
         default=float(config.env("PROVISIONER_RECONCILE_SECONDS", "3")),
         help="seconds between reconcile passes (STYX_PROVISIONER_RECONCILE_SECONDS)",
     )
+    parser.add_argument(
+        "--leak-grace-seconds",
+        type=float,
+        default=float(config.env("LEAK_GRACE_SECONDS", "60")),
+        help="an instance no record owns is terminated once seen this long (STYX_LEAK_GRACE_SECONDS)",
+    )
     return parser
+
+
+def _broker_notifier(endpoint: str, token: str) -> Callable[[str, str], None] | None:
+    """Tell the broker a node's instance vanished, so its tasks re-queue without waiting."""
+    if not endpoint:
+        return None
+    from styx.common.clients import DEFAULT_TIMEOUT_S, open_channel
+    from styx.common.ids import new_id
+    from styx.v1 import broker_pb2, broker_pb2_grpc
+
+    stub = broker_pb2_grpc.ResourceBrokerStub(open_channel(endpoint, token))
+
+    def notify(node_id: str, reason: str) -> None:
+        request = broker_pb2.DeregisterNodeRequest(request_id=new_id("gone"), node_id=node_id, reason=reason)
+        stub.DeregisterNode(request, timeout=DEFAULT_TIMEOUT_S)
+
+    return notify
 
 
 def create_server(args: argparse.Namespace) -> tuple[RunningServer, Provisioner, config.ServerConfig]:
@@ -54,6 +77,8 @@ def create_server(args: argparse.Namespace) -> tuple[RunningServer, Provisioner,
         providers,
         AgentLaunch(scheduler_endpoint=args.scheduler, broker_endpoint=args.broker, token=cfg.token),
         reconcile_interval_s=args.reconcile_seconds,
+        leak_grace_s=args.leak_grace_seconds,
+        on_instance_gone=_broker_notifier(args.broker, cfg.token),
     )
     core.start()
 

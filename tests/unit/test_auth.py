@@ -1,0 +1,34 @@
+"""Node tokens: scoped to one node, expiring, and accepted only on the agents' RPCs."""
+
+from __future__ import annotations
+
+from styx.common.auth import mint_node_token, node_of_token, token_accepted
+
+SECRET = "s3cret-shared-token"
+
+
+def test_node_token_names_its_node_and_verifies() -> None:
+    token = mint_node_token(SECRET, "node-abc")
+    assert SECRET not in token
+    assert node_of_token(SECRET, token) == "node-abc"
+    assert node_of_token("other-secret", token) is None  # rotating the shared token revokes it
+
+
+def test_tampered_or_expired_tokens_are_refused() -> None:
+    token = mint_node_token(SECRET, "node-abc")
+    prefix, node, expiry, sig = token.split(".")
+    assert node_of_token(SECRET, f"{prefix}.node-xyz.{expiry}.{sig}") is None
+    assert node_of_token(SECRET, f"{prefix}.{node}.{int(expiry) + 9999}.{sig}") is None
+    old = mint_node_token(SECRET, "node-abc", ttl_s=-10)
+    assert node_of_token(SECRET, old) is None
+    assert node_of_token(SECRET, "garbage") is None
+
+
+def test_node_tokens_only_open_agent_rpcs() -> None:
+    token = mint_node_token(SECRET, "node-abc")
+    assert token_accepted(SECRET, token, "/styx.v1.AgentGateway/WorkStream")
+    assert token_accepted(SECRET, token, "/styx.v1.ResourceBroker/Heartbeat")
+    assert not token_accepted(SECRET, token, "/styx.v1.Scheduler/SubmitJob")
+    assert not token_accepted(SECRET, token, "/styx.v1.ResourceBroker/Allocate")
+    assert token_accepted(SECRET, SECRET, "/styx.v1.Scheduler/SubmitJob")
+    assert not token_accepted(SECRET, "wrong", "/styx.v1.AgentGateway/WorkStream")
