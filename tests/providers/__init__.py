@@ -1,0 +1,1 @@
+"""Provider contract suite: one set of tests every provider plugin must pass."""
