@@ -1,22 +1,24 @@
-"""Harness fixtures for the provider contract suite; each cloud adds its harness here."""
+"""Harness fixtures for the provider contract suite.
+
+Every module ``*_harness.py`` in this folder that defines ``make_harness(tmp_path)`` adds a
+provider to the suite; ``make_harness`` may call ``pytest.skip`` (e.g. SDK not installed).
+"""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from providers.harness import ProviderHarness
-from providers.local_harness import LocalHarness
 
-
-def _local(tmp_path: Path) -> ProviderHarness:
-    return LocalHarness(tmp_path / "local-home")
-
-
-# name -> factory(tmp_path) -> harness. A factory may call pytest.skip (SDK not installed).
-HARNESSES: dict[str, Callable[[Path], ProviderHarness]] = {"local": _local}
+_HERE = Path(__file__).parent
+HARNESSES: dict[str, Callable[[Path], ProviderHarness]] = {
+    path.stem.removesuffix("_harness"): importlib.import_module(f"providers.{path.stem}").make_harness
+    for path in sorted(_HERE.glob("*_harness.py"))
+}
 
 
 @pytest.fixture(params=sorted(HARNESSES))

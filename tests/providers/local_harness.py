@@ -44,3 +44,8 @@ class LocalHarness:
     def close(self) -> None:
         for instance_id in self.live_instances():
             self._provider.terminate(instance_id)
+
+
+def make_harness(tmp_path: Path) -> LocalHarness:
+    """Contract-suite entry point (see conftest.py)."""
+    return LocalHarness(tmp_path / "local-home")

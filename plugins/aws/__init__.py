@@ -1,0 +1,1 @@
+"""The aws provider plugin of Styx (see provider.py)."""

@@ -1,0 +1,1 @@
+"""The gcp provider plugin of Styx (see provider.py)."""
