@@ -13,6 +13,7 @@ class RecordingProvisioner:
     def __init__(self, offers: list[Offer]) -> None:
         self.offers = offers
         self.calls: list[tuple[str, Offer, bool]] = []
+        self.terminated: list[str] = []
         self.state = "running", ""
 
     def list_offers(self) -> list[Offer]:
@@ -24,6 +25,9 @@ class RecordingProvisioner:
 
     def operation_state(self, operation_id: str) -> tuple[str, str]:
         return self.state
+
+    def terminate(self, node_id: str) -> None:
+        self.terminated.append(node_id)
 
 
 CHEAP = Offer("aws", "us-east-1", "us-east-1a", "m6i.xlarge", 4, 16, price_per_hour=0.19, spot_price_per_hour=0.08)
@@ -287,3 +291,79 @@ def test_deregistered_node_is_gone_until_it_registers_again(broker):
     assert res.outcome != "placed"
     broker.register_node("n", "local", "", Capacity(2, 4))
     assert broker.get_node("n").state == "READY"
+
+
+def _up(broker, name: str, nodes: int = 2, **res) -> list[str]:
+    """Create a cluster, play its nodes' registration, and return their ids."""
+    view = broker.clusters.create(name, Resources(**res), nodes, 0, False)
+    node_ids = list(view.node_ids)
+    for node_id in node_ids:
+        broker.register_node(node_id, "aws", f"i-{node_id}", Capacity(4, 16), "us-east-1", "us-east-1a", "m6i.xlarge")
+    broker.reconcile()
+    assert broker.clusters.get(name).state == "UP"
+    return node_ids
+
+
+def test_cluster_nodes_are_provisioned_labelled_and_reserved(broker):
+    prov = broker._provisioner
+    view = broker.clusters.create("train", Resources(cpus=4), 2, 0, False)
+    assert view.state == "INIT" and len(view.node_ids) == 2
+    assert [c[1].instance_type for c in prov.calls] == ["m6i.xlarge", "m6i.xlarge"]
+    (waiting,) = broker.allocate([ask(1, cpus=1, cluster="train")])
+    assert waiting.outcome == WAITING and "starting" in waiting.reason
+    node_ids = _up(broker, "train")
+    assert broker.get_node(node_ids[0]).labels == {"styx.dev/cluster": "train"}
+    a, b = broker.allocate([ask(2, cpus=4, cluster="train"), ask(3, cpus=4, cluster="train")])
+    assert {a.node_id, b.node_id} == set(node_ids)
+    # The shared pool never lands on cluster nodes, even when they have room.
+    broker.release("a2")
+    (pool,) = broker.allocate([ask(4, cpus=1)])
+    assert pool.outcome == WAITING and pool.node_id == ""
+    assert broker.clusters.create("train", Resources(cpus=4), 2, 0, False).node_ids == node_ids  # reused
+
+
+def test_pinned_asks_that_cannot_run_fail_with_the_reason(broker):
+    (missing,) = broker.allocate([ask(1, cluster="nope")])
+    assert missing.outcome == INFEASIBLE and "cluster 'nope' does not exist" in missing.reason
+    _up(broker, "small", nodes=1)
+    (huge,) = broker.allocate([ask(2, cpus=64, cluster="small")])
+    assert huge.outcome == INFEASIBLE and "cannot hold it" in huge.reason
+
+
+def test_cluster_down_terminates_nodes_and_refuses_more_work(broker):
+    node_ids = _up(broker, "tmp")
+    view = broker.clusters.down("tmp")
+    assert view.state == "DOWN"
+    assert broker._provisioner.terminated == node_ids
+    assert all(broker.get_node(n).state == "GONE" for n in node_ids)  # its tasks re-queue at once
+    (late,) = broker.allocate([ask(1, cluster="tmp")])
+    assert late.outcome == INFEASIBLE and "is down" in late.reason
+
+
+def test_idle_cluster_is_autostopped(broker):
+    _up(broker, "idle", nodes=1)
+    broker.clusters.set_autostop("idle", 1, True)
+    broker.reconcile()
+    assert broker.clusters.get("idle").state == "UP"  # not idle long enough
+    broker.clusters.get("idle").last_used_at -= 120
+    broker.reconcile()
+    view = broker.clusters.get("idle")
+    assert view.state == "DOWN" and "autostopped after 1 idle minutes" in view.reason
+
+
+def test_clusters_survive_a_broker_restart(broker, engine_factory):
+    node_ids = _up(broker, "keep", nodes=1)
+    again = Broker(engine_factory("broker"), RecordingProvisioner([CHEAP]))
+    assert again.clusters.get("keep").state == "UP"
+    assert again.clusters.cluster_of_node(node_ids[0]) == "keep"
+    (placed,) = again.allocate([ask(1, cpus=1, cluster="keep")])
+    assert placed.node_id == node_ids[0]
+
+
+def test_infeasible_cluster_is_refused_at_creation(broker):
+    from styx.common.errors import InvalidArgument
+
+    with pytest.raises(InvalidArgument, match="H100:8"):
+        broker.clusters.create("big", Resources(accelerators=(Accelerator("H100", 8),)), 1, 0, False)
+    with pytest.raises(InvalidArgument, match="name"):
+        broker.clusters.create("Bad_Name", Resources(), 1, 0, False)

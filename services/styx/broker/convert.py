@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from styx.broker.clusters import ClusterView
 from styx.broker.core import (
     INFEASIBLE,
     PLACED,
@@ -49,6 +50,7 @@ def resources_from_pb(msg: common_pb2.ResourceRequest) -> Resources:
         instance_type=msg.instance_type,
         any_of=tuple(resources_from_pb(a) for a in msg.any_of),
         ordered=tuple(resources_from_pb(a) for a in msg.ordered),
+        cluster=msg.cluster,
     )
 
 
@@ -67,6 +69,7 @@ def resources_to_pb(res: Resources) -> common_pb2.ResourceRequest:
         instance_type=res.instance_type,
         any_of=[resources_to_pb(a) for a in res.any_of],
         ordered=[resources_to_pb(a) for a in res.ordered],
+        cluster=res.cluster,
     )
 
 
@@ -219,4 +222,28 @@ def attempts_to_pb(attempts: list[Attempt]) -> broker_pb2.ListProvisioningAttemp
             )
             for a in attempts
         ]
+    )
+
+
+_CLUSTER_STATES = {
+    "INIT": broker_pb2.CLUSTER_STATE_INIT,
+    "UP": broker_pb2.CLUSTER_STATE_UP,
+    "DOWN": broker_pb2.CLUSTER_STATE_DOWN,
+    "FAILED": broker_pb2.CLUSTER_STATE_FAILED,
+}
+
+
+def cluster_to_pb(view: ClusterView) -> broker_pb2.Cluster:
+    """ClusterView -> Cluster message."""
+    return broker_pb2.Cluster(
+        name=view.name,
+        state=_CLUSTER_STATES[view.state],
+        resources=resources_to_pb(view.resources),
+        num_nodes=view.num_nodes,
+        node_ids=view.node_ids,
+        idle_minutes=view.idle_minutes,
+        autostop_down=view.autostop_down,
+        reason=view.reason,
+        hourly_price=view.hourly_price,
+        where=view.where,
     )

@@ -22,8 +22,8 @@ import json
 import logging
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Protocol
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Protocol
 
 from sqlalchemy import Engine, insert, select, update
 
@@ -71,6 +71,10 @@ class ProvisionerPort(Protocol):
         """
         ...
 
+    def terminate(self, node_id: str) -> None:
+        """Start terminating a node's instance (idempotent; NotFound when the provisioner never made it)."""
+        ...
+
     def operation_state(self, operation_id: str) -> tuple[str, str] | tuple[str, str, str]:
         """Return ("pending"|"running"|"done"|"failed", error message[, error kind]).
 
@@ -97,6 +101,11 @@ class NodeView:
     used_cpus: float = 0.0
     used_memory_gib: float = 0.0
     used_gpus: set[int] = field(default_factory=set)
+
+    @property
+    def cluster(self) -> str:
+        """Named cluster the node belongs to, or "" for the shared pool."""
+        return self.labels.get("styx.dev/cluster", "")
 
     def free_gpus(self, name: str) -> list[int]:
         """Indices of free GPUs of the given kind, lowest first."""
@@ -329,6 +338,9 @@ class Broker:
         self._imported, self._imports = catalog_store.load_imported(engine)
         self._catalog = self._base_catalog.merged(self._imported) if self._imported else self._base_catalog
         self._load()
+        from styx.broker.clusters import Clusters
+
+        self.clusters = Clusters(engine, self)
 
     # ---- state loading -------------------------------------------------------------
     def _load(self) -> None:
@@ -384,13 +396,22 @@ class Broker:
         instance_type: str = "",
         labels: dict[str, str] | None = None,
     ) -> NodeView:
-        """Add a node or refresh its capacity; idempotent on node_id."""
+        """Add a node or refresh its capacity; idempotent on node_id.
+
+        A node provisioned for a named cluster gets the cluster's label here, whatever the
+        agent sent, so only that cluster's tasks land on it.
+        """
         if not node_id:
             raise InvalidArgument("node_id: required")
         if capacity.cpus <= 0:
             raise InvalidArgument(f"capacity.cpus: must be greater than 0, got {capacity.cpus}")
         if capacity.memory_gib < 0:
             raise InvalidArgument("capacity.memory_gib: must not be negative")
+        cluster = self.clusters.cluster_of_node(node_id) if hasattr(self, "clusters") else ""
+        if cluster:
+            from styx.broker.clusters import CLUSTER_LABEL
+
+            labels = {**(labels or {}), CLUSTER_LABEL: cluster}
         stamp = now()
         with self._lock:
             existing = self._nodes.get(node_id)
@@ -453,6 +474,10 @@ class Broker:
                 with self._engine.begin() as conn:
                     conn.execute(update(t.nodes).where(t.nodes.c.node_id == node_id).values(state=READY))
             return True
+
+    def locked(self) -> threading.RLock:
+        """The broker's lock, for callers (servicers) that work with its cluster registry."""
+        return self._lock
 
     def deregister_node(self, node_id: str, reason: str) -> NodeView:
         """Mark a node gone now, so its work is re-queued without waiting for the lease."""
@@ -527,6 +552,7 @@ class Broker:
             if alloc is not None:
                 self._remember(alloc)
                 index.update(self._nodes[alloc.node_id])
+                self.clusters.touch(alloc.node_id)
                 new_allocs.append(alloc)
                 results.append(Placement(ask.allocation_id, PLACED, alloc.node_id, alloc.gpu_indices))
             else:
@@ -554,6 +580,7 @@ class Broker:
                 or (want_r and want_r != node.region)
                 or (want_z and want_z != node.zone)
                 or (res.instance_type and res.instance_type != node.instance_type)
+                or node.cluster != res.cluster
             ):
                 continue
             gpus: tuple[int, ...] = ()
@@ -569,6 +596,8 @@ class Broker:
         return None
 
     def _no_fit(self, ask: Ask, pending_free: dict[str, Capacity]) -> Placement:
+        if ask.resources.cluster:
+            return self.clusters.no_fit(ask)  # clusters have their nodes; never provision here
         _, alts = alternatives(ask.resources)
         # A node still being provisioned whose offer fits absorbs the ask.
         for res in alts:
@@ -584,7 +613,8 @@ class Broker:
                     return Placement(
                         ask.allocation_id, WAITING, reason=f"waiting for node {node_id} ({prov.offer.place}) to boot"
                     )
-        busy_fit = any(n.state == READY and self._node_could_fit(n, res) for n in self._nodes.values() for res in alts)
+        pool = [n for n in self._nodes.values() if n.state == READY and not n.cluster]
+        busy_fit = any(self._node_could_fit(n, res) for n in pool for res in alts)
         if self._provisioner is None:
             if busy_fit:
                 return Placement(ask.allocation_id, WAITING, reason="waiting for capacity on busy nodes")
@@ -598,6 +628,26 @@ class Broker:
         ranking = self._ranked(ask.resources, offers, enabled)
         if not ranking.offers and not busy_fit:
             return Placement(ask.allocation_id, INFEASIBLE, reason=self._infeasible_reason(ask.resources, offers))
+        started, cooling = self._provision_ranked(ask, ranking)
+        if started is not None:
+            node_id, ranked = started
+            if not node_id:
+                return Placement(ask.allocation_id, WAITING, reason="provisioner unavailable; will retry")
+            alt, offer = alts[ranked.alternative], ranked.offer
+            pending_free[node_id] = Capacity(offer.cpus - alt.cpus, offer.memory_gib - alt.memory_gib)
+            return Placement(ask.allocation_id, WAITING, reason=f"provisioning node {node_id} ({offer.place})")
+        if busy_fit:
+            return Placement(ask.allocation_id, WAITING, reason="waiting for capacity on busy nodes")
+        if cooling:
+            return Placement(ask.allocation_id, WAITING, reason="recent provisioning failures: " + "; ".join(cooling))
+        return Placement(ask.allocation_id, WAITING, reason="every feasible offer is at its instance limit")
+
+    def _provision_ranked(self, ask: Ask, ranking: Ranking) -> tuple[tuple[str, Any] | None, list[str]]:
+        """Provision the first ranked offer that is not cooling down or at its limit.
+
+        Returns ((node_id, ranked offer) or None, why offers were skipped); node_id is ""
+        when the provisioner could not be reached.
+        """
         cooling: list[str] = []
         stamp = now()
         for ranked in ranking.offers:
@@ -616,16 +666,67 @@ class Broker:
                 # Refused (disabled provider, bad offer, quota): recorded; try the next one.
                 cooling.append(f"{offer.place}: {exc.message}")
                 continue
-            if node_id is None:
-                return Placement(ask.allocation_id, WAITING, reason="provisioner unavailable; will retry")
-            alt = alts[ranked.alternative]
-            pending_free[node_id] = Capacity(offer.cpus - alt.cpus, offer.memory_gib - alt.memory_gib)
-            return Placement(ask.allocation_id, WAITING, reason=f"provisioning node {node_id} ({offer.place})")
-        if busy_fit:
-            return Placement(ask.allocation_id, WAITING, reason="waiting for capacity on busy nodes")
-        if cooling:
-            return Placement(ask.allocation_id, WAITING, reason="recent provisioning failures: " + "; ".join(cooling))
-        return Placement(ask.allocation_id, WAITING, reason="every feasible offer is at its instance limit")
+            return (node_id or "", ranked), cooling
+        return None, cooling
+
+    # ---- what clusters need from the broker ------------------------------------------------
+    def provision_for(self, allocation_id: str, res: Resources) -> tuple[str | None, Offer | None, float]:
+        """Provision one node for ``res`` (a cluster's); (node id, offer, $/h) or (None, None, 0)."""
+        if self._provisioner is None:
+            return None, None, 0.0
+        offers, enabled = self._current_offers(), self._enabled_providers()
+        if not self._offers_known:
+            return None, None, 0.0
+        pool = replace(res, cluster="")  # rank like any request; the cluster is this node's destiny
+        started, _ = self._provision_ranked(Ask(allocation_id, "", pool), self._ranked(pool, offers, enabled))
+        if started is None or not started[0]:
+            return None, None, 0.0
+        return started[0], started[1].offer, started[1].hourly_price
+
+    def infeasible_reason(self, res: Resources) -> str:
+        """Why no enabled offer could ever hold ``res`` ("" when some could)."""
+        if self._provisioner is None:
+            return ""
+        offers, enabled = self._current_offers(), self._enabled_providers()
+        if not self._offers_known:
+            return ""
+        pool = replace(res, cluster="")
+        if self._ranked(pool, offers, enabled).offers:
+            return ""
+        return self._infeasible_reason(pool, offers)
+
+    def node_or_none(self, node_id: str) -> NodeView | None:
+        """A node, or None when unknown."""
+        return self._nodes.get(node_id)
+
+    def node_ready(self, node_id: str) -> bool:
+        """Whether the node registered and is READY."""
+        node = self._nodes.get(node_id)
+        return node is not None and node.state == READY
+
+    def node_pending_or_ready(self, node_id: str) -> bool:
+        """Whether the node is READY or still being provisioned."""
+        return node_id in self._provisions or self.node_ready(node_id)
+
+    def node_could_fit(self, node: NodeView, res: Resources) -> bool:
+        """Whether the node's total capacity could ever hold ``res``."""
+        return self._node_could_fit(node, replace(res, cluster=""))
+
+    def has_allocations(self, node_ids: list[str]) -> bool:
+        """Whether any of these nodes holds a live allocation."""
+        wanted = set(node_ids)
+        return any(a.node_id in wanted for a in self._allocations.values())
+
+    def forget_node(self, node_id: str, reason: str) -> None:
+        """Mark a node gone (its tasks re-queue) if the broker knows it."""
+        if node_id in self._nodes:
+            self.deregister_node(node_id, reason)
+        self._provisions.pop(node_id, None)
+
+    def terminate_node(self, node_id: str) -> None:
+        """Ask the provisioner to terminate the node's instance."""
+        if self._provisioner is not None:
+            self._provisioner.terminate(node_id)
 
     def _ranked(self, res: Resources, offers: list[Offer], enabled: dict[str, str] | None) -> Ranking:
         # Memoized per batch (see allocate): asks of one batch often share their resources.
@@ -760,6 +861,7 @@ class Broker:
             alloc = self._allocations.pop(allocation_id, None)
             if alloc is None:
                 return False
+            self.clusters.touch(alloc.node_id)
             node = self._nodes.get(alloc.node_id)
             if node is not None:
                 node.used_cpus = max(0.0, node.used_cpus - alloc.cpus)
@@ -773,7 +875,12 @@ class Broker:
 
     # ---- reconciliation ---------------------------------------------------------------
     def reconcile(self) -> None:
-        """Expire leases of silent nodes and settle provisions that failed or timed out."""
+        """Expire leases, settle provisions that failed or timed out, then tend the clusters."""
+        self._reconcile_nodes()
+        with self._lock:
+            self.clusters.reconcile()
+
+    def _reconcile_nodes(self) -> None:
         stamp = now()
         with self._lock:
             lost = [

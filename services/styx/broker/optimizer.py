@@ -77,6 +77,7 @@ def alternatives(res: Resources) -> tuple[str, list[Resources]]:
                 infra=alt.infra or res.infra,
                 use_spot=alt.use_spot or res.use_spot,
                 max_hourly_cost=alt.max_hourly_cost or res.max_hourly_cost,
+                cluster=res.cluster,
                 any_of=(),
                 ordered=(),
             )

@@ -85,3 +85,10 @@ class GrpcProvisioner:
             timeout=self._timeout,
         )
         return _STATES.get(op.state, "pending"), op.error.message, _KINDS.get(op.error.kind, "")
+
+    def terminate(self, node_id: str) -> None:
+        """Start terminating the instance behind ``node_id`` (idempotent)."""
+        from styx.common.ids import new_id
+
+        request = provisioner_pb2.TerminateRequest(request_id=new_id("down"), node_id=node_id)
+        _call(self._stub.Terminate, request, timeout=self._timeout)

@@ -87,3 +87,23 @@ catalog_imports = Table(
     Column("offers", Integer, nullable=False),
     Column("request_id", String(160), nullable=False, default=""),
 )
+
+# Named clusters (sky launch -c): nodes reserved for the tasks pinned to them.
+clusters = Table(
+    "broker_clusters",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    # INIT | UP | DOWN | FAILED
+    Column("state", String(16), nullable=False),
+    Column("resources_json", Text, nullable=False),
+    Column("num_nodes", Integer, nullable=False),
+    Column("node_ids_json", Text, nullable=False),
+    Column("idle_minutes", Integer, nullable=False),
+    Column("autostop_down", Boolean, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("last_used_at", Float, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("hourly_price", Float, nullable=False),
+    Column("location", String(256), nullable=False),
+)

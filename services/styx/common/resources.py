@@ -46,6 +46,8 @@ class Resources:
     # first with any feasible offer (ordered). At most one of the two is set.
     any_of: tuple[Resources, ...] = ()
     ordered: tuple[Resources, ...] = ()
+    # Run only on this named cluster's nodes; "" means the shared pool.
+    cluster: str = ""
 
     def __post_init__(self) -> None:
         # Stores rebuild Resources from JSON (asdict output): turn nested dicts and lists

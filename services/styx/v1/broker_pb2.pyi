@@ -12,6 +12,14 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ClusterState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CLUSTER_STATE_UNSPECIFIED: _ClassVar[ClusterState]
+    CLUSTER_STATE_INIT: _ClassVar[ClusterState]
+    CLUSTER_STATE_UP: _ClassVar[ClusterState]
+    CLUSTER_STATE_DOWN: _ClassVar[ClusterState]
+    CLUSTER_STATE_FAILED: _ClassVar[ClusterState]
+
 class AllocationOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     ALLOCATION_OUTCOME_UNSPECIFIED: _ClassVar[AllocationOutcome]
@@ -25,6 +33,11 @@ class ProvisioningAttemptState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper
     PROVISIONING_ATTEMPT_STATE_PENDING: _ClassVar[ProvisioningAttemptState]
     PROVISIONING_ATTEMPT_STATE_REGISTERED: _ClassVar[ProvisioningAttemptState]
     PROVISIONING_ATTEMPT_STATE_FAILED: _ClassVar[ProvisioningAttemptState]
+CLUSTER_STATE_UNSPECIFIED: ClusterState
+CLUSTER_STATE_INIT: ClusterState
+CLUSTER_STATE_UP: ClusterState
+CLUSTER_STATE_DOWN: ClusterState
+CLUSTER_STATE_FAILED: ClusterState
 ALLOCATION_OUTCOME_UNSPECIFIED: AllocationOutcome
 ALLOCATION_OUTCOME_PLACED: AllocationOutcome
 ALLOCATION_OUTCOME_WAITING: AllocationOutcome
@@ -33,6 +46,84 @@ PROVISIONING_ATTEMPT_STATE_UNSPECIFIED: ProvisioningAttemptState
 PROVISIONING_ATTEMPT_STATE_PENDING: ProvisioningAttemptState
 PROVISIONING_ATTEMPT_STATE_REGISTERED: ProvisioningAttemptState
 PROVISIONING_ATTEMPT_STATE_FAILED: ProvisioningAttemptState
+
+class Cluster(_message.Message):
+    __slots__ = ("name", "state", "resources", "num_nodes", "node_ids", "idle_minutes", "autostop_down", "reason", "hourly_price", "where")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    NUM_NODES_FIELD_NUMBER: _ClassVar[int]
+    NODE_IDS_FIELD_NUMBER: _ClassVar[int]
+    IDLE_MINUTES_FIELD_NUMBER: _ClassVar[int]
+    AUTOSTOP_DOWN_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    HOURLY_PRICE_FIELD_NUMBER: _ClassVar[int]
+    WHERE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    state: ClusterState
+    resources: _common_pb2.ResourceRequest
+    num_nodes: int
+    node_ids: _containers.RepeatedScalarFieldContainer[str]
+    idle_minutes: int
+    autostop_down: bool
+    reason: str
+    hourly_price: float
+    where: str
+    def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[ClusterState, str]] = ..., resources: _Optional[_Union[_common_pb2.ResourceRequest, _Mapping]] = ..., num_nodes: _Optional[int] = ..., node_ids: _Optional[_Iterable[str]] = ..., idle_minutes: _Optional[int] = ..., autostop_down: _Optional[bool] = ..., reason: _Optional[str] = ..., hourly_price: _Optional[float] = ..., where: _Optional[str] = ...) -> None: ...
+
+class CreateClusterRequest(_message.Message):
+    __slots__ = ("request_id", "name", "resources", "num_nodes", "idle_minutes", "autostop_down")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    NUM_NODES_FIELD_NUMBER: _ClassVar[int]
+    IDLE_MINUTES_FIELD_NUMBER: _ClassVar[int]
+    AUTOSTOP_DOWN_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    name: str
+    resources: _common_pb2.ResourceRequest
+    num_nodes: int
+    idle_minutes: int
+    autostop_down: bool
+    def __init__(self, request_id: _Optional[str] = ..., name: _Optional[str] = ..., resources: _Optional[_Union[_common_pb2.ResourceRequest, _Mapping]] = ..., num_nodes: _Optional[int] = ..., idle_minutes: _Optional[int] = ..., autostop_down: _Optional[bool] = ...) -> None: ...
+
+class GetClusterRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListClustersRequest(_message.Message):
+    __slots__ = ("include_down",)
+    INCLUDE_DOWN_FIELD_NUMBER: _ClassVar[int]
+    include_down: bool
+    def __init__(self, include_down: _Optional[bool] = ...) -> None: ...
+
+class ListClustersResponse(_message.Message):
+    __slots__ = ("clusters",)
+    CLUSTERS_FIELD_NUMBER: _ClassVar[int]
+    clusters: _containers.RepeatedCompositeFieldContainer[Cluster]
+    def __init__(self, clusters: _Optional[_Iterable[_Union[Cluster, _Mapping]]] = ...) -> None: ...
+
+class ClusterActionRequest(_message.Message):
+    __slots__ = ("request_id", "name")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    name: str
+    def __init__(self, request_id: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class SetAutostopRequest(_message.Message):
+    __slots__ = ("request_id", "name", "idle_minutes", "down")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    IDLE_MINUTES_FIELD_NUMBER: _ClassVar[int]
+    DOWN_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    name: str
+    idle_minutes: int
+    down: bool
+    def __init__(self, request_id: _Optional[str] = ..., name: _Optional[str] = ..., idle_minutes: _Optional[int] = ..., down: _Optional[bool] = ...) -> None: ...
 
 class RegisterNodeRequest(_message.Message):
     __slots__ = ("request_id", "node_id", "provider", "instance_id", "capacity", "region", "zone", "instance_type", "labels")

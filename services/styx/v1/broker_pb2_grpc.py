@@ -97,6 +97,31 @@ class ResourceBrokerStub:
                 request_serializer=styx_dot_v1_dot_broker__pb2.ListProvisioningAttemptsRequest.SerializeToString,
                 response_deserializer=styx_dot_v1_dot_broker__pb2.ListProvisioningAttemptsResponse.FromString,
                 _registered_method=True)
+        self.CreateCluster = channel.unary_unary(
+                '/styx.v1.ResourceBroker/CreateCluster',
+                request_serializer=styx_dot_v1_dot_broker__pb2.CreateClusterRequest.SerializeToString,
+                response_deserializer=styx_dot_v1_dot_broker__pb2.Cluster.FromString,
+                _registered_method=True)
+        self.GetCluster = channel.unary_unary(
+                '/styx.v1.ResourceBroker/GetCluster',
+                request_serializer=styx_dot_v1_dot_broker__pb2.GetClusterRequest.SerializeToString,
+                response_deserializer=styx_dot_v1_dot_broker__pb2.Cluster.FromString,
+                _registered_method=True)
+        self.ListClusters = channel.unary_unary(
+                '/styx.v1.ResourceBroker/ListClusters',
+                request_serializer=styx_dot_v1_dot_broker__pb2.ListClustersRequest.SerializeToString,
+                response_deserializer=styx_dot_v1_dot_broker__pb2.ListClustersResponse.FromString,
+                _registered_method=True)
+        self.DownCluster = channel.unary_unary(
+                '/styx.v1.ResourceBroker/DownCluster',
+                request_serializer=styx_dot_v1_dot_broker__pb2.ClusterActionRequest.SerializeToString,
+                response_deserializer=styx_dot_v1_dot_broker__pb2.Cluster.FromString,
+                _registered_method=True)
+        self.SetAutostop = channel.unary_unary(
+                '/styx.v1.ResourceBroker/SetAutostop',
+                request_serializer=styx_dot_v1_dot_broker__pb2.SetAutostopRequest.SerializeToString,
+                response_deserializer=styx_dot_v1_dot_broker__pb2.Cluster.FromString,
+                _registered_method=True)
 
 
 class ResourceBrokerServicer:
@@ -202,6 +227,44 @@ class ResourceBrokerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateCluster(self, request, context):
+        """Creates a named cluster and starts provisioning its nodes (cheapest feasible offers,
+        with failover). Idempotent on the name: an existing live cluster is returned as is
+        (its autostop settings updated when given). INFEASIBLE requests: INVALID_ARGUMENT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCluster(self, request, context):
+        """Returns a cluster. NOT_FOUND when unknown.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListClusters(self, request, context):
+        """Lists clusters, newest first (DOWN ones only with include_down).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DownCluster(self, request, context):
+        """Terminates a cluster's nodes; tasks pinned to it then fail with the reason. Idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetAutostop(self, request, context):
+        """Sets or clears autostop: after idle_minutes without allocations the cluster is torn
+        down (down=true) or stopped where the provider can stop instances.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ResourceBrokerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -264,6 +327,31 @@ def add_ResourceBrokerServicer_to_server(servicer, server):
                     servicer.ListProvisioningAttempts,
                     request_deserializer=styx_dot_v1_dot_broker__pb2.ListProvisioningAttemptsRequest.FromString,
                     response_serializer=styx_dot_v1_dot_broker__pb2.ListProvisioningAttemptsResponse.SerializeToString,
+            ),
+            'CreateCluster': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateCluster,
+                    request_deserializer=styx_dot_v1_dot_broker__pb2.CreateClusterRequest.FromString,
+                    response_serializer=styx_dot_v1_dot_broker__pb2.Cluster.SerializeToString,
+            ),
+            'GetCluster': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCluster,
+                    request_deserializer=styx_dot_v1_dot_broker__pb2.GetClusterRequest.FromString,
+                    response_serializer=styx_dot_v1_dot_broker__pb2.Cluster.SerializeToString,
+            ),
+            'ListClusters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListClusters,
+                    request_deserializer=styx_dot_v1_dot_broker__pb2.ListClustersRequest.FromString,
+                    response_serializer=styx_dot_v1_dot_broker__pb2.ListClustersResponse.SerializeToString,
+            ),
+            'DownCluster': grpc.unary_unary_rpc_method_handler(
+                    servicer.DownCluster,
+                    request_deserializer=styx_dot_v1_dot_broker__pb2.ClusterActionRequest.FromString,
+                    response_serializer=styx_dot_v1_dot_broker__pb2.Cluster.SerializeToString,
+            ),
+            'SetAutostop': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetAutostop,
+                    request_deserializer=styx_dot_v1_dot_broker__pb2.SetAutostopRequest.FromString,
+                    response_serializer=styx_dot_v1_dot_broker__pb2.Cluster.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -592,6 +680,141 @@ class ResourceBroker:
             '/styx.v1.ResourceBroker/ListProvisioningAttempts',
             styx_dot_v1_dot_broker__pb2.ListProvisioningAttemptsRequest.SerializeToString,
             styx_dot_v1_dot_broker__pb2.ListProvisioningAttemptsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateCluster(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/styx.v1.ResourceBroker/CreateCluster',
+            styx_dot_v1_dot_broker__pb2.CreateClusterRequest.SerializeToString,
+            styx_dot_v1_dot_broker__pb2.Cluster.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCluster(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/styx.v1.ResourceBroker/GetCluster',
+            styx_dot_v1_dot_broker__pb2.GetClusterRequest.SerializeToString,
+            styx_dot_v1_dot_broker__pb2.Cluster.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListClusters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/styx.v1.ResourceBroker/ListClusters',
+            styx_dot_v1_dot_broker__pb2.ListClustersRequest.SerializeToString,
+            styx_dot_v1_dot_broker__pb2.ListClustersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownCluster(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/styx.v1.ResourceBroker/DownCluster',
+            styx_dot_v1_dot_broker__pb2.ClusterActionRequest.SerializeToString,
+            styx_dot_v1_dot_broker__pb2.Cluster.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetAutostop(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/styx.v1.ResourceBroker/SetAutostop',
+            styx_dot_v1_dot_broker__pb2.SetAutostopRequest.SerializeToString,
+            styx_dot_v1_dot_broker__pb2.Cluster.FromString,
             options,
             channel_credentials,
             insecure,
