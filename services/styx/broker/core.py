@@ -543,10 +543,19 @@ class Broker:
     ) -> list[Placement]:
         results = []
         index = _FreeIndex(self._nodes.values())
+        # Within a batch free capacity only shrinks, so once resources R found no room, every
+        # later ask for R finds none either. Its answer is reused until a provision starts
+        # (a booting node could absorb the next R). Deep queues of identical tasks then cost
+        # one dictionary lookup per ask instead of a full search.
+        unplaceable: dict[Resources, Placement] = {}
         for ask in asks:
             done = self._allocations.get(ask.allocation_id)
             if done is not None:
                 results.append(Placement(ask.allocation_id, PLACED, done.node_id, done.gpu_indices))
+                continue
+            known = unplaceable.get(ask.resources)
+            if known is not None:
+                results.append(replace(known, allocation_id=ask.allocation_id))
                 continue
             alloc = self._place(ask, index)
             if alloc is not None:
@@ -555,8 +564,14 @@ class Broker:
                 self.clusters.touch(alloc.node_id)
                 new_allocs.append(alloc)
                 results.append(Placement(ask.allocation_id, PLACED, alloc.node_id, alloc.gpu_indices))
-            else:
-                results.append(self._no_fit(ask, pending_free))
+                continue
+            booting = len(pending_free)
+            answer = self._no_fit(ask, pending_free)
+            results.append(answer)
+            if len(pending_free) != booting:
+                unplaceable.clear()  # a new node is on its way: earlier answers may be stale
+            elif not answer.reason.startswith("waiting for node "):
+                unplaceable[ask.resources] = answer  # absorbed asks change pending capacity
         return results
 
     def _place(self, ask: Ask, index: _FreeIndex) -> _Allocation | None:

@@ -466,12 +466,10 @@ class Scheduler:
         events: list[tuple[str, TaskRecord, str]] = []
         wanted = {alloc.rsplit("/", 1)[0] for alloc in placed} | set(infeasible)
         with self._lock, self._engine.begin() as conn:
-            rows = conn.execute(
-                select(t.tasks)
-                .where(and_(t.tasks.c.task_id.in_(sorted(wanted)), t.tasks.c.state == PENDING))
-                .with_for_update()
-            ).all()
-            pending = {row.task_id: _row_to_task(row) for row in rows}
+            # Filter the state in Python: with "state = PENDING" in the WHERE clause SQLite
+            # prefers the state index and scans every pending task instead of the few ids.
+            rows = conn.execute(select(t.tasks).where(t.tasks.c.task_id.in_(sorted(wanted))).with_for_update()).all()
+            pending = {row.task_id: _row_to_task(row) for row in rows if row.state == PENDING}
             with_workdir = self._jobs_with_workdir(conn, {rec.job_id for rec in pending.values()})
             orphans = [alloc for alloc in placed if alloc.rsplit("/", 1)[0] not in pending]
             updates = []

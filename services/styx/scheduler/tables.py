@@ -63,10 +63,15 @@ tasks = Table(
     # Failed attempts so far (the retry policy's budget) and attempts lost with their node.
     Column("failures", Integer, nullable=False, default=0),
     Column("node_losses", Integer, nullable=False, default=0),
-    Index("ix_sched_tasks_ready", "state", "blocked", "priority", "seq"),
     Index("ix_sched_tasks_node", "node_id", "state"),
     Index("ux_sched_tasks_job_name", "job_id", "name", unique=True),
 )
+
+# The dispatch order (priority high to low, then submission order) as an index, so a pass
+# reads the first rows of the ready set instead of sorting every pending task.
+Index("ix_sched_tasks_ready2", tasks.c.state, tasks.c.blocked, tasks.c.priority.desc(), tasks.c.seq)
+# Allocations still to release are few; the reconcile loop finds them without a table scan.
+Index("ix_sched_tasks_unreleased", tasks.c.released, tasks.c.agent_ended)
 
 # Dependency edges: task_id waits for the task named dep_name in the same job.
 deps = Table(
