@@ -163,10 +163,7 @@ class PlaneStatus:
     def running(self) -> bool:
         """True when a plane is recorded, finished starting, and all its processes are alive."""
         return (
-            self.plane is not None
-            and self.plane.ready
-            and bool(self.services)
-            and all(s.alive for s in self.services)
+            self.plane is not None and self.plane.ready and bool(self.services) and all(s.alive for s in self.services)
         )
 
     @property
@@ -356,9 +353,7 @@ def _spawn(paths: Paths, svc: str, endpoints: dict[str, str], env: dict[str, str
         )
 
 
-def _wait_healthy(
-    paths: Paths, plane: Plane, procs: dict[str, subprocess.Popen[bytes]], timeout: float
-) -> None:
+def _wait_healthy(paths: Paths, plane: Plane, procs: dict[str, subprocess.Popen[bytes]], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     pending = set(SERVICES)
     while pending:

@@ -174,10 +174,15 @@ class Agent:
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
                 continue
-            log.info("registered", extra={"node_id": self.cfg.node_id,
-                                          "cpus": self._registration.capacity.cpus,
-                                          "memory_gib": self._registration.capacity.memory_gib,
-                                          "gpus": len(self._registration.capacity.gpus)})
+            log.info(
+                "registered",
+                extra={
+                    "node_id": self.cfg.node_id,
+                    "cpus": self._registration.capacity.cpus,
+                    "memory_gib": self._registration.capacity.memory_gib,
+                    "gpus": len(self._registration.capacity.gpus),
+                },
+            )
             return
 
     def _heartbeat_loop(self) -> None:
@@ -204,10 +209,14 @@ class Agent:
         with self._lock:
             existing = self._runs.get(a.key)
             if existing is None:
-                older = [r for (task, attempt), r in self._runs.items()
-                         if task == a.task_id and attempt < a.attempt and not r.done]
-                run = TaskRun(a, self.cfg.node_id, self.cfg.work_dir, self._appender(a), self._report,
-                              self._control.get_workdir)
+                older = [
+                    r
+                    for (task, attempt), r in self._runs.items()
+                    if task == a.task_id and attempt < a.attempt and not r.done
+                ]
+                run = TaskRun(
+                    a, self.cfg.node_id, self.cfg.work_dir, self._appender(a), self._report, self._control.get_workdir
+                )
                 self._runs[a.key] = run
         if existing is not None:
             if existing.done:
@@ -252,7 +261,14 @@ class Agent:
         return append
 
     def _report(self, report: StatusReport) -> None:
-        log.info("task status", extra={"task_id": report.task_id, "attempt": report.attempt,
-                                       "state": report.state.value, "exit_code": report.exit_code,
-                                       "detail": report.message})
+        log.info(
+            "task status",
+            extra={
+                "task_id": report.task_id,
+                "attempt": report.attempt,
+                "state": report.state.value,
+                "exit_code": report.exit_code,
+                "detail": report.message,
+            },
+        )
         self._control.report_status(self.cfg.node_id, report)

@@ -24,27 +24,58 @@ def build_parser() -> argparse.ArgumentParser:
     """The agent's flags; each defaults from a ``STYX_*`` environment variable."""
     p = argparse.ArgumentParser(prog="styx-agent", description="Styx node agent")
     p.add_argument("--node-id", default=config.env("NODE_ID"), help="node id to register as (STYX_NODE_ID)")
-    p.add_argument("--scheduler", default=config.env("SCHEDULER_ENDPOINT", "127.0.0.1:50051"),
-                   help="scheduler host:port (STYX_SCHEDULER_ENDPOINT)")
-    p.add_argument("--broker", default=config.env("BROKER_ENDPOINT", "127.0.0.1:50052"),
-                   help="broker host:port (STYX_BROKER_ENDPOINT)")
-    p.add_argument("--provider", default=config.env("AGENT_PROVIDER", "local"),
-                   help="provider that created this node (STYX_AGENT_PROVIDER)")
-    p.add_argument("--instance-id", default=config.env("INSTANCE_ID"),
-                   help="provider's instance id; local default pid-<pid> (STYX_INSTANCE_ID)")
+    p.add_argument(
+        "--scheduler",
+        default=config.env("SCHEDULER_ENDPOINT", "127.0.0.1:50051"),
+        help="scheduler host:port (STYX_SCHEDULER_ENDPOINT)",
+    )
+    p.add_argument(
+        "--broker",
+        default=config.env("BROKER_ENDPOINT", "127.0.0.1:50052"),
+        help="broker host:port (STYX_BROKER_ENDPOINT)",
+    )
+    p.add_argument(
+        "--provider",
+        default=config.env("AGENT_PROVIDER", "local"),
+        help="provider that created this node (STYX_AGENT_PROVIDER)",
+    )
+    p.add_argument(
+        "--instance-id",
+        default=config.env("INSTANCE_ID"),
+        help="provider's instance id; local default pid-<pid> (STYX_INSTANCE_ID)",
+    )
     p.add_argument("--region", default=config.env("AGENT_REGION"), help="region of the node (STYX_AGENT_REGION)")
     p.add_argument("--zone", default=config.env("AGENT_ZONE"), help="zone of the node (STYX_AGENT_ZONE)")
-    p.add_argument("--instance-type", default=config.env("AGENT_INSTANCE_TYPE"),
-                   help="instance type of the node (STYX_AGENT_INSTANCE_TYPE)")
+    p.add_argument(
+        "--instance-type",
+        default=config.env("AGENT_INSTANCE_TYPE"),
+        help="instance type of the node (STYX_AGENT_INSTANCE_TYPE)",
+    )
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="node label; repeatable")
-    p.add_argument("--work-dir", type=Path, default=config.env("AGENT_WORK_DIR") or None,
-                   help="task sandboxes, logs and state; default $STYX_HOME/agents/<node-id> (STYX_AGENT_WORK_DIR)")
-    p.add_argument("--cpus", type=_optional_float, default=_optional_float(config.env("AGENT_CPUS")),
-                   help="advertise this many CPUs instead of the detected count (STYX_AGENT_CPUS)")
-    p.add_argument("--memory-gib", type=_optional_float, default=_optional_float(config.env("AGENT_MEMORY_GIB")),
-                   help="advertise this much memory instead of the detected total (STYX_AGENT_MEMORY_GIB)")
-    p.add_argument("--heartbeat-seconds", type=float, default=float(config.env("AGENT_HEARTBEAT_SECONDS", "2")),
-                   help="seconds between heartbeats (STYX_AGENT_HEARTBEAT_SECONDS)")
+    p.add_argument(
+        "--work-dir",
+        type=Path,
+        default=config.env("AGENT_WORK_DIR") or None,
+        help="task sandboxes, logs and state; default $STYX_HOME/agents/<node-id> (STYX_AGENT_WORK_DIR)",
+    )
+    p.add_argument(
+        "--cpus",
+        type=_optional_float,
+        default=_optional_float(config.env("AGENT_CPUS")),
+        help="advertise this many CPUs instead of the detected count (STYX_AGENT_CPUS)",
+    )
+    p.add_argument(
+        "--memory-gib",
+        type=_optional_float,
+        default=_optional_float(config.env("AGENT_MEMORY_GIB")),
+        help="advertise this much memory instead of the detected total (STYX_AGENT_MEMORY_GIB)",
+    )
+    p.add_argument(
+        "--heartbeat-seconds",
+        type=float,
+        default=float(config.env("AGENT_HEARTBEAT_SECONDS", "2")),
+        help="seconds between heartbeats (STYX_AGENT_HEARTBEAT_SECONDS)",
+    )
     p.add_argument("--log-level", default=config.env("LOG_LEVEL", "INFO"), help="log level (STYX_LOG_LEVEL)")
     return p
 
@@ -91,8 +122,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     signal.signal(signal.SIGINT, handle)
     control = ControlPlane(args.scheduler, args.broker, config.load_token(), stop)
     agent = Agent(cfg, control, stop)
-    log.info("agent starting", extra={"node_id": cfg.node_id, "scheduler": args.scheduler, "broker": args.broker,
-                                      "work_dir": str(cfg.work_dir)})
+    log.info(
+        "agent starting",
+        extra={
+            "node_id": cfg.node_id,
+            "scheduler": args.scheduler,
+            "broker": args.broker,
+            "work_dir": str(cfg.work_dir),
+        },
+    )
     agent.start()
     stop.wait()
     agent.stop()

@@ -198,8 +198,15 @@ class LogShipper(threading.Thread):
 class TaskRun:
     """One attempt of one task on this node. ``start()`` runs it in its own thread."""
 
-    def __init__(self, assignment: Assignment, node_id: str, work_dir: Path, append: AppendLogs,
-                 report: Report, fetch_workdir: FetchWorkdir | None = None) -> None:
+    def __init__(
+        self,
+        assignment: Assignment,
+        node_id: str,
+        work_dir: Path,
+        append: AppendLogs,
+        report: Report,
+        fetch_workdir: FetchWorkdir | None = None,
+    ) -> None:
         self.assignment = assignment
         self._node_id = node_id
         self._append = append
@@ -390,8 +397,9 @@ class TaskRun:
 
     def _finish(self, report: StatusReport) -> None:
         try:
-            self._write_state({"final": {"state": report.state.value, "exit_code": report.exit_code,
-                                         "message": report.message}})
+            self._write_state(
+                {"final": {"state": report.state.value, "exit_code": report.exit_code, "message": report.message}}
+            )
         except OSError as exc:
             log.warning("could not record the outcome of %s: %s", report.task_id, exc)
         self.final = report

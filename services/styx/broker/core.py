@@ -475,6 +475,19 @@ class Broker:
                     conn.execute(update(t.nodes).where(t.nodes.c.node_id == node_id).values(state=READY))
             return True
 
+    def node_counts(self) -> dict[tuple[str, ...], float]:
+        """(provider, state) -> number of nodes (for metrics)."""
+        with self._lock:
+            out: dict[tuple[str, ...], float] = {}
+            for n in self._nodes.values():
+                out[(n.provider, n.state)] = out.get((n.provider, n.state), 0) + 1
+            return out
+
+    def allocation_count(self) -> int:
+        """Number of live allocations (for metrics)."""
+        with self._lock:
+            return len(self._allocations)
+
     def locked(self) -> threading.RLock:
         """The broker's lock, for callers (servicers) that work with its cluster registry."""
         return self._lock

@@ -12,6 +12,7 @@ from styx.broker.provisioner_client import GrpcProvisioner
 from styx.broker.servicer import BrokerServicer
 from styx.common.config import add_server_flags, env, server_config
 from styx.common.logs import setup_logging
+from styx.common.metrics import register_gauges, serve_metrics
 from styx.common.server import run_until_signal, start_server, write_ready_file
 from styx.common.store import make_engine
 from styx.v1 import broker_pb2, broker_pb2_grpc
@@ -58,6 +59,13 @@ def main(argv: list[str] | None = None) -> None:
         return [broker_pb2.DESCRIPTOR.services_by_name["ResourceBroker"].full_name]
 
     running = start_server(cfg.host, cfg.port, cfg.token, register)
+    register_gauges(
+        {
+            "styx_nodes": ("Nodes by provider and state.", ["provider", "state"], broker.node_counts),
+            "styx_allocations": ("Live allocations.", [], lambda: {(): float(broker.allocation_count())}),
+        }
+    )
+    serve_metrics(cfg.host, cfg.metrics_port)
     stop = threading.Event()
 
     def reconcile_loop() -> None:

@@ -39,6 +39,7 @@ class ServerConfig:
     token: str
     ready_file: Path | None
     log_level: str
+    metrics_port: int = 0
 
 
 def add_server_flags(parser: argparse.ArgumentParser, service: str, default_port: int) -> None:
@@ -63,6 +64,12 @@ def add_server_flags(parser: argparse.ArgumentParser, service: str, default_port
         help="write the bound host:port to this file once serving (for launchers and tests)",
     )
     parser.add_argument("--log-level", default=env("LOG_LEVEL", "INFO"), help="log level (STYX_LOG_LEVEL)")
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(env(f"{upper}_METRICS_PORT", "0")),
+        help=f"serve Prometheus /metrics on this port; 0: off (STYX_{upper}_METRICS_PORT)",
+    )
 
 
 def server_config(args: argparse.Namespace, service: str) -> ServerConfig:
@@ -75,6 +82,7 @@ def server_config(args: argparse.Namespace, service: str) -> ServerConfig:
         token=load_token(),
         ready_file=args.ready_file,
         log_level=args.log_level,
+        metrics_port=args.metrics_port,
     )
 
 

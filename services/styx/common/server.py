@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from grpc_reflection.v1alpha import reflection
 from styx.common.auth import token_accepted
 from styx.common.errors import StyxError
 from styx.common.ids import new_id
+from styx.common.metrics import observe_rpc
 
 log = logging.getLogger(__name__)
 
@@ -83,26 +85,37 @@ def _fail(context: grpc.ServicerContext, exc: Exception, method: str) -> None:
 
 def _guard_unary(fn: Callable[[Any, grpc.ServicerContext], Any], method: str) -> Callable[..., Any]:
     def wrapper(request: Any, context: grpc.ServicerContext) -> Any:
+        started = time.perf_counter()
         try:
             return fn(request, context)
         except Exception as exc:
             if _is_abort(context):
                 raise
             _fail(context, exc, method)
+        finally:
+            observe_rpc(method, _code_name(context), started)
 
     return wrapper
 
 
 def _guard_stream(fn: Callable[[Any, grpc.ServicerContext], Iterable[Any]], method: str) -> Callable[..., Any]:
     def wrapper(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        started = time.perf_counter()
         try:
             yield from fn(request, context)
         except Exception as exc:
             if _is_abort(context):
                 raise
             _fail(context, exc, method)
+        finally:
+            observe_rpc(method, _code_name(context), started)
 
     return wrapper
+
+
+def _code_name(context: grpc.ServicerContext) -> str:
+    code = context.code()
+    return "OK" if code is None else code.name
 
 
 def _is_abort(context: grpc.ServicerContext) -> bool:

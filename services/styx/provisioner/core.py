@@ -640,8 +640,9 @@ class Provisioner:
 
     def _set_op(self, op_id: str, state: OperationState) -> None:
         with self._engine.begin() as conn:
-            conn.execute(update(operations).where(operations.c.operation_id == op_id).values(state=state.value,
-                                                                                              updated_at=now()))
+            conn.execute(
+                update(operations).where(operations.c.operation_id == op_id).values(state=state.value, updated_at=now())
+            )
         self._notify()
 
     def _finish(self, op_id: str, error_kind: ProviderErrorKind | None = None, message: str = "") -> None:

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 
 from styx.common import config
 from styx.common.logs import setup_logging
+from styx.common.metrics import register_gauges, serve_metrics
 from styx.common.server import RunningServer, run_until_signal, start_server, write_ready_file
 from styx.common.store import make_engine
 from styx.provisioner.core import Provisioner
@@ -87,6 +88,18 @@ def create_server(args: argparse.Namespace) -> tuple[RunningServer, Provisioner,
         return [provisioner_pb2.DESCRIPTOR.services_by_name["Provisioner"].full_name]
 
     running = start_server(cfg.host, cfg.port, cfg.token, register)
+
+    def instance_counts() -> dict[tuple[str, ...], float]:
+        out: dict[tuple[str, ...], float] = {}
+        for inst in core.list_instances():
+            key = (inst.provider, inst.state.value)
+            out[key] = out.get(key, 0) + 1
+        return out
+
+    register_gauges(
+        {"styx_instances": ("Live instances by provider and state.", ["provider", "state"], instance_counts)}
+    )
+    serve_metrics(cfg.host, cfg.metrics_port)
     return running, core, cfg
 
 

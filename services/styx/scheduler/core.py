@@ -976,6 +976,12 @@ class Scheduler:
             self._changed.notify_all()
 
     # ---- stats -------------------------------------------------------------------------
+    def count_by_state(self) -> dict[str, int]:
+        """Number of tasks per state (for metrics)."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(t.tasks.c.state, func.count()).group_by(t.tasks.c.state)).all()
+        return {state: int(n) for state, n in rows}
+
     def stats(self) -> Stats:
         """Counts by state, latency percentiles and throughput (see stats.compute_stats)."""
         return compute_stats(self._engine)

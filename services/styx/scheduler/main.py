@@ -8,6 +8,7 @@ import threading
 
 from styx.common.config import add_server_flags, env, server_config
 from styx.common.logs import setup_logging
+from styx.common.metrics import register_gauges, serve_metrics
 from styx.common.server import run_until_signal, start_server, write_ready_file
 from styx.common.store import make_engine
 from styx.scheduler.broker_client import GrpcBroker
@@ -64,6 +65,10 @@ def main(argv: list[str] | None = None) -> None:
         ]
 
     running = start_server(cfg.host, cfg.port, cfg.token, register, max_workers=256)
+    register_gauges(
+        {"styx_tasks": ("Tasks by state.", ["state"], lambda: {(k,): v for k, v in core.count_by_state().items()})}
+    )
+    serve_metrics(cfg.host, cfg.metrics_port)
     threading.Thread(target=core.run_loop, name="dispatch", daemon=True).start()
     write_ready_file(cfg.ready_file, cfg.host, running.port)
     log.info("serving", extra={"port": running.port, "db": cfg.db_url.split("://")[0], "replica": core.replica_id})
