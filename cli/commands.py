@@ -199,7 +199,15 @@ def cmd_status(args: argparse.Namespace) -> int:
             ).tasks
             if len(tasks) == limit and not args.all and not args.json:
                 output.info(f"showing the newest {limit} tasks; --all shows every task")
-    output.print_tasks([output.task_to_dict(t) for t in tasks], as_json=args.json)
+        rows = [output.task_to_dict(t) for t in tasks]
+        if getattr(args, "verbose", False):
+            # Only with -v: two more calls per task (attempts, events); plain status stays one call.
+            from styx_cli import attempts
+
+            attempts.add_details(client, rows)
+    output.print_tasks(rows, as_json=args.json)
+    if getattr(args, "verbose", False) and not args.json:
+        attempts.print_details(rows, sys.stdout)
     return EXIT_OK
 
 

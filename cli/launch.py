@@ -13,6 +13,8 @@ import argparse
 import contextlib
 import sys
 import threading
+import time
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from styx.v1 import common_pb2, scheduler_pb2
@@ -193,24 +195,49 @@ def _watch_events(
 
 def dryrun(job: plan.LaunchJob, archive: bytes) -> int:
     """Print the plan (tasks in dependency order) and, when the broker can rank offers, the
-    chosen offer and runners-up per task. Submits nothing."""
+    chosen offer and runners-up per task. Submits nothing.
+
+    Exits 1 when some task fits no offer of the catalog (the broker's reasons are printed),
+    as the real launch would fail it at once; else 0.
+    """
     rows = plan.plan_rows(job)
     workdir = f"; workdir {job.workdir} ({len(archive) / 1024:.1f} KiB packed)" if job.workdir else ""
     print(f"plan of job {job.name or '(unnamed)'} from {job.source}: {len(rows)} task(s){workdir}")
     output.print_table(("#", "TASK", "DEPENDS ON", "PRIORITY", "RETRIES", "RESOURCES"), rows)
-    offers = rank_offers(job)
-    if offers is None:
+    ranked = rank_offers(job)
+    if ranked is None:
         print("offers: not shown; they appear here once the broker can rank them (ResourceBroker.Optimize)")
-    else:
-        print("offers (cheapest first):")
-        for line in offers:
-            print(line)
+        output.info("dry run: nothing was submitted")
+        return EXIT_OK
+    print("offers (cheapest first):")
+    for line in ranked.lines:
+        print(line)
+    output.info(f"offers ranked by the broker in {ranked.seconds * 1000:.1f} ms ({ranked.calls} Optimize call(s))")
     output.info("dry run: nothing was submitted")
+    if ranked.refused:
+        output.error(f"{', '.join(ranked.refused)}: no offer of the catalog can run it (reasons above)")
+        return EXIT_FAILED
     return EXIT_OK
 
 
-def rank_offers(job: plan.LaunchJob) -> list[str] | None:
-    """Lines with the broker's ranked offers per task, or None when it cannot rank them."""
+@dataclass
+class RankedPlan:
+    """What ``rank_offers`` found: printable lines, refused tasks, Optimize time and calls."""
+
+    lines: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    calls: int = 0
+
+
+def rank_offers(job: plan.LaunchJob) -> RankedPlan | None:
+    """The broker's ranked offers per task, or None when it cannot rank them.
+
+    Per task, Optimize over enabled providers gives the offer a launch would take. When no
+    enabled provider can run the task (or a disabled one is cheaper), a second call with
+    include_disabled shows what the catalog holds, marked "provider disabled" (``sky check``
+    says how to enable it). When nothing in the catalog fits, the broker's rejections say why.
+    """
     from dataclasses import replace
 
     import grpc
@@ -227,36 +254,99 @@ def rank_offers(job: plan.LaunchJob) -> list[str] | None:
         output.info("no broker endpoint configured (STYX_BROKER_ENDPOINT); offers cannot be ranked")
         return None
     channel = open_channel(target.broker, target.token)
+    result = RankedPlan()
     try:
         stub = broker_pb2_grpc.ResourceBrokerStub(channel)
-        if not hasattr(stub, "Optimize"):
-            return None
         validated = plan.validate(job.tasks, job.source)
         width = max(len(s.name) for s in validated)
-        lines: list[str] = []
+
+        def optimize(resources: Any, include_disabled: bool) -> Any:
+            request = broker_pb2.OptimizeRequest(
+                resources=resources, num_nodes=1, limit=OFFERS_SHOWN, include_disabled=include_disabled
+            )
+            started = time.perf_counter()
+            try:
+                return stub.Optimize(request, timeout=OPTIMIZE_TIMEOUT_S)
+            finally:
+                result.seconds += time.perf_counter() - started
+                result.calls += 1
+
         for spec, entry in zip(validated, job.tasks, strict=True):
             resources = plan.task_to_pb(replace(entry, spec=spec)).resources
-            request = broker_pb2.OptimizeRequest(resources=resources, num_nodes=1, limit=OFFERS_SHOWN)
             try:
-                answer = stub.Optimize(request, timeout=OPTIMIZE_TIMEOUT_S)
+                live = optimize(resources, False)
+                whatif = optimize(resources, True)
             except grpc.RpcError as err:
                 if err.code() == grpc.StatusCode.UNIMPLEMENTED:
                     return None
                 message = rpc_error_message(err.code().name, err.details() or "", "broker", target.broker).message
-                lines.append(f"  {spec.name:<{width}}  cannot rank: {message}")
+                result.lines.append(f"  {spec.name:<{width}}  cannot rank: {message}")
+                result.refused.append(spec.name)
                 continue
-            lines += offer_lines(spec.name, width, answer)
-        return lines
+            result.lines += task_offer_lines(spec.name, width, live, whatif)
+            if not live.offers and not whatif.offers:
+                result.refused.append(spec.name)
+        return result
     finally:
         channel.close()
 
 
-def offer_lines(name: str, width: int, answer: Any) -> list[str]:
-    """Lines for one task's Optimize answer: chosen offer, runners-up, or why none fits."""
+def offer_lines(name: str, width: int, answer: Any, whatif: bool = False) -> list[str]:
+    """Lines for one task's Optimize answer: chosen offer, runners-up, or why none fits.
+
+    ``whatif``: the answer includes disabled providers (include_disabled); their offers are
+    marked, and the first one is "cheapest", not "chosen" (a launch cannot use it now).
+    """
     if not answer.offers:
-        reasons = "; ".join(f"{r.family}: {r.reason}" for r in list(answer.rejections)[:3]) or "no offer matches"
-        return [f"  {name:<{width}}  no offer fits: {output.one_line(reasons, 160)}"]
-    lines = [f"  {name:<{width}}  chosen: {plan.offer_text(answer.offers[0])}"]
-    for ranked in list(answer.offers)[1:OFFERS_SHOWN]:
-        lines.append(f"  {'':<{width}}  runner-up: {plan.offer_text(ranked)}")
+        return rejection_lines(name, width, answer)
+    lines = []
+    for i, ranked in enumerate(list(answer.offers)[:OFFERS_SHOWN]):
+        disabled = whatif and not ranked.provider_enabled
+        label = "runner-up" if i else ("cheapest" if whatif else "chosen")
+        mark = f" ({ranked.offer.provider} disabled: see sky check)" if disabled else ""
+        lines.append(f"  {'' if i else name:<{width}}  {label}: {plan.offer_text(ranked)}{mark}")
     return lines
+
+
+# Rejections shown for a task no offer fits (the broker sends the closest misses first).
+REJECTIONS_SHOWN = 8
+
+
+def rejection_lines(name: str, width: int, answer: Any) -> list[str]:
+    """``no offer fits: <reason>`` and, when the broker gave several, one indented line each."""
+    rejections = list(answer.rejections)
+    if len(rejections) <= 1:
+        reason = f"{rejections[0].family}: {rejections[0].reason}" if rejections else "no offer matches"
+        return [f"  {name:<{width}}  no offer fits: {output.one_line(reason, 160)}"]
+    wanted = f" ({answer.request_summary})" if answer.request_summary else ""
+    lines = [f"  {name:<{width}}  no offer fits{wanted}:"]
+    for rej in rejections[:REJECTIONS_SHOWN]:
+        lines.append(f"  {'':<{width}}    {rej.family}: {output.one_line(rej.reason, 140)}")
+    if len(rejections) > REJECTIONS_SHOWN:
+        lines.append(f"  {'':<{width}}    ... and {len(rejections) - REJECTIONS_SHOWN} more")
+    return lines
+
+
+def task_offer_lines(name: str, width: int, live: Any, whatif: Any) -> list[str]:
+    """Lines of one task from the enabled-only answer (``live``) and the what-if one.
+
+    - an enabled offer exists: the chosen one and runners-up; plus, when a disabled
+      provider is cheaper, that offer as a hint;
+    - only disabled providers fit: say so, then their offers ("cheapest", runners-up);
+    - nothing fits: the broker's reasons (from the what-if answer, which are about the
+      catalog and not merely about disabled providers).
+    """
+    if live.offers:
+        lines = offer_lines(name, width, live)
+        best = whatif.offers[0] if whatif.offers else None
+        if best is not None and not best.provider_enabled and (
+            best.total_hourly_price < live.offers[0].total_hourly_price - 1e-9
+        ):
+            lines.append(f"  {'':<{width}}  cheaper on a disabled provider: {plan.offer_text(best)} "
+                         f"({best.offer.provider}: see sky check)")
+        return lines
+    if whatif.offers:
+        providers = sorted({r.offer.provider for r in whatif.offers})
+        note = f"  {name:<{width}}  no enabled provider can run it now; enable {', '.join(providers)} (sky check)"
+        return [note, *offer_lines("", width, whatif, whatif=True)]
+    return rejection_lines(name, width, whatif)

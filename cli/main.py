@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from styx_cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, CliError
 
@@ -119,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--limit", type=int, default=200, help="most tasks to show (default 200)")
     status.add_argument("-a", "--all", action="store_true", help="show every task (up to 10000)")
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    status.add_argument("-v", "--verbose", action="store_true",
+                        help="also each task's provisioning attempts (offer, outcome, error) and recent events")
     status.set_defaults(handler="commands:cmd_status")
 
     logs = sub.add_parser("logs", help="print a task's output")
@@ -136,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
     stats.set_defaults(handler="commands:cmd_stats")
 
+    _add_catalog_commands(sub)
+
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(handler="main:cmd_version")
 
@@ -144,6 +149,50 @@ def build_parser() -> argparse.ArgumentParser:
     local.add_argument("--json", action="store_true", help="status as JSON")
     local.set_defaults(handler="local:cmd_local")
     return parser
+
+
+def _add_catalog_commands(sub: Any) -> None:
+    """sky check, sky show-gpus, sky catalog import | list (implemented in styx_cli.catalog)."""
+    check = sub.add_parser(
+        "check", help="list the provider plugins, enabled or not, and how to enable them",
+        description="List every provider plugin the provisioner loaded; for a disabled one, why and the fix.",
+    )
+    check.add_argument("provider", nargs="*", help="only these providers (e.g. aws gcp)")
+    check.add_argument("--json", action="store_true", help="print JSON instead of text")
+    check.set_defaults(handler="catalog:cmd_check")
+
+    gpus = sub.add_parser(
+        "show-gpus", help="list accelerators with their counts, providers and cheapest prices",
+        description="Without NAME: every accelerator of the catalog, the counts per instance, and the cheapest "
+        "on-demand and spot price per provider. With NAME (or NAME:COUNT): its offers, cheapest first, one row "
+        "per instance type (its cheapest region).",
+    )
+    gpus.add_argument("name", nargs="?", metavar="NAME[:COUNT]", help="an accelerator, e.g. A100 or A100:8")
+    gpus.add_argument("--infra", metavar="PROVIDER[/REGION]", help="only this provider (and region)")
+    gpus.add_argument("-a", "--all", action="store_true", help="also providers that are disabled (see sky check)")
+    gpus.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    gpus.set_defaults(handler="catalog:cmd_show_gpus")
+
+    catalog = sub.add_parser(
+        "catalog", help="import offer catalogs (import) or list the broker's catalog (list)",
+        description="Manage the broker's offer catalog.",
+    )
+    catalog.set_defaults(handler="catalog:cmd_catalog", action=None)
+    actions = catalog.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    imp = actions.add_parser(
+        "import", help="import SkyPilot v8 catalogs (DIR/<provider>/vms.csv)",
+        description="Read DIR/<provider>/vms.csv (SkyPilot v8 catalogs, e.g. aws, gcp, azure) here and replace "
+        "those providers' offers in the broker's catalog (built-in offers included); other providers keep theirs.",
+    )
+    imp.add_argument("directory", metavar="DIR", help="the catalog directory")
+    imp.add_argument("--format", default="skypilot", help="catalog format (default: skypilot)")
+    imp.add_argument("--provider", action="append", metavar="NAME",
+                     help="only this provider's vms.csv (repeatable; default: every one in DIR)")
+    imp.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    imp.set_defaults(handler="catalog:cmd_catalog")
+    lst = actions.add_parser("list", help="providers of the catalog, offer counts, built-in or imported")
+    lst.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    lst.set_defaults(handler="catalog:cmd_catalog")
 
 
 def cmd_version(args: argparse.Namespace) -> int:

@@ -20,7 +20,11 @@ print('HEAVY=' + ','.join(heavy))
 
 
 @pytest.mark.parametrize(
-    "argv", [["version"], ["--help"], ["run", "--help"], ["launch", "--help"], ["queue", "--help"], []]
+    "argv",
+    [
+        ["version"], ["--help"], ["run", "--help"], ["launch", "--help"], ["queue", "--help"], [],
+        ["check", "--help"], ["show-gpus", "--help"], ["catalog", "--help"], ["catalog", "import", "--help"],
+    ],
 )
 def test_light_commands_import_no_grpc(argv: list[str]) -> None:
     proc = subprocess.run([sys.executable, "-c", PROBE.format(argv=argv)], capture_output=True, text=True, timeout=60)
