@@ -143,7 +143,7 @@ def pack_workdir(directory: Path, max_bytes: int | None = None) -> bytes:
 def task_to_pb(entry: Any) -> Any:
     """A taskfile entry as a styx.v1.TaskSpec, with instance_type / any_of / ordered when the
     contract has those fields (the broker's catalog work adds them)."""
-    from styx.broker.convert import resources_to_pb
+    from styx.common.resources import resources_to_pb
     from styx.scheduler.convert import spec_to_pb
 
     msg = spec_to_pb(entry.spec)

@@ -18,7 +18,7 @@ from styx.broker.core import (
 )
 from styx.broker.optimizer import Ranking, describe_request
 from styx.common.offers import Offer, offer_from_pb, offer_to_pb
-from styx.common.resources import Accelerator, Capacity, GpuDevice, Resources
+from styx.common.resources import Capacity, GpuDevice, Resources, resources_from_pb, resources_to_pb
 from styx.common.timeutil import to_timestamp
 from styx.v1 import broker_pb2, common_pb2, provisioner_pb2
 
@@ -33,44 +33,6 @@ _NODE_STATES = {
     "LOST": common_pb2.NODE_STATE_LOST,
     "GONE": common_pb2.NODE_STATE_LOST,
 }
-
-
-def resources_from_pb(msg: common_pb2.ResourceRequest) -> Resources:
-    """ResourceRequest -> Resources (no defaults applied: the scheduler applied them)."""
-    return Resources(
-        cpus=msg.cpus,
-        cpus_at_least=msg.cpus_at_least,
-        memory_gib=msg.memory_gib,
-        memory_at_least=msg.memory_at_least,
-        accelerators=tuple(Accelerator(a.name, a.count) for a in msg.accelerators),
-        use_spot=msg.use_spot,
-        infra=msg.infra,
-        disk_gb=msg.disk_gb,
-        max_hourly_cost=msg.max_hourly_cost,
-        instance_type=msg.instance_type,
-        any_of=tuple(resources_from_pb(a) for a in msg.any_of),
-        ordered=tuple(resources_from_pb(a) for a in msg.ordered),
-        cluster=msg.cluster,
-    )
-
-
-def resources_to_pb(res: Resources) -> common_pb2.ResourceRequest:
-    """Resources -> ResourceRequest."""
-    return common_pb2.ResourceRequest(
-        cpus=res.cpus,
-        cpus_at_least=res.cpus_at_least,
-        memory_gib=res.memory_gib,
-        memory_at_least=res.memory_at_least,
-        accelerators=[common_pb2.AcceleratorRequest(name=a.name, count=a.count) for a in res.accelerators],
-        use_spot=res.use_spot,
-        infra=res.infra,
-        disk_gb=res.disk_gb,
-        max_hourly_cost=res.max_hourly_cost,
-        instance_type=res.instance_type,
-        any_of=[resources_to_pb(a) for a in res.any_of],
-        ordered=[resources_to_pb(a) for a in res.ordered],
-        cluster=res.cluster,
-    )
 
 
 def capacity_from_pb(msg: common_pb2.Capacity) -> Capacity:

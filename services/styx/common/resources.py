@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from styx.common.errors import InvalidArgument
 
@@ -117,3 +118,44 @@ def infra_parts(infra: str) -> tuple[str, str, str]:
         raise InvalidArgument(f"infra: {infra!r} is not provider[/region[/zone]], e.g. aws/us-east-1")
     parts += [""] * (3 - len(parts))
     return parts[0].lower(), parts[1], parts[2]
+
+
+# ---- protobuf edges (one place for both directions; used by CLI, scheduler, broker) ----
+def resources_from_pb(msg: Any) -> Resources:
+    """ResourceRequest -> Resources (no defaults applied: the scheduler applied them)."""
+    return Resources(
+        cpus=msg.cpus,
+        cpus_at_least=msg.cpus_at_least,
+        memory_gib=msg.memory_gib,
+        memory_at_least=msg.memory_at_least,
+        accelerators=tuple(Accelerator(a.name, a.count) for a in msg.accelerators),
+        use_spot=msg.use_spot,
+        infra=msg.infra,
+        disk_gb=msg.disk_gb,
+        max_hourly_cost=msg.max_hourly_cost,
+        instance_type=msg.instance_type,
+        any_of=tuple(resources_from_pb(a) for a in msg.any_of),
+        ordered=tuple(resources_from_pb(a) for a in msg.ordered),
+        cluster=msg.cluster,
+    )
+
+
+def resources_to_pb(res: Resources) -> Any:
+    """Resources -> ResourceRequest (protobuf imported here, so this module stays light)."""
+    from styx.v1 import common_pb2
+
+    return common_pb2.ResourceRequest(
+        cpus=res.cpus,
+        cpus_at_least=res.cpus_at_least,
+        memory_gib=res.memory_gib,
+        memory_at_least=res.memory_at_least,
+        accelerators=[common_pb2.AcceleratorRequest(name=a.name, count=a.count) for a in res.accelerators],
+        use_spot=res.use_spot,
+        infra=res.infra,
+        disk_gb=res.disk_gb,
+        max_hourly_cost=res.max_hourly_cost,
+        instance_type=res.instance_type,
+        any_of=[resources_to_pb(a) for a in res.any_of],
+        ordered=[resources_to_pb(a) for a in res.ordered],
+        cluster=res.cluster,
+    )

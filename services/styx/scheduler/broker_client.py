@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from styx.broker.convert import resources_to_pb
 from styx.common.clients import DEFAULT_TIMEOUT_S, open_channel
+from styx.common.resources import resources_to_pb
 from styx.scheduler.core import PlacementAsk, PlacementResult
 from styx.v1 import broker_pb2, broker_pb2_grpc, common_pb2
 

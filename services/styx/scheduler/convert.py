@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import functools
 
-from styx.broker.convert import resources_from_pb, resources_to_pb
 from styx.common.errors import InvalidArgument
-from styx.common.resources import Resources
+from styx.common.resources import Resources, resources_from_pb, resources_to_pb
 from styx.common.timeutil import to_timestamp
 from styx.scheduler.model import Event, RetryPolicy, TaskRecord, TaskSpec
 from styx.scheduler.stats import JobView, Stats
