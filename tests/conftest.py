@@ -32,6 +32,36 @@ _CLIENT_ENV = (
 )
 
 
+# Cloud credentials of the developer's shell: without them no test can reach a real cloud
+# (the cloud tests point their SDKs at local endpoints with dummy credentials of their own).
+_CLOUD_ENV = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "CLOUDSDK_CONFIG",
+    "AZURE_CLIENT_ID",
+    "AZURE_CLIENT_SECRET",
+    "AZURE_TENANT_ID",
+    "AZURE_SUBSCRIPTION_ID",
+)
+
+
+@pytest.fixture(autouse=True)
+def _no_real_cloud_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unset cloud credentials and point the SDKs' credential files at nothing."""
+    for name in _CLOUD_ENV:
+        monkeypatch.delenv(name, raising=False)
+    empty = tmp_path / "no-cloud-credentials"
+    empty.mkdir(exist_ok=True)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty / "aws-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(empty / "aws-config"))
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(empty / "gcloud"))
+    monkeypatch.setenv("AZURE_CONFIG_DIR", str(empty / "azure"))
+
+
 @pytest.fixture(autouse=True)
 def _isolated_styx_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Point STYX_HOME at a fresh directory for each test and drop client settings."""

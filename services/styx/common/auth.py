@@ -26,7 +26,9 @@ def mint_node_token(secret: str, node_id: str, ttl_s: float = DEFAULT_NODE_TOKEN
     """A token for ``node_id``'s agent, valid for ``ttl_s`` seconds."""
     if not secret:
         return ""
-    expiry = int(time.time() + ttl_s)
+    # Whole days: a create retried with the same idempotency key (EC2 ClientToken) then
+    # carries the same boot script, which the cloud requires for the retry to match.
+    expiry = int((time.time() + ttl_s) // 86400 * 86400)
     return f"{_PREFIX}.{node_id}.{expiry}.{_sign(secret, node_id, expiry)}"
 
 
