@@ -367,3 +367,17 @@ def test_infeasible_cluster_is_refused_at_creation(broker):
         broker.clusters.create("big", Resources(accelerators=(Accelerator("H100", 8),)), 1, 0, False)
     with pytest.raises(InvalidArgument, match="name"):
         broker.clusters.create("Bad_Name", Resources(), 1, 0, False)
+
+
+def test_cluster_that_gets_no_node_fails_with_the_reason(engine_factory):
+    local = Offer("local", "local", "", "host", 4, 8, max_instances=1)
+    broker = Broker(engine_factory("broker"), RecordingProvisioner([local]))
+    broker.register_node("pool", "local", "pid-1", Capacity(4, 8), "local", "", "host")  # the one local node
+    view = broker.clusters.create("dev", Resources(cpus=1), 1, 0, False)
+    assert view.state == "INIT" and "instance limit" in view.reason
+    for _ in range(10):
+        broker.reconcile()
+    view = broker.clusters.get("dev")
+    assert view.state == "FAILED" and "instance limit" in view.reason
+    (pinned,) = broker.allocate([ask(1, cluster="dev")])
+    assert pinned.outcome == INFEASIBLE and "cluster 'dev' failed" in pinned.reason

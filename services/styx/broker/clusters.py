@@ -243,16 +243,21 @@ class Clusters:
         while missing > 0:
             if view.attempts >= MAX_ATTEMPTS * view.num_nodes:
                 view.state = FAILED
-                view.reason = f"no node could be provisioned after {view.attempts} attempts; `sky status -v` shows them"
+                last = f": {view.reason}" if view.reason else ""
+                view.reason = f"no node could be provisioned after {view.attempts} attempts{last}"
                 self._save(view)
                 log.warning("cluster failed", extra={"cluster": view.name})
                 return
             view.attempts += 1
-            node_id, offer, price = self._broker.provision_for(f"cluster:{view.name}/{view.attempts}", view.resources)
+            node_id, offer, price, why = self._broker.provision_for(
+                f"cluster:{view.name}/{view.attempts}", view.resources
+            )
             if node_id is None:
+                view.reason = why  # shown while INIT, and as the cause if it ends FAILED
                 self._save(view)
                 return  # nothing available right now; the next reconcile tries again
             view.node_ids.append(node_id)
+            view.reason = ""
             self._node_cluster[node_id] = view.name
             if offer is not None and not view.where:
                 view.where, view.hourly_price = offer.place, price

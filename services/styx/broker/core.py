@@ -698,18 +698,23 @@ class Broker:
         return None, cooling
 
     # ---- what clusters need from the broker ------------------------------------------------
-    def provision_for(self, allocation_id: str, res: Resources) -> tuple[str | None, Offer | None, float]:
-        """Provision one node for ``res`` (a cluster's); (node id, offer, $/h) or (None, None, 0)."""
+    def provision_for(self, allocation_id: str, res: Resources) -> tuple[str | None, Offer | None, float, str]:
+        """Provision one node for ``res`` (a cluster's).
+
+        Returns (node id, offer, $/h, "") or (None, None, 0, why nothing was started).
+        """
         if self._provisioner is None:
-            return None, None, 0.0
+            return None, None, 0.0, "no provisioner"
         offers, enabled = self._current_offers(), self._enabled_providers()
         if not self._offers_known:
-            return None, None, 0.0
+            return None, None, 0.0, "provisioner unavailable"
         pool = replace(res, cluster="")  # rank like any request; the cluster is this node's destiny
-        started, _ = self._provision_ranked(Ask(allocation_id, "", pool), self._ranked(pool, offers, enabled))
+        ranking = self._ranked(pool, offers, enabled)
+        started, skipped = self._provision_ranked(Ask(allocation_id, "", pool), ranking)
         if started is None or not started[0]:
-            return None, None, 0.0
-        return started[0], started[1].offer, started[1].hourly_price
+            why = "; ".join(skipped) or "every feasible offer is at its instance limit (e.g. STYX_LOCAL_MAX_NODES)"
+            return None, None, 0.0, why
+        return started[0], started[1].offer, started[1].hourly_price, ""
 
     def infeasible_reason(self, res: Resources) -> str:
         """Why no enabled offer could ever hold ``res`` ("" when some could)."""
