@@ -47,9 +47,7 @@ def attempt_to_dict(attempt: Any) -> dict[str, Any]:
         "instance_type": offer.instance_type,
         "spot": attempt.spot,
         "hourly_price": attempt.hourly_price,
-        "outcome": broker_pb2.ProvisioningAttemptState.Name(attempt.state).removeprefix(
-            "PROVISIONING_ATTEMPT_STATE_"
-        ),
+        "outcome": broker_pb2.ProvisioningAttemptState.Name(attempt.state).removeprefix("PROVISIONING_ATTEMPT_STATE_"),
         "error_kind": "" if kind == "UNSPECIFIED" else kind,
         "error": attempt.error,
         "operation_id": attempt.operation_id,
@@ -111,8 +109,9 @@ def detail_lines(task: dict[str, Any], stream: TextIO) -> list[str]:
         lines.append("  provisioning attempts: none (placed on an existing node, or not placed yet)")
     events = task.get("events") or []
     if events:
-        lines.append(f"  events (newest {min(len(events), EVENTS_SHOWN)}):" if len(events) >= EVENTS_SHOWN
-                     else "  events:")
+        lines.append(
+            f"  events (newest {min(len(events), EVENTS_SHOWN)}):" if len(events) >= EVENTS_SHOWN else "  events:"
+        )
         lines += [f"    {event_line(e)}" for e in events[-EVENTS_SHOWN:]]
     return lines
 

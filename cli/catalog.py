@@ -112,12 +112,15 @@ def accelerator_to_dict(info: Any, enabled: Iterable[str] | None = None) -> dict
     per_provider: dict[str, dict[str, Any]] = {}
     for acc in info.offers:
         offer = offer_from_pb(acc.cheapest)
-        entry = per_provider.setdefault(offer.provider, {
-            "provider": offer.provider,
-            "enabled": None if enabled_set is None else offer.provider in enabled_set,
-            "cheapest": None,
-            "cheapest_spot": None,
-        })
+        entry = per_provider.setdefault(
+            offer.provider,
+            {
+                "provider": offer.provider,
+                "enabled": None if enabled_set is None else offer.provider in enabled_set,
+                "cheapest": None,
+                "cheapest_spot": None,
+            },
+        )
         if entry["cheapest"] is None or offer.price_per_hour < entry["cheapest"]["price_per_hour"]:
             entry["cheapest"] = {
                 "count": acc.count,
@@ -161,8 +164,18 @@ def accelerator_rows(accels: Sequence[dict[str, Any]]) -> list[list[str]]:
 
 
 ACCELERATOR_COLUMNS = ("GPU", "DEVICE MEM", "QTY", "PROVIDER", "CHEAPEST $/h", "CHEAPEST SPOT $/h")
-OFFER_COLUMNS = ("GPU", "QTY", "PROVIDER", "INSTANCE TYPE", "vCPUs", "HOST MEM", "DEVICE MEM", "$/h", "SPOT $/h",
-                 "REGION")
+OFFER_COLUMNS = (
+    "GPU",
+    "QTY",
+    "PROVIDER",
+    "INSTANCE TYPE",
+    "vCPUs",
+    "HOST MEM",
+    "DEVICE MEM",
+    "$/h",
+    "SPOT $/h",
+    "REGION",
+)
 
 
 def ranked_to_dict(ranked: Any) -> dict[str, Any]:
@@ -203,18 +216,20 @@ def offer_rows(offers: Sequence[dict[str, Any]]) -> list[list[str]]:
     rows = []
     for o in offers:
         provider = o["provider"] + ("" if o.get("provider_enabled", True) else " (disabled)")
-        rows.append([
-            o["accelerator_name"],
-            str(o["accelerator_count"]),
-            provider,
-            o["instance_type"],
-            f"{o['cpus']:g}",
-            f"{o['memory_gib']:g}GB",
-            _gib(o["accelerator_memory_gib"]),
-            _price(o["price_per_hour"]),
-            _price(o["spot_price_per_hour"]),
-            o["region"],
-        ])
+        rows.append(
+            [
+                o["accelerator_name"],
+                str(o["accelerator_count"]),
+                provider,
+                o["instance_type"],
+                f"{o['cpus']:g}",
+                f"{o['memory_gib']:g}GB",
+                _gib(o["accelerator_memory_gib"]),
+                _price(o["price_per_hour"]),
+                _price(o["spot_price_per_hour"]),
+                o["region"],
+            ]
+        )
     return rows
 
 
@@ -330,7 +345,11 @@ def _show_one(client: Any, info: Any, count: int, provider: str, region: str, ar
 
 
 def _cheapest_in_region(
-    client: Any, accels: Sequence[Any], provider: str, region: str, include_disabled: bool,
+    client: Any,
+    accels: Sequence[Any],
+    provider: str,
+    region: str,
+    include_disabled: bool,
     enabled: set[str] | None,
 ) -> list[dict[str, Any]]:
     """show-gpus --infra P/R without NAME: the cheapest offer per accelerator and count in
@@ -341,15 +360,20 @@ def _cheapest_in_region(
     for info in accels:
         if provider not in info.providers:
             continue
-        entry: dict[str, Any] = {"provider": provider, "enabled": None if enabled is None else provider in enabled,
-                                 "cheapest": None, "cheapest_spot": None}
+        entry: dict[str, Any] = {
+            "provider": provider,
+            "enabled": None if enabled is None else provider in enabled,
+            "cheapest": None,
+            "cheapest_spot": None,
+        }
         counts = []
         for n in info.counts:
             for spot in (False, True):
                 request = broker_pb2.OptimizeRequest(
                     resources=common_pb2.ResourceRequest(
                         accelerators=[common_pb2.AcceleratorRequest(name=info.name, count=n)],
-                        infra=f"{provider}/{region}", use_spot=spot,
+                        infra=f"{provider}/{region}",
+                        use_spot=spot,
                     ),
                     limit=1,
                     include_disabled=include_disabled,
@@ -362,11 +386,22 @@ def _cheapest_in_region(
                     counts.append(n)
                 key = "cheapest_spot" if spot else "cheapest"
                 if entry[key] is None or best.hourly_price < entry[key]["price_per_hour"]:
-                    entry[key] = {"count": n, "instance_type": best.offer.instance_type,
-                                  "region": best.offer.region, "price_per_hour": best.hourly_price}
+                    entry[key] = {
+                        "count": n,
+                        "instance_type": best.offer.instance_type,
+                        "region": best.offer.region,
+                        "price_per_hour": best.hourly_price,
+                    }
         if entry["cheapest"] or entry["cheapest_spot"]:
-            out.append({"name": info.name, "memory_gib": info.memory_gib, "counts": counts,
-                        "providers": [provider], "by_provider": [entry]})
+            out.append(
+                {
+                    "name": info.name,
+                    "memory_gib": info.memory_gib,
+                    "counts": counts,
+                    "providers": [provider],
+                    "by_provider": [entry],
+                }
+            )
     return out
 
 
@@ -391,8 +426,7 @@ def catalog_to_dict(info: Any) -> dict[str, Any]:
 def catalog_rows(catalogs: Sequence[dict[str, Any]]) -> list[list[str]]:
     """Rows of ``sky catalog list``: PROVIDER, OFFERS, REGIONS, SOURCE, IMPORTED AT."""
     return [
-        [c["provider"], f"{c['offers']:,}", str(c["regions"]), c["source"], c["imported_at"] or "-"]
-        for c in catalogs
+        [c["provider"], f"{c['offers']:,}", str(c["regions"]), c["source"], c["imported_at"] or "-"] for c in catalogs
     ]
 
 
@@ -418,8 +452,12 @@ def load_skypilot(directory: str, providers: Sequence[str] = ()) -> tuple[dict[s
 def import_rows(results: Sequence[dict[str, Any]]) -> list[list[str]]:
     """Rows of the ``sky catalog import`` report: PROVIDER, OFFERS, SKIPPED ROWS, SEND+INDEX."""
     return [
-        [r["provider"], f"{r['offers']:,}", f"{sum(r['skipped'].values()):,}",
-         f"{r['import_s']:.2f}s" if r["import_s"] is not None else "not sent"]
+        [
+            r["provider"],
+            f"{r['offers']:,}",
+            f"{sum(r['skipped'].values()):,}",
+            f"{r['import_s']:.2f}s" if r["import_s"] is not None else "not sent",
+        ]
         for r in results
     ]
 
@@ -430,8 +468,7 @@ def cmd_catalog(args: argparse.Namespace) -> int:
         return _catalog_list(args)
     if args.action == "import":
         return _catalog_import(args)
-    raise CliError("sky catalog: give an action: import (sky catalog import --format skypilot DIR) or list",
-                   EXIT_USAGE)
+    raise CliError("sky catalog: give an action: import (sky catalog import --format skypilot DIR) or list", EXIT_USAGE)
 
 
 def _catalog_list(args: argparse.Namespace) -> int:
@@ -459,8 +496,9 @@ def _catalog_import(args: argparse.Namespace) -> int:
 
     fmt = (args.format or "").lower()
     if fmt not in IMPORT_FORMATS:
-        raise CliError(f"--format: {args.format!r} is not a known catalog format; use {', '.join(IMPORT_FORMATS)}",
-                       EXIT_USAGE)
+        raise CliError(
+            f"--format: {args.format!r} is not a known catalog format; use {', '.join(IMPORT_FORMATS)}", EXIT_USAGE
+        )
     # Parse before connecting: a bad directory is a usage error, fast, and starts no plane.
     offers, stats, parse_s = load_skypilot(args.directory, args.provider or ())
     results: list[dict[str, Any]] = []
@@ -468,8 +506,7 @@ def _catalog_import(args: argparse.Namespace) -> int:
     with services.broker() as client:
         for provider, items in offers.items():
             skipped = {k.split(": ", 1)[1]: v for k, v in stats.skipped.items() if k.startswith(f"{provider}: ")}
-            result: dict[str, Any] = {"provider": provider, "offers": len(items), "skipped": skipped,
-                                      "import_s": None}
+            result: dict[str, Any] = {"provider": provider, "offers": len(items), "skipped": skipped, "import_s": None}
             results.append(result)
             if not items:
                 output.info(f"{provider}: no offer in its vms.csv; its catalog is left unchanged")
@@ -485,8 +522,10 @@ def _catalog_import(args: argparse.Namespace) -> int:
         return EXIT_OK
     output.print_table(("PROVIDER", "OFFERS", "SKIPPED ROWS", "SEND+INDEX"), import_rows(results))
     imported = sum(r["offers"] for r in results if r["import_s"] is not None)
-    print(f"imported {imported:,} offers of {len(results)} provider(s) from {args.directory} in {total_s:.2f}s "
-          f"(parsing {parse_s:.2f}s)")
+    print(
+        f"imported {imported:,} offers of {len(results)} provider(s) from {args.directory} in {total_s:.2f}s "
+        f"(parsing {parse_s:.2f}s)"
+    )
     for why, n in sorted(stats.skipped.items()):
         output.info(f"  skipped {n:,} row(s): {why}")
     return EXIT_OK

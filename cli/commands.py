@@ -121,9 +121,7 @@ def follow(client: SchedulerClient, task_id: str, out: BinaryIO, only_attempt: i
 
     def pump(follow_flag: bool) -> None:
         nonlocal attempt, offset
-        request = scheduler_pb2.StreamLogsRequest(
-            task_id=task_id, attempt=attempt, follow=follow_flag, offset=offset
-        )
+        request = scheduler_pb2.StreamLogsRequest(task_id=task_id, attempt=attempt, follow=follow_flag, offset=offset)
         for chunk in client.stream("StreamLogs", request):
             if chunk.attempt != attempt and chunk.attempt:
                 if attempt and chunk.attempt > attempt:
@@ -157,7 +155,7 @@ def _follow_attempt(client: SchedulerClient, task_id: str, out: BinaryIO, attemp
     while True:
         request = scheduler_pb2.StreamLogsRequest(task_id=task_id, attempt=attempt, follow=True, offset=offset)
         for chunk in client.stream("StreamLogs", request):
-            data = chunk.data[max(0, offset - chunk.offset):]
+            data = chunk.data[max(0, offset - chunk.offset) :]
             if data:
                 out.write(data)
                 out.flush()
@@ -167,7 +165,7 @@ def _follow_attempt(client: SchedulerClient, task_id: str, out: BinaryIO, attemp
             # The stream also ends at its deadline; one last non-following read drains the rest.
             request = scheduler_pb2.StreamLogsRequest(task_id=task_id, attempt=attempt, follow=False, offset=offset)
             for chunk in client.stream("StreamLogs", request):
-                out.write(chunk.data[max(0, offset - chunk.offset):])
+                out.write(chunk.data[max(0, offset - chunk.offset) :])
                 offset = max(offset, chunk.offset + len(chunk.data))
             out.flush()
             return task
@@ -205,6 +203,10 @@ def cmd_status(args: argparse.Namespace) -> int:
             from styx_cli import attempts
 
             attempts.add_details(client, rows)
+    if not args.json and not args.task:
+        from styx_cli import clusters
+
+        clusters.print_clusters(clusters.list_clusters())
     output.print_tasks(rows, as_json=args.json)
     if getattr(args, "verbose", False) and not args.json:
         attempts.print_details(rows, sys.stdout)
@@ -259,17 +261,15 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         for item in args.ids:
             try:
                 if item.startswith("j-"):
-                    job = client.call(
-                        "CancelJob", scheduler_pb2.CancelJobRequest(request_id=request_id(), job_id=item)
-                    )
+                    job = client.call("CancelJob", scheduler_pb2.CancelJobRequest(request_id=request_id(), job_id=item))
                     data = output.job_to_dict(job)
                     state = data["state"]
-                    print(f"{item}: {output.paint(state, output.STATE_STYLES.get(state, ''), sys.stdout)} "
-                          f"({output.counts_text(data['task_counts'])})")
+                    print(
+                        f"{item}: {output.paint(state, output.STATE_STYLES.get(state, ''), sys.stdout)} "
+                        f"({output.counts_text(data['task_counts'])})"
+                    )
                     continue
-                task = client.call(
-                    "CancelTask", scheduler_pb2.CancelTaskRequest(request_id=request_id(), task_id=item)
-                )
+                task = client.call("CancelTask", scheduler_pb2.CancelTaskRequest(request_id=request_id(), task_id=item))
             except CliError as exc:
                 output.error(f"{item}: {exc.message}")
                 code = max(code, exc.exit_code)

@@ -47,8 +47,15 @@ def rpc_error_message(code_name: str, details: str, service: str, endpoint: str)
         )
     if code_name == "PERMISSION_DENIED":
         return CliError(f"permission denied by the {service}: {details}")
-    if code_name in ("INVALID_ARGUMENT", "NOT_FOUND", "FAILED_PRECONDITION", "ALREADY_EXISTS",
-                     "RESOURCE_EXHAUSTED", "OUT_OF_RANGE", "ABORTED"):
+    if code_name in (
+        "INVALID_ARGUMENT",
+        "NOT_FOUND",
+        "FAILED_PRECONDITION",
+        "ALREADY_EXISTS",
+        "RESOURCE_EXHAUSTED",
+        "OUT_OF_RANGE",
+        "ABORTED",
+    ):
         return CliError(details or code_name.lower().replace("_", " "))
     if code_name == "UNIMPLEMENTED":
         return CliError(f"the {service} at {endpoint} does not support this call (version mismatch?)")

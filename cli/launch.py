@@ -36,11 +36,22 @@ def cmd_launch(args: argparse.Namespace) -> int:
     archive = plan.pack_workdir(job.workdir) if job.workdir else b""
     if args.dryrun:
         return dryrun(job, archive)
+    tasks = [plan.task_to_pb(t) for t in job.tasks]
+    cluster = getattr(args, "cluster", None)
+    if cluster:
+        from styx_cli import clusters
+
+        clusters.check_name(cluster, "--cluster" if not getattr(args, "exec_mode", False) else "CLUSTER")
+        if getattr(args, "exec_mode", False):
+            clusters.require_cluster(cluster)
+        else:
+            # The cluster's nodes must hold the job's biggest task.
+            biggest = max(tasks, key=lambda t: (t.resources.cpus, t.resources.memory_gib))
+            clusters.ensure_cluster(cluster, biggest.resources, args.idle_minutes, args.down)
+        clusters.pin(tasks, cluster)
     request = scheduler_pb2.SubmitJobRequest(
         request_id=request_id(),
-        job=scheduler_pb2.JobSpec(
-            name=job.name, tasks=[plan.task_to_pb(t) for t in job.tasks], workdir_archive=archive
-        ),
+        job=scheduler_pb2.JobSpec(name=job.name, tasks=tasks, workdir_archive=archive),
     )
     with connect() as client:
         reply = client.call("SubmitJob", request, timeout=SUBMIT_TIMEOUT_S)
@@ -52,8 +63,10 @@ def cmd_launch(args: argparse.Namespace) -> int:
             for task in reply.tasks:
                 print(f"{task.task_id} {task.spec.name}")
             sys.stdout.flush()
-            output.info(f"submitted job {reply.job_id} ({len(reply.tasks)} task(s)); "
-                        f"watch: sky queue {reply.job_id}   stop: sky cancel {reply.job_id}")
+            output.info(
+                f"submitted job {reply.job_id} ({len(reply.tasks)} task(s)); "
+                f"watch: sky queue {reply.job_id}   stop: sky cancel {reply.job_id}"
+            )
             return EXIT_OK
         output.info(f"submitted job {reply.job_id} ({len(reply.tasks)} task(s)); streaming output, Ctrl-C detaches")
         try:
@@ -165,9 +178,7 @@ def watch_job(client: SchedulerClient, reply: Any, out: BinaryIO) -> Any:
     return client.call("GetJob", scheduler_pb2.GetJobRequest(job_id=reply.job_id))
 
 
-def _watch_events(
-    client: SchedulerClient, job_id: str, names: dict[str, str], ended: set[str], start: Any
-) -> None:
+def _watch_events(client: SchedulerClient, job_id: str, names: dict[str, str], ended: set[str], start: Any) -> None:
     """Call ``start(task_id)`` for each task that runs; return once every task has ended."""
     seq = 0
     while len(ended) < len(names):
@@ -339,11 +350,15 @@ def task_offer_lines(name: str, width: int, live: Any, whatif: Any) -> list[str]
     if live.offers:
         lines = offer_lines(name, width, live)
         best = whatif.offers[0] if whatif.offers else None
-        if best is not None and not best.provider_enabled and (
-            best.total_hourly_price < live.offers[0].total_hourly_price - 1e-9
+        if (
+            best is not None
+            and not best.provider_enabled
+            and (best.total_hourly_price < live.offers[0].total_hourly_price - 1e-9)
         ):
-            lines.append(f"  {'':<{width}}  cheaper on a disabled provider: {plan.offer_text(best)} "
-                         f"({best.offer.provider}: see sky check)")
+            lines.append(
+                f"  {'':<{width}}  cheaper on a disabled provider: {plan.offer_text(best)} "
+                f"({best.offer.provider}: see sky check)"
+            )
         return lines
     if whatif.offers:
         providers = sorted({r.offer.provider for r in whatif.offers})

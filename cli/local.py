@@ -46,8 +46,14 @@ def _print_status(st: object, as_json: bool) -> int:
                     "home": str(st.home),
                     "running": st.running,
                     "services": [
-                        {"name": s.name, "endpoint": s.endpoint, "pid": s.pid, "alive": s.alive,
-                         "health": s.health, "log_file": s.log_file}
+                        {
+                            "name": s.name,
+                            "endpoint": s.endpoint,
+                            "pid": s.pid,
+                            "alive": s.alive,
+                            "health": s.health,
+                            "log_file": s.log_file,
+                        }
                         for s in st.services
                     ],
                 },

@@ -60,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cpus", metavar="N[+]", help="CPUs to reserve; N+ means at least N")
     run.add_argument("--memory", metavar="GiB[+]", help="memory in GiB to reserve; GiB+ means at least")
     run.add_argument(
-        "--gpus", metavar="NAME:COUNT", action="append",
+        "--gpus",
+        metavar="NAME:COUNT",
+        action="append",
         help="accelerators, e.g. A100:8; comma-separate alternatives (A100:8,H100:8)",
     )
     run.add_argument("--priority", type=int, default=0, help="higher runs first (default 0)")
@@ -78,34 +80,43 @@ def build_parser() -> argparse.ArgumentParser:
         "has several), print a line per task and exit 0 when the job succeeded (a one-task job exits with "
         "its task's exit code, like sky run). Overrides apply to every task of the file.",
     )
+    _add_task_options(launch)
     launch.add_argument(
-        "entrypoint", nargs="*", metavar="FILE.yaml | -- CMD",
-        help="a task YAML file (.yaml/.yml), or the command to run after --",
-    )
-    launch.add_argument("--name", help="job name (and task name for a one-task job)")
-    launch.add_argument("--cpus", metavar="N[+]", help="override CPUs of every task; N+ means at least N")
-    launch.add_argument("--memory", metavar="GiB[+]", help="override memory of every task")
-    launch.add_argument(
-        "--gpus", metavar="NAME:COUNT",
-        help="override accelerators, e.g. A100:8; comma-separate alternatives (A100:8,H100:8)",
+        "-c",
+        "--cluster",
+        metavar="NAME",
+        help="run on the named cluster, creating it first (its nodes serve only its tasks)",
     )
     launch.add_argument(
-        "--use-spot", action=argparse.BooleanOptionalAction, default=None,
-        help="use (or, with --no-use-spot, avoid) spot capacity for new nodes",
+        "-i",
+        "--idle-minutes",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with -c: tear the cluster down (--down) after N idle minutes",
     )
-    launch.add_argument("--env", metavar="KEY[=VALUE]", action="append",
-                        help="environment variable for every task (KEY alone copies it from this shell)")
-    launch.add_argument("--infra", metavar="PROVIDER[/REGION[/ZONE]]", help="where tasks may run, e.g. local")
-    launch.add_argument("--priority", type=int, help="override the priority of every task (higher runs first)")
-    launch.add_argument("--retries", type=int, metavar="N", help="retry each failed task up to N times")
-    launch.add_argument("--workdir", metavar="DIR",
-                        help="local directory shipped with the job (overrides the file's workdir)")
-    launch.add_argument("-d", "--detach", action="store_true",
-                        help="print the job id and task ids and return once submitted")
-    launch.add_argument("--dryrun", action="store_true",
-                        help="print the plan (tasks in order, resources, offers) without submitting")
-    launch.add_argument("-y", "--yes", action="store_true", help="accepted for SkyPilot compatibility (no prompt)")
+    launch.add_argument("--down", action="store_true", help="with -c and -i: autostop tears the cluster down")
     launch.set_defaults(handler="launch:cmd_launch")
+
+    execute = sub.add_parser(
+        "exec",
+        help="run a task YAML (or a command) on an existing cluster, no provisioning",
+        description="Like sky launch, on the nodes of a cluster made with sky launch -c NAME.",
+    )
+    execute.add_argument("cluster", metavar="CLUSTER", help="the cluster to run on")
+    _add_task_options(execute)
+    execute.set_defaults(handler="launch:cmd_launch", exec_mode=True)
+
+    down = sub.add_parser("down", help="tear clusters down (terminate their nodes)")
+    down.add_argument("clusters", nargs="+", metavar="CLUSTER")
+    down.set_defaults(handler="clusters:cmd_down")
+
+    autostop = sub.add_parser("autostop", help="tear a cluster down after it has been idle for a while")
+    autostop.add_argument("cluster", metavar="CLUSTER")
+    autostop.add_argument("-i", "--idle-minutes", type=int, metavar="N", help="idle minutes before autostop")
+    autostop.add_argument("--down", action="store_true", help="tear down (the only autostop action for now)")
+    autostop.add_argument("--cancel", action="store_true", help="turn autostop off")
+    autostop.set_defaults(handler="clusters:cmd_autostop")
 
     queue = sub.add_parser("queue", help="list jobs, or one job's tasks")
     queue.add_argument("job", nargs="?", help="a job id (j-...): show its tasks")
@@ -120,8 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--limit", type=int, default=200, help="most tasks to show (default 200)")
     status.add_argument("-a", "--all", action="store_true", help="show every task (up to 10000)")
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    status.add_argument("-v", "--verbose", action="store_true",
-                        help="also each task's provisioning attempts (offer, outcome, error) and recent events")
+    status.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also each task's provisioning attempts (offer, outcome, error) and recent events",
+    )
     status.set_defaults(handler="commands:cmd_status")
 
     logs = sub.add_parser("logs", help="print a task's output")
@@ -131,8 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     logs.set_defaults(handler="commands:cmd_logs")
 
     cancel = sub.add_parser("cancel", help="cancel jobs (j-...) or tasks (t-...)")
-    cancel.add_argument("ids", nargs="+", metavar="JOB|TASK",
-                        help="job ids (all the job's unfinished tasks) or task ids")
+    cancel.add_argument(
+        "ids", nargs="+", metavar="JOB|TASK", help="job ids (all the job's unfinished tasks) or task ids"
+    )
     cancel.set_defaults(handler="commands:cmd_cancel")
 
     stats = sub.add_parser("stats", help="task counts, latencies and throughput, overall and per priority")
@@ -151,10 +167,54 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_task_options(parser: argparse.ArgumentParser) -> None:
+    """The task and override options shared by sky launch and sky exec."""
+    parser.add_argument(
+        "entrypoint",
+        nargs="*",
+        metavar="FILE.yaml | -- CMD",
+        help="a task YAML file (.yaml/.yml), or the command to run after --",
+    )
+    parser.add_argument("--name", help="job name (and task name for a one-task job)")
+    parser.add_argument("--cpus", metavar="N[+]", help="override CPUs of every task; N+ means at least N")
+    parser.add_argument("--memory", metavar="GiB[+]", help="override memory of every task")
+    parser.add_argument(
+        "--gpus",
+        metavar="NAME:COUNT",
+        help="override accelerators, e.g. A100:8; comma-separate alternatives (A100:8,H100:8)",
+    )
+    parser.add_argument(
+        "--use-spot",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="use (or, with --no-use-spot, avoid) spot capacity for new nodes",
+    )
+    parser.add_argument(
+        "--env",
+        metavar="KEY[=VALUE]",
+        action="append",
+        help="environment variable for every task (KEY alone copies it from this shell)",
+    )
+    parser.add_argument("--infra", metavar="PROVIDER[/REGION[/ZONE]]", help="where tasks may run, e.g. local")
+    parser.add_argument("--priority", type=int, help="override the priority of every task (higher runs first)")
+    parser.add_argument("--retries", type=int, metavar="N", help="retry each failed task up to N times")
+    parser.add_argument(
+        "--workdir", metavar="DIR", help="local directory shipped with the job (overrides the file's workdir)"
+    )
+    parser.add_argument(
+        "-d", "--detach", action="store_true", help="print the job id and task ids and return once submitted"
+    )
+    parser.add_argument(
+        "--dryrun", action="store_true", help="print the plan (tasks in order, resources, offers) without submitting"
+    )
+    parser.add_argument("-y", "--yes", action="store_true", help="accepted for SkyPilot compatibility (no prompt)")
+
+
 def _add_catalog_commands(sub: Any) -> None:
     """sky check, sky show-gpus, sky catalog import | list (implemented in styx_cli.catalog)."""
     check = sub.add_parser(
-        "check", help="list the provider plugins, enabled or not, and how to enable them",
+        "check",
+        help="list the provider plugins, enabled or not, and how to enable them",
         description="List every provider plugin the provisioner loaded; for a disabled one, why and the fix.",
     )
     check.add_argument("provider", nargs="*", help="only these providers (e.g. aws gcp)")
@@ -162,7 +222,8 @@ def _add_catalog_commands(sub: Any) -> None:
     check.set_defaults(handler="catalog:cmd_check")
 
     gpus = sub.add_parser(
-        "show-gpus", help="list accelerators with their counts, providers and cheapest prices",
+        "show-gpus",
+        help="list accelerators with their counts, providers and cheapest prices",
         description="Without NAME: every accelerator of the catalog, the counts per instance, and the cheapest "
         "on-demand and spot price per provider. With NAME (or NAME:COUNT): its offers, cheapest first, one row "
         "per instance type (its cheapest region).",
@@ -174,20 +235,26 @@ def _add_catalog_commands(sub: Any) -> None:
     gpus.set_defaults(handler="catalog:cmd_show_gpus")
 
     catalog = sub.add_parser(
-        "catalog", help="import offer catalogs (import) or list the broker's catalog (list)",
+        "catalog",
+        help="import offer catalogs (import) or list the broker's catalog (list)",
         description="Manage the broker's offer catalog.",
     )
     catalog.set_defaults(handler="catalog:cmd_catalog", action=None)
     actions = catalog.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
     imp = actions.add_parser(
-        "import", help="import SkyPilot v8 catalogs (DIR/<provider>/vms.csv)",
+        "import",
+        help="import SkyPilot v8 catalogs (DIR/<provider>/vms.csv)",
         description="Read DIR/<provider>/vms.csv (SkyPilot v8 catalogs, e.g. aws, gcp, azure) here and replace "
         "those providers' offers in the broker's catalog (built-in offers included); other providers keep theirs.",
     )
     imp.add_argument("directory", metavar="DIR", help="the catalog directory")
     imp.add_argument("--format", default="skypilot", help="catalog format (default: skypilot)")
-    imp.add_argument("--provider", action="append", metavar="NAME",
-                     help="only this provider's vms.csv (repeatable; default: every one in DIR)")
+    imp.add_argument(
+        "--provider",
+        action="append",
+        metavar="NAME",
+        help="only this provider's vms.csv (repeatable; default: every one in DIR)",
+    )
     imp.add_argument("--json", action="store_true", help="print JSON instead of a table")
     imp.set_defaults(handler="catalog:cmd_catalog")
     lst = actions.add_parser("list", help="providers of the catalog, offer counts, built-in or imported")

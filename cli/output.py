@@ -14,6 +14,9 @@ import time
 from typing import Any, TextIO
 
 STATE_STYLES = {
+    "UP": "green",
+    "INIT": "yellow",
+    "DOWN": "dim",
     "PENDING": "yellow",
     "SCHEDULED": "blue",
     "RUNNING": "cyan",
@@ -23,8 +26,16 @@ STATE_STYLES = {
     "SKIPPED": "dim",
 }
 TERMINAL_STATES = frozenset({"SUCCEEDED", "FAILED", "CANCELLED", "SKIPPED"})
-_ANSI = {"red": "31", "green": "32", "yellow": "33", "blue": "34", "magenta": "35", "cyan": "36",
-         "dim": "2", "bold": "1"}
+_ANSI = {
+    "red": "31",
+    "green": "32",
+    "yellow": "33",
+    "blue": "34",
+    "magenta": "35",
+    "cyan": "36",
+    "dim": "2",
+    "bold": "1",
+}
 
 
 def use_color(stream: TextIO) -> bool:
@@ -53,7 +64,7 @@ def info(message: str) -> None:
 
 
 def state_name(value: int | str) -> str:
-    """"SUCCEEDED" for TaskState 4 or "TASK_STATE_SUCCEEDED"."""
+    """ "SUCCEEDED" for TaskState 4 or "TASK_STATE_SUCCEEDED"."""
     if isinstance(value, int):
         from styx.v1 import common_pb2
 
@@ -182,7 +193,7 @@ def aggregate_state(counts: dict[str, int]) -> str:
 
 
 def counts_text(counts: dict[str, int]) -> str:
-    """"2 RUNNING, 3 SUCCEEDED" in lifecycle order (unknown states last)."""
+    """ "2 RUNNING, 3 SUCCEEDED" in lifecycle order (unknown states last)."""
     order = {s: i for i, s in enumerate(STATE_ORDER)}
     items = sorted((k, v) for k, v in counts.items() if v)
     items.sort(key=lambda kv: order.get(kv[0], len(order)))
@@ -230,11 +241,19 @@ def print_tasks(tasks: list[dict[str, Any]], as_json: bool) -> None:
     ends: list[bool] = []
     for header, members in group_by_job(tasks):
         created = header["_created"]
-        rows.append([
-            header["job_id"], header["name"], header["state"], "", "",
-            format_duration(now - created) if created is not None else "-", "", "",
-            f"job: {counts_text(header['task_counts'])}",
-        ])
+        rows.append(
+            [
+                header["job_id"],
+                header["name"],
+                header["state"],
+                "",
+                "",
+                format_duration(now - created) if created is not None else "-",
+                "",
+                "",
+                f"job: {counts_text(header['task_counts'])}",
+            ]
+        )
         styles.append("bold")
         ends.append(False)
         for task in members:
@@ -330,8 +349,10 @@ def print_job(job: dict[str, Any], as_json: bool) -> None:
     created = job["_created"]
     age = format_duration(now - created) if created is not None else "-"
     state = paint(job["state"], STATE_STYLES.get(job["state"], ""), sys.stdout)
-    print(f"job {job['job_id']} {job['name'] or '-'}: {state}, {job['tasks_total']} task(s): "
-          f"{counts_text(job['task_counts'])}; submitted {age} ago")
+    print(
+        f"job {job['job_id']} {job['name'] or '-'}: {state}, {job['tasks_total']} task(s): "
+        f"{counts_text(job['task_counts'])}; submitted {age} ago"
+    )
     _print_table(JOB_TASK_COLUMNS, [job_task_row(t, now) for t in job.get("tasks", [])], state_col=2)
 
 
@@ -390,19 +411,25 @@ def stats_rows(stats: dict[str, Any]) -> list[list[str]]:
     rows += [
         ["tasks (total)", str(stats["tasks_total"])],
         ["jobs (total)", str(stats["jobs_total"])],
-        ["queue wait p50 / p99", f"{format_duration(stats['queue_wait_p50_s'])} / "
-                                 f"{format_duration(stats['queue_wait_p99_s'])}"],
-        ["run time p50 / p99", f"{format_duration(stats['run_time_p50_s'])} / "
-                               f"{format_duration(stats['run_time_p99_s'])}"],
+        [
+            "queue wait p50 / p99",
+            f"{format_duration(stats['queue_wait_p50_s'])} / {format_duration(stats['queue_wait_p99_s'])}",
+        ],
+        [
+            "run time p50 / p99",
+            f"{format_duration(stats['run_time_p50_s'])} / {format_duration(stats['run_time_p99_s'])}",
+        ],
     ]
     rows.append(["throughput (last minute)", f"{stats['throughput_per_s']:.2f} tasks/s"])
     for prio in stats.get("by_priority", []):
         counts = {state_name(k): v for k, v in prio["tasks_by_state"].items()}
-        rows.append([
-            f"priority {prio['priority']}",
-            f"{counts_text(counts)}; queue wait p50 / p99 {format_duration(prio['queue_wait_p50_s'])} / "
-            f"{format_duration(prio['queue_wait_p99_s'])}",
-        ])
+        rows.append(
+            [
+                f"priority {prio['priority']}",
+                f"{counts_text(counts)}; queue wait p50 / p99 {format_duration(prio['queue_wait_p50_s'])} / "
+                f"{format_duration(prio['queue_wait_p99_s'])}",
+            ]
+        )
     return rows
 
 
@@ -422,6 +449,11 @@ def print_kv(title: str, rows: list[list[str]]) -> None:
 def print_table(columns: tuple[str, ...], rows: list[list[str]]) -> None:
     """A plain table on stdout (no state colouring)."""
     _print_table(columns, rows, state_col=-1)
+
+
+def print_state_table(columns: tuple[str, ...], rows: list[list[str]], state_col: int, title: str) -> None:
+    """A titled table whose state column is coloured."""
+    _print_table(columns, rows, state_col, title)
 
 
 def _print_table(

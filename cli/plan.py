@@ -94,8 +94,10 @@ def build_job(args: argparse.Namespace) -> LaunchJob:
         if args.gpus is not None:
             # apply_overrides takes one accelerator; --gpus also accepts alternatives, as sky run does.
             accels = tuple(parse_accelerator(alt, "--gpus") for alt in args.gpus.split(","))
-            tasks = [replace(t, spec=replace(t.spec, resources=replace(t.spec.resources, accelerators=accels)))
-                     for t in tasks]
+            tasks = [
+                replace(t, spec=replace(t.spec, resources=replace(t.spec.resources, accelerators=accels)))
+                for t in tasks
+            ]
     except InvalidArgument as exc:
         raise CliError(exc.message, EXIT_USAGE) from None
     if args.priority is not None:
@@ -239,14 +241,16 @@ def plan_rows(job: LaunchJob) -> list[list[str]]:
         _, entry = entries[spec.name]
         resources = resources_text(spec.resources, entry.instance_type)
         alts = alternatives_text(entry)
-        rows.append([
-            str(n),
-            spec.name,
-            ", ".join(spec.depends_on) or "-",
-            str(spec.priority),
-            retry_text(spec),
-            f"{resources}; {alts}" if alts else resources,
-        ])
+        rows.append(
+            [
+                str(n),
+                spec.name,
+                ", ".join(spec.depends_on) or "-",
+                str(spec.priority),
+                retry_text(spec),
+                f"{resources}; {alts}" if alts else resources,
+            ]
+        )
     return rows
 
 
@@ -257,6 +261,6 @@ def offer_text(ranked: Any) -> str:
     accel = f" {offer.accelerator_name}:{offer.accelerator_count}" if offer.accelerator_name else ""
     market = " spot" if ranked.spot else ""
     total = getattr(ranked, "total_hourly_price", 0.0) or ranked.hourly_price
-    return (f"{place} {offer.instance_type} ({offer.cpus:g} vCPU, {offer.memory_gib:g} GiB{accel}) "
-            f"${total:.2f}/h{market}")
-
+    return (
+        f"{place} {offer.instance_type} ({offer.cpus:g} vCPU, {offer.memory_gib:g} GiB{accel}) ${total:.2f}/h{market}"
+    )
