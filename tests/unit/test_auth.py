@@ -32,3 +32,15 @@ def test_node_tokens_only_open_agent_rpcs() -> None:
     assert not token_accepted(SECRET, token, "/styx.v1.ResourceBroker/Allocate")
     assert token_accepted(SECRET, SECRET, "/styx.v1.Scheduler/SubmitJob")
     assert not token_accepted(SECRET, "wrong", "/styx.v1.AgentGateway/WorkStream")
+
+
+def test_boot_script_quotes_values_and_roundtrips() -> None:
+    from styx.provisioner.bootstrap import agent_env, parse_startup_env, startup_script
+
+    env = agent_env("node-1", "aws", "10.0.0.1:50051", "10.0.0.1:50052", SECRET, region="us-east-1")
+    env["STYX_AGENT_LABELS"] = "a b; rm -rf /"
+    script = startup_script(env, install="true")
+    assert SECRET not in script
+    assert "'a b; rm -rf /'" in script  # quoted, never executed
+    assert parse_startup_env(script) == env
+    assert node_of_token(SECRET, parse_startup_env(script)["STYX_TOKEN"]) == "node-1"

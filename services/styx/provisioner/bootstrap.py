@@ -20,7 +20,14 @@ from styx.common.auth import mint_node_token
 
 ENV_FILE = "/etc/styx/agent.env"
 # How the VM installs Styx; STYX_AGENT_INSTALL overrides it (a wheel URL, a private index ...).
-DEFAULT_INSTALL = "python3 -m pip install --quiet styx"
+# A venv, because current Debian/Ubuntu images refuse system-wide pip installs (PEP 668);
+# python3-venv is installed first where the image lacks it.
+DEFAULT_INSTALL = (
+    "command -v styx-agent >/dev/null || { "
+    "python3 -m venv /opt/styx 2>/dev/null || "
+    "{ apt-get update -qq && apt-get install -y -qq python3-venv && python3 -m venv /opt/styx; }; "
+    "/opt/styx/bin/pip install --quiet styx; }"
+)
 
 
 def agent_env(
@@ -58,6 +65,7 @@ umask 077
 cat > {ENV_FILE} <<'STYX_ENV'
 {lines}
 STYX_ENV
+export PATH="/opt/styx/bin:$PATH"
 {install}
 set -a; . {ENV_FILE}; set +a
 nohup styx-agent >> /var/log/styx-agent.log 2>&1 &

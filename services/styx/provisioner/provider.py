@@ -63,6 +63,8 @@ class InstanceStatus(enum.Enum):
 
     PENDING = "pending"
     RUNNING = "running"
+    #: Stopped (deallocated) but still there: not gone, so reconcile keeps its record.
+    STOPPED = "stopped"
     TERMINATING = "terminating"
     TERMINATED = "terminated"
 
