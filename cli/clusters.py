@@ -16,7 +16,7 @@ from styx_cli.client import request_id
 from styx_cli.errors import EXIT_OK, EXIT_USAGE, CliError
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
-STATE_NAMES = {1: "INIT", 2: "UP", 3: "DOWN", 4: "FAILED"}
+STATE_NAMES = {1: "INIT", 2: "UP", 3: "DOWN", 4: "FAILED", 5: "STOPPED", 6: "STARTING"}
 
 
 def check_name(name: str, flag: str = "CLUSTER") -> str:
@@ -60,6 +60,8 @@ def require_cluster(name: str) -> Any:
     if state in ("DOWN", "FAILED"):
         why = f": {cluster.reason}" if cluster.reason else ""
         raise CliError(f"cluster {name} is {state}{why}; `sky launch -c {name} ...` brings it back")
+    if state == "STOPPED":
+        raise CliError(f"cluster {name} is stopped; `sky start {name}` first")
     return cluster
 
 
@@ -71,17 +73,25 @@ def pin(tasks: list[Any], name: str) -> None:
             alt.cluster = name
 
 
-def cmd_down(args: argparse.Namespace) -> int:
-    """sky down NAME...: terminate clusters' nodes; their unfinished tasks fail with the reason."""
+_ACTIONS = {
+    "down": ("DownCluster", "terminated"),
+    "stop": ("StopCluster", "stopped"),
+    "start": ("StartCluster", "starting"),
+}
+
+
+def cmd_cluster_action(args: argparse.Namespace) -> int:
+    """sky down|stop|start NAME...: terminate, stop or start clusters' nodes."""
     from styx.v1 import broker_pb2
     from styx_cli import services
 
+    method, done = _ACTIONS[args.action]
     names = [check_name(n) for n in args.clusters]
     with services.broker() as client:
         for name in names:
-            cluster = client.call("DownCluster", broker_pb2.ClusterActionRequest(request_id=request_id(), name=name))
-            nodes = len(cluster.node_ids)
-            print(f"{name}: {STATE_NAMES.get(cluster.state, '?')} ({nodes} node(s) terminated)")
+            request = broker_pb2.ClusterActionRequest(request_id=request_id(), name=name)
+            cluster = client.call(method, request)
+            print(f"{name}: {STATE_NAMES.get(cluster.state, '?')} ({len(cluster.node_ids)} node(s) {done})")
     return EXIT_OK
 
 

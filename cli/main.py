@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         metavar="N",
-        help="with -c: tear the cluster down (--down) after N idle minutes",
+        help="with -c: stop the cluster (or tear it down with --down) after N idle minutes",
     )
     launch.add_argument("--down", action="store_true", help="with -c and -i: autostop tears the cluster down")
     launch.set_defaults(handler="launch:cmd_launch")
@@ -107,14 +107,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_task_options(execute)
     execute.set_defaults(handler="launch:cmd_launch", exec_mode=True)
 
-    down = sub.add_parser("down", help="tear clusters down (terminate their nodes)")
-    down.add_argument("clusters", nargs="+", metavar="CLUSTER")
-    down.set_defaults(handler="clusters:cmd_down")
+    for action, text in (
+        ("down", "tear clusters down (terminate their nodes)"),
+        ("stop", "stop clusters' instances (disks kept; not on the local provider)"),
+        ("start", "start stopped clusters again"),
+    ):
+        cmd = sub.add_parser(action, help=text)
+        cmd.add_argument("clusters", nargs="+", metavar="CLUSTER")
+        cmd.set_defaults(handler="clusters:cmd_cluster_action", action=action)
 
     autostop = sub.add_parser("autostop", help="tear a cluster down after it has been idle for a while")
     autostop.add_argument("cluster", metavar="CLUSTER")
     autostop.add_argument("-i", "--idle-minutes", type=int, metavar="N", help="idle minutes before autostop")
-    autostop.add_argument("--down", action="store_true", help="tear down (the only autostop action for now)")
+    autostop.add_argument("--down", action="store_true", help="tear down instead of stopping")
     autostop.add_argument("--cancel", action="store_true", help="turn autostop off")
     autostop.set_defaults(handler="clusters:cmd_autostop")
 

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from helpers import run_sky
 
 
@@ -44,6 +45,8 @@ def test_launch_exec_status_down(home: Path) -> None:
     assert status.returncode == 0
     line = next(ln for ln in status.stdout.splitlines() if ln.startswith("dev "))
     assert "UP" in line and "30m (down)" in line
+    stop = sky(home, "stop", "dev")
+    assert stop.returncode == 1 and "cannot stop instances" in stop.stderr  # local nodes can only go down
     down = sky(home, "down", "dev")
     assert down.returncode == 0 and "dev: DOWN" in down.stdout
     late = sky(home, "exec", "dev", "--", "echo", "x")

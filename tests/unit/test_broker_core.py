@@ -14,6 +14,8 @@ class RecordingProvisioner:
         self.offers = offers
         self.calls: list[tuple[str, Offer, bool]] = []
         self.terminated: list[str] = []
+        self.powered: list[tuple[str, str]] = []
+        self.can_stop = True
         self.state = "running", ""
 
     def list_offers(self) -> list[Offer]:
@@ -28,6 +30,14 @@ class RecordingProvisioner:
 
     def terminate(self, node_id: str) -> None:
         self.terminated.append(node_id)
+
+    def stop(self, node_id: str) -> None:
+        if not self.can_stop:
+            raise FailedPrecondition("provider 'local' cannot stop instances; `sky down` terminates them")
+        self.powered.append(("stop", node_id))
+
+    def start(self, node_id: str) -> None:
+        self.powered.append(("start", node_id))
 
 
 CHEAP = Offer("aws", "us-east-1", "us-east-1a", "m6i.xlarge", 4, 16, price_per_hour=0.19, spot_price_per_hour=0.08)
@@ -381,3 +391,36 @@ def test_cluster_that_gets_no_node_fails_with_the_reason(engine_factory):
     assert view.state == "FAILED" and "instance limit" in view.reason
     (pinned,) = broker.allocate([ask(1, cluster="dev")])
     assert pinned.outcome == INFEASIBLE and "cluster 'dev' failed" in pinned.reason
+
+
+def test_cluster_stop_and_start(broker):
+    (node_id,) = _up(broker, "gpu", nodes=1)
+    view = broker.clusters.stop("gpu")
+    assert view.state == "STOPPED" and broker._provisioner.powered == [("stop", node_id)]
+    assert broker.get_node(node_id).state == "GONE"  # its unfinished tasks re-queue now
+    (refused,) = broker.allocate([ask(1, cluster="gpu")])
+    assert refused.outcome == INFEASIBLE and "sky start gpu" in refused.reason
+    view = broker.clusters.start("gpu")
+    assert view.state == "STARTING"
+    (waiting,) = broker.allocate([ask(2, cluster="gpu")])
+    assert waiting.outcome == WAITING
+    broker.register_node(node_id, "aws", f"i-{node_id}", Capacity(4, 16), "us-east-1", "us-east-1a", "m6i.xlarge")
+    broker.reconcile()
+    assert broker.clusters.get("gpu").state == "UP"
+    (placed,) = broker.allocate([ask(3, cluster="gpu")])
+    assert placed.node_id == node_id
+
+
+def test_autostop_stops_or_tears_down_when_the_provider_cannot_stop(broker):
+    _up(broker, "a", nodes=1)
+    broker.clusters.set_autostop("a", 1, False)
+    broker.clusters.get("a").last_used_at -= 120
+    broker.reconcile()
+    assert broker.clusters.get("a").state == "STOPPED"
+    broker._provisioner.can_stop = False
+    _up(broker, "b", nodes=1)
+    broker.clusters.set_autostop("b", 1, False)
+    broker.clusters.get("b").last_used_at -= 120
+    broker.reconcile()
+    view = broker.clusters.get("b")
+    assert view.state == "DOWN" and "cannot stop instances" in view.reason

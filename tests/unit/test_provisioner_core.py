@@ -305,3 +305,48 @@ def test_unfinished_operations_resume_after_restart(engine: Engine, fake: FakePr
     finally:
         fake.gate.set()
         second.stop()
+
+
+class StoppableProvider(FakeProvider):
+    """A fake whose instances can be stopped and started, like EC2 or GCE."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stopped: set[str] = set()
+
+    def stop(self, instance_id: str) -> None:
+        self.stopped.add(instance_id)
+
+    def start(self, instance_id: str) -> None:
+        self.stopped.discard(instance_id)
+
+    def list_instances(self) -> list[ProviderInstance]:
+        return [
+            ProviderInstance(i, n, InstanceStatus.STOPPED if i in self.stopped else InstanceStatus.RUNNING)
+            for i, n in list(self.instances.items())
+        ]
+
+
+def test_stop_and_start_where_the_provider_can(engine: Engine) -> None:
+    cloud = StoppableProvider()
+    prov = Provisioner(engine, {"fake": cloud}, LAUNCH, reconcile_interval_s=3600)
+    prov.start(reconcile=False)
+    try:
+        _done(prov, prov.provision("req-1", OFFER, "node-a").operation_id)
+        op = _done(prov, prov.stop_instance("stop-1", "node-a").operation_id)
+        assert op.state == OperationState.DONE and cloud.stopped == {"i-1"}
+        assert prov.stop_instance("stop-1", "node-a").operation_id == op.operation_id  # idempotent
+        (inst,) = prov.list_instances()
+        assert inst.state == InstanceState.STOPPED
+        prov.reconcile_once()  # a stopped instance is not a vanished one
+        assert prov.list_instances()[0].state == InstanceState.STOPPED
+        _done(prov, prov.start_instance("start-1", "node-a").operation_id)
+        assert cloud.stopped == set() and prov.list_instances()[0].state == InstanceState.RUNNING
+    finally:
+        prov.stop()
+
+
+def test_stop_is_refused_where_the_provider_cannot(prov: Provisioner) -> None:
+    _done(prov, prov.provision("req-1", OFFER, "node-a").operation_id)
+    with pytest.raises(FailedPrecondition, match="cannot stop instances"):
+        prov.stop_instance("stop-1", "node-a")

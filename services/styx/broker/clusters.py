@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Engine, delete, insert, select, update
 
 from styx.broker import tables as t
-from styx.common.errors import InvalidArgument, NotFound
+from styx.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from styx.common.resources import Resources
 from styx.common.timeutil import now
 
@@ -32,7 +32,9 @@ log = logging.getLogger(__name__)
 
 CLUSTER_LABEL = "styx.dev/cluster"
 INIT, UP, DOWN, FAILED = "INIT", "UP", "DOWN", "FAILED"
-LIVE = frozenset({INIT, UP})
+STOPPED, STARTING = "STOPPED", "STARTING"
+# States in which the cluster owns its nodes (running or not).
+LIVE = frozenset({INIT, UP, STOPPED, STARTING})
 # Provisioning attempts per missing node before the cluster is declared FAILED.
 MAX_ATTEMPTS = 8
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
@@ -131,6 +133,8 @@ class Clusters:
         if not 1 <= num_nodes <= 64:
             raise InvalidArgument(f"num_nodes: must be 1-64, got {num_nodes}")
         existing = self._clusters.get(name)
+        if existing is not None and existing.state == STOPPED:
+            raise InvalidArgument(f"name: cluster {name!r} is stopped; `sky start {name}` first")
         if existing is not None and existing.state in LIVE:
             if idle_minutes:
                 self.set_autostop(name, idle_minutes, autostop_down)
@@ -183,6 +187,39 @@ class Clusters:
         log.info("cluster down", extra={"cluster": name, "reason": reason})
         return view
 
+    def stop(self, name: str, reason: str = "stopped by user") -> ClusterView:
+        """Stop the cluster's instances (where the provider can); idempotent.
+
+        Raises FailedPrecondition (from the provisioner) when the provider cannot stop
+        instances, before anything changed.
+        """
+        view = self.get(name)
+        if view.state == STOPPED:
+            return view
+        if view.state not in (UP, STARTING):
+            raise FailedPrecondition(f"cluster {name!r} is {view.state}; only an UP cluster can be stopped")
+        for node_id in view.node_ids:
+            self._broker.power_node(node_id, "stop")
+            self._broker.forget_node(node_id, f"cluster {name} {reason}")
+        view.state, view.reason = STOPPED, reason
+        self._save(view)
+        log.info("cluster stopped", extra={"cluster": name, "reason": reason})
+        return view
+
+    def start(self, name: str) -> ClusterView:
+        """Start a stopped cluster's instances; it is UP once its agents re-register."""
+        view = self.get(name)
+        if view.state in (UP, STARTING, INIT):
+            return view
+        if view.state != STOPPED:
+            raise FailedPrecondition(f"cluster {name!r} is {view.state}; `sky launch -c {name}` recreates it")
+        for node_id in view.node_ids:
+            self._broker.power_node(node_id, "start")
+        view.state, view.reason, view.last_used_at = STARTING, "", now()
+        self._save(view)
+        log.info("cluster starting", extra={"cluster": name})
+        return view
+
     def touch(self, node_id: str) -> None:
         """A placement or release on ``node_id``: its cluster is in use now."""
         name = self._node_cluster.get(node_id)
@@ -201,6 +238,10 @@ class Clusters:
             return Placement(ask.allocation_id, INFEASIBLE, reason=f"cluster {name!r} {why}; sky launch -c {name}")
         if view.state == FAILED:
             return Placement(ask.allocation_id, INFEASIBLE, reason=f"cluster {name!r} failed: {view.reason}")
+        if view.state == STOPPED:
+            return Placement(ask.allocation_id, INFEASIBLE, reason=f"cluster {name!r} is stopped; sky start {name}")
+        if view.state == STARTING:
+            return Placement(ask.allocation_id, WAITING, reason=f"cluster {name!r} is starting")
         nodes = [n for n in (self._broker.node_or_none(i) for i in view.node_ids) if n is not None]
         if nodes and not any(self._broker.node_could_fit(n, ask.resources) for n in nodes):
             biggest = max(nodes, key=lambda n: n.total.cpus)
@@ -219,7 +260,13 @@ class Clusters:
         """Mark clusters UP, replace failed provisions, and apply autostop."""
         stamp = now()
         for view in list(self._clusters.values()):
-            if view.state not in LIVE:
+            if view.state == STARTING:
+                if all(self._broker.node_ready(i) for i in view.node_ids):
+                    view.state, view.last_used_at = UP, stamp
+                    self._save(view)
+                    log.info("cluster up", extra={"cluster": view.name})
+                continue
+            if view.state not in (INIT, UP):
                 continue
             if view.state == INIT:
                 self._provision_missing(view)
@@ -233,9 +280,15 @@ class Clusters:
                 and stamp - view.last_used_at >= view.idle_minutes * 60
                 and not self._broker.has_allocations(view.node_ids)
             ):
-                # Stopping instances is not wired to the providers yet: autostop tears down,
-                # which is what stops the billing on every provider.
-                self.down(view.name, f"autostopped after {view.idle_minutes} idle minutes")
+                why = f"autostopped after {view.idle_minutes} idle minutes"
+                if view.autostop_down:
+                    self.down(view.name, why)
+                    continue
+                try:
+                    self.stop(view.name, why)
+                except FailedPrecondition as exc:
+                    # The provider cannot stop instances (local): tearing down is what stops billing.
+                    self.down(view.name, f"{why} (torn down: {exc.message})")
 
     def _provision_missing(self, view: ClusterView) -> None:
         live = [i for i in view.node_ids if self._broker.node_pending_or_ready(i)]

@@ -192,6 +192,8 @@ _CLUSTER_STATES = {
     "UP": broker_pb2.CLUSTER_STATE_UP,
     "DOWN": broker_pb2.CLUSTER_STATE_DOWN,
     "FAILED": broker_pb2.CLUSTER_STATE_FAILED,
+    "STOPPED": broker_pb2.CLUSTER_STATE_STOPPED,
+    "STARTING": broker_pb2.CLUSTER_STATE_STARTING,
 }
 
 

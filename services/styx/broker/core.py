@@ -75,6 +75,14 @@ class ProvisionerPort(Protocol):
         """Start terminating a node's instance (idempotent; NotFound when the provisioner never made it)."""
         ...
 
+    def stop(self, node_id: str) -> None:
+        """Start stopping a node's instance; FailedPrecondition when its provider cannot."""
+        ...
+
+    def start(self, node_id: str) -> None:
+        """Start a stopped node's instance again."""
+        ...
+
     def operation_state(self, operation_id: str) -> tuple[str, str] | tuple[str, str, str]:
         """Return ("pending"|"running"|"done"|"failed", error message[, error kind]).
 
@@ -755,6 +763,12 @@ class Broker:
         if node_id in self._nodes:
             self.deregister_node(node_id, reason)
         self._provisions.pop(node_id, None)
+
+    def power_node(self, node_id: str, action: str) -> None:
+        """Stop or start a node's instance ("stop" | "start") through the provisioner."""
+        if self._provisioner is None:
+            raise FailedPrecondition("no provisioner: nodes cannot be stopped or started")
+        getattr(self._provisioner, action)(node_id)
 
     def terminate_node(self, node_id: str) -> None:
         """Ask the provisioner to terminate the node's instance."""

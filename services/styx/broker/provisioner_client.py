@@ -92,3 +92,17 @@ class GrpcProvisioner:
 
         request = provisioner_pb2.TerminateRequest(request_id=new_id("down"), node_id=node_id)
         _call(self._stub.Terminate, request, timeout=self._timeout)
+
+    def stop(self, node_id: str) -> None:
+        """Start stopping the instance behind ``node_id``."""
+        from styx.common.ids import new_id
+
+        request = provisioner_pb2.TerminateRequest(request_id=new_id("stop"), node_id=node_id)
+        _call(self._stub.Stop, request, timeout=self._timeout)
+
+    def start(self, node_id: str) -> None:
+        """Start the stopped instance behind ``node_id``."""
+        from styx.common.ids import new_id
+
+        request = provisioner_pb2.TerminateRequest(request_id=new_id("start"), node_id=node_id)
+        _call(self._stub.Start, request, timeout=self._timeout)

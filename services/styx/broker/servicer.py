@@ -126,3 +126,15 @@ class BrokerServicer(broker_pb2_grpc.ResourceBrokerServicer):
         with self.broker.locked():
             view = self.broker.clusters.set_autostop(request.name, request.idle_minutes, request.down)
             return convert.cluster_to_pb(view)
+
+    def StopCluster(
+        self, request: broker_pb2.ClusterActionRequest, context: grpc.ServicerContext
+    ) -> broker_pb2.Cluster:
+        with self.broker.locked():
+            return convert.cluster_to_pb(self.broker.clusters.stop(request.name))
+
+    def StartCluster(
+        self, request: broker_pb2.ClusterActionRequest, context: grpc.ServicerContext
+    ) -> broker_pb2.Cluster:
+        with self.broker.locked():
+            return convert.cluster_to_pb(self.broker.clusters.start(request.name))

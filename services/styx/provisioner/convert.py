@@ -17,12 +17,15 @@ _OP_STATE = {
 _OP_KIND = {
     core.OperationKind.PROVISION: provisioner_pb2.OPERATION_KIND_PROVISION,
     core.OperationKind.TERMINATE: provisioner_pb2.OPERATION_KIND_TERMINATE,
+    core.OperationKind.STOP: provisioner_pb2.OPERATION_KIND_STOP,
+    core.OperationKind.START: provisioner_pb2.OPERATION_KIND_START,
 }
 _INSTANCE_STATE = {
     core.InstanceState.PENDING: provisioner_pb2.INSTANCE_STATE_PENDING,
     core.InstanceState.RUNNING: provisioner_pb2.INSTANCE_STATE_RUNNING,
     core.InstanceState.TERMINATING: provisioner_pb2.INSTANCE_STATE_TERMINATING,
     core.InstanceState.TERMINATED: provisioner_pb2.INSTANCE_STATE_TERMINATED,
+    core.InstanceState.STOPPED: provisioner_pb2.INSTANCE_STATE_STOPPED,
 }
 _ERROR_KIND = {
     ProviderErrorKind.CAPACITY: provisioner_pb2.PROVIDER_ERROR_KIND_CAPACITY,

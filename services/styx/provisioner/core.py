@@ -56,6 +56,8 @@ class OperationKind(enum.Enum):
 
     PROVISION = "provision"
     TERMINATE = "terminate"
+    STOP = "stop"
+    START = "start"
 
 
 class OperationState(enum.Enum):
@@ -79,6 +81,7 @@ class InstanceState(enum.Enum):
     RUNNING = "running"
     TERMINATING = "terminating"
     TERMINATED = "terminated"
+    STOPPED = "stopped"
 
 
 @dataclass(frozen=True)
@@ -366,17 +369,41 @@ class Provisioner:
         """Start terminating the instance of ``node_id``. Idempotent on request_id; an
         instance that is already terminated yields an operation that is already DONE.
         """
+        return self._instance_op(request_id, node_id, OperationKind.TERMINATE)
+
+    def stop_instance(self, request_id: str, node_id: str) -> Operation:
+        """Start stopping the instance of ``node_id`` (providers with a ``stop`` operation)."""
+        return self._instance_op(request_id, node_id, OperationKind.STOP)
+
+    def start_instance(self, request_id: str, node_id: str) -> Operation:
+        """Start a stopped instance of ``node_id`` again."""
+        return self._instance_op(request_id, node_id, OperationKind.START)
+
+    def _instance_op(self, request_id: str, node_id: str, kind: OperationKind) -> Operation:
         if not request_id:
-            raise InvalidArgument("request_id: required; send a unique id (a UUID) per terminate")
+            raise InvalidArgument(f"request_id: required; send a unique id (a UUID) per {kind.value}")
         existing = self._op_by_request(request_id)
         if existing is not None:
-            return self._same_request(existing, OperationKind.TERMINATE, node_id)
+            return self._same_request(existing, kind, node_id)
         if not node_id:
             raise InvalidArgument("node_id: required")
         row = self._instance_row(node_id)
         if row is None:
             raise NotFound(f"node_id: the provisioner has no instance for node {node_id!r}")
-        done = row["state"] == InstanceState.TERMINATED.value
+        if kind is not OperationKind.TERMINATE:
+            provider = self._providers.get(row["provider"])
+            if provider is None or not callable(getattr(provider, kind.value, None)):
+                raise FailedPrecondition(
+                    f"provider {row['provider']!r} cannot {kind.value} instances; `sky down` terminates them"
+                )
+            if row["state"] == InstanceState.TERMINATED.value:
+                raise FailedPrecondition(f"node {node_id!r} is terminated; it cannot be {kind.value}ed")
+        wanted = {
+            OperationKind.TERMINATE: InstanceState.TERMINATED,
+            OperationKind.STOP: InstanceState.STOPPED,
+            OperationKind.START: InstanceState.RUNNING,
+        }[kind]
+        done = row["state"] == wanted.value
         t = now()
         op_id = new_id("op")
         try:
@@ -385,7 +412,7 @@ class Provisioner:
                     insert(operations).values(
                         operation_id=op_id,
                         request_id=request_id,
-                        kind=OperationKind.TERMINATE.value,
+                        kind=kind.value,
                         state=(OperationState.DONE if done else OperationState.PENDING).value,
                         node_id=node_id,
                         error_kind="",
@@ -398,9 +425,9 @@ class Provisioner:
             existing = self._op_by_request(request_id)
             if existing is None:
                 raise
-            return self._same_request(existing, OperationKind.TERMINATE, node_id)
+            return self._same_request(existing, kind, node_id)
         if not done:
-            self._spawn(op_id, OperationKind.TERMINATE)
+            self._spawn(op_id, kind)
         self._notify()
         return self.get_operation(op_id)
 
@@ -456,7 +483,12 @@ class Provisioner:
     # -- workers ---------------------------------------------------------------------------
 
     def _spawn(self, op_id: str, kind: OperationKind) -> None:
-        target = self._run_provision if kind is OperationKind.PROVISION else self._run_terminate
+        target = {
+            OperationKind.PROVISION: self._run_provision,
+            OperationKind.TERMINATE: self._run_terminate,
+            OperationKind.STOP: self._run_power,
+            OperationKind.START: self._run_power,
+        }[kind]
         with self._workers.lock:
             if op_id in self._workers.threads:
                 return
@@ -540,6 +572,35 @@ class Provisioner:
                 return
             self._set_instance(op.node_id, InstanceState.TERMINATED)
             log.info("instance terminated", extra={"node_id": op.node_id, "instance_id": inst.instance_id})
+            self._finish(op_id)
+
+    def _run_power(self, op_id: str) -> None:
+        """Carry out a STOP or START operation."""
+        op = self.get_operation(op_id)
+        if op.state.terminal:
+            return
+        self._set_op(op_id, OperationState.RUNNING)
+        stopping = op.kind is OperationKind.STOP
+        with self._node_lock(op.node_id):
+            row = self._instance_row(op.node_id)
+            if row is None or row["state"] == InstanceState.TERMINATED.value:
+                self._finish(op_id, ProviderErrorKind.INVALID, "the instance is terminated")
+                return
+            inst = _instance_from_row(row)
+            provider = self._providers.get(inst.provider)
+            action = getattr(provider, op.kind.value, None)
+            if provider is None or not callable(action):
+                self._finish(op_id, ProviderErrorKind.INVALID, f"provider {inst.provider!r} cannot {op.kind.value}")
+                return
+            try:
+                action(inst.instance_id)
+            except Exception as exc:
+                kind, message = _describe_failure(inst.provider, exc)
+                self._finish(op_id, kind, message)
+                return
+            self._set_instance(op.node_id, InstanceState.STOPPED if stopping else InstanceState.RUNNING)
+            done = "instance stopped" if stopping else "instance started"
+            log.info(done, extra={"node_id": op.node_id, "instance_id": inst.instance_id})
             self._finish(op_id)
 
     # -- reconcile -------------------------------------------------------------------------

@@ -54,6 +54,18 @@ class ProvisionerServicer(provisioner_pb2_grpc.ProvisionerServicer):
         """Start terminating a node's instance."""
         return convert.operation_to_proto(self._core.terminate(request.request_id, request.node_id))
 
+    def Stop(
+        self, request: provisioner_pb2.TerminateRequest, context: grpc.ServicerContext
+    ) -> provisioner_pb2.Operation:
+        """Start stopping a node's instance."""
+        return convert.operation_to_proto(self._core.stop_instance(request.request_id, request.node_id))
+
+    def Start(
+        self, request: provisioner_pb2.TerminateRequest, context: grpc.ServicerContext
+    ) -> provisioner_pb2.Operation:
+        """Start a node's stopped instance."""
+        return convert.operation_to_proto(self._core.start_instance(request.request_id, request.node_id))
+
     def GetOperation(
         self, request: provisioner_pb2.GetOperationRequest, context: grpc.ServicerContext
     ) -> provisioner_pb2.Operation:

@@ -19,6 +19,8 @@ class ClusterState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CLUSTER_STATE_UP: _ClassVar[ClusterState]
     CLUSTER_STATE_DOWN: _ClassVar[ClusterState]
     CLUSTER_STATE_FAILED: _ClassVar[ClusterState]
+    CLUSTER_STATE_STOPPED: _ClassVar[ClusterState]
+    CLUSTER_STATE_STARTING: _ClassVar[ClusterState]
 
 class AllocationOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -38,6 +40,8 @@ CLUSTER_STATE_INIT: ClusterState
 CLUSTER_STATE_UP: ClusterState
 CLUSTER_STATE_DOWN: ClusterState
 CLUSTER_STATE_FAILED: ClusterState
+CLUSTER_STATE_STOPPED: ClusterState
+CLUSTER_STATE_STARTING: ClusterState
 ALLOCATION_OUTCOME_UNSPECIFIED: AllocationOutcome
 ALLOCATION_OUTCOME_PLACED: AllocationOutcome
 ALLOCATION_OUTCOME_WAITING: AllocationOutcome

@@ -117,6 +117,16 @@ class ResourceBrokerStub:
                 request_serializer=styx_dot_v1_dot_broker__pb2.ClusterActionRequest.SerializeToString,
                 response_deserializer=styx_dot_v1_dot_broker__pb2.Cluster.FromString,
                 _registered_method=True)
+        self.StopCluster = channel.unary_unary(
+                '/styx.v1.ResourceBroker/StopCluster',
+                request_serializer=styx_dot_v1_dot_broker__pb2.ClusterActionRequest.SerializeToString,
+                response_deserializer=styx_dot_v1_dot_broker__pb2.Cluster.FromString,
+                _registered_method=True)
+        self.StartCluster = channel.unary_unary(
+                '/styx.v1.ResourceBroker/StartCluster',
+                request_serializer=styx_dot_v1_dot_broker__pb2.ClusterActionRequest.SerializeToString,
+                response_deserializer=styx_dot_v1_dot_broker__pb2.Cluster.FromString,
+                _registered_method=True)
         self.SetAutostop = channel.unary_unary(
                 '/styx.v1.ResourceBroker/SetAutostop',
                 request_serializer=styx_dot_v1_dot_broker__pb2.SetAutostopRequest.SerializeToString,
@@ -257,9 +267,25 @@ class ResourceBrokerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StopCluster(self, request, context):
+        """Stops a cluster's instances (disks kept, no compute billed); pinned tasks that are not
+        finished re-queue and fail with the reason. FAILED_PRECONDITION when the provider
+        cannot stop instances (e.g. local). Idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartCluster(self, request, context):
+        """Starts a stopped cluster's instances again; it is UP once its agents re-register.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SetAutostop(self, request, context):
-        """Sets or clears autostop: after idle_minutes without allocations the cluster is torn
-        down (down=true) or stopped where the provider can stop instances.
+        """Sets or clears autostop: after idle_minutes without allocations the cluster is stopped,
+        or torn down when down=true or when its provider cannot stop instances.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -345,6 +371,16 @@ def add_ResourceBrokerServicer_to_server(servicer, server):
             ),
             'DownCluster': grpc.unary_unary_rpc_method_handler(
                     servicer.DownCluster,
+                    request_deserializer=styx_dot_v1_dot_broker__pb2.ClusterActionRequest.FromString,
+                    response_serializer=styx_dot_v1_dot_broker__pb2.Cluster.SerializeToString,
+            ),
+            'StopCluster': grpc.unary_unary_rpc_method_handler(
+                    servicer.StopCluster,
+                    request_deserializer=styx_dot_v1_dot_broker__pb2.ClusterActionRequest.FromString,
+                    response_serializer=styx_dot_v1_dot_broker__pb2.Cluster.SerializeToString,
+            ),
+            'StartCluster': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartCluster,
                     request_deserializer=styx_dot_v1_dot_broker__pb2.ClusterActionRequest.FromString,
                     response_serializer=styx_dot_v1_dot_broker__pb2.Cluster.SerializeToString,
             ),
@@ -786,6 +822,60 @@ class ResourceBroker:
             request,
             target,
             '/styx.v1.ResourceBroker/DownCluster',
+            styx_dot_v1_dot_broker__pb2.ClusterActionRequest.SerializeToString,
+            styx_dot_v1_dot_broker__pb2.Cluster.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StopCluster(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/styx.v1.ResourceBroker/StopCluster',
+            styx_dot_v1_dot_broker__pb2.ClusterActionRequest.SerializeToString,
+            styx_dot_v1_dot_broker__pb2.Cluster.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartCluster(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/styx.v1.ResourceBroker/StartCluster',
             styx_dot_v1_dot_broker__pb2.ClusterActionRequest.SerializeToString,
             styx_dot_v1_dot_broker__pb2.Cluster.FromString,
             options,

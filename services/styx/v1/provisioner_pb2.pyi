@@ -33,6 +33,8 @@ class OperationKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OPERATION_KIND_UNSPECIFIED: _ClassVar[OperationKind]
     OPERATION_KIND_PROVISION: _ClassVar[OperationKind]
     OPERATION_KIND_TERMINATE: _ClassVar[OperationKind]
+    OPERATION_KIND_STOP: _ClassVar[OperationKind]
+    OPERATION_KIND_START: _ClassVar[OperationKind]
 
 class InstanceState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -41,6 +43,7 @@ class InstanceState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INSTANCE_STATE_RUNNING: _ClassVar[InstanceState]
     INSTANCE_STATE_TERMINATING: _ClassVar[InstanceState]
     INSTANCE_STATE_TERMINATED: _ClassVar[InstanceState]
+    INSTANCE_STATE_STOPPED: _ClassVar[InstanceState]
 OPERATION_STATE_UNSPECIFIED: OperationState
 OPERATION_STATE_PENDING: OperationState
 OPERATION_STATE_RUNNING: OperationState
@@ -55,11 +58,14 @@ PROVIDER_ERROR_KIND_INTERNAL: ProviderErrorKind
 OPERATION_KIND_UNSPECIFIED: OperationKind
 OPERATION_KIND_PROVISION: OperationKind
 OPERATION_KIND_TERMINATE: OperationKind
+OPERATION_KIND_STOP: OperationKind
+OPERATION_KIND_START: OperationKind
 INSTANCE_STATE_UNSPECIFIED: InstanceState
 INSTANCE_STATE_PENDING: InstanceState
 INSTANCE_STATE_RUNNING: InstanceState
 INSTANCE_STATE_TERMINATING: InstanceState
 INSTANCE_STATE_TERMINATED: InstanceState
+INSTANCE_STATE_STOPPED: InstanceState
 
 class ProviderInfo(_message.Message):
     __slots__ = ("name", "enabled", "reason", "hint")

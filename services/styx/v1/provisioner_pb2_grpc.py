@@ -55,6 +55,16 @@ class ProvisionerStub:
                 request_serializer=styx_dot_v1_dot_provisioner__pb2.TerminateRequest.SerializeToString,
                 response_deserializer=styx_dot_v1_dot_provisioner__pb2.Operation.FromString,
                 _registered_method=True)
+        self.Stop = channel.unary_unary(
+                '/styx.v1.Provisioner/Stop',
+                request_serializer=styx_dot_v1_dot_provisioner__pb2.TerminateRequest.SerializeToString,
+                response_deserializer=styx_dot_v1_dot_provisioner__pb2.Operation.FromString,
+                _registered_method=True)
+        self.Start = channel.unary_unary(
+                '/styx.v1.Provisioner/Start',
+                request_serializer=styx_dot_v1_dot_provisioner__pb2.TerminateRequest.SerializeToString,
+                response_deserializer=styx_dot_v1_dot_provisioner__pb2.Operation.FromString,
+                _registered_method=True)
         self.GetOperation = channel.unary_unary(
                 '/styx.v1.Provisioner/GetOperation',
                 request_serializer=styx_dot_v1_dot_provisioner__pb2.GetOperationRequest.SerializeToString,
@@ -107,6 +117,23 @@ class ProvisionerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Stop(self, request, context):
+        """Starts stopping (deallocating) the instance behind a node: it keeps its disk and can be
+        started again. Idempotent on request_id. FAILED_PRECONDITION when the provider cannot
+        stop instances (e.g. local), with the reason.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Start(self, request, context):
+        """Starts a stopped instance again; its agent re-registers when it boots. Idempotent on
+        request_id. FAILED_PRECONDITION when the provider cannot start stopped instances.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetOperation(self, request, context):
         """Returns an operation's current state. NOT_FOUND when unknown.
         """
@@ -148,6 +175,16 @@ def add_ProvisionerServicer_to_server(servicer, server):
             ),
             'Terminate': grpc.unary_unary_rpc_method_handler(
                     servicer.Terminate,
+                    request_deserializer=styx_dot_v1_dot_provisioner__pb2.TerminateRequest.FromString,
+                    response_serializer=styx_dot_v1_dot_provisioner__pb2.Operation.SerializeToString,
+            ),
+            'Stop': grpc.unary_unary_rpc_method_handler(
+                    servicer.Stop,
+                    request_deserializer=styx_dot_v1_dot_provisioner__pb2.TerminateRequest.FromString,
+                    response_serializer=styx_dot_v1_dot_provisioner__pb2.Operation.SerializeToString,
+            ),
+            'Start': grpc.unary_unary_rpc_method_handler(
+                    servicer.Start,
                     request_deserializer=styx_dot_v1_dot_provisioner__pb2.TerminateRequest.FromString,
                     response_serializer=styx_dot_v1_dot_provisioner__pb2.Operation.SerializeToString,
             ),
@@ -274,6 +311,60 @@ class Provisioner:
             request,
             target,
             '/styx.v1.Provisioner/Terminate',
+            styx_dot_v1_dot_provisioner__pb2.TerminateRequest.SerializeToString,
+            styx_dot_v1_dot_provisioner__pb2.Operation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Stop(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/styx.v1.Provisioner/Stop',
+            styx_dot_v1_dot_provisioner__pb2.TerminateRequest.SerializeToString,
+            styx_dot_v1_dot_provisioner__pb2.Operation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Start(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/styx.v1.Provisioner/Start',
             styx_dot_v1_dot_provisioner__pb2.TerminateRequest.SerializeToString,
             styx_dot_v1_dot_provisioner__pb2.Operation.FromString,
             options,
