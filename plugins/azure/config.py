@@ -1,0 +1,134 @@
+"""Settings of the Azure provider, read from the environment (no SDK imports here).
+
+Required:
+- ``AZURE_SUBSCRIPTION_ID``: the subscription VMs are created in (the Azure SDKs' and
+  CLI's usual variable).
+- ``STYX_AZURE_RESOURCE_GROUP``: an existing resource group that holds Styx's VMs (one
+  group can hold resources of every region, so listing it finds every Styx VM).
+- ``STYX_AZURE_SUBNET_ID``: resource id of an existing subnet the VMs' network interfaces
+  join; ``STYX_AZURE_SUBNET_ID_<REGION>`` (e.g. ``STYX_AZURE_SUBNET_ID_WESTUS2``) overrides
+  it per region, because a NIC must sit in a virtual network of the VM's own region.
+
+Optional:
+- ``STYX_AZURE_IMAGE``: ``publisher:offer:sku:version`` (the az CLI's URN form) or an image
+  resource id (``/subscriptions/.../images/...`` or a gallery image version). Default
+  ``DEFAULT_IMAGE`` (Ubuntu 22.04 LTS, Gen2).
+- ``STYX_AZURE_PUBLIC_IP``: ``1`` gives each VM a Standard public IP (deleted with the VM);
+  default ``0``: the subnet must provide outbound access (NAT gateway, firewall) so the
+  agent can dial the control plane.
+- ``STYX_AZURE_OS_DISK_TYPE`` (default ``StandardSSD_LRS``), ``STYX_AZURE_OS_DISK_GB``
+  (default: the image's size).
+- ``STYX_AZURE_ADMIN_USERNAME`` (default ``styx``), ``STYX_AZURE_SSH_PUBLIC_KEY`` (an
+  OpenSSH public key line; default: a throwaway key whose private half is never kept, so
+  nobody can log in: the agent dials out and needs no inbound SSH).
+- ``STYX_AZURE_ENDPOINT``: Azure Resource Manager base URL instead of
+  ``https://management.azure.com`` (sovereign clouds, Azure Stack, tests). An ``http://``
+  endpoint (a local test fake) is used with a static bearer credential, never with real
+  credentials, because a real token must not travel in plain text.
+- ``STYX_AZURE_CREATE_TIMEOUT_SECONDS`` / ``STYX_AZURE_DELETE_TIMEOUT_SECONDS`` (default
+  600 each): bounds on waiting for a VM to run / to be gone.
+- ``STYX_AZURE_POLL_SECONDS``: seconds between polls of a long-running operation when Azure
+  sends no ``Retry-After`` (SDK default 30).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+# Ubuntu 22.04 LTS (Gen2) from Canonical; python3 is on it, and cloud-init runs customData.
+DEFAULT_IMAGE = "Canonical:0001-com-ubuntu-server-jammy:22_04-lts-gen2:latest"
+DEFAULT_DISK_TYPE = "StandardSSD_LRS"
+DEFAULT_ADMIN = "styx"
+PUBLIC_ARM = "https://management.azure.com"
+
+
+@dataclass(frozen=True)
+class AzureSettings:
+    """Everything the provider needs from its environment, validated once."""
+
+    subscription_id: str = ""
+    resource_group: str = ""
+    subnet_id: str = ""
+    subnet_by_region: Mapping[str, str] = field(default_factory=dict)
+    image: str = DEFAULT_IMAGE
+    public_ip: bool = False
+    os_disk_type: str = DEFAULT_DISK_TYPE
+    os_disk_gb: int = 0
+    admin_username: str = DEFAULT_ADMIN
+    ssh_public_key: str = field(default="", repr=False)
+    endpoint: str = ""
+    create_timeout_s: float = 600.0
+    delete_timeout_s: float = 600.0
+    poll_s: float | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> AzureSettings:
+        """Read the settings from ``env`` (default: the process environment)."""
+        env = os.environ if env is None else env
+        prefix = "STYX_AZURE_SUBNET_ID_"
+        by_region = {k[len(prefix) :].lower(): v.strip() for k, v in env.items() if k.startswith(prefix) and v.strip()}
+        return cls(
+            subscription_id=env.get("AZURE_SUBSCRIPTION_ID", "").strip(),
+            resource_group=env.get("STYX_AZURE_RESOURCE_GROUP", "").strip(),
+            subnet_id=env.get("STYX_AZURE_SUBNET_ID", "").strip(),
+            subnet_by_region=by_region,
+            image=env.get("STYX_AZURE_IMAGE", "").strip() or DEFAULT_IMAGE,
+            public_ip=env.get("STYX_AZURE_PUBLIC_IP", "0").strip().lower() in ("1", "true", "yes"),
+            os_disk_type=env.get("STYX_AZURE_OS_DISK_TYPE", "").strip() or DEFAULT_DISK_TYPE,
+            os_disk_gb=_int(env.get("STYX_AZURE_OS_DISK_GB", ""), 0),
+            admin_username=env.get("STYX_AZURE_ADMIN_USERNAME", "").strip() or DEFAULT_ADMIN,
+            ssh_public_key=env.get("STYX_AZURE_SSH_PUBLIC_KEY", "").strip(),
+            endpoint=env.get("STYX_AZURE_ENDPOINT", "").strip().rstrip("/"),
+            create_timeout_s=_float(env.get("STYX_AZURE_CREATE_TIMEOUT_SECONDS", ""), 600.0),
+            delete_timeout_s=_float(env.get("STYX_AZURE_DELETE_TIMEOUT_SECONDS", ""), 600.0),
+            poll_s=_float(env["STYX_AZURE_POLL_SECONDS"], 30.0) if env.get("STYX_AZURE_POLL_SECONDS") else None,
+        )
+
+    @property
+    def plain_http(self) -> bool:
+        """True for an ``http://`` endpoint override: a local fake, never real Azure."""
+        return self.endpoint.lower().startswith("http://")
+
+    def missing(self) -> list[str]:
+        """Names of required variables that are unset, for ``check()``."""
+        out = []
+        if not self.subscription_id:
+            out.append("AZURE_SUBSCRIPTION_ID")
+        if not self.resource_group:
+            out.append("STYX_AZURE_RESOURCE_GROUP")
+        if not self.subnet_id and not self.subnet_by_region:
+            out.append("STYX_AZURE_SUBNET_ID")
+        return out
+
+    def subnet_for(self, region: str) -> str:
+        """The subnet id for VMs of ``region`` (per-region override first)."""
+        return self.subnet_by_region.get(region.lower(), "") or self.subnet_id
+
+    def image_reference(self) -> dict[str, str]:
+        """The ARM ``imageReference`` for ``image`` (URN or resource id)."""
+        if self.image.startswith("/"):
+            return {"id": self.image}
+        parts = self.image.split(":")
+        if len(parts) != 4 or not all(parts):
+            raise ValueError(
+                f"STYX_AZURE_IMAGE={self.image!r} is neither publisher:offer:sku:version nor an image resource id"
+            )
+        publisher, offer, sku, version = parts
+        return {"publisher": publisher, "offer": offer, "sku": sku, "version": version}
+
+
+def _int(text: str, default: int) -> int:
+    try:
+        return int(text.strip()) if text.strip() else default
+    except ValueError:
+        return default
+
+
+def _float(text: str, default: float) -> float:
+    try:
+        value = float(text.strip()) if text.strip() else default
+    except ValueError:
+        return default
+    return value if value >= 0 else default
