@@ -468,7 +468,38 @@ def cmd_catalog(args: argparse.Namespace) -> int:
         return _catalog_list(args)
     if args.action == "import":
         return _catalog_import(args)
-    raise CliError("sky catalog: give an action: import (sky catalog import --format skypilot DIR) or list", EXIT_USAGE)
+    if args.action == "refresh":
+        return _catalog_refresh(args)
+    raise CliError(
+        "sky catalog: give an action: import (sky catalog import --format skypilot DIR), refresh PROVIDER, or list",
+        EXIT_USAGE,
+    )
+
+
+def _catalog_refresh(args: argparse.Namespace) -> int:
+    """sky catalog refresh PROVIDER...: read each provider's catalog from its cloud, import it."""
+    from styx.v1 import broker_pb2, provisioner_pb2
+    from styx_cli import services
+    from styx_cli.client import request_id
+
+    rows = []
+    for provider in args.providers:
+        started = time.perf_counter()
+        with services.provisioner() as prov:
+            reply = prov.call(
+                "GetProviderCatalog",
+                provisioner_pb2.GetProviderCatalogRequest(provider=provider, regions=args.region or []),
+                timeout=IMPORT_TIMEOUT_S,
+            )
+        if not reply.offers:
+            raise CliError(f"{provider}: its cloud listed no priced offer; the catalog is left unchanged")
+        with services.broker() as broker:
+            request = broker_pb2.ImportCatalogRequest(request_id=request_id(), offers=list(reply.offers))
+            count = broker.call("ImportCatalog", request, timeout=IMPORT_TIMEOUT_S).count
+        regions = len({o.region for o in reply.offers})
+        rows.append([provider, f"{count:,}", str(regions), f"{time.perf_counter() - started:.2f}s"])
+    output.print_table(("PROVIDER", "OFFERS", "REGIONS", "TIME"), rows)
+    return EXIT_OK
 
 
 def _catalog_list(args: argparse.Namespace) -> int:

@@ -262,6 +262,15 @@ def _add_catalog_commands(sub: Any) -> None:
     )
     imp.add_argument("--json", action="store_true", help="print JSON instead of a table")
     imp.set_defaults(handler="catalog:cmd_catalog")
+    refresh = actions.add_parser(
+        "refresh",
+        help="rebuild providers' catalogs from their clouds' own APIs (needs credentials)",
+        description="Ask each provider plugin for its catalog as its cloud reports it (instance types per zone, "
+        "priced from the built-in prices where the cloud has no pricing API) and import it into the broker.",
+    )
+    refresh.add_argument("providers", nargs="+", metavar="PROVIDER", help="e.g. aws")
+    refresh.add_argument("--region", action="append", help="only this region (repeatable)")
+    refresh.set_defaults(handler="catalog:cmd_catalog")
     lst = actions.add_parser("list", help="providers of the catalog, offer counts, built-in or imported")
     lst.add_argument("--json", action="store_true", help="print JSON instead of a table")
     lst.set_defaults(handler="catalog:cmd_catalog")

@@ -18,7 +18,7 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -31,7 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from styx.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from styx.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from styx.common.ids import new_id
 from styx.common.migrations import upgrade
 from styx.common.timeutil import now
@@ -228,6 +228,23 @@ class Provisioner:
             except Exception as exc:
                 # One broken provider must not hide the others' offers from the broker.
                 log.warning("provider %s offers() raised", name, exc_info=exc)
+        return sorted(offers, key=lambda o: o.key)
+
+    def provider_catalog(self, name: str, regions: Sequence[str] = ()) -> list[Offer]:
+        """A provider's catalog from its cloud's own APIs (providers with a ``catalog`` operation)."""
+        provider = self._enabled_provider(name, "provider")
+        catalog = getattr(provider, "catalog", None)
+        if not callable(catalog):
+            raise FailedPrecondition(
+                f"provider {name!r} cannot list its catalog from the cloud; use `sky catalog import` instead"
+            )
+        try:
+            offers = catalog(list(regions) or None)
+        except Exception as exc:
+            kind, message = _describe_failure(name, exc)
+            if kind in (ProviderErrorKind.AUTH, ProviderErrorKind.INVALID):
+                raise FailedPrecondition(f"provider {name!r}: {message}") from exc
+            raise Unavailable(f"provider {name!r}: {message}") from exc
         return sorted(offers, key=lambda o: o.key)
 
     def _enabled_provider(self, name: str, field_name: str) -> Provider:

@@ -66,6 +66,13 @@ class ProvisionerServicer(provisioner_pb2_grpc.ProvisionerServicer):
         """Start a node's stopped instance."""
         return convert.operation_to_proto(self._core.start_instance(request.request_id, request.node_id))
 
+    def GetProviderCatalog(
+        self, request: provisioner_pb2.GetProviderCatalogRequest, context: grpc.ServicerContext
+    ) -> provisioner_pb2.ListOffersResponse:
+        """A provider's catalog from its cloud's APIs."""
+        offers = self._core.provider_catalog(request.provider, list(request.regions))
+        return provisioner_pb2.ListOffersResponse(offers=[convert.offer_to_proto(o) for o in offers])
+
     def GetOperation(
         self, request: provisioner_pb2.GetOperationRequest, context: grpc.ServicerContext
     ) -> provisioner_pb2.Operation:

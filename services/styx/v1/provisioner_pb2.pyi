@@ -182,6 +182,14 @@ class Operation(_message.Message):
     updated_at: _timestamp_pb2.Timestamp
     def __init__(self, operation_id: _Optional[str] = ..., kind: _Optional[_Union[OperationKind, str]] = ..., state: _Optional[_Union[OperationState, str]] = ..., node_id: _Optional[str] = ..., instance: _Optional[_Union[Instance, _Mapping]] = ..., error: _Optional[_Union[ProviderError, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
+class GetProviderCatalogRequest(_message.Message):
+    __slots__ = ("provider", "regions")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    REGIONS_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    regions: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, provider: _Optional[str] = ..., regions: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class ListInstancesRequest(_message.Message):
     __slots__ = ("provider", "include_terminated")
     PROVIDER_FIELD_NUMBER: _ClassVar[int]

@@ -80,6 +80,11 @@ class ProvisionerStub:
                 request_serializer=styx_dot_v1_dot_provisioner__pb2.ListInstancesRequest.SerializeToString,
                 response_deserializer=styx_dot_v1_dot_provisioner__pb2.ListInstancesResponse.FromString,
                 _registered_method=True)
+        self.GetProviderCatalog = channel.unary_unary(
+                '/styx.v1.Provisioner/GetProviderCatalog',
+                request_serializer=styx_dot_v1_dot_provisioner__pb2.GetProviderCatalogRequest.SerializeToString,
+                response_deserializer=styx_dot_v1_dot_provisioner__pb2.ListOffersResponse.FromString,
+                _registered_method=True)
 
 
 class ProvisionerServicer:
@@ -155,6 +160,15 @@ class ProvisionerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetProviderCatalog(self, request, context):
+        """Reads a provider's catalog from its cloud's own APIs (instance types per zone, with
+        prices where known), for `sky catalog refresh`, which imports it into the broker.
+        FAILED_PRECONDITION when the provider is disabled or cannot list its catalog.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ProvisionerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -202,6 +216,11 @@ def add_ProvisionerServicer_to_server(servicer, server):
                     servicer.ListInstances,
                     request_deserializer=styx_dot_v1_dot_provisioner__pb2.ListInstancesRequest.FromString,
                     response_serializer=styx_dot_v1_dot_provisioner__pb2.ListInstancesResponse.SerializeToString,
+            ),
+            'GetProviderCatalog': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetProviderCatalog,
+                    request_deserializer=styx_dot_v1_dot_provisioner__pb2.GetProviderCatalogRequest.FromString,
+                    response_serializer=styx_dot_v1_dot_provisioner__pb2.ListOffersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -448,6 +467,33 @@ class Provisioner:
             '/styx.v1.Provisioner/ListInstances',
             styx_dot_v1_dot_provisioner__pb2.ListInstancesRequest.SerializeToString,
             styx_dot_v1_dot_provisioner__pb2.ListInstancesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetProviderCatalog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/styx.v1.Provisioner/GetProviderCatalog',
+            styx_dot_v1_dot_provisioner__pb2.GetProviderCatalogRequest.SerializeToString,
+            styx_dot_v1_dot_provisioner__pb2.ListOffersResponse.FromString,
             options,
             channel_credentials,
             insecure,
