@@ -2,8 +2,9 @@
 
 Every cloud provider passes the same script as the instance's boot script (EC2 user-data,
 GCE metadata ``startup-script``, Azure customData). It writes the agent's settings to a
-root-only env file, installs Styx, and starts ``styx-agent`` dialing the control plane, so
-nodes behind NAT work. The credential is a node token (``styx.common.auth``): scoped to
+root-only env file, installs Styx into a venv, and runs ``styx-agent`` as a systemd unit
+(so it survives reboots and stop/start; plain nohup where there is no systemd), dialing
+the control plane, so nodes behind NAT work. The credential is a node token (``styx.common.auth``): scoped to
 this node and to the agents' RPCs, never the control plane's shared token.
 
 Values are quoted with shlex.quote; node ids, endpoints and labels never reach the shell
@@ -16,17 +17,21 @@ import os
 import shlex
 from collections.abc import Mapping
 
+from styx import __version__
 from styx.common.auth import mint_node_token
 
 ENV_FILE = "/etc/styx/agent.env"
-# How the VM installs Styx; STYX_AGENT_INSTALL overrides it (a wheel URL, a private index ...).
+# How the VM installs Styx; STYX_AGENT_INSTALL overrides it. Styx is not on PyPI yet (the
+# name "styx" there is an unrelated 2013 project), so the default pins this exact version,
+# which fails loudly in the VM's boot log instead of installing the wrong package: set
+# STYX_AGENT_INSTALL (a wheel URL, a private index, a git URL) for real clouds.
 # A venv, because current Debian/Ubuntu images refuse system-wide pip installs (PEP 668);
 # python3-venv is installed first where the image lacks it.
 DEFAULT_INSTALL = (
     "command -v styx-agent >/dev/null || { "
     "python3 -m venv /opt/styx 2>/dev/null || "
     "{ apt-get update -qq && apt-get install -y -qq python3-venv && python3 -m venv /opt/styx; }; "
-    "/opt/styx/bin/pip install --quiet styx; }"
+    f"/opt/styx/bin/pip install --quiet 'styx=={__version__}'; }}"
 )
 
 
@@ -67,8 +72,30 @@ cat > {ENV_FILE} <<'STYX_ENV'
 STYX_ENV
 export PATH="/opt/styx/bin:$PATH"
 {install}
-set -a; . {ENV_FILE}; set +a
-nohup styx-agent >> /var/log/styx-agent.log 2>&1 &
+AGENT="$(command -v styx-agent)"
+if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+  # A unit, so the agent comes back after a reboot or a stop/start of the instance.
+  cat > /etc/systemd/system/styx-agent.service <<STYX_UNIT
+[Unit]
+Description=Styx agent
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+EnvironmentFile={ENV_FILE}
+ExecStart=$AGENT
+Restart=always
+RestartSec=5
+
+[Install]
+WantedBy=multi-user.target
+STYX_UNIT
+  systemctl daemon-reload
+  systemctl enable --now styx-agent.service
+else
+  set -a; . {ENV_FILE}; set +a
+  nohup "$AGENT" >> /var/log/styx-agent.log 2>&1 &
+fi
 """
 
 

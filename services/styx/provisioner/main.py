@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from collections.abc import Callable, Sequence
 
+from styx import __version__
 from styx.common import config
 from styx.common.logs import setup_logging
 from styx.common.metrics import register_gauges, serve_metrics
@@ -109,6 +111,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     setup_logging(SERVICE, args.log_level)
     running, core, cfg = create_server(args)
     write_ready_file(cfg.ready_file, cfg.host, running.port)
+    clouds = [p.name for p in core.list_providers() if p.enabled and p.name != "local"]
+    if clouds and not os.environ.get("STYX_AGENT_INSTALL"):
+        log.warning(
+            "STYX_AGENT_INSTALL is not set: new cloud VMs will try to install styx==%s from PyPI, where it is "
+            "not published yet; set STYX_AGENT_INSTALL to a pip install command for your Styx wheel",
+            __version__,
+            extra={"providers": clouds},
+        )
     log.info(
         "serving",
         extra={"host": cfg.host, "port": running.port, "providers": [p.name for p in core.list_providers()]},
