@@ -108,20 +108,23 @@ def report_end(task: Any) -> None:
         output.error(f"task {task.task_id} {state.lower()}{reason}")
 
 
-def follow(client: SchedulerClient, task_id: str, out: BinaryIO, only_attempt: int = 0) -> Any:
+def follow(client: SchedulerClient, task_id: str, out: BinaryIO, only_attempt: int = 0, rank: int = 0) -> Any:
     """Write the task's output to ``out`` as it arrives; return the task once it is terminal.
 
     Tracks (attempt, offset) so a reopened stream (deadline, retry of the task) neither
     repeats nor skips bytes; after the task ends, drains whatever output arrived last.
     With ``only_attempt``, prints that attempt only and returns once its output is complete.
+    ``rank`` picks the node of a multi-node task (0 for one-node tasks).
     """
     if only_attempt:
-        return _follow_attempt(client, task_id, out, only_attempt)
+        return _follow_attempt(client, task_id, out, only_attempt, rank)
     attempt, offset = 0, 0
 
     def pump(follow_flag: bool) -> None:
         nonlocal attempt, offset
-        request = scheduler_pb2.StreamLogsRequest(task_id=task_id, attempt=attempt, follow=follow_flag, offset=offset)
+        request = scheduler_pb2.StreamLogsRequest(
+            task_id=task_id, attempt=attempt, follow=follow_flag, offset=offset, rank=rank
+        )
         for chunk in client.stream("StreamLogs", request):
             if chunk.attempt != attempt and chunk.attempt:
                 if attempt and chunk.attempt > attempt:
@@ -149,11 +152,13 @@ def follow(client: SchedulerClient, task_id: str, out: BinaryIO, only_attempt: i
         time.sleep(0.2)
 
 
-def _follow_attempt(client: SchedulerClient, task_id: str, out: BinaryIO, attempt: int) -> Any:
+def _follow_attempt(client: SchedulerClient, task_id: str, out: BinaryIO, attempt: int, rank: int = 0) -> Any:
     """Follow one attempt's output until that attempt has ended (a later attempt or a final state)."""
     offset = 0
     while True:
-        request = scheduler_pb2.StreamLogsRequest(task_id=task_id, attempt=attempt, follow=True, offset=offset)
+        request = scheduler_pb2.StreamLogsRequest(
+            task_id=task_id, attempt=attempt, follow=True, offset=offset, rank=rank
+        )
         for chunk in client.stream("StreamLogs", request):
             data = chunk.data[max(0, offset - chunk.offset) :]
             if data:
@@ -163,7 +168,9 @@ def _follow_attempt(client: SchedulerClient, task_id: str, out: BinaryIO, attemp
         task = client.call("GetTask", scheduler_pb2.GetTaskRequest(task_id=task_id))
         if task.attempt > attempt or task.state in _TERMINAL:
             # The stream also ends at its deadline; one last non-following read drains the rest.
-            request = scheduler_pb2.StreamLogsRequest(task_id=task_id, attempt=attempt, follow=False, offset=offset)
+            request = scheduler_pb2.StreamLogsRequest(
+                task_id=task_id, attempt=attempt, follow=False, offset=offset, rank=rank
+            )
             for chunk in client.stream("StreamLogs", request):
                 out.write(chunk.data[max(0, offset - chunk.offset) :])
                 offset = max(offset, chunk.offset + len(chunk.data))
@@ -234,7 +241,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
     with connect() as client:
         if args.follow:
             try:
-                task = follow(client, args.task, out, only_attempt=args.attempt)
+                task = follow(client, args.task, out, only_attempt=args.attempt, rank=args.rank)
             except KeyboardInterrupt:
                 return EXIT_INTERRUPTED
             # Exit 0 whatever the task's outcome: the logs were printed; `sky run` and
@@ -243,7 +250,9 @@ def cmd_logs(args: argparse.Namespace) -> int:
             return EXIT_OK
         # Without --follow, look the task up first so an unknown id is a clean NOT_FOUND.
         client.call("GetTask", scheduler_pb2.GetTaskRequest(task_id=args.task))
-        request = scheduler_pb2.StreamLogsRequest(task_id=args.task, attempt=args.attempt, follow=False)
+        request = scheduler_pb2.StreamLogsRequest(
+            task_id=args.task, attempt=args.attempt, follow=False, rank=args.rank
+        )
         for chunk in client.stream("StreamLogs", request):
             out.write(chunk.data)
         out.flush()

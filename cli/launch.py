@@ -271,9 +271,9 @@ def rank_offers(job: plan.LaunchJob) -> RankedPlan | None:
         validated = plan.validate(job.tasks, job.source)
         width = max(len(s.name) for s in validated)
 
-        def optimize(resources: Any, include_disabled: bool) -> Any:
+        def optimize(resources: Any, include_disabled: bool, num_nodes: int = 1) -> Any:
             request = broker_pb2.OptimizeRequest(
-                resources=resources, num_nodes=1, limit=OFFERS_SHOWN, include_disabled=include_disabled
+                resources=resources, num_nodes=num_nodes, limit=OFFERS_SHOWN, include_disabled=include_disabled
             )
             started = time.perf_counter()
             try:
@@ -285,8 +285,8 @@ def rank_offers(job: plan.LaunchJob) -> RankedPlan | None:
         for spec, entry in zip(validated, job.tasks, strict=True):
             resources = plan.task_to_pb(replace(entry, spec=spec)).resources
             try:
-                live = optimize(resources, False)
-                whatif = optimize(resources, True)
+                live = optimize(resources, False, spec.num_nodes)
+                whatif = optimize(resources, True, spec.num_nodes)
             except grpc.RpcError as err:
                 if err.code() == grpc.StatusCode.UNIMPLEMENTED:
                     return None

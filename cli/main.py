@@ -148,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("task", help="task id")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the task ends")
     logs.add_argument("--attempt", type=int, default=0, help="attempt to show (default: the latest)")
+    logs.add_argument("--rank", type=int, default=0, help="node rank of a multi-node task to show (default 0)")
     logs.set_defaults(handler="commands:cmd_logs")
 
     cancel = sub.add_parser("cancel", help="cancel jobs (j-...) or tasks (t-...)")

@@ -90,7 +90,22 @@ def task_to_dict(task: Any) -> dict[str, Any]:
     """A styx.v1.Task as plain JSON-able data (what ``sky status --json`` prints)."""
     spec = task.spec
     res = spec.resources
+    # Multi-node tasks also list their ranks (rank order); one-node tasks keep their shape.
+    gang: dict[str, Any] = {}
+    if task.ranks:
+        gang["num_nodes"] = spec.num_nodes
+        gang["ranks"] = [
+            {
+                "node_id": r.node_id,
+                "address": r.address,
+                "gpu_indices": list(r.gpu_indices),
+                "state": state_name(r.state),
+                "exit_code": r.exit_code if r.has_exit_code else None,
+            }
+            for r in task.ranks
+        ]
     return {
+        **gang,
         "task_id": task.task_id,
         "job_id": task.job_id,
         "job_name": task.job_name,

@@ -18,12 +18,12 @@ from typing import Any
 
 from styx.common.errors import InvalidArgument
 from styx.common.resources import Accelerator, Resources, infra_parts, parse_accelerator, parse_amount
-from styx.scheduler.model import RetryPolicy, TaskSpec
+from styx.scheduler.model import MAX_NODES_PER_TASK, RetryPolicy, TaskSpec
 
 TASK_KEYS = {
     "name": "task name",
     "resources": "what the task needs (cpus, memory, accelerators, infra ...)",
-    "num_nodes": "number of nodes (Styx runs 1 for now)",
+    "num_nodes": "nodes to run on at once, 1-64 (each gets the resources)",
     "envs": "environment variables",
     "workdir": "local directory shipped with the job",
     "setup": "commands run before `run`",
@@ -143,8 +143,8 @@ def _task(doc: Any, path: _Path, index: int, previous: str) -> TaskFileEntry:
     if not run.strip():
         raise (path / "run").error("required: the commands to run")
     num_nodes = _int(doc, "num_nodes", path, default=1)
-    if num_nodes != 1:
-        raise (path / "num_nodes").error(f"Styx runs each task on one node for now, got {num_nodes}; use 1")
+    if not 1 <= num_nodes <= MAX_NODES_PER_TASK:
+        raise (path / "num_nodes").error(f"must be 1-{MAX_NODES_PER_TASK}, got {num_nodes}")
     res_doc = doc.get("resources") or {}
     if not isinstance(res_doc, dict):
         raise (path / "resources").error(f"must be a mapping of {', '.join(RESOURCE_KEYS)}")
@@ -171,6 +171,7 @@ def _task(doc: Any, path: _Path, index: int, previous: str) -> TaskFileEntry:
         depends_on=depends_on,
         retry=_retry(doc.get("retry"), path / "retry"),
         timeout_s=_duration(doc.get("timeout"), path / "timeout"),
+        num_nodes=num_nodes,
     )
     return TaskFileEntry(spec, _str(doc, "workdir", path), instance_type, any_of, ordered)
 

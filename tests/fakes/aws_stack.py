@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from fakes.aws_moto import REGION, MotoEc2
-
 from helpers import ServiceProcess, free_port, processes_with_env, start_service, stop_process
 from styx.common.clients import open_channel
 from styx.provisioner import bootstrap

@@ -20,7 +20,6 @@ pytest.importorskip("moto.server")
 
 from fakes.aws_moto import MotoEc2, shared_moto
 from fakes.aws_stack import AwsStack, aws_offer, make_stack, tags_of
-
 from helpers import run_sky, wait_until
 from styx.v1 import broker_pb2, common_pb2
 

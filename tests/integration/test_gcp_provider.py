@@ -15,8 +15,8 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from fakes.gcp_compute import FakeCompute
 
+from fakes.gcp_compute import FakeCompute
 from providers.harness import LAUNCH
 from styx.provisioner.bootstrap import parse_startup_env
 from styx.provisioner.provider import InstanceStatus, Offer, ProviderError, ProviderErrorKind

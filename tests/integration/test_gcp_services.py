@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from fakes.gcp_compute import BootPlayer, FakeCompute
 
+from fakes.gcp_compute import BootPlayer, FakeCompute
 from helpers import ServiceProcess, free_port, run_sky, start_service, stop_process, wait_until
 from providers.harness import LAUNCH
 from styx.common.clients import open_channel

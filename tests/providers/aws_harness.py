@@ -25,7 +25,6 @@ class AwsHarness:
 
     def __init__(self) -> None:
         from fakes.aws_moto import shared_moto
-
         from styx_plugins.aws.config import AwsConfig
         from styx_plugins.aws.provider import AwsProvider
 

@@ -9,8 +9,8 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-from fakes.gcp_compute import FakeCompute
 
+from fakes.gcp_compute import FakeCompute
 from styx.provisioner.bootstrap import parse_startup_env
 from styx.provisioner.provider import Offer, Provider
 

@@ -91,6 +91,7 @@ class ControlPlane:
             zone=node.zone,
             instance_type=node.instance_type,
             labels=dict(node.labels),
+            address=node.address,
         )
         self._call("RegisterNode", self._broker.RegisterNode, request, max_backoff_s=10.0)
 
@@ -114,9 +115,9 @@ class ControlPlane:
         """ReportTaskStatus, retried on transient errors."""
         self._call("ReportTaskStatus", self._gateway.ReportTaskStatus, convert.status_to_proto(node_id, report))
 
-    def append_logs(self, task_id: str, attempt: int, offset: int, data: bytes) -> int:
-        """AppendLogs at ``offset``; returns where the next append starts."""
-        request = agent_pb2.AppendLogsRequest(task_id=task_id, attempt=attempt, offset=offset, data=data)
+    def append_logs(self, task_id: str, attempt: int, offset: int, data: bytes, rank: int = 0) -> int:
+        """AppendLogs at ``offset`` (of one rank's log); returns where the next append starts."""
+        request = agent_pb2.AppendLogsRequest(task_id=task_id, attempt=attempt, offset=offset, data=data, rank=rank)
         return int(self._call("AppendLogs", self._gateway.AppendLogs, request).next_offset)
 
     def get_workdir(self, job_id: str) -> bytes:

@@ -30,10 +30,13 @@ def work_item_from_proto(item: agent_pb2.WorkItem) -> Assignment | Cancellation 
             gpu_indices=tuple(a.gpu_indices),
             has_workdir=a.has_workdir,
             timeout_s=a.spec.timeout_s,
+            rank=a.rank,
+            num_nodes=a.num_nodes or 1,
+            node_addresses=tuple(a.node_addresses),
         )
     if which == "cancel":
         c = item.cancel
-        return Cancellation(task_id=c.task_id, attempt=c.attempt, reason=c.reason)
+        return Cancellation(task_id=c.task_id, attempt=c.attempt, reason=c.reason, rank=c.rank)
     return None
 
 
@@ -57,4 +60,5 @@ def status_to_proto(node_id: str, report: StatusReport) -> agent_pb2.ReportTaskS
         exit_code=report.exit_code or 0,
         has_exit_code=report.exit_code is not None,
         message=report.message,
+        rank=report.rank,
     )

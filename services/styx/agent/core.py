@@ -36,6 +36,8 @@ class AgentConfig:
     cpus: float | None = None
     memory_gib: float | None = None
     heartbeat_s: float = 2.0
+    # Where other nodes reach this one (STYX_NODE_IPS of multi-node tasks).
+    address: str = ""
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class NodeRegistration:
     zone: str = ""
     instance_type: str = ""
     labels: Mapping[str, str] = field(default_factory=dict)
+    address: str = ""
 
 
 class ControlPlaneLike(Protocol):
@@ -68,8 +71,8 @@ class ControlPlaneLike(Protocol):
     def report_status(self, node_id: str, report: StatusReport) -> None:
         """Report a task attempt's status."""
 
-    def append_logs(self, task_id: str, attempt: int, offset: int, data: bytes) -> int:
-        """Append log bytes; return the next offset."""
+    def append_logs(self, task_id: str, attempt: int, offset: int, data: bytes, rank: int = 0) -> int:
+        """Append log bytes (of one rank of a multi-node task); return the next offset."""
         ...
 
     def get_workdir(self, job_id: str) -> bytes:
@@ -99,7 +102,7 @@ class Agent:
         self.cfg = cfg
         self._control = control
         self._stop = stop
-        self._runs: dict[tuple[str, int], TaskRun] = {}
+        self._runs: dict[tuple[str, int, int], TaskRun] = {}
         self._lock = threading.Lock()
         self._registration = NodeRegistration(
             node_id=cfg.node_id,
@@ -110,6 +113,7 @@ class Agent:
             zone=cfg.zone,
             instance_type=cfg.instance_type,
             labels=dict(cfg.labels),
+            address=cfg.address,
         )
         self._threads: list[threading.Thread] = []
 
@@ -211,11 +215,17 @@ class Agent:
             if existing is None:
                 older = [
                     r
-                    for (task, attempt), r in self._runs.items()
+                    for (task, attempt, _), r in self._runs.items()
                     if task == a.task_id and attempt < a.attempt and not r.done
                 ]
                 run = TaskRun(
-                    a, self.cfg.node_id, self.cfg.work_dir, self._appender(a), self._report, self._control.get_workdir
+                    a,
+                    self.cfg.node_id,
+                    self.cfg.work_dir,
+                    self._appender(a),
+                    self._report,
+                    self._control.get_workdir,
+                    address=self.cfg.address,
                 )
                 self._runs[a.key] = run
         if existing is not None:
@@ -232,7 +242,7 @@ class Agent:
             run = self._runs.get(c.key)
         if run is None:
             # Not running here (e.g. this agent restarted): confirm so the task can settle.
-            report = StatusReport(c.task_id, c.attempt, RunState.CANCELLED, None, c.reason or "cancelled")
+            report = StatusReport(c.task_id, c.attempt, RunState.CANCELLED, None, c.reason or "cancelled", c.rank)
             self._background(lambda: self._report(report))
         elif run.done:
             self._resend_final(run)
@@ -256,6 +266,8 @@ class Agent:
 
     def _appender(self, a: Assignment) -> AppendLogs:
         def append(offset: int, data: bytes) -> int:
+            if a.rank:
+                return self._control.append_logs(a.task_id, a.attempt, offset, data, a.rank)
             return self._control.append_logs(a.task_id, a.attempt, offset, data)
 
         return append

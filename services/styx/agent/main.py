@@ -51,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=config.env("AGENT_INSTANCE_TYPE"),
         help="instance type of the node (STYX_AGENT_INSTANCE_TYPE)",
     )
+    p.add_argument(
+        "--address",
+        default=config.env("AGENT_ADDRESS"),
+        help="address other nodes reach this one at (multi-node tasks' STYX_NODE_IPS); "
+        "default: this host's address on the route to the broker (STYX_AGENT_ADDRESS)",
+    )
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="node label; repeatable")
     p.add_argument(
         "--work-dir",
@@ -78,6 +84,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--log-level", default=config.env("LOG_LEVEL", "INFO"), help="log level (STYX_LOG_LEVEL)")
     return p
+
+
+def route_address(endpoint: str) -> str:
+    """The local address of the route towards ``endpoint`` (host:port): what other nodes of
+    the same network most likely reach this one at. Connecting a UDP socket sends nothing;
+    it only picks the route. "127.0.0.1" when there is none."""
+    import socket
+
+    host = endpoint.rsplit(":", 1)[0].strip("[]") or "127.0.0.1"
+    try:
+        infos = socket.getaddrinfo(host, 9, type=socket.SOCK_DGRAM)
+        family, _, _, _, sockaddr = infos[0]
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.connect(sockaddr)
+            return str(sock.getsockname()[0])
+    except OSError:
+        return "127.0.0.1"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -111,6 +134,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         cpus=args.cpus,
         memory_gib=args.memory_gib,
         heartbeat_s=args.heartbeat_seconds,
+        address=args.address or route_address(args.broker),
     )
     stop = threading.Event()
 

@@ -67,11 +67,15 @@ class Assignment:
     gpu_indices: tuple[int, ...] = ()
     has_workdir: bool = False
     timeout_s: float = 0.0
+    # Multi-node tasks: this node's rank, the node count and every rank's address in order.
+    rank: int = 0
+    num_nodes: int = 1
+    node_addresses: tuple[str, ...] = ()
 
     @property
-    def key(self) -> tuple[str, int]:
-        """Identity of the attempt: (task_id, attempt)."""
-        return (self.task_id, self.attempt)
+    def key(self) -> tuple[str, int, int]:
+        """Identity of the attempt on this node: (task_id, attempt, rank)."""
+        return (self.task_id, self.attempt, self.rank)
 
 
 @dataclass(frozen=True)
@@ -81,11 +85,12 @@ class Cancellation:
     task_id: str
     attempt: int
     reason: str = ""
+    rank: int = 0
 
     @property
-    def key(self) -> tuple[str, int]:
-        """Identity of the attempt: (task_id, attempt)."""
-        return (self.task_id, self.attempt)
+    def key(self) -> tuple[str, int, int]:
+        """Identity of the attempt on this node: (task_id, attempt, rank)."""
+        return (self.task_id, self.attempt, self.rank)
 
 
 @dataclass(frozen=True)
@@ -97,11 +102,13 @@ class StatusReport:
     state: RunState
     exit_code: int | None = None
     message: str = ""
+    rank: int = 0
 
     @property
     def request_id(self) -> str:
         """Idempotency key: the same report sent twice is applied once."""
-        return f"{self.task_id}/{self.attempt}/{self.state.value}"
+        suffix = f"/{self.rank}" if self.rank else ""
+        return f"{self.task_id}/{self.attempt}/{self.state.value}{suffix}"
 
 
 AppendLogs = Callable[[int, bytes], int]
@@ -129,10 +136,14 @@ def unpack_workdir(archive: bytes, dest: Path) -> None:
         raise WorkdirError(f"workdir archive could not be unpacked: {exc}") from exc
 
 
-def task_env(assignment: Assignment, node_id: str, base: Mapping[str, str] | None = None) -> dict[str, str]:
+def task_env(
+    assignment: Assignment, node_id: str, base: Mapping[str, str] | None = None, address: str = ""
+) -> dict[str, str]:
     """The environment of a task's processes: the agent's own minus its credentials, plus
-    the task's envs, CUDA_VISIBLE_DEVICES (exactly the reserved GPUs, "" for none), and
-    STYX_TASK_ID / STYX_NODE_ID.
+    the task's envs, CUDA_VISIBLE_DEVICES (exactly the reserved GPUs, "" for none),
+    STYX_TASK_ID / STYX_NODE_ID, and the gang variables STYX_NODE_RANK, STYX_NUM_NODES and
+    STYX_NODE_IPS (addresses one per line, rank order; this node's ``address`` alone for a
+    one-node task), each also under its SKYPILOT_ name so SkyPilot task files run unchanged.
     """
     env = dict(os.environ if base is None else base)
     for name in PRIVATE_ENV:
@@ -141,6 +152,11 @@ def task_env(assignment: Assignment, node_id: str, base: Mapping[str, str] | Non
     env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in assignment.gpu_indices)
     env["STYX_TASK_ID"] = assignment.task_id
     env["STYX_NODE_ID"] = node_id
+    addresses = assignment.node_addresses or ((address,) if address else ())
+    for prefix in ("STYX", "SKYPILOT"):
+        env[f"{prefix}_NODE_RANK"] = str(assignment.rank)
+        env[f"{prefix}_NUM_NODES"] = str(max(1, assignment.num_nodes))
+        env[f"{prefix}_NODE_IPS"] = "\n".join(addresses)
     return env
 
 
@@ -206,13 +222,17 @@ class TaskRun:
         append: AppendLogs,
         report: Report,
         fetch_workdir: FetchWorkdir | None = None,
+        address: str = "",
     ) -> None:
         self.assignment = assignment
         self._node_id = node_id
+        self._address = address
         self._append = append
         self._report = report
         self._fetch_workdir = fetch_workdir
         name = f"{assignment.task_id}-{assignment.attempt}"
+        if assignment.rank:
+            name += f"-r{assignment.rank}"
         self.sandbox = work_dir / "tasks" / name
         self.log_path = work_dir / "logs" / f"{name}.log"
         self._state_path = work_dir / "state" / f"{name}.json"
@@ -266,7 +286,7 @@ class TaskRun:
             report = self._execute()
         except Exception as exc:
             log.error("task attempt crashed in the agent", exc_info=exc, extra={"task_id": a.task_id})
-            report = StatusReport(a.task_id, a.attempt, RunState.FAILED, None, "the agent failed to run the task")
+            report = self._status(RunState.FAILED, None, "the agent failed to run the task")
         self._finish(report)
 
     def _execute(self) -> StatusReport:
@@ -293,7 +313,7 @@ class TaskRun:
         cwd = Path(a.workdir).expanduser() if a.workdir else self.sandbox
         if not cwd.is_dir():
             return self._status(RunState.FAILED, None, f"workdir {a.workdir!r} does not exist on node {self._node_id}")
-        env = task_env(a, self._node_id)
+        env = task_env(a, self._node_id, address=self._address)
         shipper = LogShipper(self.log_path, self._append, name=f"ship-{a.task_id}-{a.attempt}")
         shipper.start()
         try:
@@ -381,6 +401,7 @@ class TaskRun:
                 RunState(final["state"]),
                 final.get("exit_code"),
                 str(final.get("message", "")),
+                self.assignment.rank,
             )
         else:
             # Its processes are not our children: we cannot learn their exit status, so stop
@@ -409,7 +430,8 @@ class TaskRun:
             log.warning("final status of %s/%d not delivered: %s", report.task_id, report.attempt, exc)
 
     def _status(self, state: RunState, exit_code: int | None = None, message: str = "") -> StatusReport:
-        return StatusReport(self.assignment.task_id, self.assignment.attempt, state, exit_code, message)
+        a = self.assignment
+        return StatusReport(a.task_id, a.attempt, state, exit_code, message, a.rank)
 
     def _read_state(self) -> dict[str, object] | None:
         try:

@@ -242,8 +242,21 @@ class Clusters:
             return Placement(ask.allocation_id, INFEASIBLE, reason=f"cluster {name!r} is stopped; sky start {name}")
         if view.state == STARTING:
             return Placement(ask.allocation_id, WAITING, reason=f"cluster {name!r} is starting")
+        if ask.num_nodes > view.num_nodes:
+            return Placement(
+                ask.allocation_id,
+                INFEASIBLE,
+                reason=f"cluster {name!r} has {view.num_nodes} node(s); the task needs {ask.num_nodes} at once",
+            )
         nodes = [n for n in (self._broker.node_or_none(i) for i in view.node_ids) if n is not None]
-        if nodes and not any(self._broker.node_could_fit(n, ask.resources) for n in nodes):
+        able = sum(1 for n in nodes if self._broker.node_could_fit(n, ask.resources))
+        if ask.num_nodes > 1 and len(nodes) >= view.num_nodes and able < ask.num_nodes:
+            return Placement(
+                ask.allocation_id,
+                INFEASIBLE,
+                reason=f"cluster {name!r}: only {able} of its nodes can hold the task; it needs {ask.num_nodes}",
+            )
+        if nodes and not able:
             biggest = max(nodes, key=lambda n: n.total.cpus)
             return Placement(
                 ask.allocation_id,

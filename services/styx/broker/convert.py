@@ -65,12 +65,13 @@ def node_to_pb(node: NodeView) -> common_pb2.Node:
         labels=node.labels,
         last_heartbeat=to_timestamp(node.last_heartbeat),
         registered_at=to_timestamp(node.registered_at),
+        address=node.address,
     )
 
 
 def asks_from_pb(msg: broker_pb2.AllocateRequest) -> list[Ask]:
     """AllocateRequest -> asks."""
-    return [Ask(r.allocation_id, r.task_id, resources_from_pb(r.resources)) for r in msg.requests]
+    return [Ask(r.allocation_id, r.task_id, resources_from_pb(r.resources), r.num_nodes or 1) for r in msg.requests]
 
 
 def placements_to_pb(placements: list[Placement]) -> broker_pb2.AllocateResponse:
@@ -83,6 +84,10 @@ def placements_to_pb(placements: list[Placement]) -> broker_pb2.AllocateResponse
                 node_id=p.node_id,
                 gpu_indices=list(p.gpu_indices),
                 reason=p.reason,
+                nodes=[
+                    broker_pb2.NodePlacement(node_id=n.node_id, gpu_indices=list(n.gpu_indices), address=n.address)
+                    for n in p.nodes
+                ],
             )
             for p in placements
         ]

@@ -109,6 +109,7 @@ class NodeView:
     used_cpus: float = 0.0
     used_memory_gib: float = 0.0
     used_gpus: set[int] = field(default_factory=set)
+    address: str = ""
 
     @property
     def cluster(self) -> str:
@@ -127,17 +128,38 @@ class Ask:
     allocation_id: str
     task_id: str
     resources: Resources
+    # Distinct nodes wanted at once (a gang); each gets ``resources``.
+    num_nodes: int = 1
+
+
+@dataclass(frozen=True)
+class NodeSlot:
+    """One rank of a multi-node placement."""
+
+    node_id: str
+    gpu_indices: tuple[int, ...]
+    address: str = ""
 
 
 @dataclass(frozen=True)
 class Placement:
-    """The answer to an Ask: placed (with node and GPUs), waiting, or infeasible."""
+    """The answer to an Ask: placed (with node and GPUs), waiting, or infeasible.
+
+    A placed gang (num_nodes > 1) lists every rank in ``nodes``; node_id and gpu_indices
+    are rank 0's.
+    """
 
     allocation_id: str
     outcome: str
     node_id: str = ""
     gpu_indices: tuple[int, ...] = ()
     reason: str = ""
+    nodes: tuple[NodeSlot, ...] = ()
+
+
+def rank_allocation_id(allocation_id: str, rank: int) -> str:
+    """The stored allocation of one rank of a gang: rank 0 keeps the request's id."""
+    return allocation_id if rank == 0 else f"{allocation_id}#{rank}"
 
 
 @dataclass
@@ -340,7 +362,7 @@ class Broker:
         self._providers: dict[str, str] | None = None
         self._providers_at = 0.0
         self._failed_offers: dict[tuple[str, ...], tuple[float, str]] = {}
-        self._rank_memo: dict[Resources, Ranking] | None = None
+        self._rank_memo: dict[tuple[Resources, int], Ranking] | None = None
         upgrade(engine, "broker")
         self._base_catalog = catalog or Catalog()
         self._imported, self._imports = catalog_store.load_imported(engine)
@@ -364,6 +386,7 @@ class Broker:
                     total=Capacity(row.cpus, row.memory_gib, [GpuDevice(**g) for g in json.loads(row.gpus_json)]),
                     labels=json.loads(row.labels_json),
                     state=row.state,
+                    address=row.address,
                     registered_at=row.registered_at,
                     # A restarted broker gives every node a fresh lease instead of expiring all.
                     last_heartbeat=now(),
@@ -403,6 +426,7 @@ class Broker:
         zone: str = "",
         instance_type: str = "",
         labels: dict[str, str] | None = None,
+        address: str = "",
     ) -> NodeView:
         """Add a node or refresh its capacity; idempotent on node_id.
 
@@ -435,6 +459,7 @@ class Broker:
                 "labels_json": json.dumps(labels or {}),
                 "state": READY,
                 "last_heartbeat": stamp,
+                "address": address,
             }
             with self._engine.begin() as conn:
                 if existing is None:
@@ -458,6 +483,7 @@ class Broker:
                 total=capacity,
                 labels=labels or {},
                 state=READY,
+                address=address,
                 registered_at=existing.registered_at if existing else stamp,
                 last_heartbeat=stamp,
             )
@@ -568,32 +594,76 @@ class Broker:
         # later ask for R finds none either. Its answer is reused until a provision starts
         # (a booting node could absorb the next R). Deep queues of identical tasks then cost
         # one dictionary lookup per ask instead of a full search.
-        unplaceable: dict[Resources, Placement] = {}
+        # Gangs are keyed with their size: N nodes not fitting says nothing about fewer.
+        unplaceable: dict[tuple[Resources, int], Placement] = {}
         for ask in asks:
+            gang = ask.num_nodes > 1
             done = self._allocations.get(ask.allocation_id)
             if done is not None:
-                results.append(Placement(ask.allocation_id, PLACED, done.node_id, done.gpu_indices))
+                results.append(self._existing(ask, done) if gang else
+                               Placement(ask.allocation_id, PLACED, done.node_id, done.gpu_indices))
                 continue
-            known = unplaceable.get(ask.resources)
+            known = unplaceable.get((ask.resources, ask.num_nodes))
             if known is not None:
                 results.append(replace(known, allocation_id=ask.allocation_id))
                 continue
-            alloc = self._place(ask, index)
-            if alloc is not None:
-                self._remember(alloc)
-                index.update(self._nodes[alloc.node_id])
-                self.clusters.touch(alloc.node_id)
-                new_allocs.append(alloc)
-                results.append(Placement(ask.allocation_id, PLACED, alloc.node_id, alloc.gpu_indices))
+            allocs = self._place_gang(ask, index) if gang else [a for a in [self._place(ask, index)] if a]
+            if allocs:
+                for alloc in allocs:
+                    self._remember(alloc)
+                    index.update(self._nodes[alloc.node_id])
+                    self.clusters.touch(alloc.node_id)
+                    new_allocs.append(alloc)
+                results.append(self._placed(ask, allocs))
                 continue
             booting = len(pending_free)
-            answer = self._no_fit(ask, pending_free)
+            answer = self._no_fit_gang(ask, pending_free, index) if gang else self._no_fit(ask, pending_free)
             results.append(answer)
             if len(pending_free) != booting:
                 unplaceable.clear()  # a new node is on its way: earlier answers may be stale
             elif not answer.reason.startswith("waiting for node "):
-                unplaceable[ask.resources] = answer  # absorbed asks change pending capacity
+                unplaceable[(ask.resources, ask.num_nodes)] = answer  # absorbed asks change pending capacity
         return results
+
+    def _placed(self, ask: Ask, allocs: Sequence[_Allocation]) -> Placement:
+        first = allocs[0]
+        if ask.num_nodes <= 1:
+            return Placement(ask.allocation_id, PLACED, first.node_id, first.gpu_indices)
+        slots = tuple(NodeSlot(a.node_id, a.gpu_indices, self._nodes[a.node_id].address) for a in allocs)
+        return Placement(ask.allocation_id, PLACED, first.node_id, first.gpu_indices, nodes=slots)
+
+    def _existing(self, ask: Ask, first: _Allocation) -> Placement:
+        """A repeated gang ask: answer with the ranks stored the first time."""
+        allocs = [first]
+        for r in range(1, ask.num_nodes):
+            alloc = self._allocations.get(rank_allocation_id(ask.allocation_id, r))
+            if alloc is not None:
+                allocs.append(alloc)
+        slots = tuple(
+            NodeSlot(a.node_id, a.gpu_indices, n.address if (n := self._nodes.get(a.node_id)) else "")
+            for a in allocs
+        )
+        return Placement(ask.allocation_id, PLACED, first.node_id, first.gpu_indices, nodes=slots)
+
+    def _place_gang(self, ask: Ask, index: _FreeIndex) -> list[_Allocation]:
+        """All ranks of a gang on distinct nodes (best fit each), or [] when they do not all fit."""
+        _, alts = alternatives(ask.resources)
+        for res in alts:
+            found = []
+            for node, gpus in self._fitting(res, index):
+                found.append(
+                    _Allocation(
+                        rank_allocation_id(ask.allocation_id, len(found)),
+                        ask.task_id,
+                        node.node_id,
+                        res.cpus,
+                        res.memory_gib,
+                        gpus,
+                    )
+                )
+                if len(found) == ask.num_nodes:
+                    return found
+        return []
 
     def _place(self, ask: Ask, index: _FreeIndex) -> _Allocation | None:
         _, alts = alternatives(ask.resources)
@@ -603,10 +673,17 @@ class Broker:
                 return alloc
         return None
 
-    @staticmethod
-    def _place_one(ask: Ask, res: Resources, index: _FreeIndex) -> _Allocation | None:
+    @classmethod
+    def _place_one(cls, ask: Ask, res: Resources, index: _FreeIndex) -> _Allocation | None:
         # Nodes come in best-fit order (least free CPU, then memory, then id), so the first
         # node that satisfies everything is the best fit.
+        for node, gpus in cls._fitting(res, index):
+            return _Allocation(ask.allocation_id, ask.task_id, node.node_id, res.cpus, res.memory_gib, gpus)
+        return None
+
+    @staticmethod
+    def _fitting(res: Resources, index: _FreeIndex) -> Iterator[tuple[NodeView, tuple[int, ...]]]:
+        """(node, GPU indices) of every node with room for ``res`` now, best fit first."""
         want_p, want_r, want_z = infra_parts(res.infra)
         for node, free_mem in index.candidates(res.cpus):
             if free_mem + _EPS < res.memory_gib:
@@ -628,8 +705,7 @@ class Broker:
                         break
                 else:
                     continue
-            return _Allocation(ask.allocation_id, ask.task_id, node.node_id, res.cpus, res.memory_gib, gpus)
-        return None
+            yield node, gpus
 
     def _no_fit(self, ask: Ask, pending_free: dict[str, Capacity]) -> Placement:
         if ask.resources.cluster:
@@ -677,6 +753,98 @@ class Broker:
         if cooling:
             return Placement(ask.allocation_id, WAITING, reason="recent provisioning failures: " + "; ".join(cooling))
         return Placement(ask.allocation_id, WAITING, reason="every feasible offer is at its instance limit")
+
+    def _no_fit_gang(self, ask: Ask, pending_free: dict[str, Capacity], index: _FreeIndex) -> Placement:
+        """Answer for a gang whose ranks do not all fit now: nothing is reserved.
+
+        INFEASIBLE when no cluster, node set or offer could ever give ``num_nodes`` nodes at
+        once; else the nodes that are missing (beyond the free nodes that fit and the booting
+        nodes that can take a rank) are provisioned through the ranked offers, and it WAITS.
+        """
+        if ask.resources.cluster:
+            return self.clusters.no_fit(ask)  # clusters have their nodes; never provision here
+        n, res_all = ask.num_nodes, ask.resources
+        _, alts = alternatives(res_all)
+        fitting = max(sum(1 for _ in self._fitting(res, index)) for res in alts)
+        pool = [nd for nd in self._nodes.values() if nd.state == READY and not nd.cluster]
+        could = [nd for nd in pool if any(self._node_could_fit(nd, res) for res in alts)]
+        what = f"{n} nodes of {describe(res_all)} at once"
+        ranking: Ranking | None = None
+        if self._provisioner is None:
+            if len(could) < n:
+                why = f"{what}: only {len(could)} node(s) could hold it, no provisioner"
+                return Placement(ask.allocation_id, INFEASIBLE, reason=why)
+        else:
+            offers = self._current_offers()
+            enabled = self._enabled_providers()
+            if not self._offers_known:
+                return Placement(ask.allocation_id, WAITING, reason="provisioner unavailable; will retry")
+            ranking = self._ranked(res_all, offers, enabled, n)
+            if not ranking.offers and not could:
+                return Placement(ask.allocation_id, INFEASIBLE, reason=self._infeasible_reason(res_all, offers))
+            limit = self._most_nodes(ranking, could)
+            if limit < n:
+                caps = ", ".join(
+                    sorted({f"{r.offer.place} at most {r.offer.max_instances}" for r in ranking.offers})
+                ) or "no offer"
+                return Placement(
+                    ask.allocation_id,
+                    INFEASIBLE,
+                    reason=f"{what}: at most {limit} such node(s) can exist ({caps}; {len(could)} live); "
+                    "for local nodes raise STYX_LOCAL_MAX_NODES",
+                )
+        # Booting nodes whose offer fits take one rank each.
+        absorbed: list[str] = []
+        for node_id, free in pending_free.items():
+            if fitting + len(absorbed) >= n:
+                break
+            prov = self._provisions[node_id]
+            for res in alts:
+                if (
+                    offer_fits(prov.offer, res)
+                    and free.cpus + _EPS >= res.cpus
+                    and free.memory_gib + _EPS >= res.memory_gib
+                ):
+                    free.cpus -= res.cpus
+                    free.memory_gib -= res.memory_gib
+                    absorbed.append(node_id)
+                    break
+        missing = n - fitting - len(absorbed)
+        if missing <= 0:
+            return Placement(
+                ask.allocation_id, WAITING, reason=f"waiting for node {', '.join(absorbed)} to boot ({what})"
+            )
+        started: list[str] = []
+        cooling: list[str] = []
+        while ranking is not None and len(started) < missing:
+            got, cooling = self._provision_ranked(ask, ranking)
+            if got is None or not got[0]:
+                break
+            node_id, ranked = got
+            alt, offer = alts[ranked.alternative], ranked.offer
+            pending_free[node_id] = Capacity(offer.cpus - alt.cpus, offer.memory_gib - alt.memory_gib)
+            started.append(node_id)
+        if started:
+            return Placement(
+                ask.allocation_id, WAITING, reason=f"provisioning node(s) {', '.join(started)} for {what}"
+            )
+        if len(could) >= n:
+            return Placement(ask.allocation_id, WAITING, reason=f"waiting for capacity on busy nodes ({what})")
+        if cooling:
+            return Placement(ask.allocation_id, WAITING, reason="recent provisioning failures: " + "; ".join(cooling))
+        return Placement(ask.allocation_id, WAITING, reason=f"waiting for {missing} more node(s) ({what})")
+
+    def _most_nodes(self, ranking: Ranking, could: list[NodeView]) -> float:
+        """How many nodes could ever hold the request at once: the live ones that could plus
+        what every ranked offer may still create (unbounded when an offer has no limit)."""
+        caps: dict[tuple[str, str, str, str], int] = {}
+        for ranked in ranking.offers:
+            if not ranked.offer.max_instances:
+                return float("inf")
+            caps[_offer_key(ranked.offer)] = ranked.offer.max_instances
+        # Live nodes of a capped offer are counted within its cap, hand-started ones on top.
+        extra = sum(1 for nd in could if (nd.provider, nd.region, nd.zone, nd.instance_type) not in caps)
+        return sum(caps.values()) + extra
 
     def _provision_ranked(self, ask: Ask, ranking: Ranking) -> tuple[tuple[str, Any] | None, list[str]]:
         """Provision the first ranked offer that is not cooling down or at its limit.
@@ -775,14 +943,24 @@ class Broker:
         if self._provisioner is not None:
             self._provisioner.terminate(node_id)
 
-    def _ranked(self, res: Resources, offers: list[Offer], enabled: dict[str, str] | None) -> Ranking:
+    def _ranked(
+        self, res: Resources, offers: list[Offer], enabled: dict[str, str] | None, num_nodes: int = 1
+    ) -> Ranking:
         # Memoized per batch (see allocate): asks of one batch often share their resources.
         memo = self._rank_memo
-        found = memo.get(res) if memo is not None else None
+        found = memo.get((res, num_nodes)) if memo is not None else None
         if found is None:
-            found = rank(self._catalog, res, enabled=enabled, host_offers=offers, limit=_FAILOVER_DEPTH, explain=False)
+            found = rank(
+                self._catalog,
+                res,
+                num_nodes=num_nodes,
+                enabled=enabled,
+                host_offers=offers,
+                limit=_FAILOVER_DEPTH,
+                explain=False,
+            )
             if memo is not None:
-                memo[res] = found
+                memo[(res, num_nodes)] = found
         return found
 
     @staticmethod

@@ -26,6 +26,7 @@ class BrokerServicer(broker_pb2_grpc.ResourceBrokerServicer):
             request.zone,
             request.instance_type,
             dict(request.labels),
+            request.address,
         )
         return convert.node_to_pb(node)
 
@@ -48,6 +49,8 @@ class BrokerServicer(broker_pb2_grpc.ResourceBrokerServicer):
         for i, r in enumerate(request.requests):
             if not r.allocation_id:
                 raise InvalidArgument(f"requests[{i}].allocation_id: required")
+            if r.num_nodes > 64:
+                raise InvalidArgument(f"requests[{i}].num_nodes: at most 64, got {r.num_nodes}")
         return convert.placements_to_pb(self.broker.allocate(convert.asks_from_pb(request)))
 
     def Release(self, request: broker_pb2.ReleaseRequest, context: grpc.ServicerContext) -> broker_pb2.ReleaseResponse:

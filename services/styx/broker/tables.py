@@ -23,6 +23,8 @@ nodes = Table(
     Column("state", String(16), nullable=False),
     Column("registered_at", Float, nullable=False),
     Column("last_heartbeat", Float, nullable=False),
+    # Where other nodes reach this one (multi-node tasks' STYX_NODE_IPS).
+    Column("address", String(256), nullable=False, default=""),
 )
 
 allocations = Table(

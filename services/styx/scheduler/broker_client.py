@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from styx.common.clients import DEFAULT_TIMEOUT_S, open_channel
 from styx.common.resources import resources_to_pb
-from styx.scheduler.core import PlacementAsk, PlacementResult
+from styx.scheduler.core import PlacementAsk, PlacementResult, RankSlot
 from styx.v1 import broker_pb2, broker_pb2_grpc, common_pb2
 
 _OUTCOMES = {
@@ -28,7 +28,10 @@ class GrpcBroker:
             broker_pb2.AllocateRequest(
                 requests=[
                     broker_pb2.AllocationRequest(
-                        allocation_id=a.allocation_id, task_id=a.task_id, resources=resources_to_pb(a.resources)
+                        allocation_id=a.allocation_id,
+                        task_id=a.task_id,
+                        resources=resources_to_pb(a.resources),
+                        num_nodes=a.num_nodes if a.num_nodes > 1 else 0,
                     )
                     for a in asks
                 ]
@@ -37,7 +40,12 @@ class GrpcBroker:
         )
         return [
             PlacementResult(
-                r.allocation_id, _OUTCOMES.get(r.outcome, "waiting"), r.node_id, tuple(r.gpu_indices), r.reason
+                r.allocation_id,
+                _OUTCOMES.get(r.outcome, "waiting"),
+                r.node_id,
+                tuple(r.gpu_indices),
+                r.reason,
+                tuple(RankSlot(n.node_id, tuple(n.gpu_indices), n.address) for n in r.nodes),
             )
             for r in reply.results
         ]

@@ -66,6 +66,7 @@ def spec_from_pb(msg: common_pb2.TaskSpec) -> TaskSpec:
             exit_codes=tuple(msg.retry.exit_codes),
         ),
         timeout_s=msg.timeout_s,
+        num_nodes=msg.num_nodes,
     )
 
 
@@ -87,6 +88,7 @@ def spec_to_pb(spec: TaskSpec) -> common_pb2.TaskSpec:
             exit_codes=list(spec.retry.exit_codes),
         ),
         timeout_s=spec.timeout_s,
+        num_nodes=spec.num_nodes if spec.num_nodes > 1 else 0,
     )
 
 
@@ -109,6 +111,17 @@ def task_to_pb(rec: TaskRecord) -> common_pb2.Task:
         finished_at=to_timestamp(rec.finished_at),
         retry_at=to_timestamp(rec.retry_at) if rec.state == "PENDING" else None,
         job_name=rec.job_name,
+        ranks=[
+            common_pb2.TaskRank(
+                node_id=r.node_id,
+                gpu_indices=list(r.gpu_indices),
+                state=STATE_TO_PB[r.state],
+                exit_code=r.exit_code or 0,
+                has_exit_code=r.exit_code is not None,
+                address=r.address,
+            )
+            for r in rec.ranks
+        ],
     )
 
 
@@ -164,7 +177,9 @@ def work_item_to_pb(item: WorkItem) -> agent_pb2.WorkItem:
     """Assign/Cancel -> WorkItem message."""
     if isinstance(item, Cancel):
         return agent_pb2.WorkItem(
-            cancel=agent_pb2.Cancellation(task_id=item.task_id, attempt=item.attempt, reason=item.reason)
+            cancel=agent_pb2.Cancellation(
+                task_id=item.task_id, attempt=item.attempt, reason=item.reason, rank=item.rank
+            )
         )
     assert isinstance(item, Assign)
     return agent_pb2.WorkItem(
@@ -175,6 +190,9 @@ def work_item_to_pb(item: WorkItem) -> agent_pb2.WorkItem:
             spec=spec_to_pb(item.spec),
             gpu_indices=list(item.gpu_indices),
             has_workdir=item.has_workdir,
+            rank=item.rank,
+            num_nodes=item.num_nodes if item.num_nodes > 1 else 0,
+            node_addresses=list(item.node_addresses),
         )
     )
 

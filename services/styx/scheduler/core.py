@@ -41,6 +41,7 @@ from styx.scheduler.model import (
     SUCCEEDED,
     TERMINAL,
     Event,
+    RankRecord,
     TaskRecord,
     TaskSpec,
     resources_from_json,
@@ -76,17 +77,36 @@ class PlacementAsk:
     allocation_id: str
     task_id: str
     resources: Resources
+    num_nodes: int = 1
+
+
+@dataclass(frozen=True)
+class RankSlot:
+    """Where one rank of a multi-node task was placed."""
+
+    node_id: str
+    gpu_indices: tuple[int, ...]
+    address: str = ""
 
 
 @dataclass(frozen=True)
 class PlacementResult:
-    """The broker's answer for one ask: "placed", "waiting" or "infeasible"."""
+    """The broker's answer for one ask: "placed", "waiting" or "infeasible".
+
+    A placed multi-node ask lists every rank in ``nodes`` (node_id / gpu_indices: rank 0).
+    """
 
     allocation_id: str
     outcome: str
     node_id: str = ""
     gpu_indices: tuple[int, ...] = ()
     reason: str = ""
+    nodes: tuple[RankSlot, ...] = ()
+
+
+def rank_allocation_id(allocation_id: str, rank: int) -> str:
+    """The broker allocation of one rank: rank 0 keeps the attempt's id, rank r adds "#r"."""
+    return allocation_id if rank == 0 else f"{allocation_id}#{rank}"
 
 
 class BrokerPort(Protocol):
@@ -106,7 +126,7 @@ class BrokerPort(Protocol):
 
 
 def _row_to_task(row: Any) -> TaskRecord:
-    return TaskRecord(
+    rec = TaskRecord(
         task_id=row.task_id,
         job_id=row.job_id,
         seq=row.seq,
@@ -124,6 +144,8 @@ def _row_to_task(row: Any) -> TaskRecord:
         retry_at=row.retry_at,
         failures=row.failures,
     )
+    rec.load_ranks(row.ranks_json)
+    return rec
 
 
 class Scheduler:
@@ -261,6 +283,8 @@ class Scheduler:
                             "created_at": stamp,
                             "failures": 0,
                             "node_losses": 0,
+                            "num_nodes": r.spec.num_nodes,
+                            "ranks_json": "",
                         }
                         for r in records
                     ],
@@ -415,7 +439,7 @@ class Scheduler:
         with self._engine.connect() as conn:
             rows = conn.execute(
                 select(t.tasks.c.task_id, t.tasks.c.attempt, t.tasks.c.created_at, t.tasks.c.retry_at,
-                       t.tasks.c.resources_json)
+                       t.tasks.c.resources_json, t.tasks.c.num_nodes)
                 .where(
                     and_(
                         t.tasks.c.state == PENDING,
@@ -429,7 +453,7 @@ class Scheduler:
         if not rows:
             return 0
         rows = self._starvation_cut(rows, stamp)
-        asks = [PlacementAsk(f"{r[0]}/{r[1] + 1}", r[0], resources_from_json(r[4])) for r in rows]
+        asks = [PlacementAsk(f"{r[0]}/{r[1] + 1}", r[0], resources_from_json(r[4]), r[5]) for r in rows]
         results = self._broker.allocate(asks)
         placed = {r.allocation_id: r for r in results if r.outcome == "placed"}
         infeasible = {r.allocation_id.rsplit("/", 1)[0]: r for r in results if r.outcome == "infeasible"}
@@ -437,7 +461,8 @@ class Scheduler:
             return 0
         orphans = self._apply_placements(placed, infeasible)
         for allocation_id in orphans:
-            self._broker.release(allocation_id)
+            for r in range(max(1, len(placed[allocation_id].nodes))):
+                self._broker.release(rank_allocation_id(allocation_id, r))
         return len(placed) - len(orphans)
 
     def _starvation_cut(self, ready: list[Any], stamp: float) -> list[Any]:
@@ -479,6 +504,8 @@ class Scheduler:
                     continue
                 rec.state, rec.attempt, rec.node_id = SCHEDULED, rec.attempt + 1, res.node_id
                 rec.gpu_indices, rec.scheduled_at, rec.failure_reason = res.gpu_indices, stamp, ""
+                rec.ranks = [RankRecord(n.node_id, n.gpu_indices, n.address) for n in res.nodes]
+                rec.pending_retry = None
                 updates.append(
                     {
                         "k_task_id": rec.task_id,
@@ -491,8 +518,16 @@ class Scheduler:
                         "released": False,
                         # A retry's "why" was for the previous attempt; the new one starts clean.
                         "failure_reason": "",
+                        "ranks_json": rec.ranks_json(),
                     }
                 )
+                if rec.ranks:
+                    events.append(("SCHEDULED", rec, "on " + ", ".join(r.node_id for r in rec.ranks)))
+                    sends.extend(
+                        (r.node_id, self._gang_assign(rec, i, rec.job_id in with_workdir))
+                        for i, r in enumerate(rec.ranks)
+                    )
+                    continue
                 events.append(("SCHEDULED", rec, f"on {res.node_id}"))
                 item = Assign(
                     rec.task_id, rec.job_id, rec.attempt, rec.spec, res.gpu_indices, rec.job_id in with_workdir
@@ -512,6 +547,21 @@ class Scheduler:
         self.wake()
         self._notify()
         return orphans
+
+    @staticmethod
+    def _gang_assign(rec: TaskRecord, rank: int, has_workdir: bool) -> Assign:
+        slot = rec.ranks[rank]
+        return Assign(
+            rec.task_id,
+            rec.job_id,
+            rec.attempt,
+            rec.spec,
+            slot.gpu_indices,
+            has_workdir,
+            rank=rank,
+            num_nodes=len(rec.ranks),
+            node_addresses=tuple(r.address for r in rec.ranks),
+        )
 
     def _jobs_with_workdir(self, conn: Any, job_ids: set[str]) -> set[str]:
         if not job_ids:
@@ -558,10 +608,12 @@ class Scheduler:
                 agent_ended=True,
                 scheduled_at=None,
                 started_at=None,
+                ranks_json="",
                 **counters,
             )
         )
         rec.state, rec.retry_at, rec.failure_reason = PENDING, retry_at, reason
+        rec.ranks, rec.pending_retry = [], None
         events.append(("RETRYING", rec, reason))
 
     def _resolve_dependents(self, conn: Any, ended: list[TaskRecord], events: list[Any]) -> bool:
@@ -638,9 +690,13 @@ class Scheduler:
             self._finish(
                 conn, rec, CANCELLED, None, "cancelled by user", now(), events, agent_ended=idle, released=idle
             )
+            pushes = self._cancel_ranks(conn, rec, "cancelled by user") if rec.ranks and was in ACTIVE else []
             self._resolve_dependents(conn, [rec], events)
             self._record_events(conn, events)
-        if was in ACTIVE:
+        if rec.ranks:
+            for node_id, item in pushes:
+                self.dispatcher.send(node_id, item)
+        elif was in ACTIVE:
             self.dispatcher.send(rec.node_id, Cancel(rec.task_id, rec.attempt, "cancelled by user"))
         self.wake()
         self._notify()
@@ -669,9 +725,25 @@ class Scheduler:
                 )
                 .order_by(t.tasks.c.seq)
             ).all()
-            with_workdir = self._jobs_with_workdir(conn, {r.job_id for r in rows})
+            gangs = conn.execute(
+                select(t.tasks)
+                .where(and_(t.tasks.c.num_nodes > 1, t.tasks.c.agent_ended.is_(False), t.tasks.c.ranks_json != ""))
+                .order_by(t.tasks.c.seq)
+            ).all()
+            with_workdir = self._jobs_with_workdir(conn, {r.job_id for r in rows} | {r.job_id for r in gangs})
         items: list[WorkItem] = []
+        for row in gangs:
+            rec = _row_to_task(row)
+            for i, slot in enumerate(rec.ranks):
+                if slot.node_id != node_id or slot.ended:
+                    continue
+                if rec.state in ACTIVE and not slot.cancel:
+                    items.append(self._gang_assign(rec, i, rec.job_id in with_workdir))
+                else:
+                    items.append(Cancel(rec.task_id, rec.attempt, slot.cancel or rec.failure_reason or "stopped", i))
         for row in rows:
+            if row.num_nodes > 1:
+                continue  # its ranks were handled above
             rec = _row_to_task(row)
             if rec.state == CANCELLED:
                 items.append(Cancel(rec.task_id, rec.attempt, rec.failure_reason))
@@ -691,7 +763,7 @@ class Scheduler:
             raise InvalidArgument("node_id: required")
         q = self.dispatcher.attach(node_id)
         self.wake()  # a new node may unblock waiting tasks
-        sent: set[tuple[str, str, int]] = set()
+        sent: set[tuple[str, str, int, int]] = set()
         try:
             resync_at = 0.0
             while is_active() and not self._stop.is_set():
@@ -714,14 +786,23 @@ class Scheduler:
             self.dispatcher.detach(node_id, q)
 
     def report(
-        self, node_id: str, task_id: str, attempt: int, state: str, exit_code: int | None, message: str
+        self,
+        node_id: str,
+        task_id: str,
+        attempt: int,
+        state: str,
+        exit_code: int | None,
+        message: str,
+        rank: int = 0,
     ) -> TaskRecord:
-        """Apply an agent's report about an attempt; idempotent."""
+        """Apply an agent's report about an attempt (of one rank, for multi-node tasks); idempotent."""
         if state not in (RUNNING, SUCCEEDED, FAILED, CANCELLED):
             raise InvalidArgument(f"state: agents report RUNNING, SUCCEEDED, FAILED or CANCELLED, got {state}")
         events: list[tuple[str, TaskRecord, str]] = []
         release = False
         ended: list[TaskRecord] = []
+        releases: list[str] = []
+        pushes: list[tuple[str, WorkItem]] = []
         with self._lock, self._engine.begin() as conn:
             rec = self.get_task(task_id)
             if attempt != rec.attempt:
@@ -729,7 +810,13 @@ class Scheduler:
                     f"attempt: task {task_id} is at attempt {rec.attempt}, report was for attempt {attempt}"
                 )
             stamp = now()
-            if state == RUNNING:
+            if rec.ranks:
+                releases, pushes, release = self._report_rank(
+                    conn, rec, node_id, rank, state, exit_code, message, stamp, events, ended
+                )
+            elif rec.spec.num_nodes > 1:
+                pass  # a late report of an attempt whose ranks were all settled (re-queued)
+            elif state == RUNNING:
                 if rec.state == SCHEDULED:
                     conn.execute(
                         update(t.tasks).where(t.tasks.c.task_id == task_id).values(state=RUNNING, started_at=stamp)
@@ -754,20 +841,163 @@ class Scheduler:
                 release = True
             self._resolve_dependents(conn, ended, events)
             self._record_events(conn, events)
+        for node, item in pushes:
+            self.dispatcher.send(node, item)
+        self._release_early(releases)
         if release:
-            self._release(rec.task_id, attempt)
+            self._release(rec.task_id, attempt, rec.spec.num_nodes)
         self.wake()
         self._notify()
         return rec
 
+    # ---- multi-node tasks ----------------------------------------------------------------
+    def _report_rank(
+        self,
+        conn: Any,
+        rec: TaskRecord,
+        node_id: str,
+        rank: int,
+        state: str,
+        exit_code: int | None,
+        message: str,
+        stamp: float,
+        events: list[tuple[str, TaskRecord, str]],
+        ended: list[TaskRecord],
+    ) -> tuple[list[str], list[tuple[str, WorkItem]], bool]:
+        """Apply one rank's report to a gang task.
+
+        RUNNING once any rank started; SUCCEEDED when every rank succeeded; as soon as one
+        rank fails the task FAILS (or, when its retry policy allows, is re-queued once every
+        other rank stopped) and the other ranks get a Cancellation. Returns (allocations of
+        ranks that just ended, to free at once; work items to push; whether every rank is
+        over now, so the whole attempt's allocations are released).
+        """
+        # Ranks run on distinct nodes: the reporting node names the rank, whatever an older
+        # agent put in the rank field.
+        mine = [i for i, r in enumerate(rec.ranks) if r.node_id == node_id]
+        if rank < len(rec.ranks) and rec.ranks[rank].node_id == node_id:
+            mine = [rank]
+        if not mine:
+            raise FailedPrecondition(f"rank: node {node_id} runs no rank of task {rec.task_id} attempt {rec.attempt}")
+        r = mine[0]
+        slot = rec.ranks[r]
+        releases: list[str] = []
+        pushes: list[tuple[str, WorkItem]] = []
+        if state == RUNNING:
+            if slot.ended:
+                return releases, pushes, False
+            slot.state = RUNNING if slot.state == SCHEDULED else slot.state
+            if rec.state == SCHEDULED:
+                conn.execute(
+                    update(t.tasks).where(t.tasks.c.task_id == rec.task_id).values(state=RUNNING, started_at=stamp)
+                )
+                rec.state, rec.started_at = RUNNING, stamp
+                events.append(("STARTED", rec, f"on {node_id} (rank {r})"))
+            self._save_ranks(conn, rec)
+            return releases, pushes, False
+        if slot.ended:
+            return releases, pushes, False  # a repeated report
+        slot.state, slot.exit_code, slot.ended = state, exit_code, True
+        releases.append(rank_allocation_id(rec.allocation_id, r))
+        if rec.state in ACTIVE and rec.pending_retry is None:
+            if state == SUCCEEDED:
+                if all(x.state == SUCCEEDED for x in rec.ranks):
+                    self._finish(conn, rec, SUCCEEDED, 0, "", stamp, events)
+                    ended.append(rec)
+            else:
+                detail = message or (f"exit {exit_code}" if exit_code is not None else state.lower())
+                why = f"rank {r} on {node_id}: {detail}"
+                pushes = self._end_gang(conn, rec, state, exit_code, why, stamp, events, ended, failed=state == FAILED)
+        return releases, pushes, self._settle_gang(conn, rec, stamp, events)
+
+    def _end_gang(
+        self,
+        conn: Any,
+        rec: TaskRecord,
+        state: str,
+        exit_code: int | None,
+        why: str,
+        stamp: float,
+        events: list[tuple[str, TaskRecord, str]],
+        ended: list[TaskRecord],
+        failed: bool = False,
+        node_losses: int = 0,
+    ) -> list[tuple[str, WorkItem]]:
+        """A rank of an active gang ended badly: fail the task at once, or plan its retry for
+        when every rank stopped; either way the other ranks are told to stop."""
+        if node_losses:
+            if node_losses > MAX_NODE_LOSSES:
+                why += f"; gave up after {MAX_NODE_LOSSES} lost nodes"
+                self._finish(conn, rec, FAILED, None, why, stamp, events)
+                ended.append(rec)
+            else:
+                rec.pending_retry = {"why": why, "delay": None, "node_losses": node_losses}
+        else:
+            failures = rec.failures + failed
+            if failed and rec.spec.retry.allows(failures, exit_code):
+                delay = rec.spec.retry.delay(failures)
+                rec.pending_retry = {
+                    "why": f"attempt {rec.attempt} failed ({why}); retry in {delay:g} s",
+                    "delay": delay,
+                    "failures": failures,
+                }
+            else:
+                self._finish(conn, rec, state, exit_code, why, stamp, events)
+                conn.execute(update(t.tasks).where(t.tasks.c.task_id == rec.task_id).values(failures=failures))
+                ended.append(rec)
+        return self._cancel_ranks(conn, rec, f"stopped: {why}")
+
+    def _cancel_ranks(self, conn: Any, rec: TaskRecord, reason: str) -> list[tuple[str, WorkItem]]:
+        """Owe a Cancellation to every rank still running; returns them to push."""
+        pushes: list[tuple[str, WorkItem]] = []
+        for i, slot in enumerate(rec.ranks):
+            if not slot.ended and not slot.cancel:
+                slot.cancel = reason
+                pushes.append((slot.node_id, Cancel(rec.task_id, rec.attempt, reason, i)))
+        self._save_ranks(conn, rec)
+        return pushes
+
+    def _settle_gang(self, conn: Any, rec: TaskRecord, stamp: float, events: list[Any]) -> bool:
+        """Once every rank is over: apply a planned retry, or mark the attempt's agents done.
+        Saves the ranks; returns whether every rank is over."""
+        if not all(x.ended for x in rec.ranks):
+            self._save_ranks(conn, rec)
+            return False
+        plan = rec.pending_retry
+        if plan is not None and rec.state in ACTIVE:
+            delay = plan["delay"]
+            counters = {k: plan[k] for k in ("failures", "node_losses") if k in plan}
+            self._requeue(conn, rec, None if delay is None else stamp + delay, plan["why"], events, **counters)
+            return True
+        rec.pending_retry = None
+        self._save_ranks(conn, rec)
+        conn.execute(update(t.tasks).where(t.tasks.c.task_id == rec.task_id).values(agent_ended=True))
+        return True
+
+    @staticmethod
+    def _save_ranks(conn: Any, rec: TaskRecord) -> None:
+        conn.execute(update(t.tasks).where(t.tasks.c.task_id == rec.task_id).values(ranks_json=rec.ranks_json()))
+
+    def _release_early(self, allocation_ids: list[str]) -> None:
+        """Free the allocations of ranks that ended while others run (best effort: the whole
+        attempt is released again, with retries, once every rank is over)."""
+        if self._broker is None:
+            return
+        for allocation_id in allocation_ids:
+            try:
+                self._broker.release(allocation_id)
+            except Exception as exc:
+                log.info("early release of %s failed; released with its task later: %s", allocation_id, exc)
+
     def _agent_ended(self, conn: Any, task_id: str) -> bool:
         return bool(conn.execute(select(t.tasks.c.agent_ended).where(t.tasks.c.task_id == task_id)).scalar())
 
-    def _release(self, task_id: str, attempt: int) -> None:
+    def _release(self, task_id: str, attempt: int, num_nodes: int = 1) -> None:
         if self._broker is None:
             return
         try:
-            self._broker.release(f"{task_id}/{attempt}")
+            for r in range(max(1, num_nodes)):
+                self._broker.release(rank_allocation_id(f"{task_id}/{attempt}", r))
         except Exception as exc:
             log.warning("release of %s/%s failed, will retry: %s", task_id, attempt, exc)
             return
@@ -793,27 +1023,39 @@ class Scheduler:
             self._requeue_lost(lost)
         with self._engine.connect() as conn:
             rows = conn.execute(
-                select(t.tasks.c.task_id, t.tasks.c.attempt)
+                select(t.tasks.c.task_id, t.tasks.c.attempt, t.tasks.c.num_nodes)
                 .where(and_(t.tasks.c.agent_ended.is_(True), t.tasks.c.released.is_(False), t.tasks.c.attempt > 0))
                 .limit(500)
             ).all()
-        for task_id, attempt in rows:
-            self._release(task_id, attempt)
+        for task_id, attempt, num_nodes in rows:
+            self._release(task_id, attempt, num_nodes)
 
     def _requeue_lost(self, lost: set[str]) -> None:
         events: list[tuple[str, TaskRecord, str]] = []
         ended: list[TaskRecord] = []
-        to_release: list[tuple[str, int]] = []
+        to_release: list[tuple[str, int, int]] = []
+        pushes: list[tuple[str, WorkItem]] = []
+        early: list[str] = []
         with self._lock, self._engine.begin() as conn:
             rows = conn.execute(
                 select(t.tasks, t.tasks.c.node_losses.label("losses"))
                 .where(and_(t.tasks.c.node_id.in_(sorted(lost)), t.tasks.c.agent_ended.is_(False)))
                 .with_for_update()
             ).all()
+            gangs = conn.execute(
+                select(t.tasks, t.tasks.c.node_losses.label("losses"))
+                .where(and_(t.tasks.c.num_nodes > 1, t.tasks.c.agent_ended.is_(False), t.tasks.c.ranks_json != ""))
+                .with_for_update()
+            ).all()
             stamp = now()
-            for row in rows:
+            for row in gangs:
                 rec = _row_to_task(row)
-                to_release.append((rec.task_id, rec.attempt))
+                self._lose_ranks(conn, rec, lost, row.losses, stamp, events, ended, pushes, early, to_release)
+            for row in rows:
+                if row.num_nodes > 1:
+                    continue  # a gang: handled above, rank by rank
+                rec = _row_to_task(row)
+                to_release.append((rec.task_id, rec.attempt, 1))
                 why = f"node {rec.node_id} was lost (no heartbeat)"
                 if rec.state not in ACTIVE:
                     conn.execute(update(t.tasks).where(t.tasks.c.task_id == rec.task_id).values(agent_ended=True))
@@ -825,20 +1067,52 @@ class Scheduler:
                     self._requeue(conn, rec, None, why, events, node_losses=row.losses + 1)
             self._resolve_dependents(conn, ended, events)
             self._record_events(conn, events)
-        for task_id, attempt in to_release:
-            self._release(task_id, attempt)
+        for node_id, item in pushes:
+            self.dispatcher.send(node_id, item)
+        self._release_early(early)
+        for task_id, attempt, num_nodes in to_release:
+            self._release(task_id, attempt, num_nodes)
         self.wake()
-        if rows:
+        if rows or events:
             log.warning("re-queued work of lost nodes", extra={"nodes": sorted(lost), "tasks": len(rows)})
             self._notify()
 
+    def _lose_ranks(
+        self,
+        conn: Any,
+        rec: TaskRecord,
+        lost: set[str],
+        losses: int,
+        stamp: float,
+        events: list[Any],
+        ended: list[TaskRecord],
+        pushes: list[tuple[str, WorkItem]],
+        early: list[str],
+        to_release: list[tuple[str, int, int]],
+    ) -> None:
+        """Ranks of a gang on lost nodes are over; the whole task re-queues (or fails after
+        MAX_NODE_LOSSES) once its other ranks stopped."""
+        gone = [i for i, r in enumerate(rec.ranks) if r.node_id in lost and not r.ended]
+        if not gone:
+            return
+        for i in gone:
+            rec.ranks[i].state, rec.ranks[i].ended = FAILED, True
+            early.append(rank_allocation_id(rec.allocation_id, i))
+        if rec.state in ACTIVE and rec.pending_retry is None:
+            names = ", ".join(f"{rec.ranks[i].node_id} (rank {i})" for i in gone)
+            why = f"node {names} was lost (no heartbeat)"
+            pushes.extend(self._end_gang(conn, rec, FAILED, None, why, stamp, events, ended, node_losses=losses + 1))
+        if self._settle_gang(conn, rec, stamp, events):
+            to_release.append((rec.task_id, rec.attempt, rec.spec.num_nodes))
+
     # ---- logs --------------------------------------------------------------------------
-    def append_logs(self, task_id: str, attempt: int, offset: int, data: bytes) -> int:
-        """Store output at offset; bytes already stored are ignored. Returns the new length."""
+    def append_logs(self, task_id: str, attempt: int, offset: int, data: bytes, rank: int = 0) -> int:
+        """Store output at offset (each rank of a multi-node task has its own log); bytes
+        already stored are ignored. Returns the new length."""
         with self._lock, self._engine.begin() as conn:
             last = conn.execute(
                 select(t.logs.c.offset, func.length(t.logs.c.data))
-                .where(and_(t.logs.c.task_id == task_id, t.logs.c.attempt == attempt))
+                .where(and_(t.logs.c.task_id == task_id, t.logs.c.attempt == attempt, t.logs.c.rank == rank))
                 .order_by(t.logs.c.offset.desc())
                 .limit(1)
             ).first()
@@ -847,17 +1121,23 @@ class Scheduler:
                 raise FailedPrecondition(f"offset: {offset} leaves a gap; the stored log ends at {length}")
             rest = data[length - offset :]
             if rest:
-                conn.execute(insert(t.logs).values(task_id=task_id, attempt=attempt, offset=length, data=rest))
+                conn.execute(
+                    insert(t.logs).values(task_id=task_id, attempt=attempt, rank=rank, offset=length, data=rest)
+                )
                 length += len(rest)
         if rest:
             self._notify()
         return length
 
     def stream_logs(
-        self, task_id: str, attempt: int, offset: int, follow: bool, is_active: IsActive
+        self, task_id: str, attempt: int, offset: int, follow: bool, is_active: IsActive, rank: int = 0
     ) -> Iterator[tuple[int, int, bytes]]:
-        """Yield (attempt, offset, data) chunks; with follow, until the attempt's output is complete."""
+        """Yield (attempt, offset, data) chunks of one rank's output (rank 0: the only one of
+        a one-node task); with follow, until that output is complete."""
         rec = self.get_task(task_id)
+        if rank and rank >= rec.spec.num_nodes:
+            n = rec.spec.num_nodes
+            raise InvalidArgument(f"rank: task {task_id} runs on {n} node(s); ranks are 0-{n - 1}")
         pos = offset
         current = attempt or rec.attempt
         while not self._stop.is_set() and is_active():
@@ -869,6 +1149,7 @@ class Scheduler:
                             and_(
                                 t.logs.c.task_id == task_id,
                                 t.logs.c.attempt == current,
+                                t.logs.c.rank == rank,
                                 t.logs.c.offset + func.length(t.logs.c.data) > pos,
                             )
                         )
@@ -878,7 +1159,7 @@ class Scheduler:
                     start = max(0, pos - chunk_offset)
                     yield current, pos, bytes(data[start:])
                     pos = chunk_offset + len(data)
-            if not follow or self._output_complete(task_id, current):
+            if not follow or self._output_complete(task_id, current, rank):
                 return
             with self._changed:
                 self._changed.wait(0.5)
@@ -887,14 +1168,25 @@ class Scheduler:
                 if latest != current:
                     current, pos = latest, 0
 
-    def _output_complete(self, task_id: str, attempt: int) -> bool:
+    def _output_complete(self, task_id: str, attempt: int, rank: int = 0) -> bool:
         with self._engine.connect() as conn:
             row = conn.execute(
-                select(t.tasks.c.state, t.tasks.c.agent_ended, t.tasks.c.attempt, t.tasks.c.finished_at).where(
-                    t.tasks.c.task_id == task_id
-                )
+                select(
+                    t.tasks.c.state,
+                    t.tasks.c.agent_ended,
+                    t.tasks.c.attempt,
+                    t.tasks.c.finished_at,
+                    t.tasks.c.ranks_json,
+                ).where(t.tasks.c.task_id == task_id)
             ).first()
-        if row is None or row.state not in TERMINAL:
+        if row is None:
+            return False
+        if row.ranks_json and row.attempt == attempt:
+            probe = TaskRecord(task_id, "", 0, TaskSpec(name="", run=""), row.state)
+            probe.load_ranks(row.ranks_json)
+            if rank < len(probe.ranks) and probe.ranks[rank].ended:
+                return True  # this rank's output is all shipped, whatever the others do
+        if row.state not in TERMINAL:
             return False
         if row.attempt != attempt or row.agent_ended:
             return True

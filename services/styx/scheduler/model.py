@@ -21,6 +21,7 @@ TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED, SKIPPED})
 ACTIVE = frozenset({SCHEDULED, RUNNING})
 
 MAX_TASKS_PER_JOB = 100_000
+MAX_NODES_PER_TASK = 64
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _ENV = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PRIORITY_RANGE = (-1_000_000, 1_000_000)
@@ -60,11 +61,15 @@ class TaskSpec:
     depends_on: tuple[str, ...] = ()
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     timeout_s: float = 0.0
+    # Nodes the task runs on at once (a gang); 1 for ordinary tasks.
+    num_nodes: int = 1
 
     def to_json(self) -> str:
         """Serialize for the store (by hand: dataclasses.asdict is ten times slower)."""
+        extra: dict[str, Any] = {"num_nodes": self.num_nodes} if self.num_nodes > 1 else {}
         return json.dumps(
             {
+                **extra,
                 "name": self.name,
                 "run": self.run,
                 "resources": _resources_dict(self.resources),
@@ -139,11 +144,72 @@ class TaskRecord:
     retry_at: float | None = None
     failures: int = 0
     job_name: str = ""
+    # Multi-node tasks, once placed: one entry per rank (node_id / gpu_indices are rank 0's).
+    ranks: list[RankRecord] = field(default_factory=list)
+    # A gang attempt that failed (or lost a node) and is retried once every rank stopped:
+    # {"why", "delay" (seconds or None), and the counters to store ("failures" / "node_losses")}.
+    pending_retry: dict[str, Any] | None = None
 
     @property
     def allocation_id(self) -> str:
         """The broker allocation of the current attempt."""
         return f"{self.task_id}/{self.attempt}"
+
+    def ranks_json(self) -> str:
+        """The gang state for the store's ``ranks_json`` column ("" for one-node tasks)."""
+        if not self.ranks:
+            return ""
+        return json.dumps(
+            {
+                "ranks": [
+                    {
+                        "node_id": r.node_id,
+                        "gpu_indices": list(r.gpu_indices),
+                        "address": r.address,
+                        "state": r.state,
+                        "exit_code": r.exit_code,
+                        "ended": r.ended,
+                        "cancel": r.cancel,
+                    }
+                    for r in self.ranks
+                ],
+                "pending_retry": self.pending_retry,
+            }
+        )
+
+    def load_ranks(self, text: str) -> None:
+        """Inverse of ranks_json."""
+        if not text:
+            return
+        raw = json.loads(text)
+        self.ranks = [
+            RankRecord(
+                node_id=r["node_id"],
+                gpu_indices=tuple(r["gpu_indices"]),
+                address=r["address"],
+                state=r["state"],
+                exit_code=r["exit_code"],
+                ended=r["ended"],
+                cancel=r["cancel"],
+            )
+            for r in raw["ranks"]
+        ]
+        self.pending_retry = raw.get("pending_retry")
+
+
+@dataclass
+class RankRecord:
+    """One rank of a placed multi-node task."""
+
+    node_id: str
+    gpu_indices: tuple[int, ...]
+    address: str = ""
+    state: str = SCHEDULED
+    exit_code: int | None = None
+    # Its agent reported the rank over (process gone, output shipped).
+    ended: bool = False
+    # Why the rank is being stopped; non-empty once a Cancellation is owed to it.
+    cancel: str = ""
 
 
 @dataclass(frozen=True)
@@ -191,6 +257,9 @@ def validate_job(specs: list[TaskSpec], max_tasks: int = MAX_TASKS_PER_JOB) -> l
         retry = _validate_retry(spec.retry, f"{path}.retry")
         if spec.timeout_s < 0:
             raise InvalidArgument(f"{path}.timeout_s: must not be negative, got {spec.timeout_s:g}")
+        num_nodes = spec.num_nodes or 1
+        if not 1 <= num_nodes <= MAX_NODES_PER_TASK:
+            raise InvalidArgument(f"{path}.num_nodes: must be 1-{MAX_NODES_PER_TASK}, got {spec.num_nodes}")
         out.append(
             TaskSpec(
                 name=name,
@@ -203,6 +272,7 @@ def validate_job(specs: list[TaskSpec], max_tasks: int = MAX_TASKS_PER_JOB) -> l
                 depends_on=tuple(spec.depends_on),
                 retry=retry,
                 timeout_s=spec.timeout_s,
+                num_nodes=num_nodes,
             )
         )
     for i, spec in enumerate(out):

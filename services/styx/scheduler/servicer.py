@@ -71,10 +71,12 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         self, request: scheduler_pb2.StreamLogsRequest, context: grpc.ServicerContext
     ) -> Iterator[scheduler_pb2.LogChunk]:
         chunks = self.core.stream_logs(
-            request.task_id, request.attempt, request.offset, request.follow, context.is_active
+            request.task_id, request.attempt, request.offset, request.follow, context.is_active, request.rank
         )
         for attempt, offset, data in chunks:
-            yield scheduler_pb2.LogChunk(task_id=request.task_id, attempt=attempt, offset=offset, data=data)
+            yield scheduler_pb2.LogChunk(
+                task_id=request.task_id, attempt=attempt, offset=offset, data=data, rank=request.rank
+            )
 
     def GetStats(self, request: scheduler_pb2.GetStatsRequest, context: grpc.ServicerContext) -> scheduler_pb2.Stats:
         return convert.stats_to_pb(self.core.stats())
@@ -97,7 +99,9 @@ class AgentGatewayServicer(agent_pb2_grpc.AgentGatewayServicer):
     ) -> agent_pb2.ReportTaskStatusResponse:
         state = convert.state_from_pb(request.state, "state")
         exit_code = request.exit_code if request.has_exit_code else None
-        rec = self.core.report(request.node_id, request.task_id, request.attempt, state, exit_code, request.message)
+        rec = self.core.report(
+            request.node_id, request.task_id, request.attempt, state, exit_code, request.message, request.rank
+        )
         return agent_pb2.ReportTaskStatusResponse(task=convert.task_to_pb(rec))
 
     def AppendLogs(
@@ -105,7 +109,7 @@ class AgentGatewayServicer(agent_pb2_grpc.AgentGatewayServicer):
     ) -> agent_pb2.AppendLogsResponse:
         if not request.task_id:
             raise InvalidArgument("task_id: required")
-        length = self.core.append_logs(request.task_id, request.attempt, request.offset, request.data)
+        length = self.core.append_logs(request.task_id, request.attempt, request.offset, request.data, request.rank)
         return agent_pb2.AppendLogsResponse(next_offset=length)
 
     def GetWorkdir(

@@ -63,6 +63,10 @@ tasks = Table(
     # Failed attempts so far (the retry policy's budget) and attempts lost with their node.
     Column("failures", Integer, nullable=False, default=0),
     Column("node_losses", Integer, nullable=False, default=0),
+    # Nodes the task runs on at once (spec.num_nodes), and for placed multi-node tasks their
+    # ranks as JSON (model.TaskRecord.ranks_json); "" for one-node tasks.
+    Column("num_nodes", Integer, nullable=False, default=1),
+    Column("ranks_json", Text, nullable=False, default=""),
     Index("ix_sched_tasks_node", "node_id", "state"),
     Index("ux_sched_tasks_job_name", "job_id", "name", unique=True),
 )
@@ -72,6 +76,9 @@ tasks = Table(
 Index("ix_sched_tasks_ready2", tasks.c.state, tasks.c.blocked, tasks.c.priority.desc(), tasks.c.seq)
 # Allocations still to release are few; the reconcile loop finds them without a table scan.
 Index("ix_sched_tasks_unreleased", tasks.c.released, tasks.c.agent_ended)
+# Multi-node tasks whose ranks are not all over are few; work streams and the lost-node
+# check find their ranks on other nodes through this index.
+Index("ix_sched_tasks_gang", tasks.c.num_nodes, tasks.c.agent_ended)
 
 # Dependency edges: task_id waits for the task named dep_name in the same job.
 deps = Table(
@@ -102,6 +109,8 @@ logs = Table(
     metadata,
     Column("task_id", String(64), primary_key=True),
     Column("attempt", Integer, primary_key=True),
+    # Rank of a multi-node task (each rank has its own log); 0 for one-node tasks.
+    Column("rank", Integer, primary_key=True, default=0),
     Column("offset", BigInteger, primary_key=True),
     Column("data", LargeBinary, nullable=False),
 )

@@ -19,11 +19,15 @@ class Assign:
     spec: TaskSpec
     gpu_indices: tuple[int, ...]
     has_workdir: bool = False
+    # Multi-node tasks: this node's rank, the task's node count, every rank's address.
+    rank: int = 0
+    num_nodes: int = 1
+    node_addresses: tuple[str, ...] = ()
 
     @property
-    def key(self) -> tuple[str, str, int]:
+    def key(self) -> tuple[str, str, int, int]:
         """Identity used to send each item at most once per stream."""
-        return ("assign", self.task_id, self.attempt)
+        return ("assign", self.task_id, self.attempt, self.rank)
 
 
 @dataclass(frozen=True)
@@ -33,11 +37,12 @@ class Cancel:
     task_id: str
     attempt: int
     reason: str
+    rank: int = 0
 
     @property
-    def key(self) -> tuple[str, str, int]:
+    def key(self) -> tuple[str, str, int, int]:
         """Identity used to send each item at most once per stream."""
-        return ("cancel", self.task_id, self.attempt)
+        return ("cancel", self.task_id, self.attempt, self.rank)
 
 
 WorkItem = Assign | Cancel

@@ -34,33 +34,41 @@ class WorkItem(_message.Message):
     def __init__(self, assign: _Optional[_Union[Assignment, _Mapping]] = ..., cancel: _Optional[_Union[Cancellation, _Mapping]] = ...) -> None: ...
 
 class Assignment(_message.Message):
-    __slots__ = ("task_id", "job_id", "attempt", "spec", "gpu_indices", "has_workdir")
+    __slots__ = ("task_id", "job_id", "attempt", "spec", "gpu_indices", "has_workdir", "rank", "num_nodes", "node_addresses")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     GPU_INDICES_FIELD_NUMBER: _ClassVar[int]
     HAS_WORKDIR_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    NUM_NODES_FIELD_NUMBER: _ClassVar[int]
+    NODE_ADDRESSES_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     job_id: str
     attempt: int
     spec: _common_pb2.TaskSpec
     gpu_indices: _containers.RepeatedScalarFieldContainer[int]
     has_workdir: bool
-    def __init__(self, task_id: _Optional[str] = ..., job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., spec: _Optional[_Union[_common_pb2.TaskSpec, _Mapping]] = ..., gpu_indices: _Optional[_Iterable[int]] = ..., has_workdir: _Optional[bool] = ...) -> None: ...
+    rank: int
+    num_nodes: int
+    node_addresses: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, task_id: _Optional[str] = ..., job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., spec: _Optional[_Union[_common_pb2.TaskSpec, _Mapping]] = ..., gpu_indices: _Optional[_Iterable[int]] = ..., has_workdir: _Optional[bool] = ..., rank: _Optional[int] = ..., num_nodes: _Optional[int] = ..., node_addresses: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Cancellation(_message.Message):
-    __slots__ = ("task_id", "attempt", "reason")
+    __slots__ = ("task_id", "attempt", "reason", "rank")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     attempt: int
     reason: str
-    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+    rank: int
+    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., reason: _Optional[str] = ..., rank: _Optional[int] = ...) -> None: ...
 
 class ReportTaskStatusRequest(_message.Message):
-    __slots__ = ("request_id", "node_id", "task_id", "attempt", "state", "exit_code", "has_exit_code", "message")
+    __slots__ = ("request_id", "node_id", "task_id", "attempt", "state", "exit_code", "has_exit_code", "message", "rank")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
@@ -69,6 +77,7 @@ class ReportTaskStatusRequest(_message.Message):
     EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
     HAS_EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     node_id: str
     task_id: str
@@ -77,7 +86,8 @@ class ReportTaskStatusRequest(_message.Message):
     exit_code: int
     has_exit_code: bool
     message: str
-    def __init__(self, request_id: _Optional[str] = ..., node_id: _Optional[str] = ..., task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., state: _Optional[_Union[_common_pb2.TaskState, str]] = ..., exit_code: _Optional[int] = ..., has_exit_code: _Optional[bool] = ..., message: _Optional[str] = ...) -> None: ...
+    rank: int
+    def __init__(self, request_id: _Optional[str] = ..., node_id: _Optional[str] = ..., task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., state: _Optional[_Union[_common_pb2.TaskState, str]] = ..., exit_code: _Optional[int] = ..., has_exit_code: _Optional[bool] = ..., message: _Optional[str] = ..., rank: _Optional[int] = ...) -> None: ...
 
 class ReportTaskStatusResponse(_message.Message):
     __slots__ = ("task",)
@@ -86,16 +96,18 @@ class ReportTaskStatusResponse(_message.Message):
     def __init__(self, task: _Optional[_Union[_common_pb2.Task, _Mapping]] = ...) -> None: ...
 
 class AppendLogsRequest(_message.Message):
-    __slots__ = ("task_id", "attempt", "offset", "data")
+    __slots__ = ("task_id", "attempt", "offset", "data", "rank")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     attempt: int
     offset: int
     data: bytes
-    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+    rank: int
+    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., rank: _Optional[int] = ...) -> None: ...
 
 class AppendLogsResponse(_message.Message):
     __slots__ = ("next_offset",)

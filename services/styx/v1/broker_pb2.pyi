@@ -130,7 +130,7 @@ class SetAutostopRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., name: _Optional[str] = ..., idle_minutes: _Optional[int] = ..., down: _Optional[bool] = ...) -> None: ...
 
 class RegisterNodeRequest(_message.Message):
-    __slots__ = ("request_id", "node_id", "provider", "instance_id", "capacity", "region", "zone", "instance_type", "labels")
+    __slots__ = ("request_id", "node_id", "provider", "instance_id", "capacity", "region", "zone", "instance_type", "labels", "address")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -147,6 +147,7 @@ class RegisterNodeRequest(_message.Message):
     ZONE_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_TYPE_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     node_id: str
     provider: str
@@ -156,7 +157,8 @@ class RegisterNodeRequest(_message.Message):
     zone: str
     instance_type: str
     labels: _containers.ScalarMap[str, str]
-    def __init__(self, request_id: _Optional[str] = ..., node_id: _Optional[str] = ..., provider: _Optional[str] = ..., instance_id: _Optional[str] = ..., capacity: _Optional[_Union[_common_pb2.Capacity, _Mapping]] = ..., region: _Optional[str] = ..., zone: _Optional[str] = ..., instance_type: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    address: str
+    def __init__(self, request_id: _Optional[str] = ..., node_id: _Optional[str] = ..., provider: _Optional[str] = ..., instance_id: _Optional[str] = ..., capacity: _Optional[_Union[_common_pb2.Capacity, _Mapping]] = ..., region: _Optional[str] = ..., zone: _Optional[str] = ..., instance_type: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., address: _Optional[str] = ...) -> None: ...
 
 class DeregisterNodeRequest(_message.Message):
     __slots__ = ("request_id", "node_id", "reason")
@@ -183,14 +185,26 @@ class HeartbeatResponse(_message.Message):
     def __init__(self, known: _Optional[bool] = ..., lease_seconds: _Optional[float] = ...) -> None: ...
 
 class AllocationRequest(_message.Message):
-    __slots__ = ("allocation_id", "task_id", "resources")
+    __slots__ = ("allocation_id", "task_id", "resources", "num_nodes")
     ALLOCATION_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    NUM_NODES_FIELD_NUMBER: _ClassVar[int]
     allocation_id: str
     task_id: str
     resources: _common_pb2.ResourceRequest
-    def __init__(self, allocation_id: _Optional[str] = ..., task_id: _Optional[str] = ..., resources: _Optional[_Union[_common_pb2.ResourceRequest, _Mapping]] = ...) -> None: ...
+    num_nodes: int
+    def __init__(self, allocation_id: _Optional[str] = ..., task_id: _Optional[str] = ..., resources: _Optional[_Union[_common_pb2.ResourceRequest, _Mapping]] = ..., num_nodes: _Optional[int] = ...) -> None: ...
+
+class NodePlacement(_message.Message):
+    __slots__ = ("node_id", "gpu_indices", "address")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    GPU_INDICES_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    gpu_indices: _containers.RepeatedScalarFieldContainer[int]
+    address: str
+    def __init__(self, node_id: _Optional[str] = ..., gpu_indices: _Optional[_Iterable[int]] = ..., address: _Optional[str] = ...) -> None: ...
 
 class AllocateRequest(_message.Message):
     __slots__ = ("requests",)
@@ -199,18 +213,20 @@ class AllocateRequest(_message.Message):
     def __init__(self, requests: _Optional[_Iterable[_Union[AllocationRequest, _Mapping]]] = ...) -> None: ...
 
 class AllocationResult(_message.Message):
-    __slots__ = ("allocation_id", "outcome", "node_id", "gpu_indices", "reason")
+    __slots__ = ("allocation_id", "outcome", "node_id", "gpu_indices", "reason", "nodes")
     ALLOCATION_ID_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     GPU_INDICES_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
     allocation_id: str
     outcome: AllocationOutcome
     node_id: str
     gpu_indices: _containers.RepeatedScalarFieldContainer[int]
     reason: str
-    def __init__(self, allocation_id: _Optional[str] = ..., outcome: _Optional[_Union[AllocationOutcome, str]] = ..., node_id: _Optional[str] = ..., gpu_indices: _Optional[_Iterable[int]] = ..., reason: _Optional[str] = ...) -> None: ...
+    nodes: _containers.RepeatedCompositeFieldContainer[NodePlacement]
+    def __init__(self, allocation_id: _Optional[str] = ..., outcome: _Optional[_Union[AllocationOutcome, str]] = ..., node_id: _Optional[str] = ..., gpu_indices: _Optional[_Iterable[int]] = ..., reason: _Optional[str] = ..., nodes: _Optional[_Iterable[_Union[NodePlacement, _Mapping]]] = ...) -> None: ...
 
 class AllocateResponse(_message.Message):
     __slots__ = ("results",)

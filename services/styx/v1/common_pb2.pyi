@@ -100,7 +100,7 @@ class ResourceRequest(_message.Message):
     def __init__(self, cpus: _Optional[float] = ..., cpus_at_least: _Optional[bool] = ..., memory_gib: _Optional[float] = ..., memory_at_least: _Optional[bool] = ..., accelerators: _Optional[_Iterable[_Union[AcceleratorRequest, _Mapping]]] = ..., use_spot: _Optional[bool] = ..., infra: _Optional[str] = ..., disk_gb: _Optional[float] = ..., max_hourly_cost: _Optional[float] = ..., instance_type: _Optional[str] = ..., any_of: _Optional[_Iterable[_Union[ResourceRequest, _Mapping]]] = ..., ordered: _Optional[_Iterable[_Union[ResourceRequest, _Mapping]]] = ..., cluster: _Optional[str] = ...) -> None: ...
 
 class TaskSpec(_message.Message):
-    __slots__ = ("name", "resources", "setup", "run", "envs", "workdir", "priority", "depends_on", "retry", "timeout_s")
+    __slots__ = ("name", "resources", "setup", "run", "envs", "workdir", "priority", "depends_on", "retry", "timeout_s", "num_nodes")
     class EnvsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -118,6 +118,7 @@ class TaskSpec(_message.Message):
     DEPENDS_ON_FIELD_NUMBER: _ClassVar[int]
     RETRY_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    NUM_NODES_FIELD_NUMBER: _ClassVar[int]
     name: str
     resources: ResourceRequest
     setup: str
@@ -128,7 +129,8 @@ class TaskSpec(_message.Message):
     depends_on: _containers.RepeatedScalarFieldContainer[str]
     retry: RetryPolicy
     timeout_s: float
-    def __init__(self, name: _Optional[str] = ..., resources: _Optional[_Union[ResourceRequest, _Mapping]] = ..., setup: _Optional[str] = ..., run: _Optional[str] = ..., envs: _Optional[_Mapping[str, str]] = ..., workdir: _Optional[str] = ..., priority: _Optional[int] = ..., depends_on: _Optional[_Iterable[str]] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., timeout_s: _Optional[float] = ...) -> None: ...
+    num_nodes: int
+    def __init__(self, name: _Optional[str] = ..., resources: _Optional[_Union[ResourceRequest, _Mapping]] = ..., setup: _Optional[str] = ..., run: _Optional[str] = ..., envs: _Optional[_Mapping[str, str]] = ..., workdir: _Optional[str] = ..., priority: _Optional[int] = ..., depends_on: _Optional[_Iterable[str]] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., timeout_s: _Optional[float] = ..., num_nodes: _Optional[int] = ...) -> None: ...
 
 class RetryPolicy(_message.Message):
     __slots__ = ("max_retries", "backoff_s", "max_backoff_s", "exit_codes")
@@ -143,7 +145,7 @@ class RetryPolicy(_message.Message):
     def __init__(self, max_retries: _Optional[int] = ..., backoff_s: _Optional[float] = ..., max_backoff_s: _Optional[float] = ..., exit_codes: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("task_id", "job_id", "spec", "state", "attempt", "node_id", "gpu_indices", "exit_code", "has_exit_code", "failure_reason", "created_at", "scheduled_at", "started_at", "finished_at", "retry_at", "job_name")
+    __slots__ = ("task_id", "job_id", "spec", "state", "attempt", "node_id", "gpu_indices", "exit_code", "has_exit_code", "failure_reason", "created_at", "scheduled_at", "started_at", "finished_at", "retry_at", "job_name", "ranks")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
@@ -160,6 +162,7 @@ class Task(_message.Message):
     FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
     RETRY_AT_FIELD_NUMBER: _ClassVar[int]
     JOB_NAME_FIELD_NUMBER: _ClassVar[int]
+    RANKS_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     job_id: str
     spec: TaskSpec
@@ -176,7 +179,24 @@ class Task(_message.Message):
     finished_at: _timestamp_pb2.Timestamp
     retry_at: _timestamp_pb2.Timestamp
     job_name: str
-    def __init__(self, task_id: _Optional[str] = ..., job_id: _Optional[str] = ..., spec: _Optional[_Union[TaskSpec, _Mapping]] = ..., state: _Optional[_Union[TaskState, str]] = ..., attempt: _Optional[int] = ..., node_id: _Optional[str] = ..., gpu_indices: _Optional[_Iterable[int]] = ..., exit_code: _Optional[int] = ..., has_exit_code: _Optional[bool] = ..., failure_reason: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., scheduled_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., retry_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., job_name: _Optional[str] = ...) -> None: ...
+    ranks: _containers.RepeatedCompositeFieldContainer[TaskRank]
+    def __init__(self, task_id: _Optional[str] = ..., job_id: _Optional[str] = ..., spec: _Optional[_Union[TaskSpec, _Mapping]] = ..., state: _Optional[_Union[TaskState, str]] = ..., attempt: _Optional[int] = ..., node_id: _Optional[str] = ..., gpu_indices: _Optional[_Iterable[int]] = ..., exit_code: _Optional[int] = ..., has_exit_code: _Optional[bool] = ..., failure_reason: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., scheduled_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., retry_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., job_name: _Optional[str] = ..., ranks: _Optional[_Iterable[_Union[TaskRank, _Mapping]]] = ...) -> None: ...
+
+class TaskRank(_message.Message):
+    __slots__ = ("node_id", "gpu_indices", "state", "exit_code", "has_exit_code", "address")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    GPU_INDICES_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    HAS_EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    gpu_indices: _containers.RepeatedScalarFieldContainer[int]
+    state: TaskState
+    exit_code: int
+    has_exit_code: bool
+    address: str
+    def __init__(self, node_id: _Optional[str] = ..., gpu_indices: _Optional[_Iterable[int]] = ..., state: _Optional[_Union[TaskState, str]] = ..., exit_code: _Optional[int] = ..., has_exit_code: _Optional[bool] = ..., address: _Optional[str] = ...) -> None: ...
 
 class Gpu(_message.Message):
     __slots__ = ("index", "name", "memory_gib")
@@ -199,7 +219,7 @@ class Capacity(_message.Message):
     def __init__(self, cpus: _Optional[float] = ..., memory_gib: _Optional[float] = ..., gpus: _Optional[_Iterable[_Union[Gpu, _Mapping]]] = ...) -> None: ...
 
 class Node(_message.Message):
-    __slots__ = ("node_id", "provider", "instance_id", "region", "zone", "instance_type", "total", "allocated", "state", "labels", "last_heartbeat", "registered_at")
+    __slots__ = ("node_id", "provider", "instance_id", "region", "zone", "instance_type", "total", "allocated", "state", "labels", "last_heartbeat", "registered_at", "address")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -219,6 +239,7 @@ class Node(_message.Message):
     LABELS_FIELD_NUMBER: _ClassVar[int]
     LAST_HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     REGISTERED_AT_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     provider: str
     instance_id: str
@@ -231,7 +252,8 @@ class Node(_message.Message):
     labels: _containers.ScalarMap[str, str]
     last_heartbeat: _timestamp_pb2.Timestamp
     registered_at: _timestamp_pb2.Timestamp
-    def __init__(self, node_id: _Optional[str] = ..., provider: _Optional[str] = ..., instance_id: _Optional[str] = ..., region: _Optional[str] = ..., zone: _Optional[str] = ..., instance_type: _Optional[str] = ..., total: _Optional[_Union[Capacity, _Mapping]] = ..., allocated: _Optional[_Union[Capacity, _Mapping]] = ..., state: _Optional[_Union[NodeState, str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., last_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., registered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    address: str
+    def __init__(self, node_id: _Optional[str] = ..., provider: _Optional[str] = ..., instance_id: _Optional[str] = ..., region: _Optional[str] = ..., zone: _Optional[str] = ..., instance_type: _Optional[str] = ..., total: _Optional[_Union[Capacity, _Mapping]] = ..., allocated: _Optional[_Union[Capacity, _Mapping]] = ..., state: _Optional[_Union[NodeState, str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., last_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., registered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., address: _Optional[str] = ...) -> None: ...
 
 class Offer(_message.Message):
     __slots__ = ("provider", "region", "zone", "instance_type", "cpus", "memory_gib", "accelerator_name", "accelerator_count", "accelerator_memory_gib", "price_per_hour", "spot_price_per_hour", "arch", "max_instances")

@@ -146,28 +146,32 @@ class WatchEventsRequest(_message.Message):
     def __init__(self, after_seq: _Optional[int] = ..., job_id: _Optional[str] = ..., task_id: _Optional[str] = ..., no_follow: _Optional[bool] = ..., states: _Optional[_Iterable[_Union[_common_pb2.TaskState, str]]] = ...) -> None: ...
 
 class StreamLogsRequest(_message.Message):
-    __slots__ = ("task_id", "attempt", "follow", "offset")
+    __slots__ = ("task_id", "attempt", "follow", "offset", "rank")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     FOLLOW_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     attempt: int
     follow: bool
     offset: int
-    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., follow: _Optional[bool] = ..., offset: _Optional[int] = ...) -> None: ...
+    rank: int
+    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., follow: _Optional[bool] = ..., offset: _Optional[int] = ..., rank: _Optional[int] = ...) -> None: ...
 
 class LogChunk(_message.Message):
-    __slots__ = ("task_id", "attempt", "offset", "data")
+    __slots__ = ("task_id", "attempt", "offset", "data", "rank")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     attempt: int
     offset: int
     data: bytes
-    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+    rank: int
+    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., rank: _Optional[int] = ...) -> None: ...
 
 class GetStatsRequest(_message.Message):
     __slots__ = ()
