@@ -1,0 +1,1 @@
+"""Provider plugins shipped with Styx (local, aws, gcp, azure), one package each."""

@@ -33,9 +33,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until(
-    predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.05, message: str = ""
-) -> T:
+def wait_until(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.05, message: str = "") -> T:
     """Call ``predicate`` until it returns something truthy, and return that value.
 
     Raises AssertionError with ``message`` (and the last value) after ``timeout`` seconds.
@@ -290,7 +288,26 @@ def make_sky_cli(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterato
         sky("local", "down", timeout=90)
 
 
-
 def lines(text: str) -> Sequence[str]:
     """Non-empty lines."""
     return [ln for ln in text.splitlines() if ln.strip()]
+
+
+class InProcessBroker:
+    """The scheduler's BrokerPort served by a broker core in the same process (no sockets).
+
+    The scheduler and the broker exchange the same ``styx.common.placement`` types, so this
+    only adds ``lost_nodes``, which the gRPC adapter reads from ListNodes.
+    """
+
+    def __init__(self, broker: Any) -> None:
+        self.broker = broker
+
+    def allocate(self, asks: Sequence[Any]) -> list[Any]:
+        return list(self.broker.allocate(list(asks)))
+
+    def release(self, allocation_id: str) -> None:
+        self.broker.release(allocation_id)
+
+    def lost_nodes(self) -> set[str]:
+        return {n.node_id for n in self.broker.list_nodes(include_lost=True) if n.state in ("LOST", "GONE")}

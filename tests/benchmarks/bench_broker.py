@@ -30,9 +30,10 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "services"))
 
 from styx.broker.catalog import Catalog, load_skypilot_dir  # noqa: E402 - after the path setup
-from styx.broker.core import Ask, Broker  # noqa: E402
+from styx.broker.core import Broker  # noqa: E402
 from styx.broker.optimizer import rank  # noqa: E402
 from styx.common.offers import Offer  # noqa: E402
+from styx.common.placement import Ask  # noqa: E402
 from styx.common.resources import Accelerator, Capacity, GpuDevice, Resources  # noqa: E402
 from styx.common.store import make_engine  # noqa: E402
 

@@ -18,34 +18,28 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
 from pathlib import Path
 
 
 def bench_decision_cost(queued: int) -> None:
-    from styx.broker.core import Ask, Broker
+    from styx.broker.core import Broker
     from styx.common.resources import Capacity, Resources
     from styx.common.store import make_engine
-    from styx.scheduler.core import PlacementAsk, PlacementResult, Scheduler
+    from styx.scheduler.core import Scheduler
     from styx.scheduler.model import TaskSpec
 
-    class InProcessBroker:
+    class _InProcessBroker:
+        """The scheduler's broker port on a broker core in this process (no sockets)."""
+
         def __init__(self, broker: Broker) -> None:
-            self.broker = broker
-
-        def allocate(self, asks: Sequence[PlacementAsk]) -> list[PlacementResult]:
-            out = self.broker.allocate([Ask(a.allocation_id, a.task_id, a.resources) for a in asks])
-            return [PlacementResult(p.allocation_id, p.outcome, p.node_id, p.gpu_indices, p.reason) for p in out]
-
-        def release(self, allocation_id: str) -> None:
-            self.broker.release(allocation_id)
+            self.allocate, self.release = broker.allocate, broker.release
 
         def lost_nodes(self) -> set[str]:
             return set()
 
     tmp = Path(tempfile.mkdtemp(prefix="styx-bench-sched-"))
     broker = Broker(make_engine(f"sqlite:///{tmp}/broker.db"))
-    sched = Scheduler(make_engine(f"sqlite:///{tmp}/scheduler.db"), InProcessBroker(broker))
+    sched = Scheduler(make_engine(f"sqlite:///{tmp}/scheduler.db"), _InProcessBroker(broker))
     specs = [TaskSpec(name=f"t{i}", run="true", priority=i % 5, resources=Resources(cpus=1)) for i in range(queued)]
     t0 = time.perf_counter()
     sched.submit_job("bench", "", specs)

@@ -29,3 +29,27 @@ def test_refresh_imports_the_clouds_catalog(tmp_path: Path) -> None:
         assert local.returncode == 1 and "cannot list its catalog" in local.stderr
     finally:
         run_sky(["local", "down"], home, **env)
+
+
+def test_cluster_launch_and_down_leave_no_instance(tmp_path: Path) -> None:
+    """sky launch -c NAME --infra aws creates a tagged EC2 instance; sky down NAME terminates it."""
+    from helpers import wait_until
+
+    moto = shared_moto()
+    moto.reset()
+    env = {**moto.env(), "STYX_AWS_REGIONS": "us-east-1"}
+    home = tmp_path / "home"
+    try:
+        launched = run_sky(
+            ["launch", "-c", "awsdev", "--infra", "aws/us-east-1", "--cpus", "4", "-d", "--", "echo", "hi"], home, **env
+        )
+        assert launched.returncode == 0, launched.stderr
+        assert "cluster awsdev:" in launched.stderr
+        (instance,) = wait_until(lambda: moto.styx_instances(), timeout=60, message="the cluster's instance")
+        tags = {t["Key"]: t["Value"] for t in instance["Tags"]}
+        assert tags["styx-managed"] == "true" and tags["styx-node-id"].startswith("node-")
+        down = run_sky(["down", "awsdev"], home, **env)
+        assert down.returncode == 0 and "awsdev: DOWN" in down.stdout
+        wait_until(lambda: not moto.styx_instances(), timeout=60, message="no live Styx instance")
+    finally:
+        run_sky(["local", "down"], home, **env)

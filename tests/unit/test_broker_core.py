@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from styx.broker.core import INFEASIBLE, PLACED, WAITING, Ask, Broker
+from styx.broker.core import Broker
 from styx.common.offers import Offer
+from styx.common.placement import INFEASIBLE, PLACED, WAITING, Ask
 from styx.common.resources import Accelerator, Capacity, GpuDevice, Resources
 
 

@@ -24,9 +24,19 @@ m6i.2xlarge,,,8.0,32.0,,,0.15,us-west-2,usw2-az1,x86_64
 
 
 def offer(**kw: object) -> common_pb2.Offer:
-    base = dict(provider="aws", region="us-east-1", zone="use1-az1", instance_type="p4d.24xlarge", cpus=96,
-                memory_gib=1152, accelerator_name="A100", accelerator_count=8, accelerator_memory_gib=40,
-                price_per_hour=32.77, spot_price_per_hour=12.5)
+    base = dict(
+        provider="aws",
+        region="us-east-1",
+        zone="use1-az1",
+        instance_type="p4d.24xlarge",
+        cpus=96,
+        memory_gib=1152,
+        accelerator_name="A100",
+        accelerator_count=8,
+        accelerator_memory_gib=40,
+        price_per_hour=32.77,
+        spot_price_per_hour=12.5,
+    )
     base.update(kw)
     return common_pb2.Offer(**base)  # type: ignore[arg-type]
 
@@ -93,13 +103,18 @@ def test_parse_gpu_name() -> None:
 
 def test_check_lines_show_reason_and_fix_of_disabled_providers() -> None:
     infos = [
-        provisioner_pb2.ProviderInfo(name="aws", enabled=False, reason="no AWS credentials found",
-                                     hint="run aws configure"),
+        provisioner_pb2.ProviderInfo(
+            name="aws", enabled=False, reason="no AWS credentials found", hint="run aws configure"
+        ),
         provisioner_pb2.ProviderInfo(name="local", enabled=True),
     ]
     data = [catalog.provider_to_dict(p) for p in infos]
-    assert data[0] == {"name": "aws", "enabled": False, "reason": "no AWS credentials found",
-                       "hint": "run aws configure"}
+    assert data[0] == {
+        "name": "aws",
+        "enabled": False,
+        "reason": "no AWS credentials found",
+        "hint": "run aws configure",
+    }
     lines = catalog.check_lines(data, io.StringIO())
     assert lines == [
         "  aws    disabled: no AWS credentials found",
@@ -116,8 +131,13 @@ def test_check_lines_are_coloured_on_a_terminal(monkeypatch: pytest.MonkeyPatch)
             return True
 
     monkeypatch.delenv("NO_COLOR", raising=False)
-    lines = catalog.check_lines([{"name": "gcp", "enabled": False, "reason": "x", "hint": "y"},
-                                 {"name": "local", "enabled": True, "reason": "", "hint": ""}], Tty())
+    lines = catalog.check_lines(
+        [
+            {"name": "gcp", "enabled": False, "reason": "x", "hint": "y"},
+            {"name": "local", "enabled": True, "reason": "", "hint": ""},
+        ],
+        Tty(),
+    )
     assert "\033[31mdisabled\033[0m" in lines[0] and "\033[32menabled\033[0m" in lines[2]
 
 
@@ -126,15 +146,22 @@ def test_check_lines_are_coloured_on_a_terminal(monkeypatch: pytest.MonkeyPatch)
 
 def test_accelerator_rows_cheapest_per_provider() -> None:
     info = broker_pb2.AcceleratorInfo(
-        name="A100", counts=[1, 8], providers=["aws", "gcp"], memory_gib=40,
+        name="A100",
+        counts=[1, 8],
+        providers=["aws", "gcp"],
+        memory_gib=40,
         offers=[
             broker_pb2.AcceleratorOffer(count=8, cheapest=offer(), cheapest_spot_price_per_hour=12.5),
-            broker_pb2.AcceleratorOffer(count=1, cheapest=offer(provider="gcp", instance_type="a2-highgpu-1g",
-                                                               accelerator_count=1, price_per_hour=3.67),
-                                        cheapest_spot_price_per_hour=1.1),
-            broker_pb2.AcceleratorOffer(count=8, cheapest=offer(provider="gcp", instance_type="a2-highgpu-8g",
-                                                               price_per_hour=29.39),
-                                        cheapest_spot_price_per_hour=0),
+            broker_pb2.AcceleratorOffer(
+                count=1,
+                cheapest=offer(provider="gcp", instance_type="a2-highgpu-1g", accelerator_count=1, price_per_hour=3.67),
+                cheapest_spot_price_per_hour=1.1,
+            ),
+            broker_pb2.AcceleratorOffer(
+                count=8,
+                cheapest=offer(provider="gcp", instance_type="a2-highgpu-8g", price_per_hour=29.39),
+                cheapest_spot_price_per_hour=0,
+            ),
         ],
     )
     data = catalog.accelerator_to_dict(info, enabled={"gcp"})
@@ -152,8 +179,16 @@ def test_offer_rows_keep_the_cheapest_region_per_type() -> None:
     ranked = [
         broker_pb2.RankedOffer(offer=offer(region="eu-west-1", price_per_hour=40.0), provider_enabled=False),
         broker_pb2.RankedOffer(offer=offer(), provider_enabled=False),
-        broker_pb2.RankedOffer(offer=offer(provider="gcp", instance_type="a2-highgpu-8g", region="us-central1",
-                                           price_per_hour=29.39, spot_price_per_hour=0), provider_enabled=True),
+        broker_pb2.RankedOffer(
+            offer=offer(
+                provider="gcp",
+                instance_type="a2-highgpu-8g",
+                region="us-central1",
+                price_per_hour=29.39,
+                spot_price_per_hour=0,
+            ),
+            provider_enabled=True,
+        ),
     ]
     offers = catalog.cheapest_per_type(catalog.ranked_to_dict(r) for r in ranked)
     assert [(o["provider"], o["region"]) for o in offers] == [("gcp", "us-central1"), ("aws", "us-east-1")]
@@ -167,18 +202,26 @@ def test_offer_rows_keep_the_cheapest_region_per_type() -> None:
 
 def test_catalog_rows_and_import_rows() -> None:
     infos = [
-        broker_pb2.CatalogInfo(provider="aws", offers=523, imported=True, regions=23,
-                               imported_at=to_timestamp(1_700_000_000.0)),
+        broker_pb2.CatalogInfo(
+            provider="aws", offers=523, imported=True, regions=23, imported_at=to_timestamp(1_700_000_000.0)
+        ),
         broker_pb2.CatalogInfo(provider="gcp", offers=392, regions=5),
     ]
     data = [catalog.catalog_to_dict(c) for c in infos]
-    assert data[0] == {"provider": "aws", "offers": 523, "regions": 23, "source": "imported",
-                       "imported_at": "2023-11-14T22:13:20Z"}
+    assert data[0] == {
+        "provider": "aws",
+        "offers": 523,
+        "regions": 23,
+        "source": "imported",
+        "imported_at": "2023-11-14T22:13:20Z",
+    }
     assert catalog.catalog_rows(data)[1] == ["gcp", "392", "5", "built-in", "-"]
-    rows = catalog.import_rows([
-        {"provider": "azure", "offers": 59856, "skipped": {"fractional GPU": 114}, "import_s": 1.234},
-        {"provider": "aws", "offers": 0, "skipped": {}, "import_s": None},
-    ])
+    rows = catalog.import_rows(
+        [
+            {"provider": "azure", "offers": 59856, "skipped": {"fractional GPU": 114}, "import_s": 1.234},
+            {"provider": "aws", "offers": 0, "skipped": {}, "import_s": None},
+        ]
+    )
     assert rows == [["azure", "59,856", "114", "1.23s"], ["aws", "0", "0", "not sent"]]
 
 
@@ -187,29 +230,51 @@ def test_catalog_rows_and_import_rows() -> None:
 
 def test_attempt_and_event_lines() -> None:
     attempt = broker_pb2.ProvisioningAttempt(
-        node_id="n-1", allocation_id="t-1/1", task_id="t-1", offer=offer(), spot=True, hourly_price=12.5,
-        state=broker_pb2.PROVISIONING_ATTEMPT_STATE_FAILED, error="InsufficientInstanceCapacity in use1-az1",
-        error_kind=provisioner_pb2.PROVIDER_ERROR_KIND_CAPACITY, started_at=to_timestamp(1_700_000_000.0),
+        node_id="n-1",
+        allocation_id="t-1/1",
+        task_id="t-1",
+        offer=offer(),
+        spot=True,
+        hourly_price=12.5,
+        state=broker_pb2.PROVISIONING_ATTEMPT_STATE_FAILED,
+        error="InsufficientInstanceCapacity in use1-az1",
+        error_kind=provisioner_pb2.PROVIDER_ERROR_KIND_CAPACITY,
+        started_at=to_timestamp(1_700_000_000.0),
     )
     data = attempts.attempt_to_dict(attempt)
     assert (data["outcome"], data["error_kind"], data["started_at"]) == ("FAILED", "CAPACITY", "2023-11-14T22:13:20Z")
     line = attempts.attempt_line(data, io.StringIO())
-    assert line == ("aws/us-east-1/use1-az1 p4d.24xlarge $12.50/h spot  FAILED      "
-                    "CAPACITY: InsufficientInstanceCapacity in use1-az1  (node n-1)")
-    ok = attempts.attempt_to_dict(broker_pb2.ProvisioningAttempt(
-        offer=offer(provider="local", region="local", zone="", instance_type="host"),
-        state=broker_pb2.PROVISIONING_ATTEMPT_STATE_REGISTERED))
+    assert line == (
+        "aws/us-east-1/use1-az1 p4d.24xlarge $12.50/h spot  FAILED      "
+        "CAPACITY: InsufficientInstanceCapacity in use1-az1  (node n-1)"
+    )
+    ok = attempts.attempt_to_dict(
+        broker_pb2.ProvisioningAttempt(
+            offer=offer(provider="local", region="local", zone="", instance_type="host"),
+            state=broker_pb2.PROVISIONING_ATTEMPT_STATE_REGISTERED,
+        )
+    )
     assert ok["error_kind"] == "" and "ERROR" not in attempts.attempt_line(ok, io.StringIO())
-    event = common_pb2.Event(seq=3, type=common_pb2.EVENT_TYPE_SCHEDULED, state=common_pb2.TASK_STATE_SCHEDULED,
-                             attempt=1, node_id="n-1", message="on n-1", time=to_timestamp(1_700_000_000.0))
+    event = common_pb2.Event(
+        seq=3,
+        type=common_pb2.EVENT_TYPE_SCHEDULED,
+        state=common_pb2.TASK_STATE_SCHEDULED,
+        attempt=1,
+        node_id="n-1",
+        message="on n-1",
+        time=to_timestamp(1_700_000_000.0),
+    )
     edata = attempts.event_to_dict(event)
     assert attempts.event_line(edata) == "2023-11-14T22:13:20Z  SCHEDULED  attempt 1  node n-1  on n-1"
-    block = attempts.detail_lines({"task_id": "t-1", "name": "train", "provisioning_attempts": [data],
-                                   "events": [edata]}, io.StringIO())
+    block = attempts.detail_lines(
+        {"task_id": "t-1", "name": "train", "provisioning_attempts": [data], "events": [edata]}, io.StringIO()
+    )
     assert block[0] == "t-1 (train):" and "provisioning attempts (newest first):" in block[1]
     assert block[-1].strip().startswith("2023-11-14T22:13:20Z  SCHEDULED")
-    unknown = attempts.detail_lines({"task_id": "t-2", "name": "x", "provisioning_attempts": None,
-                                     "attempts_error": "no broker endpoint"}, io.StringIO())
+    unknown = attempts.detail_lines(
+        {"task_id": "t-2", "name": "x", "provisioning_attempts": None, "attempts_error": "no broker endpoint"},
+        io.StringIO(),
+    )
     assert unknown == ["t-2 (x):", "  provisioning attempts: unknown (no broker endpoint)"]
 
 
@@ -217,9 +282,21 @@ def test_attempt_and_event_lines() -> None:
 
 
 def test_dryrun_offer_lines_enabled_disabled_and_refused() -> None:
-    enabled = broker_pb2.RankedOffer(offer=offer(provider="local", region="local", zone="", instance_type="host",
-                                                 accelerator_name="", accelerator_count=0, cpus=2, memory_gib=8),
-                                     hourly_price=0, total_hourly_price=0, provider_enabled=True)
+    enabled = broker_pb2.RankedOffer(
+        offer=offer(
+            provider="local",
+            region="local",
+            zone="",
+            instance_type="host",
+            accelerator_name="",
+            accelerator_count=0,
+            cpus=2,
+            memory_gib=8,
+        ),
+        hourly_price=0,
+        total_hourly_price=0,
+        provider_enabled=True,
+    )
     cheap_disabled = broker_pb2.RankedOffer(offer=offer(), hourly_price=32.77, total_hourly_price=32.77)
     live = broker_pb2.OptimizeResponse(offers=[enabled])
     whatif = broker_pb2.OptimizeResponse(offers=[enabled, cheap_disabled])
@@ -231,15 +308,24 @@ def test_dryrun_offer_lines_enabled_disabled_and_refused() -> None:
     assert lines[1].startswith("     cheapest: aws/us-east-1/use1-az1 p4d.24xlarge") and "(aws disabled" in lines[1]
     assert "runner-up:" in lines[2]
 
-    pricier = broker_pb2.RankedOffer(offer=offer(provider="gcp"), hourly_price=40, total_hourly_price=40,
-                                     provider_enabled=True)
-    hint = task_offer_lines("t", 1, broker_pb2.OptimizeResponse(offers=[pricier]),
-                            broker_pb2.OptimizeResponse(offers=[cheap_disabled, pricier]))
+    pricier = broker_pb2.RankedOffer(
+        offer=offer(provider="gcp"), hourly_price=40, total_hourly_price=40, provider_enabled=True
+    )
+    hint = task_offer_lines(
+        "t",
+        1,
+        broker_pb2.OptimizeResponse(offers=[pricier]),
+        broker_pb2.OptimizeResponse(offers=[cheap_disabled, pricier]),
+    )
     assert hint[0].startswith("  t  chosen: gcp/") and "cheaper on a disabled provider: aws/" in hint[1]
 
     rejections = [broker_pb2.Rejection(family=f"gcp a{i}", reason=f"reason {i}") for i in range(10)]
-    refused = task_offer_lines("t", 1, broker_pb2.OptimizeResponse(),
-                               broker_pb2.OptimizeResponse(rejections=rejections, request_summary="A100:3"))
+    refused = task_offer_lines(
+        "t",
+        1,
+        broker_pb2.OptimizeResponse(),
+        broker_pb2.OptimizeResponse(rejections=rejections, request_summary="A100:3"),
+    )
     assert refused[0] == "  t  no offer fits (A100:3):"
     assert refused[1] == "       gcp a0: reason 0" and refused[-1].endswith("... and 2 more")
     assert len(refused) == 1 + 8 + 1

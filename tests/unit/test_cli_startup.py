@@ -22,8 +22,16 @@ print('HEAVY=' + ','.join(heavy))
 @pytest.mark.parametrize(
     "argv",
     [
-        ["version"], ["--help"], ["run", "--help"], ["launch", "--help"], ["queue", "--help"], [],
-        ["check", "--help"], ["show-gpus", "--help"], ["catalog", "--help"], ["catalog", "import", "--help"],
+        ["version"],
+        ["--help"],
+        ["run", "--help"],
+        ["launch", "--help"],
+        ["queue", "--help"],
+        [],
+        ["check", "--help"],
+        ["show-gpus", "--help"],
+        ["catalog", "--help"],
+        ["catalog", "import", "--help"],
     ],
 )
 def test_light_commands_import_no_grpc(argv: list[str]) -> None:

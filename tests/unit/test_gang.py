@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 
 import pytest
 
-from styx.broker.core import INFEASIBLE, PLACED, WAITING, Ask, Broker
+from helpers import InProcessBroker
+from styx.broker.core import Broker
 from styx.common.errors import InvalidArgument
 from styx.common.offers import Offer
+from styx.common.placement import INFEASIBLE, PLACED, WAITING, Ask
 from styx.common.resources import Accelerator, Capacity, GpuDevice, Resources
-from styx.scheduler.core import PlacementAsk, PlacementResult, RankSlot, Scheduler
+from styx.scheduler.core import Scheduler
 from styx.scheduler.model import RetryPolicy, TaskSpec
 from styx.scheduler.workqueue import Assign, Cancel
 
@@ -127,31 +128,6 @@ def test_gang_pinned_to_a_cluster(engine_factory):
 
 
 # ---- scheduler -------------------------------------------------------------------------------
-
-
-class InProcessBroker:
-    def __init__(self, broker: Broker) -> None:
-        self.broker = broker
-
-    def allocate(self, asks: Sequence[PlacementAsk]) -> list[PlacementResult]:
-        placements = self.broker.allocate([Ask(a.allocation_id, a.task_id, a.resources, a.num_nodes) for a in asks])
-        return [
-            PlacementResult(
-                p.allocation_id,
-                p.outcome,
-                p.node_id,
-                p.gpu_indices,
-                p.reason,
-                tuple(RankSlot(n.node_id, n.gpu_indices, n.address) for n in p.nodes),
-            )
-            for p in placements
-        ]
-
-    def release(self, allocation_id: str) -> None:
-        self.broker.release(allocation_id)
-
-    def lost_nodes(self) -> set[str]:
-        return {n.node_id for n in self.broker.list_nodes(include_lost=True) if n.state == "LOST"}
 
 
 @pytest.fixture

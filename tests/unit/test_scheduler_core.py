@@ -2,34 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import pytest
 
-from styx.broker.core import Ask, Broker
+from helpers import InProcessBroker
+from styx.broker.core import Broker
 from styx.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from styx.common.offers import Offer
 from styx.common.resources import Accelerator, Capacity, GpuDevice, Resources
-from styx.scheduler.core import PlacementAsk, PlacementResult, Scheduler
+from styx.scheduler.core import Scheduler
 from styx.scheduler.model import TaskSpec
 from styx.scheduler.workqueue import Assign, Cancel
-
-
-class InProcessBroker:
-    """Adapter from the scheduler's BrokerPort to a Broker core in the same process."""
-
-    def __init__(self, broker: Broker) -> None:
-        self.broker = broker
-
-    def allocate(self, asks: Sequence[PlacementAsk]) -> list[PlacementResult]:
-        placements = self.broker.allocate([Ask(a.allocation_id, a.task_id, a.resources) for a in asks])
-        return [PlacementResult(p.allocation_id, p.outcome, p.node_id, p.gpu_indices, p.reason) for p in placements]
-
-    def release(self, allocation_id: str) -> None:
-        self.broker.release(allocation_id)
-
-    def lost_nodes(self) -> set[str]:
-        return {n.node_id for n in self.broker.list_nodes(include_lost=True) if n.state == "LOST"}
 
 
 class StaticOffers:

@@ -1,0 +1,1 @@
+"""The resource broker service: nodes, capacity, placement, offer catalog, optimizer, clusters."""

@@ -26,7 +26,8 @@ from styx.common.resources import Resources
 from styx.common.timeutil import now
 
 if TYPE_CHECKING:
-    from styx.broker.core import Ask, Broker, Placement
+    from styx.broker.core import Broker
+    from styx.common.placement import Ask, Placement
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +230,7 @@ class Clusters:
     # ---- placement -----------------------------------------------------------------------
     def no_fit(self, ask: Ask) -> Placement:
         """Answer for an ask pinned to a cluster whose nodes have no room (never provisions)."""
-        from styx.broker.core import INFEASIBLE, WAITING, Placement
+        from styx.common.placement import INFEASIBLE, WAITING, Placement
 
         name = ask.resources.cluster
         view = self._clusters.get(name)

@@ -5,19 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from styx.broker.clusters import ClusterView
-from styx.broker.core import (
-    INFEASIBLE,
-    PLACED,
-    WAITING,
-    AcceleratorInfo,
-    Ask,
-    Attempt,
-    CatalogInfo,
-    NodeView,
-    Placement,
-)
+from styx.broker.model import AcceleratorInfo, Attempt, CatalogInfo, NodeView
 from styx.broker.optimizer import Ranking, describe_request
 from styx.common.offers import Offer, offer_from_pb, offer_to_pb
+from styx.common.placement import INFEASIBLE, PLACED, WAITING, Ask, Placement
 from styx.common.resources import Capacity, GpuDevice, Resources, resources_from_pb, resources_to_pb
 from styx.common.timeutil import to_timestamp
 from styx.v1 import broker_pb2, common_pb2, provisioner_pb2

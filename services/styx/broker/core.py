@@ -17,323 +17,52 @@ a row of ``broker_provisions`` (``list_attempts``).
 
 from __future__ import annotations
 
-import bisect
 import json
 import logging
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Protocol
+from dataclasses import asdict, replace
+from typing import Any
 
 from sqlalchemy import Engine, insert, select, update
 
 from styx.broker import catalog_store
 from styx.broker import tables as t
 from styx.broker.catalog import Catalog
+from styx.broker.catalog_ops import CatalogMixin
+from styx.broker.model import (
+    _EPS,
+    _FAILOVER_DEPTH,
+    ABSENT,
+    GONE,
+    LOST,
+    READY,
+    NodeView,
+    ProvisionerPort,
+    _Allocation,
+    _FreeIndex,
+    _in_infra,
+    _kind_of,
+    _offer_key,
+    _Provision,
+    _scope_key,
+    _scope_keys,
+    describe,
+    offer_fits,
+)
 from styx.broker.optimizer import Ranking, alternatives, describe_request, rank
-from styx.common.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, StyxError, Unavailable
+from styx.common.errors import FailedPrecondition, InvalidArgument, NotFound, StyxError, Unavailable
 from styx.common.ids import new_id
 from styx.common.migrations import upgrade
 from styx.common.offers import Offer
+from styx.common.placement import INFEASIBLE, PLACED, WAITING, Ask, NodeSlot, Placement, rank_allocation_id
 from styx.common.resources import Capacity, GpuDevice, Resources, gpu_matches, infra_parts
 from styx.common.timeutil import now
 
 log = logging.getLogger(__name__)
 
-_EPS = 1e-9
-READY, LOST = "READY", "LOST"
-# Deregistered by its agent or provider: like LOST, but a heartbeat does not revive it
-# (only a fresh RegisterNode does).
-GONE = "GONE"
-ABSENT = frozenset({LOST, GONE})
-PLACED, WAITING, INFEASIBLE = "placed", "waiting", "infeasible"
 
-
-class ProvisionerPort(Protocol):
-    """What the broker needs from the provisioner (a gRPC adapter in production)."""
-
-    def list_offers(self) -> list[Offer]:
-        """Offers of every enabled provider (host offers: machines that already exist)."""
-        ...
-
-    def list_providers(self) -> dict[str, str]:
-        """Every loaded provider -> "" when enabled, else why it is disabled.
-
-        Optional for test doubles: without it every provider is taken as enabled.
-        """
-        ...
-
-    def provision(self, request_id: str, node_id: str, offer: Offer, spot: bool) -> str:
-        """Start creating a node; return the operation id.
-
-        Raise ``Unavailable`` when the provisioner cannot be reached (the ask waits), other
-        ``StyxError`` when it refuses the offer (the broker fails over to the next offer).
-        """
-        ...
-
-    def terminate(self, node_id: str) -> None:
-        """Start terminating a node's instance (idempotent; NotFound when the provisioner never made it)."""
-        ...
-
-    def stop(self, node_id: str) -> None:
-        """Start stopping a node's instance; FailedPrecondition when its provider cannot."""
-        ...
-
-    def start(self, node_id: str) -> None:
-        """Start a stopped node's instance again."""
-        ...
-
-    def operation_state(self, operation_id: str) -> tuple[str, str] | tuple[str, str, str]:
-        """Return ("pending"|"running"|"done"|"failed", error message[, error kind]).
-
-        The kind ("capacity", "quota", "auth", "invalid", "internal") scopes the failover.
-        """
-        ...
-
-
-@dataclass
-class NodeView:
-    """A node with its capacity and what is reserved on it."""
-
-    node_id: str
-    provider: str
-    instance_id: str
-    region: str
-    zone: str
-    instance_type: str
-    total: Capacity
-    labels: dict[str, str]
-    state: str
-    registered_at: float
-    last_heartbeat: float
-    used_cpus: float = 0.0
-    used_memory_gib: float = 0.0
-    used_gpus: set[int] = field(default_factory=set)
-    address: str = ""
-
-    @property
-    def cluster(self) -> str:
-        """Named cluster the node belongs to, or "" for the shared pool."""
-        return self.labels.get("styx.dev/cluster", "")
-
-    def free_gpus(self, name: str) -> list[int]:
-        """Indices of free GPUs of the given kind, lowest first."""
-        return sorted(g.index for g in self.total.gpus if g.index not in self.used_gpus and gpu_matches(g.name, name))
-
-
-@dataclass(frozen=True)
-class Ask:
-    """One placement request."""
-
-    allocation_id: str
-    task_id: str
-    resources: Resources
-    # Distinct nodes wanted at once (a gang); each gets ``resources``.
-    num_nodes: int = 1
-
-
-@dataclass(frozen=True)
-class NodeSlot:
-    """One rank of a multi-node placement."""
-
-    node_id: str
-    gpu_indices: tuple[int, ...]
-    address: str = ""
-
-
-@dataclass(frozen=True)
-class Placement:
-    """The answer to an Ask: placed (with node and GPUs), waiting, or infeasible.
-
-    A placed gang (num_nodes > 1) lists every rank in ``nodes``; node_id and gpu_indices
-    are rank 0's.
-    """
-
-    allocation_id: str
-    outcome: str
-    node_id: str = ""
-    gpu_indices: tuple[int, ...] = ()
-    reason: str = ""
-    nodes: tuple[NodeSlot, ...] = ()
-
-
-def rank_allocation_id(allocation_id: str, rank: int) -> str:
-    """The stored allocation of one rank of a gang: rank 0 keeps the request's id."""
-    return allocation_id if rank == 0 else f"{allocation_id}#{rank}"
-
-
-@dataclass
-class _Allocation:
-    allocation_id: str
-    task_id: str
-    node_id: str
-    cpus: float
-    memory_gib: float
-    gpu_indices: tuple[int, ...]
-
-
-@dataclass
-class _Provision:
-    node_id: str
-    operation_id: str
-    offer: Offer
-    spot: bool
-    created_at: float
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """One provisioning attempt (a row of broker_provisions)."""
-
-    node_id: str
-    allocation_id: str
-    task_id: str
-    offer: Offer
-    spot: bool
-    hourly_price: float
-    state: str  # pending | registered | failed
-    error: str
-    error_kind: str
-    operation_id: str
-    started_at: float
-    updated_at: float
-
-
-@dataclass(frozen=True)
-class CatalogInfo:
-    """One provider's part of the catalog."""
-
-    provider: str
-    offers: int
-    imported: bool
-    imported_at: float
-    regions: int
-
-
-@dataclass(frozen=True)
-class AcceleratorOffer:
-    """Cheapest offer of a provider for one accelerator count."""
-
-    count: int
-    cheapest: Offer
-    cheapest_spot: float
-
-
-@dataclass(frozen=True)
-class AcceleratorInfo:
-    """An accelerator kind: counts, providers, cheapest offers."""
-
-    name: str
-    counts: tuple[int, ...]
-    providers: tuple[str, ...]
-    offers: tuple[AcceleratorOffer, ...]
-    memory_gib: float
-
-
-# Error kind -> the failover scope a failure cools down (see the module docstring).
-_SCOPE_OF_KIND = {"quota": "region", "auth": "provider"}
-_FAILOVER_DEPTH = 64
-MAX_IMPORT_OFFERS = 250_000
-
-
-def describe(res: Resources) -> str:
-    """A short human description of a request: "cpus=4+, memory=16 GiB, A100:8"."""
-    parts = [f"cpus={res.cpus:g}{'+' if res.cpus_at_least else ''}"]
-    if res.memory_gib:
-        parts.append(f"memory={res.memory_gib:g}{'+' if res.memory_at_least else ''} GiB")
-    if res.accelerators:
-        parts.append(" or ".join(f"{a.name}:{a.count}" for a in res.accelerators))
-    if res.infra:
-        parts.append(f"infra={res.infra}")
-    return ", ".join(parts)
-
-
-def _in_infra(res: Resources, provider: str, region: str, zone: str) -> bool:
-    want_provider, want_region, want_zone = infra_parts(res.infra)
-    return (
-        (not want_provider or want_provider == provider)
-        and (not want_region or want_region == region)
-        and (not want_zone or want_zone == zone)
-    )
-
-
-def offer_fits(offer: Offer, res: Resources) -> bool:
-    """Whether one instance of ``offer`` could ever hold the request."""
-    if not _in_infra(res, offer.provider, offer.region, offer.zone):
-        return False
-    if offer.cpus + _EPS < res.cpus or offer.memory_gib + _EPS < res.memory_gib:
-        return False
-    if not res.accelerators:
-        return True
-    return any(
-        offer.accelerator_count >= a.count and gpu_matches(offer.accelerator_name, a.name) for a in res.accelerators
-    )
-
-
-def _offer_key(offer: Offer) -> tuple[str, str, str, str]:
-    return (offer.provider, offer.region, offer.zone, offer.instance_type)
-
-
-def _scope_keys(offer: Offer) -> tuple[tuple[str, ...], ...]:
-    """Cooldown keys that cover an offer: the offer itself, its region, its provider."""
-    return (
-        ("offer", *_offer_key(offer)),
-        ("region", offer.provider, offer.region),
-        ("provider", offer.provider),
-    )
-
-
-def _scope_key(offer: Offer, kind: str) -> tuple[str, ...]:
-    scope = _SCOPE_OF_KIND.get(kind, "offer")
-    keys = {k[0]: k for k in _scope_keys(offer)}
-    return keys[scope]
-
-
-def _kind_of(exc: Exception) -> str:
-    if isinstance(exc, ResourceExhausted):
-        return "quota"
-    if isinstance(exc, FailedPrecondition):
-        return "auth"  # the provisioner refuses offers of disabled providers
-    if isinstance(exc, InvalidArgument):
-        return "invalid"
-    return "internal"
-
-
-class _FreeIndex:
-    """READY nodes of one allocate batch, sorted by (free CPUs, free memory, node id).
-
-    Built per batch under the broker's lock, so it needs no upkeep elsewhere; placing a
-    task re-sorts only that node. Candidates for a request start at the first node with
-    enough free CPUs (bisect), in best-fit order.
-    """
-
-    def __init__(self, nodes: Iterable[NodeView]) -> None:
-        self._nodes = {n.node_id: n for n in nodes if n.state == READY}
-        self._key = {node_id: self._key_of(n) for node_id, n in self._nodes.items()}
-        self._keys = sorted(self._key.values())
-
-    @staticmethod
-    def _key_of(node: NodeView) -> tuple[float, float, str]:
-        return (node.total.cpus - node.used_cpus, node.total.memory_gib - node.used_memory_gib, node.node_id)
-
-    def candidates(self, cpus: float) -> Iterator[tuple[NodeView, float]]:
-        """(node, free memory) of nodes with at least ``cpus`` free CPUs, best fit first."""
-        keys = self._keys
-        for i in range(bisect.bisect_left(keys, (cpus - _EPS,)), len(keys)):
-            key = keys[i]
-            yield self._nodes[key[2]], key[1]
-
-    def update(self, node: NodeView) -> None:
-        """Re-sort ``node`` after its usage changed."""
-        old = self._key.get(node.node_id)
-        if old is None:
-            return
-        del self._keys[bisect.bisect_left(self._keys, old)]
-        new = self._key[node.node_id] = self._key_of(node)
-        bisect.insort(self._keys, new)
-
-
-class Broker:
+class Broker(CatalogMixin):
     """Owns nodes and allocations; thread-safe (one lock guards the in-memory view)."""
 
     def __init__(
@@ -600,8 +329,11 @@ class Broker:
             gang = ask.num_nodes > 1
             done = self._allocations.get(ask.allocation_id)
             if done is not None:
-                results.append(self._existing(ask, done) if gang else
-                               Placement(ask.allocation_id, PLACED, done.node_id, done.gpu_indices))
+                results.append(
+                    self._existing(ask, done)
+                    if gang
+                    else Placement(ask.allocation_id, PLACED, done.node_id, done.gpu_indices)
+                )
                 continue
             known = unplaceable.get((ask.resources, ask.num_nodes))
             if known is not None:
@@ -640,8 +372,7 @@ class Broker:
             if alloc is not None:
                 allocs.append(alloc)
         slots = tuple(
-            NodeSlot(a.node_id, a.gpu_indices, n.address if (n := self._nodes.get(a.node_id)) else "")
-            for a in allocs
+            NodeSlot(a.node_id, a.gpu_indices, n.address if (n := self._nodes.get(a.node_id)) else "") for a in allocs
         )
         return Placement(ask.allocation_id, PLACED, first.node_id, first.gpu_indices, nodes=slots)
 
@@ -784,9 +515,10 @@ class Broker:
                 return Placement(ask.allocation_id, INFEASIBLE, reason=self._infeasible_reason(res_all, offers))
             limit = self._most_nodes(ranking, could)
             if limit < n:
-                caps = ", ".join(
-                    sorted({f"{r.offer.place} at most {r.offer.max_instances}" for r in ranking.offers})
-                ) or "no offer"
+                caps = (
+                    ", ".join(sorted({f"{r.offer.place} at most {r.offer.max_instances}" for r in ranking.offers}))
+                    or "no offer"
+                )
                 return Placement(
                     ask.allocation_id,
                     INFEASIBLE,
@@ -825,9 +557,7 @@ class Broker:
             pending_free[node_id] = Capacity(offer.cpus - alt.cpus, offer.memory_gib - alt.memory_gib)
             started.append(node_id)
         if started:
-            return Placement(
-                ask.allocation_id, WAITING, reason=f"provisioning node(s) {', '.join(started)} for {what}"
-            )
+            return Placement(ask.allocation_id, WAITING, reason=f"provisioning node(s) {', '.join(started)} for {what}")
         if len(could) >= n:
             return Placement(ask.allocation_id, WAITING, reason=f"waiting for capacity on busy nodes ({what})")
         if cooling:
@@ -1148,164 +878,3 @@ class Broker:
                     .values(state="failed", error=error, error_kind=kind, updated_at=stamp)
                 )
         log.warning("provisioning failed", extra={"node_id": prov.node_id, "error": error, "kind": kind})
-
-    # ---- catalog, optimizer, attempts ------------------------------------------------------
-    @property
-    def catalog(self) -> Catalog:
-        """The current catalog (built-in offers with imported providers replaced)."""
-        return self._catalog
-
-    def optimize(self, res: Resources, num_nodes: int = 1, limit: int = 10, include_disabled: bool = False) -> Ranking:
-        """Rank offers for ``res`` cheapest first with the reasons for exclusions (creates nothing)."""
-        if limit > 1000:
-            raise InvalidArgument(f"limit: at most 1000, got {limit}")
-        _, alts = alternatives(res)
-        for alt in alts:
-            infra_parts(alt.infra)  # InvalidArgument names the field
-        if res.any_of and res.ordered:
-            raise InvalidArgument("resources: set any_of or ordered, not both")
-        with self._lock:
-            offers = self._current_offers()
-            enabled = self._enabled_providers()
-        return rank(
-            self._catalog,
-            res,
-            num_nodes=num_nodes or 1,
-            enabled=enabled,
-            host_offers=offers,
-            limit=limit or 10,
-            include_disabled=include_disabled,
-        )
-
-    def import_catalog(self, offers: Sequence[Offer], request_id: str = "") -> tuple[int, list[str]]:
-        """Replace the catalog of every provider present in ``offers``; returns (count, providers)."""
-        if len(offers) > MAX_IMPORT_OFFERS:
-            raise ResourceExhausted(
-                f"offers: at most {MAX_IMPORT_OFFERS} per call, got {len(offers)}; import one provider per call"
-            )
-        for i, offer in enumerate(offers):
-            catalog_store.validate_offer(offer, i)
-        if not offers:
-            raise InvalidArgument("offers: at least one offer is required")
-        stamp = now()
-        counts = catalog_store.save_import(self._engine, offers, stamp, request_id)
-        by_provider: dict[str, list[Offer]] = {p: [] for p in counts}
-        for offer in offers:
-            by_provider[offer.provider].append(offer)
-        with self._lock:
-            imported = {**self._imported, **by_provider}
-            imports = {
-                **self._imports,
-                **{p: catalog_store.ImportRecord(p, stamp, n) for p, n in counts.items()},
-            }
-        # Indexing ~100k offers takes a fraction of a second: build outside the lock, then swap.
-        catalog = self._base_catalog.merged(imported)
-        with self._lock:
-            self._imported, self._imports, self._catalog = imported, imports, catalog
-        log.info("catalog imported", extra={"offers": len(offers), "providers": sorted(counts)})
-        return len(offers), sorted(counts)
-
-    def list_catalogs(self) -> list[CatalogInfo]:
-        """One entry per catalog provider, sorted by name."""
-        catalog, imports = self._catalog, self._imports
-        regions: dict[str, set[str]] = {}
-        for fam in catalog.families:
-            regions.setdefault(fam.provider, set()).update(fam.regions)
-        names = sorted(set(catalog.providers) | set(imports))
-        return [
-            CatalogInfo(
-                p,
-                catalog.providers.get(p, 0),
-                p in imports,
-                imports[p].imported_at if p in imports else 0.0,
-                len(regions.get(p, ())),
-            )
-            for p in names
-        ]
-
-    def list_accelerators(self, name: str = "", include_disabled: bool = False) -> list[AcceleratorInfo]:
-        """Accelerators of the catalog and of host offers, with the cheapest offer per provider and count."""
-        with self._lock:
-            host = [o for o in self._current_offers() if o.provider not in self._catalog.providers]
-            enabled = self._enabled_providers()
-        catalog = self._catalog
-        needle = name.strip().upper()
-        cheapest: dict[tuple[str, str, int], list] = {}  # (NAME, provider, count) -> [offer, spot]
-
-        def consider(offer: Offer, spot: float) -> None:
-            key = (offer.accelerator_name.upper(), offer.provider, offer.accelerator_count)
-            cur = cheapest.get(key)
-            if cur is None:
-                cheapest[key] = [offer, spot]
-                return
-            if (offer.price_per_hour, _offer_key(offer)) < (cur[0].price_per_hour, _offer_key(cur[0])):
-                cur[0] = offer
-            if spot > 0 and (cur[1] <= 0 or spot < cur[1]):
-                cur[1] = spot
-
-        def usable(provider: str) -> bool:
-            return include_disabled or enabled is None or enabled.get(provider, "no plugin") == ""
-
-        for upper in catalog.accelerator_names:
-            if needle and needle not in upper:
-                continue
-            for provider in catalog.providers:
-                if not usable(provider):
-                    continue
-                for shape in catalog.shapes(provider, "", upper):
-                    if shape.ondemand:
-                        consider(shape.ondemand[0], shape.spot[0].spot_price_per_hour if shape.spot else 0.0)
-        for offer in host:
-            wanted = not needle or needle in offer.accelerator_name.upper()
-            if offer.accelerator_count and wanted and usable(offer.provider):
-                consider(offer, offer.spot_price_per_hour)
-        infos: dict[str, list[tuple[str, int, Offer, float]]] = {}
-        for (upper, provider, count), (offer, spot) in cheapest.items():
-            infos.setdefault(upper, []).append((provider, count, offer, spot))
-        out = []
-        for upper in sorted(infos):
-            rows = sorted(infos[upper], key=lambda r: (r[0], r[1]))
-            out.append(
-                AcceleratorInfo(
-                    name=catalog.accelerator_names.get(upper, rows[0][2].accelerator_name),
-                    counts=tuple(sorted({r[1] for r in rows})),
-                    providers=tuple(sorted({r[0] for r in rows})),
-                    offers=tuple(AcceleratorOffer(c, o, sp) for _, c, o, sp in rows),
-                    memory_gib=max(r[2].accelerator_memory_gib for r in rows),
-                )
-            )
-        return out
-
-    def list_attempts(
-        self, task_id: str = "", allocation_id: str = "", node_id: str = "", limit: int = 100
-    ) -> list[Attempt]:
-        """Provisioning attempts, newest first, filtered by task, allocation and node."""
-        if limit > 10000:
-            raise InvalidArgument(f"limit: at most 10000, got {limit}")
-        query = select(t.provisions)
-        if task_id:
-            query = query.where(t.provisions.c.task_id == task_id)
-        if allocation_id:
-            query = query.where(t.provisions.c.allocation_id == allocation_id)
-        if node_id:
-            query = query.where(t.provisions.c.node_id == node_id)
-        query = query.order_by(t.provisions.c.created_at.desc(), t.provisions.c.node_id.desc()).limit(limit or 100)
-        with self._engine.connect() as conn:
-            rows = conn.execute(query).all()
-        return [
-            Attempt(
-                node_id=r.node_id,
-                allocation_id=r.allocation_id,
-                task_id=r.task_id,
-                offer=Offer(**json.loads(r.offer_json)),
-                spot=r.spot,
-                hourly_price=r.hourly_price,
-                state=r.state,
-                error=r.error,
-                error_kind=r.error_kind,
-                operation_id=r.operation_id,
-                started_at=r.created_at,
-                updated_at=r.updated_at or r.created_at,
-            )
-            for r in rows
-        ]

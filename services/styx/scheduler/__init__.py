@@ -1,0 +1,1 @@
+"""The scheduler service: jobs, tasks, DAGs, priorities, retries, dispatch to agents, events, logs."""

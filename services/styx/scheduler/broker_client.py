@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from styx.common.clients import DEFAULT_TIMEOUT_S, open_channel
+from styx.common.placement import Ask, NodeSlot, Placement
 from styx.common.resources import resources_to_pb
-from styx.scheduler.core import PlacementAsk, PlacementResult, RankSlot
 from styx.v1 import broker_pb2, broker_pb2_grpc, common_pb2
 
 _OUTCOMES = {
@@ -22,7 +22,7 @@ class GrpcBroker:
     def __init__(self, endpoint: str, token: str) -> None:
         self._stub = broker_pb2_grpc.ResourceBrokerStub(open_channel(endpoint, token))
 
-    def allocate(self, asks: Sequence[PlacementAsk]) -> list[PlacementResult]:
+    def allocate(self, asks: Sequence[Ask]) -> list[Placement]:
         """Place asks in order."""
         reply = self._stub.Allocate(
             broker_pb2.AllocateRequest(
@@ -39,13 +39,13 @@ class GrpcBroker:
             timeout=DEFAULT_TIMEOUT_S,
         )
         return [
-            PlacementResult(
+            Placement(
                 r.allocation_id,
                 _OUTCOMES.get(r.outcome, "waiting"),
                 r.node_id,
                 tuple(r.gpu_indices),
                 r.reason,
-                tuple(RankSlot(n.node_id, tuple(n.gpu_indices), n.address) for n in r.nodes),
+                tuple(NodeSlot(n.node_id, tuple(n.gpu_indices), n.address) for n in r.nodes),
             )
             for r in reply.results
         ]

@@ -17,30 +17,31 @@ import json
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
-from sqlalchemy import Engine, and_, bindparam, func, insert, or_, select, text, update
+from sqlalchemy import Engine, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from styx.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from styx.common.ids import new_id
 from styx.common.migrations import upgrade
-from styx.common.resources import Resources
+from styx.common.placement import Ask, Placement, rank_allocation_id
 from styx.common.timeutil import now
 from styx.scheduler import tables as t
+from styx.scheduler.gangs import GangMixin
 from styx.scheduler.model import (
     ACTIVE,
     CANCELLED,
     FAILED,
+    MAX_NODE_LOSSES,
     PENDING,
     RUNNING,
     SCHEDULED,
     SKIPPED,
     SUCCEEDED,
     TERMINAL,
-    Event,
+    IsActive,
     RankRecord,
     TaskRecord,
     TaskSpec,
@@ -48,14 +49,13 @@ from styx.scheduler.model import (
     resources_to_json,
     validate_job,
 )
+from styx.scheduler.outputs import OutputsMixin
 from styx.scheduler.stats import JobView, Stats, compute_stats, job_state
 from styx.scheduler.workqueue import Assign, Cancel, Dispatcher, WorkItem
 
 log = logging.getLogger(__name__)
 
 DISPATCH_BATCH = 2000
-# A task re-queued this many times because its node was lost fails instead.
-MAX_NODE_LOSSES = 3
 MAX_WORKDIR_BYTES = 64 * 1024 * 1024
 # How often a work stream re-reads its node's outstanding work from the store.
 STREAM_RESYNC_S = 1.0
@@ -67,52 +67,12 @@ _EVENT_FOR_STATE = {
     CANCELLED: "CANCELLED",
     SKIPPED: "SKIPPED",
 }
-IsActive = Callable[[], bool]
-
-
-@dataclass(frozen=True)
-class PlacementAsk:
-    """A task attempt to place."""
-
-    allocation_id: str
-    task_id: str
-    resources: Resources
-    num_nodes: int = 1
-
-
-@dataclass(frozen=True)
-class RankSlot:
-    """Where one rank of a multi-node task was placed."""
-
-    node_id: str
-    gpu_indices: tuple[int, ...]
-    address: str = ""
-
-
-@dataclass(frozen=True)
-class PlacementResult:
-    """The broker's answer for one ask: "placed", "waiting" or "infeasible".
-
-    A placed multi-node ask lists every rank in ``nodes`` (node_id / gpu_indices: rank 0).
-    """
-
-    allocation_id: str
-    outcome: str
-    node_id: str = ""
-    gpu_indices: tuple[int, ...] = ()
-    reason: str = ""
-    nodes: tuple[RankSlot, ...] = ()
-
-
-def rank_allocation_id(allocation_id: str, rank: int) -> str:
-    """The broker allocation of one rank: rank 0 keeps the attempt's id, rank r adds "#r"."""
-    return allocation_id if rank == 0 else f"{allocation_id}#{rank}"
 
 
 class BrokerPort(Protocol):
     """What the scheduler needs from the resource broker (gRPC adapter in production)."""
 
-    def allocate(self, asks: Sequence[PlacementAsk]) -> list[PlacementResult]:
+    def allocate(self, asks: Sequence[Ask]) -> list[Placement]:
         """Place asks in order."""
         ...
 
@@ -148,7 +108,7 @@ def _row_to_task(row: Any) -> TaskRecord:
     return rec
 
 
-class Scheduler:
+class Scheduler(GangMixin, OutputsMixin):
     """Owns jobs and tasks. Thread-safe: state transitions happen in transactions under one lock."""
 
     def __init__(
@@ -453,7 +413,7 @@ class Scheduler:
         if not rows:
             return 0
         rows = self._starvation_cut(rows, stamp)
-        asks = [PlacementAsk(f"{r[0]}/{r[1] + 1}", r[0], resources_from_json(r[4]), r[5]) for r in rows]
+        asks = [Ask(f"{r[0]}/{r[1] + 1}", r[0], resources_from_json(r[4]), r[5]) for r in rows]
         results = self._broker.allocate(asks)
         placed = {r.allocation_id: r for r in results if r.outcome == "placed"}
         infeasible = {r.allocation_id.rsplit("/", 1)[0]: r for r in results if r.outcome == "infeasible"}
@@ -477,9 +437,7 @@ class Scheduler:
                 return ready[: i + 1]
         return ready
 
-    def _apply_placements(
-        self, placed: dict[str, PlacementResult], infeasible: dict[str, PlacementResult]
-    ) -> list[str]:
+    def _apply_placements(self, placed: dict[str, Placement], infeasible: dict[str, Placement]) -> list[str]:
         """Record placements (allocation id -> result) and infeasible tasks (task id -> result).
 
         Returns the allocation ids placed for tasks that stopped being PENDING meanwhile
@@ -850,145 +808,6 @@ class Scheduler:
         self._notify()
         return rec
 
-    # ---- multi-node tasks ----------------------------------------------------------------
-    def _report_rank(
-        self,
-        conn: Any,
-        rec: TaskRecord,
-        node_id: str,
-        rank: int,
-        state: str,
-        exit_code: int | None,
-        message: str,
-        stamp: float,
-        events: list[tuple[str, TaskRecord, str]],
-        ended: list[TaskRecord],
-    ) -> tuple[list[str], list[tuple[str, WorkItem]], bool]:
-        """Apply one rank's report to a gang task.
-
-        RUNNING once any rank started; SUCCEEDED when every rank succeeded; as soon as one
-        rank fails the task FAILS (or, when its retry policy allows, is re-queued once every
-        other rank stopped) and the other ranks get a Cancellation. Returns (allocations of
-        ranks that just ended, to free at once; work items to push; whether every rank is
-        over now, so the whole attempt's allocations are released).
-        """
-        # Ranks run on distinct nodes: the reporting node names the rank, whatever an older
-        # agent put in the rank field.
-        mine = [i for i, r in enumerate(rec.ranks) if r.node_id == node_id]
-        if rank < len(rec.ranks) and rec.ranks[rank].node_id == node_id:
-            mine = [rank]
-        if not mine:
-            raise FailedPrecondition(f"rank: node {node_id} runs no rank of task {rec.task_id} attempt {rec.attempt}")
-        r = mine[0]
-        slot = rec.ranks[r]
-        releases: list[str] = []
-        pushes: list[tuple[str, WorkItem]] = []
-        if state == RUNNING:
-            if slot.ended:
-                return releases, pushes, False
-            slot.state = RUNNING if slot.state == SCHEDULED else slot.state
-            if rec.state == SCHEDULED:
-                conn.execute(
-                    update(t.tasks).where(t.tasks.c.task_id == rec.task_id).values(state=RUNNING, started_at=stamp)
-                )
-                rec.state, rec.started_at = RUNNING, stamp
-                events.append(("STARTED", rec, f"on {node_id} (rank {r})"))
-            self._save_ranks(conn, rec)
-            return releases, pushes, False
-        if slot.ended:
-            return releases, pushes, False  # a repeated report
-        slot.state, slot.exit_code, slot.ended = state, exit_code, True
-        releases.append(rank_allocation_id(rec.allocation_id, r))
-        if rec.state in ACTIVE and rec.pending_retry is None:
-            if state == SUCCEEDED:
-                if all(x.state == SUCCEEDED for x in rec.ranks):
-                    self._finish(conn, rec, SUCCEEDED, 0, "", stamp, events)
-                    ended.append(rec)
-            else:
-                detail = message or (f"exit {exit_code}" if exit_code is not None else state.lower())
-                why = f"rank {r} on {node_id}: {detail}"
-                pushes = self._end_gang(conn, rec, state, exit_code, why, stamp, events, ended, failed=state == FAILED)
-        return releases, pushes, self._settle_gang(conn, rec, stamp, events)
-
-    def _end_gang(
-        self,
-        conn: Any,
-        rec: TaskRecord,
-        state: str,
-        exit_code: int | None,
-        why: str,
-        stamp: float,
-        events: list[tuple[str, TaskRecord, str]],
-        ended: list[TaskRecord],
-        failed: bool = False,
-        node_losses: int = 0,
-    ) -> list[tuple[str, WorkItem]]:
-        """A rank of an active gang ended badly: fail the task at once, or plan its retry for
-        when every rank stopped; either way the other ranks are told to stop."""
-        if node_losses:
-            if node_losses > MAX_NODE_LOSSES:
-                why += f"; gave up after {MAX_NODE_LOSSES} lost nodes"
-                self._finish(conn, rec, FAILED, None, why, stamp, events)
-                ended.append(rec)
-            else:
-                rec.pending_retry = {"why": why, "delay": None, "node_losses": node_losses}
-        else:
-            failures = rec.failures + failed
-            if failed and rec.spec.retry.allows(failures, exit_code):
-                delay = rec.spec.retry.delay(failures)
-                rec.pending_retry = {
-                    "why": f"attempt {rec.attempt} failed ({why}); retry in {delay:g} s",
-                    "delay": delay,
-                    "failures": failures,
-                }
-            else:
-                self._finish(conn, rec, state, exit_code, why, stamp, events)
-                conn.execute(update(t.tasks).where(t.tasks.c.task_id == rec.task_id).values(failures=failures))
-                ended.append(rec)
-        return self._cancel_ranks(conn, rec, f"stopped: {why}")
-
-    def _cancel_ranks(self, conn: Any, rec: TaskRecord, reason: str) -> list[tuple[str, WorkItem]]:
-        """Owe a Cancellation to every rank still running; returns them to push."""
-        pushes: list[tuple[str, WorkItem]] = []
-        for i, slot in enumerate(rec.ranks):
-            if not slot.ended and not slot.cancel:
-                slot.cancel = reason
-                pushes.append((slot.node_id, Cancel(rec.task_id, rec.attempt, reason, i)))
-        self._save_ranks(conn, rec)
-        return pushes
-
-    def _settle_gang(self, conn: Any, rec: TaskRecord, stamp: float, events: list[Any]) -> bool:
-        """Once every rank is over: apply a planned retry, or mark the attempt's agents done.
-        Saves the ranks; returns whether every rank is over."""
-        if not all(x.ended for x in rec.ranks):
-            self._save_ranks(conn, rec)
-            return False
-        plan = rec.pending_retry
-        if plan is not None and rec.state in ACTIVE:
-            delay = plan["delay"]
-            counters = {k: plan[k] for k in ("failures", "node_losses") if k in plan}
-            self._requeue(conn, rec, None if delay is None else stamp + delay, plan["why"], events, **counters)
-            return True
-        rec.pending_retry = None
-        self._save_ranks(conn, rec)
-        conn.execute(update(t.tasks).where(t.tasks.c.task_id == rec.task_id).values(agent_ended=True))
-        return True
-
-    @staticmethod
-    def _save_ranks(conn: Any, rec: TaskRecord) -> None:
-        conn.execute(update(t.tasks).where(t.tasks.c.task_id == rec.task_id).values(ranks_json=rec.ranks_json()))
-
-    def _release_early(self, allocation_ids: list[str]) -> None:
-        """Free the allocations of ranks that ended while others run (best effort: the whole
-        attempt is released again, with retries, once every rank is over)."""
-        if self._broker is None:
-            return
-        for allocation_id in allocation_ids:
-            try:
-                self._broker.release(allocation_id)
-            except Exception as exc:
-                log.info("early release of %s failed; released with its task later: %s", allocation_id, exc)
-
     def _agent_ended(self, conn: Any, task_id: str) -> bool:
         return bool(conn.execute(select(t.tasks.c.agent_ended).where(t.tasks.c.task_id == task_id)).scalar())
 
@@ -1104,168 +923,6 @@ class Scheduler:
             pushes.extend(self._end_gang(conn, rec, FAILED, None, why, stamp, events, ended, node_losses=losses + 1))
         if self._settle_gang(conn, rec, stamp, events):
             to_release.append((rec.task_id, rec.attempt, rec.spec.num_nodes))
-
-    # ---- logs --------------------------------------------------------------------------
-    def append_logs(self, task_id: str, attempt: int, offset: int, data: bytes, rank: int = 0) -> int:
-        """Store output at offset (each rank of a multi-node task has its own log); bytes
-        already stored are ignored. Returns the new length."""
-        with self._lock, self._engine.begin() as conn:
-            last = conn.execute(
-                select(t.logs.c.offset, func.length(t.logs.c.data))
-                .where(and_(t.logs.c.task_id == task_id, t.logs.c.attempt == attempt, t.logs.c.rank == rank))
-                .order_by(t.logs.c.offset.desc())
-                .limit(1)
-            ).first()
-            length = int(last[0] + last[1]) if last else 0
-            if offset > length:
-                raise FailedPrecondition(f"offset: {offset} leaves a gap; the stored log ends at {length}")
-            rest = data[length - offset :]
-            if rest:
-                conn.execute(
-                    insert(t.logs).values(task_id=task_id, attempt=attempt, rank=rank, offset=length, data=rest)
-                )
-                length += len(rest)
-        if rest:
-            self._notify()
-        return length
-
-    def stream_logs(
-        self, task_id: str, attempt: int, offset: int, follow: bool, is_active: IsActive, rank: int = 0
-    ) -> Iterator[tuple[int, int, bytes]]:
-        """Yield (attempt, offset, data) chunks of one rank's output (rank 0: the only one of
-        a one-node task); with follow, until that output is complete."""
-        rec = self.get_task(task_id)
-        if rank and rank >= rec.spec.num_nodes:
-            n = rec.spec.num_nodes
-            raise InvalidArgument(f"rank: task {task_id} runs on {n} node(s); ranks are 0-{n - 1}")
-        pos = offset
-        current = attempt or rec.attempt
-        while not self._stop.is_set() and is_active():
-            if current:
-                with self._engine.connect() as conn:
-                    chunks = conn.execute(
-                        select(t.logs.c.offset, t.logs.c.data)
-                        .where(
-                            and_(
-                                t.logs.c.task_id == task_id,
-                                t.logs.c.attempt == current,
-                                t.logs.c.rank == rank,
-                                t.logs.c.offset + func.length(t.logs.c.data) > pos,
-                            )
-                        )
-                        .order_by(t.logs.c.offset)
-                    ).all()
-                for chunk_offset, data in chunks:
-                    start = max(0, pos - chunk_offset)
-                    yield current, pos, bytes(data[start:])
-                    pos = chunk_offset + len(data)
-            if not follow or self._output_complete(task_id, current, rank):
-                return
-            with self._changed:
-                self._changed.wait(0.5)
-            if attempt == 0:
-                latest = self.get_task(task_id).attempt
-                if latest != current:
-                    current, pos = latest, 0
-
-    def _output_complete(self, task_id: str, attempt: int, rank: int = 0) -> bool:
-        with self._engine.connect() as conn:
-            row = conn.execute(
-                select(
-                    t.tasks.c.state,
-                    t.tasks.c.agent_ended,
-                    t.tasks.c.attempt,
-                    t.tasks.c.finished_at,
-                    t.tasks.c.ranks_json,
-                ).where(t.tasks.c.task_id == task_id)
-            ).first()
-        if row is None:
-            return False
-        if row.ranks_json and row.attempt == attempt:
-            probe = TaskRecord(task_id, "", 0, TaskSpec(name="", run=""), row.state)
-            probe.load_ranks(row.ranks_json)
-            if rank < len(probe.ranks) and probe.ranks[rank].ended:
-                return True  # this rank's output is all shipped, whatever the others do
-        if row.state not in TERMINAL:
-            return False
-        if row.attempt != attempt or row.agent_ended:
-            return True
-        # Cancelled on a node whose agent never confirmed: stop waiting after a grace period.
-        return row.finished_at is not None and now() - row.finished_at > 10.0
-
-    # ---- events ------------------------------------------------------------------------
-    def _record_events(self, conn: Any, events: list[tuple[str, TaskRecord, str]]) -> None:
-        if not events:
-            return
-        if conn.dialect.name == "postgresql":
-            # Serialize event writers across replicas until commit, so seq order is commit
-            # order and a watcher that read seq N can never later find an uncommitted N-1.
-            conn.execute(text("SELECT pg_advisory_xact_lock(717001)"))
-        stamp = now()
-        conn.execute(
-            insert(t.events),
-            [
-                {
-                    "time": stamp,
-                    "type": kind,
-                    "job_id": rec.job_id,
-                    "task_id": rec.task_id,
-                    "state": rec.state,
-                    "attempt": rec.attempt,
-                    "node_id": rec.node_id,
-                    "message": message,
-                }
-                for kind, rec, message in events
-            ],
-        )
-
-    def events_after(
-        self, after_seq: int, job_id: str = "", task_id: str = "", states: Sequence[str] = (), limit: int = 500
-    ) -> list[Event]:
-        """Recorded events with seq > after_seq, oldest first."""
-        query = select(t.events).where(t.events.c.seq > after_seq)
-        if job_id:
-            query = query.where(t.events.c.job_id == job_id)
-        if task_id:
-            query = query.where(t.events.c.task_id == task_id)
-        if states:
-            query = query.where(t.events.c.state.in_(list(states)))
-        with self._engine.connect() as conn:
-            rows = conn.execute(query.order_by(t.events.c.seq).limit(limit)).all()
-        return [
-            Event(r.seq, r.time, r.type, r.job_id, r.task_id, r.state, r.attempt, r.node_id, r.message) for r in rows
-        ]
-
-    def watch_events(
-        self,
-        after_seq: int,
-        job_id: str,
-        task_id: str,
-        follow: bool,
-        is_active: IsActive,
-        states: Sequence[str] = (),
-    ) -> Iterator[Event]:
-        """Yield events after the cursor; with follow, keep yielding new ones.
-
-        Events get their seq in commit order (one writer at a time: SQLite's write lock, or
-        an advisory lock on PostgreSQL), so a client resuming from the last seq it saw
-        misses nothing and sees nothing twice.
-        """
-        cursor = after_seq
-        while not self._stop.is_set() and is_active():
-            batch = self.events_after(cursor, job_id, task_id, states)
-            yield from batch
-            if batch:
-                cursor = batch[-1].seq
-                continue
-            if not follow:
-                return
-            with self._changed:
-                self._changed.wait(0.5)
-
-    def _notify(self) -> None:
-        with self._changed:
-            self._changed.notify_all()
 
     # ---- stats -------------------------------------------------------------------------
     def count_by_state(self) -> dict[str, int]:

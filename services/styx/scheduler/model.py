@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -21,6 +22,10 @@ TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED, SKIPPED})
 ACTIVE = frozenset({SCHEDULED, RUNNING})
 
 MAX_TASKS_PER_JOB = 100_000
+# A task re-queued this many times because its node was lost fails instead.
+MAX_NODE_LOSSES = 3
+# Whether a streaming call's client is still there (grpc's context.is_active).
+IsActive = Callable[[], bool]
 MAX_NODES_PER_TASK = 64
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _ENV = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

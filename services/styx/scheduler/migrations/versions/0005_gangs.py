@@ -13,7 +13,6 @@ branch_labels = None
 depends_on = None
 
 
-
 def _rebuild_logs(with_rank: bool) -> None:
     """Copy sched_logs into a table with (or without) the rank in its key: a primary key
     cannot be altered on SQLite, and a copy works the same on PostgreSQL."""

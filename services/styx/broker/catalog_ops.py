@@ -1,0 +1,194 @@
+"""The broker's catalog side: optimizer answers, catalog imports, accelerators and the
+provisioning attempts log (a mixin of Broker)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+
+from sqlalchemy import select
+
+from styx.broker import catalog_store
+from styx.broker import tables as t
+from styx.broker.catalog import Catalog
+from styx.broker.model import (
+    MAX_IMPORT_OFFERS,
+    AcceleratorInfo,
+    AcceleratorOffer,
+    Attempt,
+    CatalogInfo,
+    _offer_key,
+)
+from styx.broker.optimizer import Ranking, alternatives, rank
+from styx.common.errors import InvalidArgument, ResourceExhausted
+from styx.common.offers import Offer
+from styx.common.resources import Resources, infra_parts
+from styx.common.timeutil import now
+
+log = logging.getLogger(__name__)
+
+
+class CatalogMixin:
+    """Catalog and attempt queries of ``Broker``; uses its engine, lock, catalog and offers."""
+
+    # ---- catalog, optimizer, attempts ------------------------------------------------------
+    @property
+    def catalog(self) -> Catalog:
+        """The current catalog (built-in offers with imported providers replaced)."""
+        return self._catalog
+
+    def optimize(self, res: Resources, num_nodes: int = 1, limit: int = 10, include_disabled: bool = False) -> Ranking:
+        """Rank offers for ``res`` cheapest first with the reasons for exclusions (creates nothing)."""
+        if limit > 1000:
+            raise InvalidArgument(f"limit: at most 1000, got {limit}")
+        _, alts = alternatives(res)
+        for alt in alts:
+            infra_parts(alt.infra)  # InvalidArgument names the field
+        if res.any_of and res.ordered:
+            raise InvalidArgument("resources: set any_of or ordered, not both")
+        with self._lock:
+            offers = self._current_offers()
+            enabled = self._enabled_providers()
+        return rank(
+            self._catalog,
+            res,
+            num_nodes=num_nodes or 1,
+            enabled=enabled,
+            host_offers=offers,
+            limit=limit or 10,
+            include_disabled=include_disabled,
+        )
+
+    def import_catalog(self, offers: Sequence[Offer], request_id: str = "") -> tuple[int, list[str]]:
+        """Replace the catalog of every provider present in ``offers``; returns (count, providers)."""
+        if len(offers) > MAX_IMPORT_OFFERS:
+            raise ResourceExhausted(
+                f"offers: at most {MAX_IMPORT_OFFERS} per call, got {len(offers)}; import one provider per call"
+            )
+        for i, offer in enumerate(offers):
+            catalog_store.validate_offer(offer, i)
+        if not offers:
+            raise InvalidArgument("offers: at least one offer is required")
+        stamp = now()
+        counts = catalog_store.save_import(self._engine, offers, stamp, request_id)
+        by_provider: dict[str, list[Offer]] = {p: [] for p in counts}
+        for offer in offers:
+            by_provider[offer.provider].append(offer)
+        with self._lock:
+            imported = {**self._imported, **by_provider}
+            imports = {
+                **self._imports,
+                **{p: catalog_store.ImportRecord(p, stamp, n) for p, n in counts.items()},
+            }
+        # Indexing ~100k offers takes a fraction of a second: build outside the lock, then swap.
+        catalog = self._base_catalog.merged(imported)
+        with self._lock:
+            self._imported, self._imports, self._catalog = imported, imports, catalog
+        log.info("catalog imported", extra={"offers": len(offers), "providers": sorted(counts)})
+        return len(offers), sorted(counts)
+
+    def list_catalogs(self) -> list[CatalogInfo]:
+        """One entry per catalog provider, sorted by name."""
+        catalog, imports = self._catalog, self._imports
+        regions: dict[str, set[str]] = {}
+        for fam in catalog.families:
+            regions.setdefault(fam.provider, set()).update(fam.regions)
+        names = sorted(set(catalog.providers) | set(imports))
+        return [
+            CatalogInfo(
+                p,
+                catalog.providers.get(p, 0),
+                p in imports,
+                imports[p].imported_at if p in imports else 0.0,
+                len(regions.get(p, ())),
+            )
+            for p in names
+        ]
+
+    def list_accelerators(self, name: str = "", include_disabled: bool = False) -> list[AcceleratorInfo]:
+        """Accelerators of the catalog and of host offers, with the cheapest offer per provider and count."""
+        with self._lock:
+            host = [o for o in self._current_offers() if o.provider not in self._catalog.providers]
+            enabled = self._enabled_providers()
+        catalog = self._catalog
+        needle = name.strip().upper()
+        cheapest: dict[tuple[str, str, int], list] = {}  # (NAME, provider, count) -> [offer, spot]
+
+        def consider(offer: Offer, spot: float) -> None:
+            key = (offer.accelerator_name.upper(), offer.provider, offer.accelerator_count)
+            cur = cheapest.get(key)
+            if cur is None:
+                cheapest[key] = [offer, spot]
+                return
+            if (offer.price_per_hour, _offer_key(offer)) < (cur[0].price_per_hour, _offer_key(cur[0])):
+                cur[0] = offer
+            if spot > 0 and (cur[1] <= 0 or spot < cur[1]):
+                cur[1] = spot
+
+        def usable(provider: str) -> bool:
+            return include_disabled or enabled is None or enabled.get(provider, "no plugin") == ""
+
+        for upper in catalog.accelerator_names:
+            if needle and needle not in upper:
+                continue
+            for provider in catalog.providers:
+                if not usable(provider):
+                    continue
+                for shape in catalog.shapes(provider, "", upper):
+                    if shape.ondemand:
+                        consider(shape.ondemand[0], shape.spot[0].spot_price_per_hour if shape.spot else 0.0)
+        for offer in host:
+            wanted = not needle or needle in offer.accelerator_name.upper()
+            if offer.accelerator_count and wanted and usable(offer.provider):
+                consider(offer, offer.spot_price_per_hour)
+        infos: dict[str, list[tuple[str, int, Offer, float]]] = {}
+        for (upper, provider, count), (offer, spot) in cheapest.items():
+            infos.setdefault(upper, []).append((provider, count, offer, spot))
+        out = []
+        for upper in sorted(infos):
+            rows = sorted(infos[upper], key=lambda r: (r[0], r[1]))
+            out.append(
+                AcceleratorInfo(
+                    name=catalog.accelerator_names.get(upper, rows[0][2].accelerator_name),
+                    counts=tuple(sorted({r[1] for r in rows})),
+                    providers=tuple(sorted({r[0] for r in rows})),
+                    offers=tuple(AcceleratorOffer(c, o, sp) for _, c, o, sp in rows),
+                    memory_gib=max(r[2].accelerator_memory_gib for r in rows),
+                )
+            )
+        return out
+
+    def list_attempts(
+        self, task_id: str = "", allocation_id: str = "", node_id: str = "", limit: int = 100
+    ) -> list[Attempt]:
+        """Provisioning attempts, newest first, filtered by task, allocation and node."""
+        if limit > 10000:
+            raise InvalidArgument(f"limit: at most 10000, got {limit}")
+        query = select(t.provisions)
+        if task_id:
+            query = query.where(t.provisions.c.task_id == task_id)
+        if allocation_id:
+            query = query.where(t.provisions.c.allocation_id == allocation_id)
+        if node_id:
+            query = query.where(t.provisions.c.node_id == node_id)
+        query = query.order_by(t.provisions.c.created_at.desc(), t.provisions.c.node_id.desc()).limit(limit or 100)
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [
+            Attempt(
+                node_id=r.node_id,
+                allocation_id=r.allocation_id,
+                task_id=r.task_id,
+                offer=Offer(**json.loads(r.offer_json)),
+                spot=r.spot,
+                hourly_price=r.hourly_price,
+                state=r.state,
+                error=r.error,
+                error_kind=r.error_kind,
+                operation_id=r.operation_id,
+                started_at=r.created_at,
+                updated_at=r.updated_at or r.created_at,
+            )
+            for r in rows
+        ]
