@@ -189,7 +189,11 @@ class AzureProvider:
         try:
             # find_spec, not import: the SDK costs ~60 MB of memory, paid only once configured.
             for module in ("azure.identity", "azure.mgmt.compute"):
-                if importlib.util.find_spec(module) is None:
+                try:
+                    found = importlib.util.find_spec(module) is not None
+                except ModuleNotFoundError:  # the parent package ("azure") is missing
+                    found = False
+                if not found:
                     return ProviderStatus(False, f"the Azure SDK is not installed ({module})", INSTALL_HINT)
             s = self.settings
             missing = s.missing()

@@ -156,3 +156,18 @@ def test_node_id_reuse_by_another_request_is_refused_and_foreign_vms_are_not_del
     assert fake.vm("styx-node-reuse") is not None
     with pytest.raises(ProviderError):
         provider.terminate("/subscriptions/other/resourceGroups/g/providers/Microsoft.Compute/virtualMachines/x")
+
+
+def test_check_without_the_sdk_names_the_install_command(monkeypatch) -> None:
+    """With no azure package at all, find_spec raises for the submodule: still a clean answer."""
+    import importlib.util
+
+    from styx_plugins.azure.provider import styx_provider
+
+    def missing(name: str, *args: object) -> None:
+        raise ModuleNotFoundError(f"No module named {name.split('.')[0]!r}")
+
+    monkeypatch.setattr(importlib.util, "find_spec", missing)
+    status = styx_provider().check()
+    assert not status.enabled and "Azure SDK is not installed" in status.reason
+    assert status.hint == "pip install 'styx[azure]'"
