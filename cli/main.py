@@ -1,6 +1,6 @@
 """The ``sky`` command: argument parsing and dispatch.
 
-Startup is kept fast: this module imports only the standard library; grpc, rich and the
+Startup is kept fast: this module imports only the standard library; grpc and the
 generated stubs are imported by the subcommand that needs them, so ``sky --help`` and
 ``sky version`` never load grpc.
 """
