@@ -29,6 +29,9 @@ Optional:
   600 each): bounds on waiting for a VM to run / to be gone.
 - ``STYX_AZURE_POLL_SECONDS``: seconds between polls of a long-running operation when Azure
   sends no ``Retry-After`` (SDK default 30).
+- ``STYX_AZURE_REGIONS``: comma-separated regions (``eastus,westeurope``) whose VM sizes
+  ``sky catalog refresh azure`` reads; default: the regions of the built-in catalog's
+  azure offers (see catalog.py).
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ class AzureSettings:
     create_timeout_s: float = 600.0
     delete_timeout_s: float = 600.0
     poll_s: float | None = None
+    regions: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AzureSettings:
@@ -84,6 +88,7 @@ class AzureSettings:
             create_timeout_s=_float(env.get("STYX_AZURE_CREATE_TIMEOUT_SECONDS", ""), 600.0),
             delete_timeout_s=_float(env.get("STYX_AZURE_DELETE_TIMEOUT_SECONDS", ""), 600.0),
             poll_s=_float(env["STYX_AZURE_POLL_SECONDS"], 30.0) if env.get("STYX_AZURE_POLL_SECONDS") else None,
+            regions=_regions(env.get("STYX_AZURE_REGIONS", "")),
         )
 
     @property
@@ -117,6 +122,16 @@ class AzureSettings:
             )
         publisher, offer, sku, version = parts
         return {"publisher": publisher, "offer": offer, "sku": sku, "version": version}
+
+
+def _regions(text: str) -> tuple[str, ...]:
+    # Region names are lower case in ARM ("eastus"); users may write "EastUS" as the portal does.
+    out: list[str] = []
+    for part in text.split(","):
+        name = part.strip().lower()
+        if name and name not in out:
+            out.append(name)
+    return tuple(out)
 
 
 def _int(text: str, default: int) -> int:

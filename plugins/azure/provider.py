@@ -326,7 +326,33 @@ class AzureProvider:
         """
         self._power(instance_id, "start")
 
+    def catalog(self, regions: list[str] | None = None, include_unpriced: bool = False) -> list[Offer]:
+        """Offers of every VM size each of ``regions`` (default: STYX_AZURE_REGIONS, else the
+        built-in catalog's azure regions) offers this subscription, from the Resource SKUs
+        API, priced from the broker's built-in catalog; sizes it does not price are left out
+        unless ``include_unpriced`` (then at price 0). See catalog.py for the mapping. Feed
+        the result to the broker's ImportCatalog to refresh the Azure catalog."""
+        from styx_plugins.azure.catalog import build_catalog, builtin_regions
+
+        wanted = [r.strip().lower() for r in regions or () if r.strip()]
+        wanted = wanted or list(self.settings.regions) or builtin_regions()
+        if not wanted:
+            raise ProviderError(
+                ProviderErrorKind.INVALID, "no Azure regions to read: set STYX_AZURE_REGIONS, e.g. eastus,westeurope"
+            )
+        return build_catalog(wanted, self._list_skus, include_unpriced=include_unpriced)
+
     # -- helpers -------------------------------------------------------------------------
+
+    def _list_skus(self, region: str) -> list[Any]:
+        """The Resource SKUs of ``region`` (every page), as the SDK returns them."""
+        # The region goes into an OData string literal: refuse anything but a region name.
+        if not re.fullmatch(r"[a-z0-9]+", region):
+            raise ProviderError(ProviderErrorKind.INVALID, f"{region!r} is not an Azure region name, e.g. eastus")
+        try:
+            return list(self._compute().resource_skus.list(filter=f"location eq '{region}'"))
+        except Exception as exc:
+            raise classify(exc, f"list VM sizes (Resource SKUs) in {region}") from exc
 
     def instance_id(self, name: str) -> str:
         """The ARM resource id of VM ``name`` in the configured group."""

@@ -24,7 +24,7 @@ import importlib.util
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +40,7 @@ from styx.provisioner.provider import (
     ProviderStatus,
 )
 from styx_plugins.gcp import errors, naming
+from styx_plugins.gcp.catalog import N1_ACCELERATORS
 from styx_plugins.gcp.config import INSTALL_HINT, ConfigError, GcpSettings, resolve_credentials
 
 log = logging.getLogger(__name__)
@@ -64,16 +65,6 @@ _STATUS = {
     "TERMINATED": InstanceStatus.PENDING,
 }
 _STARTING = frozenset({"PROVISIONING", "STAGING", "REPAIRING", ""})
-# GPUs that are attached to N1 machine types (other GPU families bundle theirs).
-_N1_ACCELERATORS = {
-    "T4": "nvidia-tesla-t4",
-    "V100": "nvidia-tesla-v100",
-    "P100": "nvidia-tesla-p100",
-    "P4": "nvidia-tesla-p4",
-    "K80": "nvidia-tesla-k80",
-}
-
-
 @dataclass(frozen=True)
 class _Api:
     """The SDK module and clients, built once per provider."""
@@ -81,6 +72,8 @@ class _Api:
     compute: Any  # the google.cloud.compute_v1 module
     instances: Any  # compute_v1.InstancesClient
     operations: Any  # compute_v1.ZoneOperationsClient
+    machine_types: Any  # compute_v1.MachineTypesClient (catalog only)
+    accelerator_types: Any  # compute_v1.AcceleratorTypesClient (catalog only)
     project: str
     settings: GcpSettings
 
@@ -151,6 +144,8 @@ class GcpProvider:
                 compute=compute_v1,
                 instances=compute_v1.InstancesClient(credentials=credentials, client_options=options),
                 operations=compute_v1.ZoneOperationsClient(credentials=credentials, client_options=options),
+                machine_types=compute_v1.MachineTypesClient(credentials=credentials, client_options=options),
+                accelerator_types=compute_v1.AcceleratorTypesClient(credentials=credentials, client_options=options),
                 project=project,
                 settings=settings,
             )
@@ -161,6 +156,38 @@ class GcpProvider:
     def offers(self) -> list[Offer]:
         """None here: GCP's catalog lives in the broker; GCE refuses types it lacks (INVALID)."""
         return []
+
+    def catalog(self, regions: Iterable[str] | None = None, include_unpriced: bool = False) -> list[Offer]:
+        """Offers of every machine type offered in each zone of ``regions`` (default: every
+        region the project sees), from machineTypes.aggregatedList (plus
+        acceleratorTypes.aggregatedList for the GPUs attachable to N1 types), priced from the
+        broker's built-in catalog; types it does not price are left out unless
+        ``include_unpriced`` (then at price 0). See ``styx_plugins.gcp.catalog`` for how a
+        price is chosen. Feed the result to the broker's ImportCatalog to refresh the GCP
+        catalog.
+        """
+        from styx_plugins.gcp.catalog import build_catalog
+
+        api = self._api()
+        wanted = list(regions) if regions else None
+        try:
+            machine_types = list(
+                api.machine_types.aggregated_list(
+                    request=api.compute.AggregatedListMachineTypesRequest(project=api.project), timeout=CALL_TIMEOUT_S
+                )
+            )
+        except Exception as exc:
+            raise errors.from_api_error(exc, "list machine types") from exc
+        try:
+            accelerator_types = list(
+                api.accelerator_types.aggregated_list(
+                    request=api.compute.AggregatedListAcceleratorTypesRequest(project=api.project),
+                    timeout=CALL_TIMEOUT_S,
+                )
+            )
+        except Exception as exc:
+            raise errors.from_api_error(exc, "list accelerator types") from exc
+        return build_catalog(machine_types, accelerator_types, wanted, include_unpriced=include_unpriced)
 
     def create(
         self,
@@ -405,7 +432,7 @@ class GcpProvider:
                 ]
             ),
         )
-        accelerator = _N1_ACCELERATORS.get(offer.accelerator_name.upper())
+        accelerator = N1_ACCELERATORS.get(offer.accelerator_name.upper())
         if gpus and offer.instance_type.startswith("n1-") and accelerator:
             resource.guest_accelerators = [
                 c.AcceleratorConfig(

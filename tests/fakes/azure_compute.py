@@ -21,6 +21,11 @@ are the real ones. What it implements is what the Styx Azure provider calls:
   client polls the Location URL: 202 while running, 204 once done).
 - ``GET .../locations/{loc}/operations/{id}``: ``{"status": "InProgress|Succeeded|Failed",
   "error": {...}}`` as ARM's Azure-AsyncOperation protocol documents.
+- ``GET /subscriptions/{sub}/providers/Microsoft.Compute/skus?$filter=location eq '{loc}'``
+  (Resource SKUs): the SKUs of ``SKU_REGIONS`` (``resource_skus(region)``: a handful of VM
+  sizes with ``capabilities``, one size restricted ``NotAvailableForSubscription``, one
+  zone-restricted, one size the built-in catalog does not price, one disk SKU), in pages of
+  ``page_size`` with ``nextLink``; without ``$filter`` every region's SKUs.
 
 An operation completes once polled ``op_polls`` times or ``op_seconds`` after it began
 (so a client killed mid-poll still leaves a finished VM behind, like Azure would).
@@ -68,7 +73,95 @@ ROUTES = [
     ("vm_list", re.compile(f"^{_VMS}$", re.I)),
     ("operation", re.compile(_LOC + r"/operations/(?P<op>[^/]+)$", re.I)),
     ("operation_result", re.compile(_LOC + r"/operationResults/(?P<op>[^/]+)$", re.I)),
+    ("skus", re.compile(_P + r"/providers/Microsoft\.Compute/skus$", re.I)),
 ]
+# Regions whose Resource SKUs the fake lists.
+SKU_REGIONS = ("eastus", "westeurope")
+# The VM size listed but restricted NotAvailableForSubscription (type Location) everywhere.
+RESTRICTED_SIZE = "Standard_NC24ads_A100_v4"
+# A size the fake lists that the built-in catalog has no price for.
+UNPRICED_SIZE = "Standard_D2ps_v5"
+# (name, family, vCPUs, MemoryGB, GPUs, CPU architecture), as the SKU API reports them.
+_VM_SIZES = (
+    ("Standard_D2s_v5", "standardDSv5Family", 2, 8, 0, "x64"),
+    ("Standard_D4s_v5", "standardDSv5Family", 4, 16, 0, "x64"),
+    ("Standard_NC4as_T4_v3", "Standard NCASv3_T4 Family", 4, 28, 1, "x64"),
+    (RESTRICTED_SIZE, "StandardNCADSA100v4Family", 24, 220, 1, "x64"),
+    (UNPRICED_SIZE, "standardDPSv5Family", 2, 8, 0, "Arm64"),
+)
+_FILTER_RE = re.compile(r"^\s*location\s+eq\s+'(?P<loc>[^']*)'\s*$", re.I)
+
+
+def resource_skus(region: str) -> list[dict[str, Any]]:
+    """The Resource SKUs of ``region`` in ARM's documented shape ([] for other regions)."""
+    if region.lower() not in SKU_REGIONS:
+        return []
+    out: list[dict[str, Any]] = []
+    for name, family, cpus, memory, gpus, arch in _VM_SIZES:
+        caps = [
+            ("MaxResourceVolumeMB", "0"),
+            ("OSVhdSizeMB", "1047552"),
+            ("vCPUs", str(cpus)),
+            ("MemoryPreservingMaintenanceSupported", "True"),
+            ("HyperVGenerations", "V1,V2" if arch == "x64" else "V2"),
+            ("MemoryGB", str(memory)),
+            ("MaxDataDiskCount", "8"),
+            ("CpuArchitectureType", arch),
+            ("LowPriorityCapable", "True"),
+            ("PremiumIO", "True"),
+            ("vCPUsAvailable", str(cpus)),
+            ("vCPUsPerCore", "2"),
+            ("AcceleratedNetworkingEnabled", "True"),
+        ]
+        if gpus:
+            caps.insert(6, ("GPUs", str(gpus)))
+        restrictions: list[dict[str, Any]] = []
+        if name == RESTRICTED_SIZE:
+            restrictions.append(
+                {
+                    "type": "Location",
+                    "values": [region],
+                    "restrictionInfo": {"locations": [region]},
+                    "reasonCode": "NotAvailableForSubscription",
+                }
+            )
+        elif name == "Standard_D4s_v5" and region == "eastus":
+            # Only zone 3 is closed: the size stays available in the region.
+            restrictions.append(
+                {
+                    "type": "Zone",
+                    "values": [region],
+                    "restrictionInfo": {"locations": [region], "zones": ["3"]},
+                    "reasonCode": "NotAvailableForSubscription",
+                }
+            )
+        out.append(
+            {
+                "resourceType": "virtualMachines",
+                "name": name,
+                "tier": "Standard",
+                "size": name.split("_", 1)[1],
+                "family": family,
+                "locations": [region],
+                "locationInfo": [{"location": region, "zones": ["1", "2", "3"], "zoneDetails": []}],
+                "capabilities": [{"name": k, "value": v} for k, v in caps],
+                "restrictions": restrictions,
+            }
+        )
+    out.append(
+        {
+            "resourceType": "disks",
+            "name": "Premium_LRS",
+            "tier": "Premium",
+            "size": "P1",
+            "family": "PremiumDisk",
+            "locations": [region],
+            "locationInfo": [{"location": region, "zones": ["1", "2", "3"], "zoneDetails": []}],
+            "capabilities": [{"name": "MaxSizeGiB", "value": "4"}, {"name": "MaxIOps", "value": "120"}],
+            "restrictions": [],
+        }
+    )
+    return out
 
 
 @dataclass
@@ -343,6 +436,8 @@ class FakeAzureCompute:
             groups = match.groupdict()
             if route in ("operation", "operation_result"):
                 return self._get_operation(groups["op"], route == "operation_result", base, query)
+            if route == "skus":
+                return self._skus(groups, method, query, base, path)
             if groups["sub"].lower() != self.subscription.lower():
                 return _error(404, "SubscriptionNotFound", f"The subscription '{groups['sub']}' could not be found.")
             if groups["rg"].lower() not in self.resource_groups:
@@ -432,6 +527,30 @@ class FakeAzureCompute:
         if skip + self.page_size < len(items):
             api = query["api-version"][0]
             out["nextLink"] = f"{base}{quote(path)}?api-version={api}&$skiptoken={skip + self.page_size}"
+        return 200, {}, out
+
+    def _skus(
+        self, groups: Mapping[str, str], method: str, query: dict[str, list[str]], base: str, path: str
+    ) -> tuple[int, dict[str, str], Any]:
+        if method != "GET":
+            return _error(405, "MethodNotAllowed", f"{method} is not supported on this resource")
+        if groups["sub"].lower() != self.subscription.lower():
+            return _error(404, "SubscriptionNotFound", f"The subscription '{groups['sub']}' could not be found.")
+        text = (query.get("$filter") or [""])[0]
+        if text:
+            match = _FILTER_RE.match(text)
+            if match is None:
+                return _error(400, "InvalidFilter", "Only the location filter is supported: location eq '<location>'.")
+            items = resource_skus(match["loc"])
+        else:
+            items = [sku for region in SKU_REGIONS for sku in resource_skus(region)]
+        skip = int((query.get("$skiptoken") or ["0"])[0] or 0)
+        out: dict[str, Any] = {"value": items[skip : skip + self.page_size]}
+        if skip + self.page_size < len(items):
+            params = f"api-version={query['api-version'][0]}"
+            if text:
+                params += f"&$filter={quote(text)}"
+            out["nextLink"] = f"{base}{quote(path)}?{params}&$skiptoken={skip + self.page_size}"
         return 200, {}, out
 
     def _delete(self, groups: Mapping[str, str], base: str) -> tuple[int, dict[str, str], Any]:

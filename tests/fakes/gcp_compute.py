@@ -13,6 +13,11 @@ plugin makes, and nothing else:
 - ``POST   /compute/v1/projects/{p}/zones/{z}/instances/{name}/stop|start`` instances.stop/start
 - ``GET    /compute/v1/projects/{p}/zones/{z}/operations/{op}``            zoneOperations.get
 - ``POST   /compute/v1/projects/{p}/zones/{z}/operations/{op}/wait``       zoneOperations.wait
+- ``GET    /compute/v1/projects/{p}/aggregated/machineTypes?maxResults=&pageToken=``
+  machineTypes.aggregatedList (``MACHINE_TYPES``: a handful of types in two zones of each of
+  two regions; pages of at most ``page_size`` types, continued by ``nextPageToken``)
+- ``GET    /compute/v1/projects/{p}/aggregated/acceleratorTypes?maxResults=&pageToken=``
+  acceleratorTypes.aggregatedList (``ACCELERATOR_TYPES``, paged the same way)
 
 Behaviour copied from the real API: mutations answer with a zone Operation (RUNNING, then
 DONE after ``op_delay_s``); ``requestId`` makes a retried mutation return the first
@@ -60,6 +65,35 @@ ZONES = (
     "us-east1-b", "us-east1-c", "us-east1-d", "us-west1-a", "us-west1-b",
     "europe-west4-a", "europe-west4-b", "europe-west4-c", "asia-east1-a", "asia-east1-c",
 )  # fmt: skip
+# Machine types per zone, as machineTypes.aggregatedList describes them: (name, guestCpus,
+# memoryMb, isSharedCpu, bundled GPU type or "", GPU count). e2-micro and n2d-standard-2 are
+# real types that the built-in catalog does not price.
+_GENERAL = (
+    ("e2-micro", 2, 1024, True, "", 0),
+    ("e2-standard-2", 2, 8192, False, "", 0),
+    ("e2-standard-4", 4, 16384, False, "", 0),
+    ("n2-standard-4", 4, 16384, False, "", 0),
+    ("n2d-standard-2", 2, 8192, False, "", 0),
+    ("n1-standard-4", 4, 15360, False, "", 0),
+    ("n1-standard-8", 8, 30720, False, "", 0),
+)
+_A2 = ("a2-highgpu-1g", 12, 87040, False, "nvidia-tesla-a100", 1)
+_G2 = ("g2-standard-4", 4, 16384, False, "nvidia-l4", 1)
+MACHINE_TYPES: dict[str, tuple[tuple[str, int, int, bool, str, int], ...]] = {
+    "us-central1-a": (*_GENERAL, _A2, _G2),
+    "us-central1-b": (*_GENERAL, _A2),
+    "europe-west4-a": (*_GENERAL, _A2),
+    "europe-west4-b": (*_GENERAL, _G2),
+}
+# Accelerator types per zone: (name, description, maximumCardsPerInstance).
+_T4 = ("nvidia-tesla-t4", "NVIDIA T4", 4)
+ACCELERATOR_TYPES: dict[str, tuple[tuple[str, str, int], ...]] = {
+    "us-central1-a": (_T4, ("nvidia-tesla-v100", "NVIDIA V100", 8), ("nvidia-tesla-a100", "NVIDIA A100 40GB", 16),
+                      ("nvidia-l4", "NVIDIA L4", 8)),
+    "us-central1-b": (_T4, ("nvidia-tesla-a100", "NVIDIA A100 40GB", 16)),
+    "europe-west4-a": (_T4, ("nvidia-tesla-a100", "NVIDIA A100 40GB", 16)),
+    "europe-west4-b": (_T4, ("nvidia-l4", "NVIDIA L4", 8)),
+}  # fmt: skip
 _NAME = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 _LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
@@ -82,8 +116,10 @@ class ApiError(Exception):
 class FakeCompute:
     """In-memory Compute Engine for one or more projects, served over HTTP on 127.0.0.1:0."""
 
-    def __init__(self, op_delay_s: float = 0.05) -> None:
+    def __init__(self, op_delay_s: float = 0.05, page_size: int = 500) -> None:
         self.op_delay_s = op_delay_s
+        self.page_size = page_size  # most entries of an aggregated list page (the API's default maxResults)
+        self.catalog_calls = 0  # machineTypes / acceleratorTypes aggregatedList pages served
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
         self.instances: dict[tuple[str, str, str], dict[str, Any]] = {}
@@ -325,6 +361,72 @@ class FakeCompute:
         return {"kind": "compute#instanceAggregatedList", "id": f"projects/{project}/aggregated/instances",
                 "items": scopes}
 
+    def machine_types(self, project: str, max_results: int, page_token: str) -> dict[str, Any]:
+        """machineTypes.aggregatedList (one page)."""
+        rows = [(zone, self._machine_type(project, zone, *spec)) for zone, specs in MACHINE_TYPES.items()
+                for spec in specs]  # fmt: skip
+        return self._aggregated_page(project, "machineTypes", rows, max_results, page_token)
+
+    def accelerator_types(self, project: str, max_results: int, page_token: str) -> dict[str, Any]:
+        """acceleratorTypes.aggregatedList (one page)."""
+        rows = []
+        for zone, specs in ACCELERATOR_TYPES.items():
+            for n, (name, description, cards) in enumerate(specs):
+                url = self._zone_url(project, zone)
+                rows.append((zone, {
+                    "kind": "compute#acceleratorType", "id": str(10000 + n), "name": name,
+                    "creationTimestamp": "1969-12-31T16:00:00.000-08:00", "description": description,
+                    "zone": url, "selfLink": f"{url}/acceleratorTypes/{name}", "maximumCardsPerInstance": cards,
+                }))  # fmt: skip
+        return self._aggregated_page(project, "acceleratorTypes", rows, max_results, page_token)
+
+    def _machine_type(
+        self, project: str, zone: str, name: str, cpus: int, memory_mb: int, shared: bool, gpu: str, gpus: int
+    ) -> dict[str, Any]:
+        url = self._zone_url(project, zone)
+        out: dict[str, Any] = {
+            "kind": "compute#machineType", "id": str(abs(hash(name)) % 10**10), "name": name,
+            "creationTimestamp": "1969-12-31T16:00:00.000-08:00",
+            "description": f"{cpus} vCPUs, {memory_mb / 1024:g} GB RAM", "guestCpus": cpus, "memoryMb": memory_mb,
+            "imageSpaceGb": 0, "maximumPersistentDisks": 128, "maximumPersistentDisksSizeGb": "263168",
+            "zone": zone, "selfLink": f"{url}/machineTypes/{name}", "isSharedCpu": shared, "architecture": "X86_64",
+        }  # fmt: skip
+        if gpu:
+            out["accelerators"] = [{"guestAcceleratorType": gpu, "guestAcceleratorCount": gpus}]
+        return out
+
+    def _aggregated_page(
+        self, project: str, what: str, rows: list[tuple[str, dict[str, Any]]], max_results: int, page_token: str
+    ) -> dict[str, Any]:
+        """A page of an aggregated list: ``items`` keyed ``zones/<zone>``; zones without
+        entries appear (on the first page) with the API's NO_RESULTS_ON_PAGE warning."""
+        with self.lock:
+            self.catalog_calls += 1
+        try:
+            start = int(page_token or 0)
+        except ValueError as exc:
+            raise ApiError(400, "invalid", f"Invalid value for field 'pageToken': '{page_token}'") from exc
+        size = min(max_results or 500, self.page_size)
+        items: dict[str, Any] = {}
+        if start == 0:
+            for zone in ZONES:
+                if not any(z == zone for z, _ in rows):
+                    items[f"zones/{zone}"] = {"warning": {
+                        "code": "NO_RESULTS_ON_PAGE",
+                        "message": f"There are no results for scope 'zones/{zone}' on this page.",
+                        "data": [{"key": "scope", "value": f"zones/{zone}"}],
+                    }}  # fmt: skip
+        for zone, row in rows[start : start + size]:
+            items.setdefault(f"zones/{zone}", {}).setdefault(what, []).append(row)
+        kind = f"compute#{what[:-1]}AggregatedList"  # machineTypes -> compute#machineTypeAggregatedList
+        out: dict[str, Any] = {
+            "kind": kind, "id": f"projects/{project}/aggregated/{what}", "items": items,
+            "selfLink": f"https://www.googleapis.com/compute/v1/projects/{project}/aggregated/{what}",
+        }  # fmt: skip
+        if start + size < len(rows):
+            out["nextPageToken"] = str(start + size)
+        return out
+
     def mutate(self, project: str, zone: str, name: str, verb: str, request_id: str) -> dict[str, Any]:
         """instances.delete / stop / start."""
         with self.lock:
@@ -455,6 +557,9 @@ def _handler_for(fake: FakeCompute) -> type[BaseHTTPRequestHandler]:
             flt = query.get("filter", "")
             if rest == ["aggregated", "instances"] and method == "GET":
                 return 200, fake.aggregated(project, flt), None
+            if rest in (["aggregated", "machineTypes"], ["aggregated", "acceleratorTypes"]) and method == "GET":
+                lister = fake.machine_types if rest[1] == "machineTypes" else fake.accelerator_types
+                return 200, lister(project, int(query.get("maxResults") or 0), query.get("pageToken", "")), None
             if len(rest) < 3 or rest[0] != "zones":
                 raise ApiError(404, "notFound", f"no such path {path}")
             zone = rest[1]
