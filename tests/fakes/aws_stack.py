@@ -20,70 +20,24 @@ from pathlib import Path
 from typing import Any
 
 from fakes.aws_moto import REGION, MotoEc2
-from helpers import ServiceProcess, free_port, processes_with_env, start_service, stop_process
-from styx.common.clients import open_channel
+from helpers import ServiceStack, free_port, processes_with_env
 from styx.provisioner import bootstrap
 from styx.v1 import (
     broker_pb2,
-    broker_pb2_grpc,
     common_pb2,
     provisioner_pb2,
-    provisioner_pb2_grpc,
     scheduler_pb2,
-    scheduler_pb2_grpc,
 )
 
 IMAGE = "ami-0123456789abcdef0"
 
 
-@dataclass
-class AwsStack:
+@dataclass(kw_only=True)
+class AwsStack(ServiceStack):
     """Broker, provisioner and scheduler processes using the AWS plugin against moto."""
 
-    root: Path
     moto: MotoEc2
-    token: str
-    env: dict[str, str]
-    ports: dict[str, int]
-    procs: dict[str, ServiceProcess] = field(default_factory=dict)
     agents: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    #: Extra flags per service, e.g. {"broker": ["--lease-seconds", "30"]}.
-    flags: dict[str, list[str]] = field(default_factory=dict)
-
-    def endpoint(self, name: str) -> str:
-        """host:port of a service."""
-        return f"127.0.0.1:{self.ports[name]}"
-
-    def start(self, *names: str) -> None:
-        """Start services (each waits until serving)."""
-        for name in names:
-            args = ["--port", str(self.ports[name]), "--db-url", f"sqlite:///{self.root / 'state' / name}.db"]
-            if name == "scheduler":
-                args += ["--broker", self.endpoint("broker"), "--dispatch-lease-seconds", "3"]
-            elif name == "broker":
-                args += ["--provisioner", self.endpoint("provisioner")]
-            else:
-                args += ["--scheduler", self.endpoint("scheduler"), "--broker", self.endpoint("broker")]
-            args += self.flags.get(name, [])
-            self.procs[name] = start_service(f"styx.{name}", args, self.root / "logs", env=self.env, name=name)
-
-    def kill9(self, name: str) -> None:
-        """SIGKILL a service and reap it."""
-        proc = self.procs.pop(name).proc
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-
-    def scheduler(self) -> Any:
-        """Scheduler stub."""
-        return scheduler_pb2_grpc.SchedulerStub(open_channel(self.endpoint("scheduler"), self.token))
-
-    def broker(self) -> Any:
-        """Broker stub."""
-        return broker_pb2_grpc.ResourceBrokerStub(open_channel(self.endpoint("broker"), self.token))
-
-    def provisioner(self) -> Any:
-        """Provisioner stub."""
-        return provisioner_pb2_grpc.ProvisionerStub(open_channel(self.endpoint("provisioner"), self.token))
 
     def import_catalog(self, offers: list[common_pb2.Offer]) -> None:
         """Replace the broker's AWS catalog, so the ranked list of offers is known."""
@@ -157,9 +111,7 @@ class AwsStack:
 
     def stop(self) -> None:
         """Stop every service and VM process."""
-        for proc in self.procs.values():
-            stop_process(proc.proc)
-        self.procs.clear()
+        self.stop_services()
         for instance_id in list(self.agents):
             self.kill_vm(instance_id)
 
@@ -185,7 +137,9 @@ def make_stack(tmp_path: Path, moto: MotoEc2, **flags: list[str]) -> AwsStack:
         "STYX_AGENT_INSTALL": "true",
     }
     ports = {name: free_port() for name in ("broker", "provisioner", "scheduler")}
-    return AwsStack(tmp_path, moto, token, env, ports, flags={k: list(v) for k, v in flags.items()})
+    merged = {k: list(v) for k, v in flags.items()}
+    merged["scheduler"] = ["--dispatch-lease-seconds", "3", *merged.get("scheduler", [])]
+    return AwsStack(root=tmp_path, moto=moto, token=token, env=env, ports=ports, flags=merged)
 
 
 def aws_offer(zone: str, price: float, instance_type: str = "t3.medium", cpus: float = 2, memory: float = 4) -> Any:

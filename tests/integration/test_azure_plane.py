@@ -18,27 +18,22 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
 import subprocess
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from fakes.azure_compute import AgentBooter, FakeAzureCompute
-from helpers import ServiceProcess, free_port, sky_command, start_service, stop_process, wait_until
-from styx.common.clients import open_channel
+from helpers import ServiceStack, free_port, sky_command, wait_until
 from styx.provisioner.bootstrap import parse_startup_env
 from styx.v1 import (
     broker_pb2,
-    broker_pb2_grpc,
     common_pb2,
     provisioner_pb2,
-    provisioner_pb2_grpc,
     scheduler_pb2,
-    scheduler_pb2_grpc,
 )
 
 pytest.importorskip("azure.mgmt.compute", reason="pip install 'styx[azure]'")
@@ -62,50 +57,12 @@ def azure_offer(zone: str, price: float) -> common_pb2.Offer:
     )
 
 
-@dataclass
-class Plane:
+@dataclass(kw_only=True)
+class Plane(ServiceStack):
     """The three services, the fake ARM endpoint and the VM-boot player."""
 
-    root: Path
     fake: FakeAzureCompute
-    token: str
-    env: dict[str, str]
-    ports: dict[str, int]
     booter: AgentBooter
-    procs: dict[str, ServiceProcess] = field(default_factory=dict)
-
-    def endpoint(self, name: str) -> str:
-        return f"127.0.0.1:{self.ports[name]}"
-
-    def start(self, name: str) -> ServiceProcess:
-        db = ["--db-url", f"sqlite:///{self.root / 'state' / name}.db"]
-        args = ["--port", str(self.ports[name]), *db]
-        if name == "scheduler":
-            args += ["--broker", self.endpoint("broker"), "--dispatch-lease-seconds", "3"]
-        elif name == "broker":
-            args += ["--provisioner", self.endpoint("provisioner"), "--lease-seconds", "4"]
-        else:
-            args += [
-                "--scheduler", self.endpoint("scheduler"), "--broker", self.endpoint("broker"),
-                "--reconcile-seconds", "0.5", "--leak-grace-seconds", "1",
-            ]  # fmt: skip
-        proc = start_service(f"styx.{name}", args, self.root / "logs", env=self.env, name=name)
-        self.procs[name] = proc
-        return proc
-
-    def kill9(self, name: str) -> None:
-        proc = self.procs.pop(name).proc
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-
-    def broker(self) -> broker_pb2_grpc.ResourceBrokerStub:
-        return broker_pb2_grpc.ResourceBrokerStub(open_channel(self.endpoint("broker"), self.token))
-
-    def provisioner(self) -> provisioner_pb2_grpc.ProvisionerStub:
-        return provisioner_pb2_grpc.ProvisionerStub(open_channel(self.endpoint("provisioner"), self.token))
-
-    def scheduler(self) -> scheduler_pb2_grpc.SchedulerStub:
-        return scheduler_pb2_grpc.SchedulerStub(open_channel(self.endpoint("scheduler"), self.token))
 
     def import_catalog(self, *offers: common_pb2.Offer) -> None:
         request = broker_pb2.ImportCatalogRequest(request_id=str(uuid.uuid4()), offers=list(offers))
@@ -144,8 +101,7 @@ class Plane:
 
     def stop(self) -> None:
         self.booter.close()
-        for proc in self.procs.values():
-            stop_process(proc.proc)
+        self.stop_services()
         self.fake.close()
 
 
@@ -158,7 +114,12 @@ def plane(tmp_path: Path) -> Iterator[Plane]:
     env = {**os.environ, **fake.env(), "STYX_HOME": str(home), "STYX_TOKEN": token, "STYX_LOG_LEVEL": "INFO"}
     ports = {n: free_port() for n in ("broker", "provisioner", "scheduler")}
     booter = AgentBooter(fake, tmp_path / "vms", capacity=lambda size: (CPUS, MEMORY)).start()
-    p = Plane(tmp_path, fake, token, env, ports, booter)
+    flags = {
+        "scheduler": ["--dispatch-lease-seconds", "3"],
+        "broker": ["--lease-seconds", "4"],
+        "provisioner": ["--reconcile-seconds", "0.5", "--leak-grace-seconds", "1"],
+    }
+    p = Plane(root=tmp_path, fake=fake, token=token, env=env, ports=ports, booter=booter, flags=flags)
     try:
         yield p
     finally:

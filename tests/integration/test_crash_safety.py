@@ -14,13 +14,12 @@ import secrets
 import signal
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from helpers import ServiceProcess, free_port, start_service, stop_process, wait_until
-from styx.common.clients import open_channel
+from helpers import ServiceProcess, ServiceStack, free_port, wait_until
 from styx.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc
 
 pytestmark = pytest.mark.slow
@@ -33,44 +32,15 @@ TERMINAL = {
 }
 
 
-@dataclass
-class Stack:
-    """Broker, provisioner and scheduler(s) started by hand, with the local provider."""
-
-    root: Path
-    env: dict[str, str]
-    token: str
-    ports: dict[str, int]
-    db_urls: dict[str, str]
-    procs: dict[str, ServiceProcess] = field(default_factory=dict)
-
-    def endpoint(self, name: str) -> str:
-        return f"127.0.0.1:{self.ports[name]}"
-
-    def start(self, name: str) -> ServiceProcess:
-        service = name.split("-")[0]
-        args = ["--port", str(self.ports[name]), "--db-url", self.db_urls[name]]
-        if service == "scheduler":
-            args += ["--broker", self.endpoint("broker"), "--dispatch-lease-seconds", "3"]
-        elif service == "broker":
-            args += ["--provisioner", self.endpoint("provisioner"), "--lease-seconds", "4"]
-        else:
-            args += ["--scheduler", self.endpoint("scheduler"), "--broker", self.endpoint("broker")]
-        proc = start_service(f"styx.{service}", args, self.root / "logs", env=self.env, name=name)
-        self.procs[name] = proc
-        return proc
-
-    def kill9(self, name: str) -> None:
-        proc = self.procs.pop(name).proc
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
+@dataclass(kw_only=True)
+class Stack(ServiceStack):
+    """Broker, provisioner and scheduler(s) with the local provider."""
 
     def stub(self, name: str = "scheduler") -> scheduler_pb2_grpc.SchedulerStub:
-        return scheduler_pb2_grpc.SchedulerStub(open_channel(self.endpoint(name), self.token))
+        return self.scheduler(name)
 
     def stop(self) -> None:
-        for proc in self.procs.values():
-            stop_process(proc.proc)
+        self.stop_services()
         # Agents started by the local provider live in their own sessions: stop them too.
         for record in (self.root / "home" / "local" / "instances").glob("*.json"):
             try:
@@ -104,7 +74,8 @@ def make_stack(tmp_path: Path, scheduler_db: str = "", replicas: int = 1) -> Sta
     db_urls = {n: f"sqlite:///{tmp_path / 'state' / n.split('-')[0]}.db" for n in names}
     if scheduler_db:
         db_urls.update({n: scheduler_db for n in names if n.startswith("scheduler")})
-    return Stack(tmp_path, env, token, ports, db_urls)
+    flags = {"scheduler": ["--dispatch-lease-seconds", "3"], "broker": ["--lease-seconds", "4"]}
+    return Stack(root=tmp_path, env=env, token=token, ports=ports, db_urls=db_urls, flags=flags)
 
 
 def replica_id(proc: ServiceProcess) -> str:

@@ -18,27 +18,22 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from fakes.gcp_compute import BootPlayer, FakeCompute
-from helpers import ServiceProcess, free_port, run_sky, start_service, stop_process, wait_until
+from helpers import ServiceStack, free_port, run_sky, wait_until
 from providers.harness import LAUNCH
-from styx.common.clients import open_channel
 from styx.common.offers import offer_from_pb
 from styx.v1 import (
     broker_pb2,
-    broker_pb2_grpc,
     common_pb2,
     provisioner_pb2,
-    provisioner_pb2_grpc,
     scheduler_pb2,
-    scheduler_pb2_grpc,
 )
 from styx_plugins.gcp.config import GcpSettings
 from styx_plugins.gcp.provider import GcpProvider
@@ -51,48 +46,12 @@ ZONES = ("us-central1-a", "us-central1-b")
 TERMINAL = {common_pb2.TASK_STATE_SUCCEEDED, common_pb2.TASK_STATE_FAILED, common_pb2.TASK_STATE_CANCELLED}
 
 
-@dataclass
-class GcpStack:
+@dataclass(kw_only=True)
+class GcpStack(ServiceStack):
     """Broker, provisioner and scheduler processes pointed at one fake Compute Engine."""
 
-    root: Path
     fake: FakeCompute
-    token: str
-    env: dict[str, str]
-    ports: dict[str, int]
-    procs: dict[str, ServiceProcess] = field(default_factory=dict)
     player: BootPlayer | None = None
-
-    def endpoint(self, name: str) -> str:
-        return f"127.0.0.1:{self.ports[name]}"
-
-    def start(self, name: str) -> ServiceProcess:
-        db = f"sqlite:///{self.root / 'state' / name}.db"
-        args = ["--port", str(self.ports[name]), "--db-url", db]
-        if name == "scheduler":
-            args += ["--broker", self.endpoint("broker")]
-        elif name == "broker":
-            args += ["--provisioner", self.endpoint("provisioner"), "--lease-seconds", "4"]
-        else:
-            args += ["--scheduler", self.endpoint("scheduler"), "--broker", self.endpoint("broker"),
-                     "--reconcile-seconds", "0.5", "--leak-grace-seconds", "1"]  # fmt: skip
-        proc = start_service(f"styx.{name}", args, self.root / "logs", env=self.env, name=name, timeout=60)
-        self.procs[name] = proc
-        return proc
-
-    def kill9(self, name: str) -> None:
-        proc = self.procs.pop(name).proc
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-
-    def scheduler(self) -> scheduler_pb2_grpc.SchedulerStub:
-        return scheduler_pb2_grpc.SchedulerStub(open_channel(self.endpoint("scheduler"), self.token))
-
-    def broker(self) -> broker_pb2_grpc.ResourceBrokerStub:
-        return broker_pb2_grpc.ResourceBrokerStub(open_channel(self.endpoint("broker"), self.token))
-
-    def provisioner(self) -> provisioner_pb2_grpc.ProvisionerStub:
-        return provisioner_pb2_grpc.ProvisionerStub(open_channel(self.endpoint("provisioner"), self.token))
 
     def import_catalog(self) -> None:
         """Two zones of one region, zone a cheaper, so the ranked order is known."""
@@ -142,8 +101,7 @@ class GcpStack:
     def stop(self) -> None:
         if self.player is not None:
             self.player.stop()
-        for proc in self.procs.values():
-            stop_process(proc.proc)
+        self.stop_services()
         self.fake.stop()
 
 
@@ -165,7 +123,11 @@ def stack(tmp_path: Path) -> Iterator[GcpStack]:
         "STYX_LOCAL_MAX_NODES": "0",
     }
     ports = {n: free_port() for n in ("scheduler", "broker", "provisioner")}
-    s = GcpStack(tmp_path, fake, token, env, ports)
+    flags = {
+        "broker": ["--lease-seconds", "4"],
+        "provisioner": ["--reconcile-seconds", "0.5", "--leak-grace-seconds", "1"],
+    }
+    s = GcpStack(root=tmp_path, fake=fake, token=token, env=env, ports=ports, flags=flags, start_timeout=60)
     try:
         for name in ("provisioner", "broker", "scheduler"):
             s.start(name)
@@ -196,7 +158,7 @@ def test_sky_launch_runs_on_a_tagged_vm_and_terminate_leaves_none(stack: GcpStac
     assert "hello from gcp" in proc.stdout
     (task,) = stack.scheduler().ListTasks(scheduler_pb2.ListTasksRequest(), timeout=30).tasks
     assert task.state == common_pb2.TASK_STATE_SUCCEEDED, task.failure_reason
-    (iid, vm), = stack.styx_vms().items()
+    ((iid, vm),) = stack.styx_vms().items()
     assert iid.startswith(f"{ZONES[0]}/styx-") and iid in player.booted
     assert vm["labels"]["styx-node-id"] == task.node_id and vm["labels"]["styx-request-id"]
     assert vm["scheduling"]["provisioningModel"] == "STANDARD"
@@ -258,7 +220,7 @@ def test_vm_deleted_behind_styx_back_requeues_its_task_on_a_new_vm(stack: GcpSta
     job = stack.submit(f'echo "$STYX_TASK_ID" >> {marker}; sleep 2')
     wait_until(lambda: stack.task(job).state == common_pb2.TASK_STATE_RUNNING, timeout=60, message="task runs")
     first = stack.task(job)
-    (iid, _), = stack.styx_vms().items()
+    ((iid, _),) = stack.styx_vms().items()
     zone, name = iid.split("/")
     stack.fake.vanish(zone, name)  # deleted in the console; its agent dies with it
     task = stack.wait_task(job, timeout=120)
