@@ -84,8 +84,3 @@ class Dispatcher:
             return False
         q.put(item)
         return True
-
-    def connected(self) -> list[str]:
-        """Ids of nodes with an open stream on this replica."""
-        with self._lock:
-            return list(self._queues)
