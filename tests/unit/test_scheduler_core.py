@@ -363,3 +363,35 @@ def test_a_stopped_replica_hands_the_dispatch_lease_over(plane, engine_factory):
     sched.stop()
     assert sched.hold_dispatch_lease() is False  # a stopping replica never takes it back
     assert successor.hold_dispatch_lease() is True
+
+
+def test_a_slow_dispatch_pass_keeps_the_lease(plane, engine_factory):
+    """The lease is renewed on its own clock, so a pass longer than the lease does not lose it."""
+    import threading
+    import time
+
+    _, broker, _ = plane
+    entered, release = threading.Event(), threading.Event()
+
+    class StallingBroker(InProcessBroker):
+        def allocate(self, asks):
+            entered.set()
+            release.wait(5)
+            return super().allocate(asks)
+
+    holder = Scheduler(engine_factory("scheduler"), StallingBroker(broker), lease_s=0.6)
+    rival = Scheduler(engine_factory("scheduler"), InProcessBroker(broker), lease_s=0.6)
+    holder.submit_job("r", "", [TaskSpec(name="t", run="x")])
+    loop = threading.Thread(target=holder.run_loop, kwargs={"idle_wait_s": 0.05}, daemon=True)
+    loop.start()
+    try:
+        assert entered.wait(5), "the dispatch pass never reached the broker"
+        deadline = time.monotonic() + 1.5  # the pass is stalled for 2.5 leases
+        while time.monotonic() < deadline:
+            assert rival.hold_dispatch_lease() is False, "a stalled pass lost the lease"
+            time.sleep(0.05)
+    finally:
+        release.set()
+        holder.stop()
+        loop.join(5)
+    assert rival.hold_dispatch_lease() is True  # handed over once the holder stopped

@@ -164,7 +164,7 @@ class Scheduler(GangMixin, OutputsMixin):
         if self._stop.is_set():
             return False  # stopping: never take the lease back after release_dispatch_lease
         stamp = now()
-        if stamp < self._lease_until - self._lease_s / 2:
+        if stamp < self._lease_until - self._lease_s * 2 / 3:
             return True
         until = stamp + self._lease_s
         with self._engine.begin() as conn:
@@ -350,6 +350,7 @@ class Scheduler(GangMixin, OutputsMixin):
 
     def run_loop(self, idle_wait_s: float = 0.5, reconcile_every_s: float = 2.0) -> None:
         """Dispatch until stop(); passes run on wake-ups and at least every idle_wait_s."""
+        threading.Thread(target=self._keep_lease, name="dispatch-lease", daemon=True).start()
         last_reconcile = 0.0
         while not self._stop.is_set():
             self._wake.wait(idle_wait_s)
@@ -363,6 +364,20 @@ class Scheduler(GangMixin, OutputsMixin):
             except Exception:
                 log.exception("dispatch pass failed; retrying")
                 self._stop.wait(1.0)
+
+    def _keep_lease(self) -> None:
+        """Renew the dispatch lease on its own clock.
+
+        Renewing only between dispatch passes let one slow pass (a loaded machine, a slow
+        broker) outlast the lease and hand dispatching to another replica mid-run; a
+        renewal every third of the lease leaves two renewals of slack.
+        """
+        while not self._stop.is_set():
+            try:
+                self.hold_dispatch_lease()
+            except Exception as exc:
+                log.warning("dispatch lease renewal failed; retrying: %s", exc)
+            self._stop.wait(self._lease_s / 3)
 
     def stop(self) -> None:
         """End run_loop, wake every waiting stream, and hand the dispatch lease back."""
