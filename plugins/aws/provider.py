@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 from styx.provisioner import bootstrap
 from styx.provisioner.hookspecs import hookimpl
 from styx.provisioner.provider import (
+    PLANE_LABEL,
     AgentLaunch,
     InstanceStatus,
     Offer,
@@ -251,9 +252,9 @@ class AwsProvider:
         per_region = self._each_region(regions, self._list_region)
         out: list[ProviderInstance] = []
         for region, found in zip(regions, per_region, strict=True):
-            for instance_id, node_id, status in found:
-                self._remember(instance_id, region)
-                out.append(ProviderInstance(instance_id, node_id, status))
+            for instance in found:
+                self._remember(instance.instance_id, region)
+                out.append(instance)
         return sorted(out, key=lambda i: i.instance_id)
 
     # -- optional operations ---------------------------------------------------------------
@@ -291,7 +292,7 @@ class AwsProvider:
         with ThreadPoolExecutor(max_workers=min(len(regions), 16), thread_name_prefix="aws-region") as pool:
             return list(pool.map(fn, regions))
 
-    def _list_region(self, region: str) -> list[tuple[str, str, InstanceStatus]]:
+    def _list_region(self, region: str) -> list[ProviderInstance]:
         client = self._client(region)
         filters = [
             {"Name": f"tag:{TAG_MANAGED}", "Values": ["true"]},
@@ -306,7 +307,11 @@ class AwsProvider:
                         if state not in LIVE_STATES:
                             continue
                         tags = _tags_of(inst)
-                        found.append((inst["InstanceId"], tags.get(TAG_NODE, ""), _STATUS[state]))
+                        found.append(
+                            ProviderInstance(
+                                inst["InstanceId"], tags.get(TAG_NODE, ""), _STATUS[state], tags.get(PLANE_LABEL, "")
+                            )
+                        )
         except Exception as exc:
             raise classify(exc, f"DescribeInstances in {region}") from None
         return found

@@ -41,6 +41,7 @@ from typing import Any
 from styx.provisioner import bootstrap
 from styx.provisioner.hookspecs import hookimpl
 from styx.provisioner.provider import (
+    PLANE_LABEL,
     AgentLaunch,
     InstanceStatus,
     Offer,
@@ -311,7 +312,10 @@ class AzureProvider:
                 continue
             out.append(
                 ProviderInstance(
-                    self.instance_id(str(wire.get("name"))), tags.get(TAG_NODE, ""), _status_of(_provisioning_state(vm))
+                    self.instance_id(str(wire.get("name"))),
+                    tags.get(TAG_NODE, ""),
+                    _status_of(_provisioning_state(vm)),
+                    tags.get(PLANE_LABEL, ""),
                 )
             )
         return out

@@ -31,6 +31,7 @@ from typing import Any
 from styx.provisioner import bootstrap
 from styx.provisioner.hookspecs import hookimpl
 from styx.provisioner.provider import (
+    PLANE_LABEL,
     AgentLaunch,
     InstanceStatus,
     Offer,
@@ -65,6 +66,8 @@ _STATUS = {
     "TERMINATED": InstanceStatus.PENDING,
 }
 _STARTING = frozenset({"PROVISIONING", "STAGING", "REPAIRING", ""})
+
+
 @dataclass(frozen=True)
 class _Api:
     """The SDK module and clients, built once per provider."""
@@ -271,6 +274,7 @@ class GcpProvider:
                             instance_id=naming.instance_id(zone, inst.name),
                             node_id=_node_id_of(inst),
                             status=_STATUS.get(inst.status, InstanceStatus.PENDING),
+                            plane_id=dict(inst.labels).get(PLANE_LABEL, ""),
                         )
                     )
         except Exception as exc:

@@ -32,6 +32,7 @@ from styx.agent import hardware
 from styx.agent.procgroup import stop_process_group
 from styx.provisioner.hookspecs import hookimpl
 from styx.provisioner.provider import (
+    PLANE_LABEL,
     AgentLaunch,
     InstanceStatus,
     Offer,
@@ -162,9 +163,7 @@ class LocalProvider:
     ) -> str:
         """Start an agent process for ``node_id``; a live one already started for it is reused."""
         if offer.instance_type != INSTANCE_TYPE:
-            raise ProviderError(
-                ProviderErrorKind.INVALID, f"local provider has only instance type {INSTANCE_TYPE!r}"
-            )
+            raise ProviderError(ProviderErrorKind.INVALID, f"local provider has only instance type {INSTANCE_TYPE!r}")
         with self._lock:
             existing = self._read_record(node_id)
             if existing is not None and self._alive(existing["pid"], node_id):
@@ -172,9 +171,7 @@ class LocalProvider:
                 return str(existing["instance_id"])
             return self._spawn(node_id, labels, request_id, agent_launch)
 
-    def _spawn(
-        self, node_id: str, labels: Mapping[str, str], request_id: str, launch: AgentLaunch
-    ) -> str:
+    def _spawn(self, node_id: str, labels: Mapping[str, str], request_id: str, launch: AgentLaunch) -> str:
         argv = [
             sys.executable, "-m", "styx.agent",
             "--node-id", node_id,
@@ -223,6 +220,7 @@ class LocalProvider:
                 "pid": proc.pid,
                 "instance_id": instance_id,
                 "request_id": request_id,
+                "plane": labels.get(PLANE_LABEL, ""),
                 "created_at": time.time(),
                 "log": str(log_path),
             },
@@ -254,7 +252,11 @@ class LocalProvider:
             for record in self._records():
                 node_id = record["node_id"]
                 if self._alive(record["pid"], node_id):
-                    out.append(ProviderInstance(record["instance_id"], node_id, InstanceStatus.RUNNING))
+                    out.append(
+                        ProviderInstance(
+                            record["instance_id"], node_id, InstanceStatus.RUNNING, record.get("plane", "")
+                        )
+                    )
                 else:
                     self._record_path(node_id).unlink(missing_ok=True)
                     self._children.pop(record["pid"], None)

@@ -10,6 +10,7 @@ later no Styx instance is left that the store does not own.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,12 +26,15 @@ from helpers import wait_until
 from styx.v1 import provisioner_pb2
 
 DONE = provisioner_pb2.OPERATION_STATE_DONE
+PLANE = "plane-aws-crash"
 
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[AwsStack]:
     moto = shared_moto()
-    stack = make_stack(tmp_path, moto, provisioner=["--reconcile-seconds", "0.3", "--leak-grace-seconds", "1"])
+    stack = make_stack(
+        tmp_path, moto, provisioner=["--reconcile-seconds", "0.3", "--leak-grace-seconds", "1", "--plane-id", PLANE]
+    )
     try:
         yield stack
     finally:
@@ -51,23 +55,25 @@ def test_kill9_between_run_instances_and_commit_leaves_one_instance_and_no_leak(
     stack.kill9("provisioner")
     hold.release()
 
-    # A stray Styx instance no record owns (e.g. created by a provisioner whose store was lost).
-    stray = moto.client().run_instances(
-        ImageId="ami-0123456789abcdef0",
-        InstanceType="t3.medium",
-        MinCount=1,
-        MaxCount=1,
-        TagSpecifications=[
-            {
-                "ResourceType": "instance",
-                "Tags": [
-                    {"Key": "styx-managed", "Value": "true"},
-                    {"Key": "styx-node-id", "Value": "node-stray"},
-                    {"Key": "styx-request-id", "Value": "req-stray"},
-                ],
-            }
-        ],
-    )["Instances"][0]["InstanceId"]
+    def styx_instance(node_id: str, plane: str) -> str:
+        tags = {"styx-managed": "true", "styx-node-id": node_id, "styx-request-id": f"req-{node_id}"}
+        return moto.client().run_instances(
+            ImageId="ami-0123456789abcdef0",
+            InstanceType="t3.medium",
+            MinCount=1,
+            MaxCount=1,
+            TagSpecifications=[
+                {
+                    "ResourceType": "instance",
+                    "Tags": [{"Key": k, "Value": v} for k, v in {**tags, "styx-plane": plane}.items()],
+                }
+            ],
+        )["Instances"][0]["InstanceId"]
+
+    # A stray instance of this plane that no record owns (e.g. its store was lost), and one
+    # of another control plane sharing the account, which is not ours to reap.
+    stray = styx_instance("node-stray", PLANE)
+    theirs = styx_instance("node-theirs", "plane-someone-else")
 
     stack.start("provisioner")
     stub = stack.provisioner()
@@ -86,14 +92,18 @@ def test_kill9_between_run_instances_and_commit_leaves_one_instance_and_no_leak(
     assert final.instance.instance_id == created[0]["InstanceId"]
     assert len(moto.run_instances_calls) == 1, "the resumed create called RunInstances again"
 
-    # After the grace period, reconcile terminates the stray one and keeps the owned one.
+    # After the grace period, reconcile terminates the stray one and keeps the owned one
+    # and the other plane's.
     wait_until(
-        lambda: {i["InstanceId"] for i in moto.styx_instances()} == {created[0]["InstanceId"]},
+        lambda: {i["InstanceId"] for i in moto.styx_instances()} == {created[0]["InstanceId"], theirs},
         timeout=20,
         interval=0.2,
         message="the stray instance to be terminated",
     )
     assert stray not in {i["InstanceId"] for i in moto.styx_instances()}
+    time.sleep(1.5)  # several more passes past the grace period: the other plane's stays
+    assert theirs in {i["InstanceId"] for i in moto.styx_instances()}
+    moto.client().terminate_instances(InstanceIds=[theirs])
     instances = stub.ListInstances(provisioner_pb2.ListInstancesRequest(provider="aws"), timeout=10).instances
     assert [(i.node_id, i.instance_id) for i in instances] == [("node-crash1", created[0]["InstanceId"])]
     assert instances[0].state == provisioner_pb2.INSTANCE_STATE_RUNNING

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,6 +42,8 @@ pytest.importorskip("azure.mgmt.compute", reason="pip install 'styx[azure]'")
 SIZE = "Standard_D2s_v5"
 CPUS, MEMORY = 2.0, 8.0
 TERMINAL = {common_pb2.TASK_STATE_SUCCEEDED, common_pb2.TASK_STATE_FAILED, common_pb2.TASK_STATE_CANCELLED}
+
+PLANE = "plane-azure-test"
 
 
 def azure_offer(zone: str, price: float) -> common_pb2.Offer:
@@ -117,7 +120,7 @@ def plane(tmp_path: Path) -> Iterator[Plane]:
     flags = {
         "scheduler": ["--dispatch-lease-seconds", "3"],
         "broker": ["--lease-seconds", "4"],
-        "provisioner": ["--reconcile-seconds", "0.5", "--leak-grace-seconds", "1"],
+        "provisioner": ["--reconcile-seconds", "0.5", "--leak-grace-seconds", "1", "--plane-id", PLANE],
     }
     p = Plane(root=tmp_path, fake=fake, token=token, env=env, ports=ports, booter=booter, flags=flags)
     try:
@@ -170,24 +173,32 @@ def test_kill9_between_create_and_commit_leaves_one_vm_and_no_leak(plane: Plane)
     assert [vm.name for vm in vms] == ["styx-node-kill9"]
     assert done.instance.instance_id == vms[0].id
     assert plane.fake.put_count() == 1, "the resumed create must find the VM, not PUT again"
-    # A Styx VM that no record owns (e.g. from a lost control plane) is a leak: reconcile deletes it.
+    # A VM of this plane that no record owns (e.g. its store was lost) is a leak: reconcile
+    # deletes it. Another control plane's VM in the same resource group is left alone.
     from styx.common.offers import offer_from_pb
-    from styx.provisioner.provider import AgentLaunch
+    from styx.provisioner.provider import PLANE_LABEL, AgentLaunch
     from styx_plugins.azure.provider import AzureProvider
 
-    AzureProvider(env=plane.fake.env()).create(
-        node_id="node-orphan",
-        offer=offer_from_pb(azure_offer("2", 0.09)),
-        spot=False,
-        labels={},
-        request_id="orphan",
-        agent_launch=AgentLaunch("127.0.0.1:1", "127.0.0.1:2", "x"),
-    )
+    def create(node_id: str, owner: str) -> str:
+        return AzureProvider(env=plane.fake.env()).create(
+            node_id=node_id,
+            offer=offer_from_pb(azure_offer("2", 0.09)),
+            spot=False,
+            labels={PLANE_LABEL: owner},
+            request_id=f"req-{node_id}",
+            agent_launch=AgentLaunch("127.0.0.1:1", "127.0.0.1:2", "x"),
+        )
+
+    create("node-orphan", PLANE)
+    theirs = create("node-theirs", "plane-someone-else")
     wait_until(
-        lambda: [vm.name for vm in plane.fake.styx_vms()] == ["styx-node-kill9"],
+        lambda: sorted(vm.name for vm in plane.fake.styx_vms()) == ["styx-node-kill9", "styx-node-theirs"],
         timeout=30,
         message="the orphan VM to be reconciled away",
     )
+    time.sleep(1.5)  # more passes past the grace period: the other plane's VM stays
+    assert "styx-node-theirs" in {vm.name for vm in plane.fake.styx_vms()}
+    AzureProvider(env=plane.fake.env()).terminate(theirs)
     plane.terminate_all()
     assert plane.fake.styx_vms() == []
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from fakes.gcp_compute import BootPlayer, FakeCompute
 from helpers import ServiceStack, free_port, run_sky, wait_until
 from providers.harness import LAUNCH
 from styx.common.offers import offer_from_pb
+from styx.provisioner.provider import PLANE_LABEL
 from styx.v1 import (
     broker_pb2,
     common_pb2,
@@ -44,6 +46,8 @@ PROJECT = "styx-it"
 REGION = "us-central1"
 ZONES = ("us-central1-a", "us-central1-b")
 TERMINAL = {common_pb2.TASK_STATE_SUCCEEDED, common_pb2.TASK_STATE_FAILED, common_pb2.TASK_STATE_CANCELLED}
+
+PLANE = "plane-gcp-test"
 
 
 @dataclass(kw_only=True)
@@ -125,7 +129,7 @@ def stack(tmp_path: Path) -> Iterator[GcpStack]:
     ports = {n: free_port() for n in ("scheduler", "broker", "provisioner")}
     flags = {
         "broker": ["--lease-seconds", "4"],
-        "provisioner": ["--reconcile-seconds", "0.5", "--leak-grace-seconds", "1"],
+        "provisioner": ["--reconcile-seconds", "0.5", "--leak-grace-seconds", "1", "--plane-id", PLANE],
     }
     s = GcpStack(root=tmp_path, fake=fake, token=token, env=env, ports=ports, flags=flags, start_timeout=60)
     try:
@@ -204,14 +208,19 @@ def test_kill9_of_the_provisioner_mid_create_leaves_no_duplicate_and_no_leak(sta
     assert [(i.node_id, i.instance_id) for i in instances] == [(task.node_id, next(iter(vms)))]
     assert stack.fake.inserts == 1  # the resumed create found the VM by label; it did not insert again
 
-    # A VM no record owns (e.g. its record was lost) is a leak: reconcile deletes it after
-    # the grace period, and leaves the owned one alone.
+    # A VM of this plane that no record owns (e.g. its record was lost) is a leak: reconcile
+    # deletes it after the grace period, and leaves the owned one and another plane's alone.
     provider = GcpProvider(GcpSettings.from_env(stack.env), poll_s=0.05)
     offer = stack.provisioner().ListInstances(provisioner_pb2.ListInstancesRequest(), timeout=30).instances[0].offer
-    leaked = provider.create(node_id="node-leaked", offer=offer_from_pb(offer), spot=False, labels={},
-                             request_id="req-leaked", agent_launch=LAUNCH)  # fmt: skip
+    leaked, theirs = (
+        provider.create(node_id=node, offer=offer_from_pb(offer), spot=False, labels={PLANE_LABEL: owner},
+                        request_id=f"req-{node}", agent_launch=LAUNCH)
+        for node, owner in (("node-leaked", PLANE), ("node-theirs", "plane-someone-else"))
+    )  # fmt: skip
     wait_until(lambda: leaked not in stack.styx_vms(), timeout=30, message="the leaked VM is deleted")
-    assert list(stack.styx_vms()) == [i.instance_id for i in instances]
+    time.sleep(1.5)  # more passes past the grace period: the other plane's VM stays
+    assert sorted(stack.styx_vms()) == sorted([i.instance_id for i in instances] + [theirs])
+    provider.terminate(theirs)
 
 
 def test_vm_deleted_behind_styx_back_requeues_its_task_on_a_new_vm(stack: GcpStack, tmp_path: Path) -> None:

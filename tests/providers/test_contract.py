@@ -12,8 +12,8 @@ import uuid
 import pytest
 
 from providers.harness import LAUNCH, ProviderHarness
-from styx.common.auth import node_of_token
-from styx.provisioner.provider import InstanceStatus, ProviderError
+from styx.common.auth import node_of_join_token
+from styx.provisioner.provider import PLANE_LABEL, InstanceStatus, ProviderError
 
 
 def _create(h: ProviderHarness, node_id: str, request_id: str = "", spot: bool = False) -> str:
@@ -21,7 +21,7 @@ def _create(h: ProviderHarness, node_id: str, request_id: str = "", spot: bool =
         node_id=node_id,
         offer=h.offer(),
         spot=spot,
-        labels={"styx.dev/cluster": "contract"},
+        labels={"styx.dev/cluster": "contract", PLANE_LABEL: "plane-contract"},
         request_id=request_id or str(uuid.uuid4()),
         agent_launch=LAUNCH,
     )
@@ -38,6 +38,7 @@ def test_create_list_terminate(harness: ProviderHarness) -> None:
     assert harness.live_instances() == {instance_id: "node-contract1"}
     listed = {i.instance_id: i for i in provider.list_instances()}
     assert listed[instance_id].node_id == "node-contract1"
+    assert listed[instance_id].plane_id == "plane-contract"  # the owner label round-trips
     assert listed[instance_id].status in (InstanceStatus.PENDING, InstanceStatus.RUNNING)
     provider.terminate(instance_id)
     assert harness.live_instances() == {}
@@ -58,7 +59,7 @@ def test_spot(harness: ProviderHarness) -> None:
     assert harness.is_spot(instance_id)
 
 
-def test_boot_script_carries_a_node_token_not_the_shared_one(harness: ProviderHarness) -> None:
+def test_boot_script_carries_a_join_token_not_the_shared_one(harness: ProviderHarness) -> None:
     instance_id = _create(harness, "node-contract4")
     env = harness.boot_env(instance_id)
     if harness.name == "local":
@@ -66,8 +67,8 @@ def test_boot_script_carries_a_node_token_not_the_shared_one(harness: ProviderHa
         return
     assert env["STYX_NODE_ID"] == "node-contract4"
     assert env["STYX_SCHEDULER_ENDPOINT"] == LAUNCH.scheduler_endpoint
-    assert LAUNCH.token not in env["STYX_TOKEN"]
-    assert node_of_token(LAUNCH.token, env["STYX_TOKEN"]) == "node-contract4"
+    assert "STYX_TOKEN" not in env and LAUNCH.token not in env["STYX_JOIN_TOKEN"]
+    assert node_of_join_token(LAUNCH.token, env["STYX_JOIN_TOKEN"]) == "node-contract4"
 
 
 def test_unknown_instance_terminates_cleanly_or_with_a_classified_error(harness: ProviderHarness) -> None:

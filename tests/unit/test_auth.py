@@ -1,8 +1,8 @@
-"""Node tokens: scoped to one node, expiring, and accepted only on the agents' RPCs."""
+"""Node and join tokens: scoped to one node, expiring, each accepted only on its own RPCs."""
 
 from __future__ import annotations
 
-from styx.common.auth import mint_node_token, node_of_token, token_accepted
+from styx.common.auth import mint_join_token, mint_node_token, node_of_join_token, node_of_token, token_accepted
 
 SECRET = "s3cret-shared-token"
 
@@ -43,4 +43,17 @@ def test_boot_script_quotes_values_and_roundtrips() -> None:
     assert SECRET not in script
     assert "'a b; rm -rf /'" in script  # quoted, never executed
     assert parse_startup_env(script) == env
-    assert node_of_token(SECRET, parse_startup_env(script)["STYX_TOKEN"]) == "node-1"
+    assert "STYX_TOKEN" not in env
+    assert node_of_join_token(SECRET, parse_startup_env(script)["STYX_JOIN_TOKEN"]) == "node-1"
+
+
+def test_join_tokens_open_only_join_node_and_are_no_node_tokens() -> None:
+    join = mint_join_token(SECRET, "node-abc")
+    assert node_of_join_token(SECRET, join) == "node-abc"
+    assert node_of_token(SECRET, join) is None  # a different signature domain
+    assert node_of_join_token(SECRET, mint_node_token(SECRET, "node-abc")) is None
+    assert token_accepted(SECRET, join, "/styx.v1.ResourceBroker/JoinNode")
+    assert not token_accepted(SECRET, join, "/styx.v1.ResourceBroker/Heartbeat")
+    assert not token_accepted(SECRET, join, "/styx.v1.AgentGateway/WorkStream")
+    assert not token_accepted(SECRET, mint_node_token(SECRET, "node-abc"), "/styx.v1.ResourceBroker/JoinNode")
+    assert node_of_join_token(SECRET, mint_join_token(SECRET, "node-abc", ttl_s=-10)) is None

@@ -425,3 +425,18 @@ def test_autostop_stops_or_tears_down_when_the_provider_cannot_stop(broker):
     broker.reconcile()
     view = broker.clusters.get("b")
     assert view.state == "DOWN" and "cannot stop instances" in view.reason
+
+
+def test_a_join_token_is_redeemed_once_but_its_redeemer_may_retry(broker, engine_factory):
+    from styx.common.errors import InvalidArgument, PermissionDenied
+
+    broker.join_node("node-j", "req-1")
+    broker.join_node("node-j", "req-1")  # the first reply was lost: same request, same answer
+    with pytest.raises(PermissionDenied, match="already used"):
+        broker.join_node("node-j", "req-2")
+    # A second broker replica on the same store sees the redemption too.
+    replica = Broker(engine_factory("broker"), RecordingProvisioner([CHEAP]))
+    with pytest.raises(PermissionDenied):
+        replica.join_node("node-j", "req-3")
+    with pytest.raises(InvalidArgument, match="request_id"):
+        broker.join_node("node-k", "")

@@ -11,8 +11,9 @@ from sqlalchemy import Engine
 
 from helpers import wait_until
 from styx.common.errors import FailedPrecondition, InvalidArgument, NotFound
-from styx.provisioner.core import InstanceState, OperationKind, OperationState, Provisioner
+from styx.provisioner.core import PLANE_ID, InstanceState, OperationKind, OperationState, Provisioner
 from styx.provisioner.provider import (
+    PLANE_LABEL,
     AgentLaunch,
     InstanceStatus,
     Offer,
@@ -38,6 +39,8 @@ class FakeProvider:
 
     def __init__(self) -> None:
         self.instances: dict[str, str] = {}  # instance_id -> node_id
+        self.planes: dict[str, str] = {}  # instance_id -> its styx-plane label
+        self.labels: dict[str, dict[str, str]] = {}  # request_id -> labels create got
         self.by_request: dict[str, str] = {}  # request_id -> instance_id (idempotency)
         self.create_calls: list[str] = []
         self.terminated: list[str] = []
@@ -65,6 +68,7 @@ class FakeProvider:
     ) -> str:
         self.create_calls.append(request_id)
         self.seen_launch = agent_launch
+        self.labels[request_id] = dict(labels)
         if self.gate is not None:
             assert self.gate.wait(10)
         if self.fail is not None:
@@ -75,6 +79,7 @@ class FakeProvider:
             instance_id = f"i-{len(self.by_request) + 1}"
             self.by_request[request_id] = instance_id
             self.instances[instance_id] = node_id
+            self.planes[instance_id] = labels.get(PLANE_LABEL, "")
             return instance_id
 
     def terminate(self, instance_id: str) -> None:
@@ -82,7 +87,10 @@ class FakeProvider:
         self.instances.pop(instance_id, None)
 
     def list_instances(self) -> list[ProviderInstance]:
-        return [ProviderInstance(i, n, InstanceStatus.RUNNING) for i, n in list(self.instances.items())]
+        return [
+            ProviderInstance(i, n, InstanceStatus.RUNNING, self.planes.get(i, ""))
+            for i, n in list(self.instances.items())
+        ]
 
 
 @pytest.fixture
@@ -122,7 +130,11 @@ def test_provision_creates_an_instance(prov: Provisioner, fake: FakeProvider) ->
     assert final.instance.state is InstanceState.RUNNING  # type: ignore[attr-defined]
     assert fake.seen_launch == LAUNCH
     (inst,) = prov.list_instances()
-    assert (inst.node_id, inst.instance_id, inst.labels) == ("node-a", "i-1", {"team": "ml"})
+    assert (inst.node_id, inst.instance_id, inst.labels) == (
+        "node-a",
+        "i-1",
+        {"team": "ml", PLANE_LABEL: prov.plane_id},
+    )
 
 
 def test_provision_is_idempotent_on_request_id(prov: Provisioner, fake: FakeProvider) -> None:
@@ -270,7 +282,11 @@ def test_reconcile_marks_vanished_instances_and_terminates_leaks(engine: Engine,
         _done(prov, prov.provision("req-1", OFFER, "node-a").operation_id)
         _done(prov, prov.provision("req-2", OFFER, "node-b").operation_id)
         fake.instances.pop("i-1")  # node-a's machine died
-        fake.instances["i-leak"] = "node-unknown"  # created by someone, owned by no record
+        # Created by this plane but owned by no record (a crash between create and commit)...
+        fake.instances["i-leak"], fake.planes["i-leak"] = "node-unknown", prov.plane_id
+        # ...and two that are not this plane's to reap: another plane's, and an unlabelled one.
+        fake.instances["i-theirs"], fake.planes["i-theirs"] = "node-x", "plane-other"
+        fake.instances["i-nolabel"] = "node-y"
         prov.reconcile_once()
         states = {i.node_id: i.state for i in prov.list_instances(include_terminated=True)}
         assert states == {"node-a": InstanceState.TERMINATED, "node-b": InstanceState.RUNNING}
@@ -279,6 +295,7 @@ def test_reconcile_marks_vanished_instances_and_terminates_leaks(engine: Engine,
         time.sleep(0.35)
         prov.reconcile_once()
         assert fake.terminated == ["i-leak"]
+        assert {"i-theirs", "i-nolabel"} <= set(fake.instances)
     finally:
         prov.stop()
 
@@ -350,3 +367,25 @@ def test_stop_is_refused_where_the_provider_cannot(prov: Provisioner) -> None:
     _done(prov, prov.provision("req-1", OFFER, "node-a").operation_id)
     with pytest.raises(FailedPrecondition, match="cannot stop instances"):
         prov.stop_instance("stop-1", "node-a")
+
+
+def test_every_instance_is_labelled_with_a_plane_id_kept_across_restarts(engine: Engine, fake: FakeProvider) -> None:
+    first = Provisioner(engine, {"fake": fake}, LAUNCH)
+    first.start(reconcile=False)
+    plane = first.plane_id
+    assert PLANE_ID.match(plane)
+    _done(first, first.provision("req-1", OFFER, "node-a").operation_id)
+    assert fake.labels["req-1"][PLANE_LABEL] == plane
+    with pytest.raises(InvalidArgument, match=PLANE_LABEL):
+        first.provision("req-2", OFFER, "node-b", labels={PLANE_LABEL: "plane-forged"})
+    first.stop()
+    again = Provisioner(engine, {"fake": fake}, LAUNCH)
+    again.start(reconcile=False)
+    assert again.plane_id == plane  # the same store, the same plane: its instances stay its own
+    again.stop()
+    named = Provisioner(engine, {"fake": fake}, LAUNCH, plane_id="team-a-prod")
+    named.start(reconcile=False)
+    assert named.plane_id == "team-a-prod"
+    named.stop()
+    with pytest.raises(InvalidArgument, match="plane_id"):
+        Provisioner(engine, {"fake": fake}, LAUNCH, plane_id="Team A")

@@ -11,8 +11,10 @@ codes are raised as ``Rejected`` so the agent core stays free of grpc.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -64,20 +66,7 @@ class ControlPlane:
     # -- unary calls -------------------------------------------------------------------------
 
     def _call(self, what: str, fn: Callable[..., T], request: Any, max_backoff_s: float = 5.0) -> T:
-        backoff = 0.2
-        while True:
-            last_try = self._stop.is_set()
-            try:
-                return fn(request, timeout=DEFAULT_TIMEOUT_S)
-            except grpc.RpcError as exc:
-                code = exc.code()
-                if code not in _RETRY:
-                    raise Rejected(code.name, str(exc.details())) from exc
-                if last_try:
-                    raise Stopped(f"{what}: {code.name} while stopping") from exc
-                log.info("%s: %s, retrying in %.1fs", what, code.name, backoff)
-            self._stop.wait(backoff)
-            backoff = min(backoff * 2, max_backoff_s)
+        return call_with_retry(self._stop, what, fn, request, max_backoff_s)
 
     def register(self, node: NodeRegistration) -> None:
         """RegisterNode, retrying until the broker answers."""
@@ -165,3 +154,69 @@ class ControlPlane:
         with self._stream_lock:
             if self._stream is not None:
                 self._stream.cancel()
+
+
+def call_with_retry(
+    stop: threading.Event, what: str, fn: Callable[..., T], request: Any, max_backoff_s: float = 5.0
+) -> T:
+    """Call ``fn(request)`` with a deadline, retrying transient codes with backoff until
+    ``stop`` (then one last try); other codes raise ``Rejected``."""
+    backoff = 0.2
+    while True:
+        last_try = stop.is_set()
+        try:
+            return fn(request, timeout=DEFAULT_TIMEOUT_S)
+        except grpc.RpcError as exc:
+            code = exc.code()
+            if code not in _RETRY:
+                raise Rejected(code.name, str(exc.details())) from exc
+            if last_try:
+                raise Stopped(f"{what}: {code.name} while stopping") from exc
+            log.info("%s: %s, retrying in %.1fs", what, code.name, backoff)
+        stop.wait(backoff)
+        backoff = min(backoff * 2, max_backoff_s)
+
+
+NODE_TOKEN_FILE = "node-token"
+JOIN_REQUEST_FILE = "join-request-id"
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` readable by this user only, atomically (a crash leaves old or new)."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def node_token(broker: str, node_id: str, join_token: str, state_dir: Path, stop: threading.Event) -> str:
+    """This node's token: the one kept in ``state_dir``, or, on first boot, the one JoinNode
+    trades the one-time ``join_token`` for (then kept, so restarts never need the join token).
+
+    The join call's request_id is written down before the call: a reply lost to a crash
+    or a network cut is fetched again with the same id, which the broker still honours.
+    """
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    saved = state_dir / NODE_TOKEN_FILE
+    if saved.exists():
+        return saved.read_text().strip()
+    request_file = state_dir / JOIN_REQUEST_FILE
+    if request_file.exists():
+        request_id = request_file.read_text().strip()
+    else:
+        request_id = new_id("join")
+        _write_private(request_file, request_id)
+    channel = open_channel(broker, join_token)
+    try:
+        stub = broker_pb2_grpc.ResourceBrokerStub(channel)
+        request = broker_pb2.JoinNodeRequest(request_id=request_id, node_id=node_id)
+        reply = call_with_retry(stop, "JoinNode", stub.JoinNode, request, max_backoff_s=10.0)
+    finally:
+        channel.close()
+    _write_private(saved, reply.node_token)
+    request_file.unlink(missing_ok=True)
+    log.info("joined the control plane; node token kept", extra={"node_id": node_id})
+    return str(reply.node_token)

@@ -57,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="address other nodes reach this one at (multi-node tasks' STYX_NODE_IPS); "
         "default: this host's address on the route to the broker (STYX_AGENT_ADDRESS)",
     )
+    p.add_argument(
+        "--join-token",
+        default=config.env("JOIN_TOKEN"),
+        help="one-time token a cloud VM's boot script carries; traded for a node token that "
+        "is kept in the work dir (STYX_JOIN_TOKEN)",
+    )
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="node label; repeatable")
     p.add_argument(
         "--work-dir",
@@ -118,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     setup_logging("agent", args.log_level)
 
     # Imported after argument parsing so that --help stays fast.
-    from styx.agent.client import ControlPlane
+    from styx.agent.client import NODE_TOKEN_FILE, ControlPlane, Rejected, Stopped, node_token
     from styx.agent.core import Agent, AgentConfig
 
     instance_id = args.instance_id or (f"pid-{os.getpid()}" if args.provider == "local" else "")
@@ -144,7 +150,14 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
-    control = ControlPlane(args.scheduler, args.broker, config.load_token(), stop)
+    token = config.load_token()
+    if args.join_token or (cfg.work_dir / NODE_TOKEN_FILE).exists():
+        try:
+            token = node_token(args.broker, cfg.node_id, args.join_token, cfg.work_dir, stop)
+        except (Rejected, Stopped) as exc:
+            log.error("could not join the control plane: %s", exc)
+            raise SystemExit(2) from None
+    control = ControlPlane(args.scheduler, args.broker, token, stop)
     agent = Agent(cfg, control, stop)
     log.info(
         "agent starting",

@@ -40,7 +40,7 @@ LOG_CHUNK_BYTES = 64 * 1024
 CANCEL_GRACE_S = 5.0
 SHIP_INTERVAL_S = 0.2
 # Environment variables the agent keeps to itself: the control plane's credentials.
-PRIVATE_ENV = ("STYX_TOKEN", "STYX_TOKEN_FILE")
+PRIVATE_ENV = ("STYX_TOKEN", "STYX_TOKEN_FILE", "STYX_JOIN_TOKEN")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 

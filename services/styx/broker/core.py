@@ -25,6 +25,7 @@ from dataclasses import asdict, replace
 from typing import Any
 
 from sqlalchemy import Engine, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from styx.broker import catalog_store
 from styx.broker import tables as t
@@ -51,7 +52,14 @@ from styx.broker.model import (
     offer_fits,
 )
 from styx.broker.optimizer import Ranking, alternatives, describe_request, rank
-from styx.common.errors import FailedPrecondition, InvalidArgument, NotFound, StyxError, Unavailable
+from styx.common.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    StyxError,
+    Unavailable,
+)
 from styx.common.ids import new_id
 from styx.common.migrations import upgrade
 from styx.common.offers import Offer
@@ -145,6 +153,33 @@ class Broker(CatalogMixin):
             node.used_gpus.update(alloc.gpu_indices)
 
     # ---- nodes -----------------------------------------------------------------------
+    def join_node(self, node_id: str, request_id: str) -> None:
+        """Redeem ``node_id``'s join token for ``request_id``; PermissionDenied once used by another.
+
+        The insert decides (primary key on node_id), so two brokers, or two racing copies
+        of a boot script, cannot both redeem it; the winner's retries (same request_id)
+        succeed again, because its first reply may have been lost.
+        """
+        if not node_id:
+            raise InvalidArgument("node_id: required (the node the join token was minted for)")
+        if not request_id or len(request_id) > 160:
+            raise InvalidArgument("request_id: required, 1-160 characters (a UUID is fine)")
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(insert(t.node_joins).values(node_id=node_id, request_id=request_id, joined_at=now()))
+            log.info("node joined", extra={"node_id": node_id})
+            return
+        except IntegrityError:
+            pass
+        with self._engine.connect() as conn:
+            first = conn.execute(select(t.node_joins.c.request_id).where(t.node_joins.c.node_id == node_id)).scalar()
+        if first != request_id:
+            log.warning("join token reused", extra={"node_id": node_id})
+            raise PermissionDenied(
+                f"node_id: the join token of node {node_id!r} was already used; a node joins once "
+                "(its agent keeps the node token it got). Terminate the instance and launch a new one."
+            )
+
     def register_node(
         self,
         node_id: str,

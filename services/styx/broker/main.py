@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     broker = Broker(make_engine(cfg.db_url), provisioner, lease_seconds=args.lease_seconds, catalog=catalog)
 
     def register(server: object) -> list[str]:
-        broker_pb2_grpc.add_ResourceBrokerServicer_to_server(BrokerServicer(broker), server)
+        broker_pb2_grpc.add_ResourceBrokerServicer_to_server(BrokerServicer(broker, cfg.token), server)
         return [broker_pb2.DESCRIPTOR.services_by_name["ResourceBroker"].full_name]
 
     running = start_server(cfg.host, cfg.port, cfg.token, register)

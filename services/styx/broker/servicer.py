@@ -6,6 +6,7 @@ import grpc
 
 from styx.broker import convert
 from styx.broker.core import Broker
+from styx.common.auth import mint_node_token
 from styx.common.errors import InvalidArgument
 from styx.v1 import broker_pb2, broker_pb2_grpc, common_pb2
 
@@ -13,8 +14,16 @@ from styx.v1 import broker_pb2, broker_pb2_grpc, common_pb2
 class BrokerServicer(broker_pb2_grpc.ResourceBrokerServicer):
     """Thin adapter over ``Broker``."""
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, token: str = "") -> None:
         self.broker = broker
+        # The shared token: node tokens handed out by JoinNode are signed with it.
+        self.token = token
+
+    def JoinNode(
+        self, request: broker_pb2.JoinNodeRequest, context: grpc.ServicerContext
+    ) -> broker_pb2.JoinNodeResponse:
+        self.broker.join_node(request.node_id, request.request_id)
+        return broker_pb2.JoinNodeResponse(node_token=mint_node_token(self.token, request.node_id))
 
     def RegisterNode(self, request: broker_pb2.RegisterNodeRequest, context: grpc.ServicerContext) -> common_pb2.Node:
         node = self.broker.register_node(

@@ -109,3 +109,13 @@ clusters = Table(
     Column("hourly_price", Float, nullable=False),
     Column("location", String(256), nullable=False),
 )
+
+# Redeemed join tokens (JoinNode): one row per node, so a boot script's token works once.
+node_joins = Table(
+    "broker_node_joins",
+    metadata,
+    Column("node_id", String(64), primary_key=True),
+    # The redeeming call's idempotency key: only its retries get the node token again.
+    Column("request_id", String(160), nullable=False),
+    Column("joined_at", Float, nullable=False),
+)

@@ -54,3 +54,9 @@ class Unauthenticated(StyxError):
     """Missing or wrong credentials."""
 
     code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(StyxError):
+    """The credentials are valid but do not cover this request (another node, a used join token)."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED

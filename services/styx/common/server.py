@@ -20,8 +20,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from styx.common.auth import token_accepted
-from styx.common.errors import StyxError
+from styx.common.auth import Caller, allowed, identify
+from styx.common.errors import PermissionDenied, StyxError
 from styx.common.ids import new_id
 from styx.common.metrics import observe_rpc
 
@@ -55,24 +55,34 @@ class GuardInterceptor(grpc.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
         method = handler_call_details.method
+        node = ""
         if self._token and not method.startswith(_OPEN_SERVICES):
             metadata = dict(handler_call_details.invocation_metadata or ())
             given = str(metadata.get("authorization", ""))
             presented = given[len("Bearer ") :] if given.startswith("Bearer ") else ""
-            if not presented or not token_accepted(self._token, presented, method):
+            caller: Caller | None = identify(self._token, presented) if presented else None
+            if caller is None or not allowed(caller, method):
                 return _abort_handler(
                     grpc.StatusCode.UNAUTHENTICATED,
                     "missing or wrong token: send 'authorization: Bearer <token>' metadata "
                     "(the sky CLI reads STYX_TOKEN or the local control plane's token file)",
                 )
+            node = caller.node_id
         handler = continuation(handler_call_details)
         if handler is None:
             return None
         if handler.unary_unary is not None:
-            return handler._replace(unary_unary=_guard_unary(handler.unary_unary, method))
+            return handler._replace(unary_unary=_guard_unary(handler.unary_unary, method, node))
         if handler.unary_stream is not None:
-            return handler._replace(unary_stream=_guard_stream(handler.unary_stream, method))
+            return handler._replace(unary_stream=_guard_stream(handler.unary_stream, method, node))
         return handler
+
+
+def _check_node(request: Any, node: str) -> None:
+    """A node-scoped token may only name its own node: node A cannot heartbeat as node B,
+    take B's work or report B's tasks."""
+    if node and "node_id" in request.DESCRIPTOR.fields_by_name and request.node_id != node:
+        raise PermissionDenied(f"node_id: this token belongs to node {node!r}, not {request.node_id!r}")
 
 
 def _fail(context: grpc.ServicerContext, exc: Exception, method: str) -> None:
@@ -83,10 +93,11 @@ def _fail(context: grpc.ServicerContext, exc: Exception, method: str) -> None:
     context.abort(grpc.StatusCode.INTERNAL, f"internal error (reference {ref}); see the service log")
 
 
-def _guard_unary(fn: Callable[[Any, grpc.ServicerContext], Any], method: str) -> Callable[..., Any]:
+def _guard_unary(fn: Callable[[Any, grpc.ServicerContext], Any], method: str, node: str) -> Callable[..., Any]:
     def wrapper(request: Any, context: grpc.ServicerContext) -> Any:
         started = time.perf_counter()
         try:
+            _check_node(request, node)
             return fn(request, context)
         except Exception as exc:
             if _is_abort(context):
@@ -98,10 +109,13 @@ def _guard_unary(fn: Callable[[Any, grpc.ServicerContext], Any], method: str) ->
     return wrapper
 
 
-def _guard_stream(fn: Callable[[Any, grpc.ServicerContext], Iterable[Any]], method: str) -> Callable[..., Any]:
+def _guard_stream(
+    fn: Callable[[Any, grpc.ServicerContext], Iterable[Any]], method: str, node: str
+) -> Callable[..., Any]:
     def wrapper(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         started = time.perf_counter()
         try:
+            _check_node(request, node)
             yield from fn(request, context)
         except Exception as exc:
             if _is_abort(context):

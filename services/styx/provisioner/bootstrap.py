@@ -4,8 +4,10 @@ Every cloud provider passes the same script as the instance's boot script (EC2 u
 GCE metadata ``startup-script``, Azure customData). It writes the agent's settings to a
 root-only env file, installs Styx into a venv, and runs ``styx-agent`` as a systemd unit
 (so it survives reboots and stop/start; plain nohup where there is no systemd), dialing
-the control plane, so nodes behind NAT work. The credential is a node token (``styx.common.auth``): scoped to
-this node and to the agents' RPCs, never the control plane's shared token.
+the control plane, so nodes behind NAT work. The credential is a one-time join token
+(``styx.common.auth``), never the control plane's shared token: the agent trades it for a
+node token on first boot and keeps that, so the copy left in the instance's metadata is
+worthless once the node has joined.
 
 Values are quoted with shlex.quote; node ids, endpoints and labels never reach the shell
 unquoted.
@@ -18,7 +20,7 @@ import shlex
 from collections.abc import Mapping
 
 from styx import __version__
-from styx.common.auth import mint_node_token
+from styx.common.auth import mint_join_token
 
 ENV_FILE = "/etc/styx/agent.env"
 # How the VM installs Styx; STYX_AGENT_INSTALL overrides it. Styx is not on PyPI yet (the
@@ -51,7 +53,7 @@ def agent_env(
         "STYX_AGENT_PROVIDER": provider,
         "STYX_SCHEDULER_ENDPOINT": scheduler_endpoint,
         "STYX_BROKER_ENDPOINT": broker_endpoint,
-        "STYX_TOKEN": mint_node_token(token, node_id),
+        "STYX_JOIN_TOKEN": mint_join_token(token, node_id),
         "STYX_AGENT_REGION": region,
         "STYX_AGENT_ZONE": zone,
         "STYX_AGENT_INSTANCE_TYPE": instance_type,

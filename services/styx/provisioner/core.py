@@ -36,15 +36,17 @@ from styx.common.ids import new_id
 from styx.common.migrations import upgrade
 from styx.common.timeutil import now
 from styx.provisioner.provider import (
+    PLANE_LABEL,
     AgentLaunch,
     InstanceStatus,
     Offer,
     Provider,
     ProviderError,
     ProviderErrorKind,
+    ProviderInstance,
     ProviderStatus,
 )
-from styx.provisioner.tables import instances, operations
+from styx.provisioner.tables import instances, operations, settings
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +143,14 @@ class Provisioner:
         reconcile_interval_s: float = 3.0,
         leak_grace_s: float = 60.0,
         on_instance_gone: Callable[[str, str], None] | None = None,
+        plane_id: str = "",
     ) -> None:
         self._engine = engine
+        if plane_id and not PLANE_ID.match(plane_id):
+            raise InvalidArgument(f"plane_id: {plane_id!r} must be 1-40 lowercase letters, digits or '-'")
+        # Owner label of this control plane's instances; kept in the store when not given.
+        self.plane_id = plane_id
+        self._foreign_seen: set[str] = set()
         self._providers = dict(providers)
         self._launch = agent_launch
         self._interval = reconcile_interval_s
@@ -168,6 +176,7 @@ class Provisioner:
     def start(self, reconcile: bool = True) -> None:
         """Create tables, check providers, resume unfinished operations, start reconciling."""
         upgrade(self._engine, "provisioner")
+        self.plane_id = self._settle_plane_id(self.plane_id)
         self.refresh_status()
         with self._engine.connect() as conn:
             unfinished = conn.execute(
@@ -181,6 +190,26 @@ class Provisioner:
         if reconcile:
             self._reconciler = threading.Thread(target=self._reconcile_loop, name="prov-reconcile", daemon=True)
             self._reconciler.start()
+
+    def _settle_plane_id(self, wanted: str) -> str:
+        """The plane id: ``wanted`` when given (and then kept), else the stored one, else a
+        new random one, stored so that restarts and replicas on one store agree."""
+        with self._engine.begin() as conn:
+            stored = conn.execute(select(settings.c.value).where(settings.c.name == "plane_id")).scalar()
+            if stored and (not wanted or wanted == stored):
+                return str(stored)
+            value = wanted or f"plane-{new_id('x')[-12:].lower()}"
+            if stored:
+                log.warning("plane id changed from %s to %s: instances labelled %s are no longer reaped here",
+                            stored, value, stored)  # fmt: skip
+                conn.execute(update(settings).where(settings.c.name == "plane_id").values(value=value))
+            else:
+                try:
+                    with conn.begin_nested():
+                        conn.execute(insert(settings).values(name="plane_id", value=value))
+                except IntegrityError:  # a replica stored one first: use it
+                    return str(conn.execute(select(settings.c.value).where(settings.c.name == "plane_id")).scalar())
+            return value
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stop the reconcile loop and wait briefly for in-flight provider calls."""
@@ -303,6 +332,9 @@ class Provisioner:
         for key in labels:
             if not key or "=" in key:
                 raise InvalidArgument(f"labels: key {key!r} must be non-empty and contain no '='")
+        if PLANE_LABEL in labels:
+            raise InvalidArgument(f"labels: {PLANE_LABEL!r} is reserved; the provisioner sets it")
+        labels[PLANE_LABEL] = self.plane_id
         provider = self._enabled_provider(offer.provider, "offer.provider")
         resolved = self._resolve_offer(provider, offer)
         t = now()
@@ -655,6 +687,9 @@ class Provisioner:
                     self._tell_gone(row["node_id"], f"instance {row['instance_id']} vanished")
             stamp = now()
             for inst in observed:
+                if inst.plane_id != self.plane_id:
+                    self._note_foreign(name, inst)
+                    continue
                 record = owned.get(inst.node_id)
                 if inst.status is InstanceStatus.TERMINATED or (
                     record is not None and record["state"] != InstanceState.TERMINATED.value
@@ -671,6 +706,17 @@ class Provisioner:
                     self._unowned_since.pop(inst.instance_id, None)
                 except Exception as exc:
                     log.warning("could not terminate leaked instance %s", inst.instance_id, exc_info=exc)
+
+    def _note_foreign(self, provider: str, inst: ProviderInstance) -> None:
+        """Another control plane's instance (or one without a plane label): never reaped
+        here, since this plane cannot know whether its owner still wants it. Logged once."""
+        if inst.instance_id in self._foreign_seen:
+            return
+        self._foreign_seen.add(inst.instance_id)
+        log.info(
+            "instance belongs to another control plane; left alone",
+            extra={"provider": provider, "instance_id": inst.instance_id, "plane": inst.plane_id or "(none)"},
+        )
 
     def _tell_gone(self, node_id: str, reason: str) -> None:
         if self._on_instance_gone is None:
@@ -754,6 +800,10 @@ class Provisioner:
         with self._engine.begin() as conn:
             conn.execute(stmt.values(**values))
         self._notify()
+
+
+# Plane ids become GCE label values and EC2/Azure tag values: keep to the strictest (GCE).
+PLANE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 
 
 def _check_node_id(node_id: str) -> None:

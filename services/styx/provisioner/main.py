@@ -13,7 +13,7 @@ from styx.common.logs import setup_logging
 from styx.common.metrics import register_gauges, serve_metrics
 from styx.common.server import RunningServer, run_until_signal, start_server, write_ready_file
 from styx.common.store import make_engine
-from styx.provisioner.core import Provisioner
+from styx.provisioner.core import PLANE_ID, Provisioner
 from styx.provisioner.plugins import collect_providers, make_plugin_manager
 from styx.provisioner.provider import AgentLaunch
 from styx.provisioner.servicer import ProvisionerServicer
@@ -23,6 +23,12 @@ log = logging.getLogger(__name__)
 
 SERVICE = "provisioner"
 DEFAULT_PORT = 50053
+
+
+def _plane_id(text: str) -> str:
+    if text and not PLANE_ID.match(text):
+        raise argparse.ArgumentTypeError(f"{text!r}: use 1-40 lowercase letters, digits or '-', e.g. 'team-a-prod'")
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,6 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=float(config.env("LEAK_GRACE_SECONDS", "60")),
         help="an instance no record owns is terminated once seen this long (STYX_LEAK_GRACE_SECONDS)",
+    )
+    parser.add_argument(
+        "--plane-id",
+        default=config.env("PLANE_ID"),
+        type=_plane_id,
+        help="this control plane's id, labelled styx-plane on every instance it creates; only "
+        "instances with this label are ever reaped as leaks. Default: a random id kept in the "
+        "store (STYX_PLANE_ID)",
     )
     return parser
 
@@ -82,6 +96,7 @@ def create_server(args: argparse.Namespace) -> tuple[RunningServer, Provisioner,
         reconcile_interval_s=args.reconcile_seconds,
         leak_grace_s=args.leak_grace_seconds,
         on_instance_gone=_broker_notifier(args.broker, cfg.token),
+        plane_id=args.plane_id,
     )
     core.start()
 
@@ -121,7 +136,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
     log.info(
         "serving",
-        extra={"host": cfg.host, "port": running.port, "providers": [p.name for p in core.list_providers()]},
+        extra={
+            "host": cfg.host,
+            "port": running.port,
+            "providers": [p.name for p in core.list_providers()],
+            "plane": core.plane_id,
+        },
     )
     run_until_signal(running, on_stop=core.stop)
 

@@ -69,6 +69,13 @@ class InstanceStatus(enum.Enum):
     TERMINATED = "terminated"
 
 
+#: Label the provisioner puts on every instance it creates (in ``create``'s ``labels``):
+#: the id of the control plane that owns it. Providers tag it like any label and report
+#: it back in ``ProviderInstance.plane_id``, so control planes sharing one cloud account
+#: or project never take each other's instances for leaks.
+PLANE_LABEL = "styx-plane"
+
+
 @dataclass(frozen=True)
 class ProviderInstance:
     """An instance as the provider sees it (from ``list_instances``)."""
@@ -76,6 +83,8 @@ class ProviderInstance:
     instance_id: str
     node_id: str
     status: InstanceStatus
+    #: The ``PLANE_LABEL`` tag of the instance; empty when it has none.
+    plane_id: str = ""
 
 
 class ProviderErrorKind(enum.Enum):

@@ -1,4 +1,4 @@
-"""The provisioner's own tables (prefix ``prov_``): operations and instances."""
+"""The provisioner's own tables (prefix ``prov_``): operations, instances and settings."""
 
 from __future__ import annotations
 
@@ -36,4 +36,12 @@ instances = Table(
     Column("request_id", String(256), nullable=False),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+)
+
+# Settings the provisioner keeps for life, e.g. "plane_id" (the owner label of its instances).
+settings = Table(
+    "prov_settings",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", String(256), nullable=False),
 )

@@ -129,6 +129,20 @@ class SetAutostopRequest(_message.Message):
     down: bool
     def __init__(self, request_id: _Optional[str] = ..., name: _Optional[str] = ..., idle_minutes: _Optional[int] = ..., down: _Optional[bool] = ...) -> None: ...
 
+class JoinNodeRequest(_message.Message):
+    __slots__ = ("request_id", "node_id")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    node_id: str
+    def __init__(self, request_id: _Optional[str] = ..., node_id: _Optional[str] = ...) -> None: ...
+
+class JoinNodeResponse(_message.Message):
+    __slots__ = ("node_token",)
+    NODE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    node_token: str
+    def __init__(self, node_token: _Optional[str] = ...) -> None: ...
+
 class RegisterNodeRequest(_message.Message):
     __slots__ = ("request_id", "node_id", "provider", "instance_id", "capacity", "region", "zone", "instance_type", "labels", "address")
     class LabelsEntry(_message.Message):

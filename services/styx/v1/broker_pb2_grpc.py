@@ -37,6 +37,11 @@ class ResourceBrokerStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.JoinNode = channel.unary_unary(
+                '/styx.v1.ResourceBroker/JoinNode',
+                request_serializer=styx_dot_v1_dot_broker__pb2.JoinNodeRequest.SerializeToString,
+                response_deserializer=styx_dot_v1_dot_broker__pb2.JoinNodeResponse.FromString,
+                _registered_method=True)
         self.RegisterNode = channel.unary_unary(
                 '/styx.v1.ResourceBroker/RegisterNode',
                 request_serializer=styx_dot_v1_dot_broker__pb2.RegisterNodeRequest.SerializeToString,
@@ -138,6 +143,16 @@ class ResourceBrokerServicer:
     """Served by the broker; called by the scheduler (placements), agents (registration,
     heartbeats) and clients (listing nodes).
     """
+
+    def JoinNode(self, request, context):
+        """Trades a new node's one-time join token (the bearer of this call, from its boot
+        script) for its node token. A join token is redeemed once: repeating the same
+        request_id returns the node token again (a lost reply), any other request_id gets
+        PERMISSION_DENIED, so a copy of the boot script read later opens nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
     def RegisterNode(self, request, context):
         """Registers a node with its real capacity, or refreshes it. Idempotent on node_id.
@@ -294,6 +309,11 @@ class ResourceBrokerServicer:
 
 def add_ResourceBrokerServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'JoinNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.JoinNode,
+                    request_deserializer=styx_dot_v1_dot_broker__pb2.JoinNodeRequest.FromString,
+                    response_serializer=styx_dot_v1_dot_broker__pb2.JoinNodeResponse.SerializeToString,
+            ),
             'RegisterNode': grpc.unary_unary_rpc_method_handler(
                     servicer.RegisterNode,
                     request_deserializer=styx_dot_v1_dot_broker__pb2.RegisterNodeRequest.FromString,
@@ -401,6 +421,33 @@ class ResourceBroker:
     """Served by the broker; called by the scheduler (placements), agents (registration,
     heartbeats) and clients (listing nodes).
     """
+
+    @staticmethod
+    def JoinNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/styx.v1.ResourceBroker/JoinNode',
+            styx_dot_v1_dot_broker__pb2.JoinNodeRequest.SerializeToString,
+            styx_dot_v1_dot_broker__pb2.JoinNodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def RegisterNode(request,
