@@ -119,6 +119,39 @@ def test_instance_deleted_behind_styxs_back_requeues_its_task(stack: AwsStack, m
     assert moto.styx_instances() == []
 
 
+def test_reclaimed_spot_instance_is_relaunched_in_another_zone(stack: AwsStack, moto: MotoEc2, tmp_path: Path) -> None:
+    mark = tmp_path / "first-attempt-ran"
+    run = f"if [ -e {mark} ]; then echo second attempt; else touch {mark}; sleep 120; fi"
+    spec = aws_task("spot-victim", run)
+    spec.resources.use_spot = True
+    job = stack.submit(spec)
+    task_id = job.tasks[0].task_id
+    first = one_instance(moto)
+    assert first["Placement"]["AvailabilityZone"] == "us-east-1a"
+    assert first.get("InstanceLifecycle") == "spot"
+    stack.play_boot(first)
+    running = wait_state(stack, task_id, common_pb2.TASK_STATE_RUNNING)
+    # AWS reclaims the spot instance: it is terminated and its VM dies.
+    moto.client().terminate_instances(InstanceIds=[first["InstanceId"]])
+    stack.kill_vm(first["InstanceId"])
+    # The reconcile loop reports it lost; 1a's spot market cools; the relaunch goes to 1b.
+    second = one_instance(moto, exclude=frozenset({first["InstanceId"]}))
+    assert second["Placement"]["AvailabilityZone"] == "us-east-1b"
+    assert second.get("InstanceLifecycle") == "spot"
+    stack.play_boot(second)
+    task = wait_state(stack, task_id, common_pb2.TASK_STATE_SUCCEEDED)
+    assert task.attempt == 2 and task.node_id != running.node_id
+    attempts = (
+        stack.broker()
+        .ListProvisioningAttempts(broker_pb2.ListProvisioningAttemptsRequest(task_id=task_id), timeout=30)
+        .attempts
+    )
+    lost = [a for a in attempts if a.state == broker_pb2.PROVISIONING_ATTEMPT_STATE_LOST]
+    assert [a.offer.zone for a in lost] == ["us-east-1a"] and "spot instance reclaimed" in lost[0].error
+    stack.terminate_node(task.node_id)
+    assert moto.styx_instances() == []
+
+
 def test_sky_launch_on_aws_end_to_end(stack: AwsStack, moto: MotoEc2, tmp_path: Path) -> None:
     task_file = tmp_path / "task.yaml"
     task_file.write_text(

@@ -440,3 +440,34 @@ def test_a_join_token_is_redeemed_once_but_its_redeemer_may_retry(broker, engine
         replica.join_node("node-j", "req-3")
     with pytest.raises(InvalidArgument, match="request_id"):
         broker.join_node("node-k", "")
+
+
+SPOT_OFFERS = [
+    Offer("aws", "us-east-1", "us-east-1a", "m6i.large", 2, 8, price_per_hour=0.10, spot_price_per_hour=0.030),
+    Offer("aws", "us-east-1", "us-east-1b", "m6i.large", 2, 8, price_per_hour=0.10, spot_price_per_hour=0.035),
+]
+
+
+@pytest.mark.parametrize("spot", [True, False])
+def test_a_reclaimed_spot_node_sends_the_relaunch_to_another_zone(engine_factory, spot):
+    prov = FailoverProvisioner({"aws": ""})
+    broker = Broker(engine_factory("broker"), prov, catalog=Catalog(SPOT_OFFERS))
+    (res,) = broker.allocate([Ask("t1/1", "t1", Resources(cpus=2, use_spot=spot))])
+    node_id = prov.calls[0][0]
+    broker.register_node(node_id, "aws", "i-1", Capacity(2, 8), "us-east-1", "us-east-1a", "m6i.large")
+    (placed,) = broker.allocate([Ask("t1/1", "t1", Resources(cpus=2, use_spot=spot))])
+    assert (placed.outcome, placed.node_id) == (PLACED, node_id)
+    # The provisioner's reconcile saw the instance vanish (a spot reclaim, or deleted by hand).
+    broker.deregister_node(node_id, "instance i-1 vanished", instance_lost=True)
+    (res,) = broker.allocate([Ask("t1/2", "t1", Resources(cpus=2, use_spot=spot))])
+    assert res.outcome == WAITING
+    lost = broker.list_attempts(node_id=node_id)[0]
+    assert lost.state == "lost" and "instance i-1 vanished" in lost.error
+    if spot:
+        # Spot capacity ran out in 1a: the relaunch goes to the next zone.
+        assert prov.places() == ["aws/us-east-1a m6i.large", "aws/us-east-1b m6i.large"]
+        assert lost.error_kind == "capacity" and lost.error.startswith("spot instance reclaimed")
+    else:
+        # An on-demand instance deleted by hand says nothing about capacity: same zone again.
+        assert prov.places() == ["aws/us-east-1a m6i.large", "aws/us-east-1a m6i.large"]
+        assert lost.error_kind == ""

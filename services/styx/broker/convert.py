@@ -150,6 +150,7 @@ _ATTEMPT_STATES = {
     "pending": broker_pb2.PROVISIONING_ATTEMPT_STATE_PENDING,
     "registered": broker_pb2.PROVISIONING_ATTEMPT_STATE_REGISTERED,
     "failed": broker_pb2.PROVISIONING_ATTEMPT_STATE_FAILED,
+    "lost": broker_pb2.PROVISIONING_ATTEMPT_STATE_LOST,
 }
 _ERROR_KINDS = {
     "capacity": provisioner_pb2.PROVIDER_ERROR_KIND_CAPACITY,

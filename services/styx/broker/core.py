@@ -48,6 +48,7 @@ from styx.broker.model import (
     _Provision,
     _scope_key,
     _scope_keys,
+    _spot_key,
     describe,
     offer_fits,
 )
@@ -290,16 +291,42 @@ class Broker(CatalogMixin):
         """The broker's lock, for callers (servicers) that work with its cluster registry."""
         return self._lock
 
-    def deregister_node(self, node_id: str, reason: str) -> NodeView:
-        """Mark a node gone now, so its work is re-queued without waiting for the lease."""
+    def deregister_node(self, node_id: str, reason: str, instance_lost: bool = False) -> NodeView:
+        """Mark a node gone now, so its work is re-queued without waiting for the lease.
+
+        ``instance_lost``: its instance vanished behind Styx's back. For a spot node that is
+        almost always a reclaim, i.e. the zone ran short of spot capacity, so that spot
+        offer cools down like a capacity error and the relaunch goes to the next zone,
+        region or provider; the attempt is marked "lost" so `sky status -v` shows it.
+        """
         with self._lock:
             node = self.get_node(node_id)
             if node.state != GONE:
                 node.state = GONE
                 with self._engine.begin() as conn:
                     conn.execute(update(t.nodes).where(t.nodes.c.node_id == node_id).values(state=GONE))
+                    if instance_lost:
+                        self._record_lost_instance(conn, node_id, reason)
                 log.info("node deregistered", extra={"node_id": node_id, "reason": reason})
             return node
+
+    def _record_lost_instance(self, conn: Any, node_id: str, reason: str) -> None:
+        row = conn.execute(
+            select(t.provisions.c.offer_json, t.provisions.c.spot).where(t.provisions.c.node_id == node_id)
+        ).first()
+        if row is None:
+            return  # a hand-started node: no offer to cool
+        stamp = now()
+        error = f"{'spot instance reclaimed' if row.spot else 'instance lost'}: {reason}"
+        conn.execute(
+            update(t.provisions)
+            .where(t.provisions.c.node_id == node_id)
+            .values(state="lost", error=error, error_kind="capacity" if row.spot else "", updated_at=stamp)
+        )
+        if row.spot:
+            offer = Offer(**json.loads(row.offer_json))
+            self._failed_offers[_spot_key(offer)] = (stamp + self._cooldown_s, error)
+            log.warning("spot capacity lost; cooling the offer", extra={"node_id": node_id, "place": offer.place})
 
     def get_node(self, node_id: str) -> NodeView:
         """One node; NotFound when unknown."""
@@ -621,9 +648,8 @@ class Broker(CatalogMixin):
         stamp = now()
         for ranked in ranking.offers:
             offer = ranked.offer
-            cooldown = next(
-                (c for c in (self._failed_offers.get(k) for k in _scope_keys(offer)) if c and c[0] > stamp), None
-            )
+            keys = (*_scope_keys(offer), _spot_key(offer)) if ranked.spot else _scope_keys(offer)
+            cooldown = next((c for c in (self._failed_offers.get(k) for k in keys) if c and c[0] > stamp), None)
             if cooldown:
                 cooling.append(f"{offer.place}: {cooldown[1]}")
                 continue

@@ -125,7 +125,7 @@ class Attempt:
     offer: Offer
     spot: bool
     hourly_price: float
-    state: str  # pending | registered | failed
+    state: str  # pending | registered | failed | lost (its instance vanished later)
     error: str
     error_kind: str
     operation_id: str
@@ -215,6 +215,11 @@ def _scope_keys(offer: Offer) -> tuple[tuple[str, ...], ...]:
         ("region", offer.provider, offer.region),
         ("provider", offer.provider),
     )
+
+
+def _spot_key(offer: Offer) -> tuple[str, ...]:
+    """Cooldown key of an offer's spot market only (a reclaimed spot node cools it)."""
+    return ("spot", *_offer_key(offer))
 
 
 def _scope_key(offer: Offer, kind: str) -> tuple[str, ...]:

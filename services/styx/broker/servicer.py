@@ -50,7 +50,7 @@ class BrokerServicer(broker_pb2_grpc.ResourceBrokerServicer):
     ) -> common_pb2.Node:
         if not request.node_id:
             raise InvalidArgument("node_id: required")
-        return convert.node_to_pb(self.broker.deregister_node(request.node_id, request.reason))
+        return convert.node_to_pb(self.broker.deregister_node(request.node_id, request.reason, request.instance_lost))
 
     def Allocate(
         self, request: broker_pb2.AllocateRequest, context: grpc.ServicerContext

@@ -79,7 +79,9 @@ def _broker_notifier(endpoint: str, token: str) -> Callable[[str, str], None] | 
     stub = broker_pb2_grpc.ResourceBrokerStub(open_channel(endpoint, token))
 
     def notify(node_id: str, reason: str) -> None:
-        request = broker_pb2.DeregisterNodeRequest(request_id=new_id("gone"), node_id=node_id, reason=reason)
+        request = broker_pb2.DeregisterNodeRequest(
+            request_id=new_id("gone"), node_id=node_id, reason=reason, instance_lost=True
+        )
         stub.DeregisterNode(request, timeout=DEFAULT_TIMEOUT_S)
 
     return notify

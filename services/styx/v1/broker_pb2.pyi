@@ -35,6 +35,7 @@ class ProvisioningAttemptState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper
     PROVISIONING_ATTEMPT_STATE_PENDING: _ClassVar[ProvisioningAttemptState]
     PROVISIONING_ATTEMPT_STATE_REGISTERED: _ClassVar[ProvisioningAttemptState]
     PROVISIONING_ATTEMPT_STATE_FAILED: _ClassVar[ProvisioningAttemptState]
+    PROVISIONING_ATTEMPT_STATE_LOST: _ClassVar[ProvisioningAttemptState]
 CLUSTER_STATE_UNSPECIFIED: ClusterState
 CLUSTER_STATE_INIT: ClusterState
 CLUSTER_STATE_UP: ClusterState
@@ -50,6 +51,7 @@ PROVISIONING_ATTEMPT_STATE_UNSPECIFIED: ProvisioningAttemptState
 PROVISIONING_ATTEMPT_STATE_PENDING: ProvisioningAttemptState
 PROVISIONING_ATTEMPT_STATE_REGISTERED: ProvisioningAttemptState
 PROVISIONING_ATTEMPT_STATE_FAILED: ProvisioningAttemptState
+PROVISIONING_ATTEMPT_STATE_LOST: ProvisioningAttemptState
 
 class Cluster(_message.Message):
     __slots__ = ("name", "state", "resources", "num_nodes", "node_ids", "idle_minutes", "autostop_down", "reason", "hourly_price", "where")
@@ -175,14 +177,16 @@ class RegisterNodeRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., node_id: _Optional[str] = ..., provider: _Optional[str] = ..., instance_id: _Optional[str] = ..., capacity: _Optional[_Union[_common_pb2.Capacity, _Mapping]] = ..., region: _Optional[str] = ..., zone: _Optional[str] = ..., instance_type: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., address: _Optional[str] = ...) -> None: ...
 
 class DeregisterNodeRequest(_message.Message):
-    __slots__ = ("request_id", "node_id", "reason")
+    __slots__ = ("request_id", "node_id", "reason", "instance_lost")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_LOST_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     node_id: str
     reason: str
-    def __init__(self, request_id: _Optional[str] = ..., node_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+    instance_lost: bool
+    def __init__(self, request_id: _Optional[str] = ..., node_id: _Optional[str] = ..., reason: _Optional[str] = ..., instance_lost: _Optional[bool] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
     __slots__ = ("node_id",)
