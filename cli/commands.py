@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from styx.v1 import common_pb2, scheduler_pb2
@@ -220,11 +221,32 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def all_tasks(client: SchedulerClient, job_id: str) -> Iterator[Any]:
+    """Every task of a job in submission order, page by page (GetJob caps its tasks)."""
+    token = ""
+    while True:
+        request = scheduler_pb2.ListTasksRequest(
+            job_id=job_id, limit=QUEUE_ALL_LIMIT, page_token=token, oldest_first=True
+        )
+        reply = client.call("ListTasks", request)
+        yield from reply.tasks
+        token = reply.next_page_token
+        if not token:
+            return
+
+
 def cmd_queue(args: argparse.Namespace) -> int:
     """sky queue: jobs newest first (aggregate state, task counts, age); with JOB, its tasks."""
     with connect() as client:
         if args.job:
             job = client.call("GetJob", scheduler_pb2.GetJobRequest(job_id=args.job))
+            total = sum(job.task_counts.values())
+            if len(job.tasks) < total:
+                if args.all:
+                    del job.tasks[:]
+                    job.tasks.extend(all_tasks(client, args.job))
+                elif not args.json:
+                    output.info(f"showing the first {len(job.tasks)} of {total} tasks; --all shows every one")
             output.print_job(output.job_to_dict(job), as_json=args.json)
             return EXIT_OK
         limit = QUEUE_ALL_LIMIT if args.all else QUEUE_DEFAULT_LIMIT
@@ -250,9 +272,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
             return EXIT_OK
         # Without --follow, look the task up first so an unknown id is a clean NOT_FOUND.
         client.call("GetTask", scheduler_pb2.GetTaskRequest(task_id=args.task))
-        request = scheduler_pb2.StreamLogsRequest(
-            task_id=args.task, attempt=args.attempt, follow=False, rank=args.rank
-        )
+        request = scheduler_pb2.StreamLogsRequest(task_id=args.task, attempt=args.attempt, follow=False, rank=args.rank)
         for chunk in client.stream("StreamLogs", request):
             out.write(chunk.data)
         out.flush()

@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 from styx.v1 import common_pb2, scheduler_pb2
 from styx_cli import output, plan
 from styx_cli.client import SchedulerClient, request_id
-from styx_cli.commands import _TERMINAL, SUBMIT_TIMEOUT_S, connect, exit_code_for, follow
+from styx_cli.commands import _TERMINAL, SUBMIT_TIMEOUT_S, all_tasks, connect, exit_code_for, follow
 from styx_cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, CliError
 
 # Seconds one Optimize call may take during --dryrun.
@@ -196,8 +196,7 @@ def _watch_events(client: SchedulerClient, job_id: str, names: dict[str, str], e
                     break
         if len(ended) < len(names):
             # The stream ended (deadline): re-check from the job itself, then resume.
-            job = client.call("GetJob", scheduler_pb2.GetJobRequest(job_id=job_id))
-            for task in job.tasks:
+            for task in all_tasks(client, job_id):
                 if task.attempt:
                     start(task.task_id)
                 if task.state in _TERMINAL:

@@ -125,7 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     queue = sub.add_parser("queue", help="list jobs, or one job's tasks")
     queue.add_argument("job", nargs="?", help="a job id (j-...): show its tasks")
-    queue.add_argument("-a", "--all", action="store_true", help="list every job (up to 1000), not the newest 50")
+    queue.add_argument(
+        "-a", "--all", action="store_true", help="list every job (up to 1000), not the newest 50; with JOB, every task"
+    )
     queue.add_argument("--json", action="store_true", help="print JSON instead of a table")
     queue.set_defaults(handler="commands:cmd_queue")
 

@@ -267,3 +267,16 @@ def test_ctrl_c_detaches_and_the_job_keeps_running(sky: SkyCli, tmp_path: Path) 
     assert queue_job(sky, job_id)["tasks"][0]["state"] == "RUNNING"
     sky.ok("cancel", job_id)
     wait_until(lambda: queue_job(sky, job_id)["state"] == "CANCELLED", timeout=30, message="CANCELLED")
+
+
+def test_queue_of_a_job_past_the_get_job_cap_says_so_and_all_pages_every_task(sky: SkyCli, tmp_path: Path) -> None:
+    docs = ["name: big-pipeline"] + [f'name: s{i}\nrun: "true"' for i in range(1100)]
+    task = tmp_path / "big.yaml"
+    task.write_text("\n---\n".join(docs) + "\n")
+    proc = sky.ok("launch", "--detach", str(task))
+    job_id = lines(proc.stdout)[0]
+    capped = sky.ok("queue", job_id)
+    assert "showing the first 1000 of 1100 tasks; --all shows every one" in capped.stderr
+    every = json.loads(sky.ok("queue", "--all", "--json", job_id).stdout)
+    assert [t["name"] for t in every["tasks"]] == [f"s{i}" for i in range(1100)]
+    sky.ok("cancel", job_id)

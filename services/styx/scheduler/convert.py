@@ -42,6 +42,24 @@ def state_from_pb(value: int, field: str) -> str:
         raise InvalidArgument(f"{field}: {value} is not a task state; use TASK_STATE_PENDING..SKIPPED") from None
 
 
+_PAGE_PREFIX = "seq:"
+
+
+def seq_to_page_token(seq: int) -> str:
+    """ListTasks' page token: the submission number of the page's last task."""
+    return f"{_PAGE_PREFIX}{seq}"
+
+
+def page_token_to_seq(token: str) -> int | None:
+    """The cursor in a page token; None for "" (the first page)."""
+    if not token:
+        return None
+    digits = token.removeprefix(_PAGE_PREFIX)
+    if not token.startswith(_PAGE_PREFIX) or not digits.isdigit():
+        raise InvalidArgument("page_token: not a token ListTasks returned; pass next_page_token as given, or ''")
+    return int(digits)
+
+
 @functools.lru_cache(maxsize=4096)
 def _resources_from_bytes(data: bytes) -> Resources:
     # The tasks of a big job mostly share one ResourceRequest: convert each distinct one once.

@@ -289,14 +289,22 @@ class Scheduler(GangMixin, OutputsMixin):
         return rec
 
     def list_tasks(
-        self, job_id: str = "", states: Sequence[str] = (), limit: int = 1000, oldest_first: bool = False
+        self,
+        job_id: str = "",
+        states: Sequence[str] = (),
+        limit: int = 1000,
+        oldest_first: bool = False,
+        after_seq: int | None = None,
     ) -> list[TaskRecord]:
-        """Tasks, newest first unless oldest_first."""
+        """Tasks, newest first unless oldest_first; ``after_seq`` continues past that
+        submission number in the same order (the cursor of ListTasks' page tokens)."""
         query = select(t.tasks, t.jobs.c.name.label("job_name")).join(t.jobs, t.jobs.c.job_id == t.tasks.c.job_id)
         if job_id:
             query = query.where(t.tasks.c.job_id == job_id)
         if states:
             query = query.where(t.tasks.c.state.in_(list(states)))
+        if after_seq is not None:
+            query = query.where(t.tasks.c.seq > after_seq if oldest_first else t.tasks.c.seq < after_seq)
         query = query.order_by(t.tasks.c.seq.asc() if oldest_first else t.tasks.c.seq.desc()).limit(limit)
         with self._engine.connect() as conn:
             out = []
@@ -306,18 +314,25 @@ class Scheduler(GangMixin, OutputsMixin):
                 out.append(rec)
             return out
 
-    def get_job(self, job_id: str) -> JobView:
-        """A job with its tasks; NotFound when unknown."""
+    def get_job(self, job_id: str, task_limit: int = 1000) -> JobView:
+        """A job with its first ``task_limit`` tasks and the counts of all; NotFound when unknown.
+
+        Capped because a reply holding every task of a 100k-task job would pass gRPC's
+        default 4 MB message limit in other languages' clients; ListTasks pages the rest.
+        """
         if not job_id:
             raise InvalidArgument("job_id: required")
         with self._engine.connect() as conn:
             job = conn.execute(select(t.jobs).where(t.jobs.c.job_id == job_id)).first()
-        if job is None:
-            raise NotFound(f"job {job_id!r} not found; `sky queue` lists jobs")
-        tasks = self.list_tasks(job_id=job_id, limit=10**6, oldest_first=True)
-        counts: dict[str, int] = {}
-        for rec in tasks:
-            counts[rec.state] = counts.get(rec.state, 0) + 1
+            if job is None:
+                raise NotFound(f"job {job_id!r} not found; `sky queue` lists jobs")
+            counts = {
+                state: int(n)
+                for state, n in conn.execute(
+                    select(t.tasks.c.state, func.count()).where(t.tasks.c.job_id == job_id).group_by(t.tasks.c.state)
+                )
+            }
+        tasks = self.list_tasks(job_id=job_id, limit=task_limit, oldest_first=True)
         return JobView(job.job_id, job.name, job_state(counts), counts, job.created_at, tuple(tasks))
 
     def list_jobs(self, limit: int = 100) -> list[JobView]:
@@ -677,10 +692,15 @@ class Scheduler(GangMixin, OutputsMixin):
 
     def cancel_job(self, job_id: str) -> JobView:
         """Cancel every unfinished task of a job, dependents first (so none ends SKIPPED)."""
-        job = self.get_job(job_id)
-        for rec in sorted(job.tasks, key=lambda r: -r.seq):
-            if rec.state not in TERMINAL:
-                self.cancel_task(rec.task_id)
+        self.get_job(job_id, task_limit=0)  # NotFound for an unknown job
+        with self._engine.connect() as conn:
+            open_ids = conn.execute(
+                select(t.tasks.c.task_id)
+                .where(and_(t.tasks.c.job_id == job_id, t.tasks.c.state.not_in(list(TERMINAL))))
+                .order_by(t.tasks.c.seq.desc())
+            ).scalars().all()  # fmt: skip
+        for task_id in open_ids:
+            self.cancel_task(task_id)
         return self.get_job(job_id)
 
     # ---- agents ------------------------------------------------------------------------

@@ -32,7 +32,9 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         return convert.task_to_pb(self.core.get_task(request.task_id))
 
     def GetJob(self, request: scheduler_pb2.GetJobRequest, context: grpc.ServicerContext) -> scheduler_pb2.Job:
-        return convert.job_to_pb(self.core.get_job(request.job_id))
+        if request.task_limit > 10000:
+            raise InvalidArgument(f"task_limit: at most 10000, got {request.task_limit}; page with ListTasks")
+        return convert.job_to_pb(self.core.get_job(request.job_id, request.task_limit or 1000))
 
     def ListJobs(
         self, request: scheduler_pb2.ListJobsRequest, context: grpc.ServicerContext
@@ -51,8 +53,13 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         if request.limit > 10000:
             raise InvalidArgument(f"limit: at most 10000, got {request.limit}")
         states = [convert.state_from_pb(s, f"states[{i}]") for i, s in enumerate(request.states)]
-        tasks = self.core.list_tasks(request.job_id, states, request.limit or 1000)
-        return scheduler_pb2.ListTasksResponse(tasks=[convert.task_to_pb(r) for r in tasks])
+        after = convert.page_token_to_seq(request.page_token)
+        limit = request.limit or 1000
+        tasks = self.core.list_tasks(request.job_id, states, limit, request.oldest_first, after)
+        return scheduler_pb2.ListTasksResponse(
+            tasks=[convert.task_to_pb(r) for r in tasks],
+            next_page_token=convert.seq_to_page_token(tasks[-1].seq) if len(tasks) == limit else "",
+        )
 
     def CancelTask(self, request: scheduler_pb2.CancelTaskRequest, context: grpc.ServicerContext) -> common_pb2.Task:
         return convert.task_to_pb(self.core.cancel_task(request.task_id))

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from styx.v1 import common_pb2 as styx_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17styx/v1/scheduler.proto\x12\x07styx.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14styx/v1/common.proto\"R\n\x07JobSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12 \n\x05tasks\x18\x02 \x03(\x0b\x32\x11.styx.v1.TaskSpec\x12\x17\n\x0fworkdir_archive\x18\x03 \x01(\x0c\"\xf9\x01\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12 \n\x05state\x18\x03 \x01(\x0e\x32\x11.styx.v1.JobState\x12\x31\n\x0btask_counts\x18\x04 \x03(\x0b\x32\x1c.styx.v1.Job.TaskCountsEntry\x12\x1c\n\x05tasks\x18\x05 \x03(\x0b\x32\r.styx.v1.Task\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a\x31\n\x0fTaskCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\" \n\x0fListJobsRequest\x12\r\n\x05limit\x18\x01 \x01(\r\".\n\x10ListJobsResponse\x12\x1a\n\x04jobs\x18\x01 \x03(\x0b\x32\x0c.styx.v1.Job\"6\n\x10\x43\x61ncelJobRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\"E\n\x10SubmitJobRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x1d\n\x03job\x18\x02 \x01(\x0b\x32\x10.styx.v1.JobSpec\"A\n\x11SubmitJobResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x1c\n\x05tasks\x18\x02 \x03(\x0b\x32\r.styx.v1.Task\"!\n\x0eGetTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"U\n\x10ListTasksRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\"\n\x06states\x18\x02 \x03(\x0e\x32\x12.styx.v1.TaskState\x12\r\n\x05limit\x18\x03 \x01(\r\"1\n\x11ListTasksResponse\x12\x1c\n\x05tasks\x18\x01 \x03(\x0b\x32\r.styx.v1.Task\"8\n\x11\x43\x61ncelTaskRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\"\x7f\n\x12WatchEventsRequest\x12\x11\n\tafter_seq\x18\x01 \x01(\x04\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x0f\n\x07task_id\x18\x03 \x01(\t\x12\x11\n\tno_follow\x18\x04 \x01(\x08\x12\"\n\x06states\x18\x05 \x03(\x0e\x32\x12.styx.v1.TaskState\"c\n\x11StreamLogsRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x0e\n\x06\x66ollow\x18\x03 \x01(\x08\x12\x0e\n\x06offset\x18\x04 \x01(\x04\x12\x0c\n\x04rank\x18\x05 \x01(\r\"X\n\x08LogChunk\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x0c\n\x04rank\x18\x05 \x01(\r\"\x11\n\x0fGetStatsRequest\"\xe6\x02\n\x05Stats\x12\x38\n\x0etasks_by_state\x18\x01 \x03(\x0b\x32 .styx.v1.Stats.TasksByStateEntry\x12\x12\n\njobs_total\x18\x02 \x01(\x04\x12\x18\n\x10queue_wait_p50_s\x18\x03 \x01(\x01\x12\x18\n\x10queue_wait_p99_s\x18\x04 \x01(\x01\x12\x16\n\x0erun_time_p50_s\x18\x05 \x01(\x01\x12\x16\n\x0erun_time_p99_s\x18\x06 \x01(\x01\x12/\n\x0b\x63omputed_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10throughput_per_s\x18\x08 \x01(\x01\x12+\n\x0b\x62y_priority\x18\t \x03(\x0b\x32\x16.styx.v1.PriorityStats\x1a\x33\n\x11TasksByStateEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\xcc\x01\n\rPriorityStats\x12\x10\n\x08priority\x18\x01 \x01(\x05\x12@\n\x0etasks_by_state\x18\x02 \x03(\x0b\x32(.styx.v1.PriorityStats.TasksByStateEntry\x12\x18\n\x10queue_wait_p50_s\x18\x03 \x01(\x01\x12\x18\n\x10queue_wait_p99_s\x18\x04 \x01(\x01\x1a\x33\n\x11TasksByStateEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01*\x9b\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATE_PENDING\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x32\xd9\x04\n\tScheduler\x12\x42\n\tSubmitJob\x12\x19.styx.v1.SubmitJobRequest\x1a\x1a.styx.v1.SubmitJobResponse\x12\x31\n\x07GetTask\x12\x17.styx.v1.GetTaskRequest\x1a\r.styx.v1.Task\x12.\n\x06GetJob\x12\x16.styx.v1.GetJobRequest\x1a\x0c.styx.v1.Job\x12?\n\x08ListJobs\x12\x18.styx.v1.ListJobsRequest\x1a\x19.styx.v1.ListJobsResponse\x12\x34\n\tCancelJob\x12\x19.styx.v1.CancelJobRequest\x1a\x0c.styx.v1.Job\x12\x42\n\tListTasks\x12\x19.styx.v1.ListTasksRequest\x1a\x1a.styx.v1.ListTasksResponse\x12\x37\n\nCancelTask\x12\x1a.styx.v1.CancelTaskRequest\x1a\r.styx.v1.Task\x12<\n\x0bWatchEvents\x12\x1b.styx.v1.WatchEventsRequest\x1a\x0e.styx.v1.Event0\x01\x12=\n\nStreamLogs\x12\x1a.styx.v1.StreamLogsRequest\x1a\x11.styx.v1.LogChunk0\x01\x12\x34\n\x08GetStats\x12\x18.styx.v1.GetStatsRequest\x1a\x0e.styx.v1.Statsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17styx/v1/scheduler.proto\x12\x07styx.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14styx/v1/common.proto\"R\n\x07JobSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12 \n\x05tasks\x18\x02 \x03(\x0b\x32\x11.styx.v1.TaskSpec\x12\x17\n\x0fworkdir_archive\x18\x03 \x01(\x0c\"\xf9\x01\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12 \n\x05state\x18\x03 \x01(\x0e\x32\x11.styx.v1.JobState\x12\x31\n\x0btask_counts\x18\x04 \x03(\x0b\x32\x1c.styx.v1.Job.TaskCountsEntry\x12\x1c\n\x05tasks\x18\x05 \x03(\x0b\x32\r.styx.v1.Task\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a\x31\n\x0fTaskCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"3\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x12\n\ntask_limit\x18\x02 \x01(\r\" \n\x0fListJobsRequest\x12\r\n\x05limit\x18\x01 \x01(\r\".\n\x10ListJobsResponse\x12\x1a\n\x04jobs\x18\x01 \x03(\x0b\x32\x0c.styx.v1.Job\"6\n\x10\x43\x61ncelJobRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\"E\n\x10SubmitJobRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x1d\n\x03job\x18\x02 \x01(\x0b\x32\x10.styx.v1.JobSpec\"A\n\x11SubmitJobResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x1c\n\x05tasks\x18\x02 \x03(\x0b\x32\r.styx.v1.Task\"!\n\x0eGetTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"\x7f\n\x10ListTasksRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\"\n\x06states\x18\x02 \x03(\x0e\x32\x12.styx.v1.TaskState\x12\r\n\x05limit\x18\x03 \x01(\r\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x14\n\x0coldest_first\x18\x05 \x01(\x08\"J\n\x11ListTasksResponse\x12\x1c\n\x05tasks\x18\x01 \x03(\x0b\x32\r.styx.v1.Task\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"8\n\x11\x43\x61ncelTaskRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\"\x7f\n\x12WatchEventsRequest\x12\x11\n\tafter_seq\x18\x01 \x01(\x04\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x0f\n\x07task_id\x18\x03 \x01(\t\x12\x11\n\tno_follow\x18\x04 \x01(\x08\x12\"\n\x06states\x18\x05 \x03(\x0e\x32\x12.styx.v1.TaskState\"c\n\x11StreamLogsRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x0e\n\x06\x66ollow\x18\x03 \x01(\x08\x12\x0e\n\x06offset\x18\x04 \x01(\x04\x12\x0c\n\x04rank\x18\x05 \x01(\r\"X\n\x08LogChunk\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x0c\n\x04rank\x18\x05 \x01(\r\"\x11\n\x0fGetStatsRequest\"\xe6\x02\n\x05Stats\x12\x38\n\x0etasks_by_state\x18\x01 \x03(\x0b\x32 .styx.v1.Stats.TasksByStateEntry\x12\x12\n\njobs_total\x18\x02 \x01(\x04\x12\x18\n\x10queue_wait_p50_s\x18\x03 \x01(\x01\x12\x18\n\x10queue_wait_p99_s\x18\x04 \x01(\x01\x12\x16\n\x0erun_time_p50_s\x18\x05 \x01(\x01\x12\x16\n\x0erun_time_p99_s\x18\x06 \x01(\x01\x12/\n\x0b\x63omputed_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10throughput_per_s\x18\x08 \x01(\x01\x12+\n\x0b\x62y_priority\x18\t \x03(\x0b\x32\x16.styx.v1.PriorityStats\x1a\x33\n\x11TasksByStateEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\xcc\x01\n\rPriorityStats\x12\x10\n\x08priority\x18\x01 \x01(\x05\x12@\n\x0etasks_by_state\x18\x02 \x03(\x0b\x32(.styx.v1.PriorityStats.TasksByStateEntry\x12\x18\n\x10queue_wait_p50_s\x18\x03 \x01(\x01\x12\x18\n\x10queue_wait_p99_s\x18\x04 \x01(\x01\x1a\x33\n\x11TasksByStateEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01*\x9b\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATE_PENDING\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x32\xd9\x04\n\tScheduler\x12\x42\n\tSubmitJob\x12\x19.styx.v1.SubmitJobRequest\x1a\x1a.styx.v1.SubmitJobResponse\x12\x31\n\x07GetTask\x12\x17.styx.v1.GetTaskRequest\x1a\r.styx.v1.Task\x12.\n\x06GetJob\x12\x16.styx.v1.GetJobRequest\x1a\x0c.styx.v1.Job\x12?\n\x08ListJobs\x12\x18.styx.v1.ListJobsRequest\x1a\x19.styx.v1.ListJobsResponse\x12\x34\n\tCancelJob\x12\x19.styx.v1.CancelJobRequest\x1a\x0c.styx.v1.Job\x12\x42\n\tListTasks\x12\x19.styx.v1.ListTasksRequest\x1a\x1a.styx.v1.ListTasksResponse\x12\x37\n\nCancelTask\x12\x1a.styx.v1.CancelTaskRequest\x1a\r.styx.v1.Task\x12<\n\x0bWatchEvents\x12\x1b.styx.v1.WatchEventsRequest\x1a\x0e.styx.v1.Event0\x01\x12=\n\nStreamLogs\x12\x1a.styx.v1.StreamLogsRequest\x1a\x11.styx.v1.LogChunk0\x01\x12\x34\n\x08GetStats\x12\x18.styx.v1.GetStatsRequest\x1a\x0e.styx.v1.Statsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,8 +39,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STATS_TASKSBYSTATEENTRY']._serialized_options = b'8\001'
   _globals['_PRIORITYSTATS_TASKSBYSTATEENTRY']._loaded_options = None
   _globals['_PRIORITYSTATS_TASKSBYSTATEENTRY']._serialized_options = b'8\001'
-  _globals['_JOBSTATE']._serialized_start=1875
-  _globals['_JOBSTATE']._serialized_end=2030
+  _globals['_JOBSTATE']._serialized_start=1962
+  _globals['_JOBSTATE']._serialized_end=2117
   _globals['_JOBSPEC']._serialized_start=91
   _globals['_JOBSPEC']._serialized_end=173
   _globals['_JOB']._serialized_start=176
@@ -48,41 +48,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOB_TASKCOUNTSENTRY']._serialized_start=376
   _globals['_JOB_TASKCOUNTSENTRY']._serialized_end=425
   _globals['_GETJOBREQUEST']._serialized_start=427
-  _globals['_GETJOBREQUEST']._serialized_end=458
-  _globals['_LISTJOBSREQUEST']._serialized_start=460
-  _globals['_LISTJOBSREQUEST']._serialized_end=492
-  _globals['_LISTJOBSRESPONSE']._serialized_start=494
-  _globals['_LISTJOBSRESPONSE']._serialized_end=540
-  _globals['_CANCELJOBREQUEST']._serialized_start=542
-  _globals['_CANCELJOBREQUEST']._serialized_end=596
-  _globals['_SUBMITJOBREQUEST']._serialized_start=598
-  _globals['_SUBMITJOBREQUEST']._serialized_end=667
-  _globals['_SUBMITJOBRESPONSE']._serialized_start=669
-  _globals['_SUBMITJOBRESPONSE']._serialized_end=734
-  _globals['_GETTASKREQUEST']._serialized_start=736
-  _globals['_GETTASKREQUEST']._serialized_end=769
-  _globals['_LISTTASKSREQUEST']._serialized_start=771
-  _globals['_LISTTASKSREQUEST']._serialized_end=856
-  _globals['_LISTTASKSRESPONSE']._serialized_start=858
-  _globals['_LISTTASKSRESPONSE']._serialized_end=907
-  _globals['_CANCELTASKREQUEST']._serialized_start=909
-  _globals['_CANCELTASKREQUEST']._serialized_end=965
-  _globals['_WATCHEVENTSREQUEST']._serialized_start=967
-  _globals['_WATCHEVENTSREQUEST']._serialized_end=1094
-  _globals['_STREAMLOGSREQUEST']._serialized_start=1096
-  _globals['_STREAMLOGSREQUEST']._serialized_end=1195
-  _globals['_LOGCHUNK']._serialized_start=1197
-  _globals['_LOGCHUNK']._serialized_end=1285
-  _globals['_GETSTATSREQUEST']._serialized_start=1287
-  _globals['_GETSTATSREQUEST']._serialized_end=1304
-  _globals['_STATS']._serialized_start=1307
-  _globals['_STATS']._serialized_end=1665
-  _globals['_STATS_TASKSBYSTATEENTRY']._serialized_start=1614
-  _globals['_STATS_TASKSBYSTATEENTRY']._serialized_end=1665
-  _globals['_PRIORITYSTATS']._serialized_start=1668
-  _globals['_PRIORITYSTATS']._serialized_end=1872
-  _globals['_PRIORITYSTATS_TASKSBYSTATEENTRY']._serialized_start=1614
-  _globals['_PRIORITYSTATS_TASKSBYSTATEENTRY']._serialized_end=1665
-  _globals['_SCHEDULER']._serialized_start=2033
-  _globals['_SCHEDULER']._serialized_end=2634
+  _globals['_GETJOBREQUEST']._serialized_end=478
+  _globals['_LISTJOBSREQUEST']._serialized_start=480
+  _globals['_LISTJOBSREQUEST']._serialized_end=512
+  _globals['_LISTJOBSRESPONSE']._serialized_start=514
+  _globals['_LISTJOBSRESPONSE']._serialized_end=560
+  _globals['_CANCELJOBREQUEST']._serialized_start=562
+  _globals['_CANCELJOBREQUEST']._serialized_end=616
+  _globals['_SUBMITJOBREQUEST']._serialized_start=618
+  _globals['_SUBMITJOBREQUEST']._serialized_end=687
+  _globals['_SUBMITJOBRESPONSE']._serialized_start=689
+  _globals['_SUBMITJOBRESPONSE']._serialized_end=754
+  _globals['_GETTASKREQUEST']._serialized_start=756
+  _globals['_GETTASKREQUEST']._serialized_end=789
+  _globals['_LISTTASKSREQUEST']._serialized_start=791
+  _globals['_LISTTASKSREQUEST']._serialized_end=918
+  _globals['_LISTTASKSRESPONSE']._serialized_start=920
+  _globals['_LISTTASKSRESPONSE']._serialized_end=994
+  _globals['_CANCELTASKREQUEST']._serialized_start=996
+  _globals['_CANCELTASKREQUEST']._serialized_end=1052
+  _globals['_WATCHEVENTSREQUEST']._serialized_start=1054
+  _globals['_WATCHEVENTSREQUEST']._serialized_end=1181
+  _globals['_STREAMLOGSREQUEST']._serialized_start=1183
+  _globals['_STREAMLOGSREQUEST']._serialized_end=1282
+  _globals['_LOGCHUNK']._serialized_start=1284
+  _globals['_LOGCHUNK']._serialized_end=1372
+  _globals['_GETSTATSREQUEST']._serialized_start=1374
+  _globals['_GETSTATSREQUEST']._serialized_end=1391
+  _globals['_STATS']._serialized_start=1394
+  _globals['_STATS']._serialized_end=1752
+  _globals['_STATS_TASKSBYSTATEENTRY']._serialized_start=1701
+  _globals['_STATS_TASKSBYSTATEENTRY']._serialized_end=1752
+  _globals['_PRIORITYSTATS']._serialized_start=1755
+  _globals['_PRIORITYSTATS']._serialized_end=1959
+  _globals['_PRIORITYSTATS_TASKSBYSTATEENTRY']._serialized_start=1701
+  _globals['_PRIORITYSTATS_TASKSBYSTATEENTRY']._serialized_end=1752
+  _globals['_SCHEDULER']._serialized_start=2120
+  _globals['_SCHEDULER']._serialized_end=2721
 # @@protoc_insertion_point(module_scope)
