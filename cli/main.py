@@ -303,6 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    from styx.common.config import TlsConfigError
     from styx_cli.output import error
 
     try:
@@ -310,6 +311,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         error(exc.message)
         return exc.exit_code
+    except TlsConfigError as exc:
+        error(str(exc))
+        return EXIT_USAGE
     except KeyboardInterrupt:
         error("interrupted")
         return EXIT_INTERRUPTED

@@ -370,7 +370,7 @@ class AwsProvider:
             "MinCount": 1,
             "MaxCount": 1,
             "ClientToken": token,
-            "UserData": bootstrap.startup_script(env),  # boto3 base64-encodes it
+            "UserData": bootstrap.startup_script(env, ca_pem=launch.tls_ca_pem),  # boto3 base64-encodes it
             "TagSpecifications": [
                 {"ResourceType": "instance", "Tags": tag_list},
                 {"ResourceType": "volume", "Tags": tag_list},

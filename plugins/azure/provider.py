@@ -477,7 +477,7 @@ class AzureProvider:
             zone=offer.zone,
             instance_type=offer.instance_type,
         )
-        script = bootstrap.startup_script(env)
+        script = bootstrap.startup_script(env, ca_pem=launch.tls_ca_pem)
         tags = sanitise_tags(labels)
         tags.update({TAG_MANAGED: "true", TAG_NODE: node_id, TAG_REQUEST: request_id})
         ip_config: dict[str, Any] = {"subnet": {"id": subnet}, "primary": True}

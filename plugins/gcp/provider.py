@@ -430,7 +430,7 @@ class GcpProvider:
             labels=labels,
             metadata=c.Metadata(
                 items=[
-                    c.Items(key=naming.META_STARTUP, value=bootstrap.startup_script(env)),
+                    c.Items(key=naming.META_STARTUP, value=bootstrap.startup_script(env, ca_pem=launch.tls_ca_pem)),
                     c.Items(key=naming.META_NODE_ID, value=node_id),
                     c.Items(key=naming.META_REQUEST_ID, value=request_id),
                 ]

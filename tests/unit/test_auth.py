@@ -57,3 +57,14 @@ def test_join_tokens_open_only_join_node_and_are_no_node_tokens() -> None:
     assert not token_accepted(SECRET, join, "/styx.v1.AgentGateway/WorkStream")
     assert not token_accepted(SECRET, mint_node_token(SECRET, "node-abc"), "/styx.v1.ResourceBroker/JoinNode")
     assert node_of_join_token(SECRET, mint_join_token(SECRET, "node-abc", ttl_s=-10)) is None
+
+
+def test_boot_script_installs_the_control_planes_ca_when_it_serves_tls() -> None:
+    from styx.provisioner.bootstrap import CA_FILE, agent_env, parse_startup_env, startup_script
+
+    pem = "-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----"
+    env = agent_env("node-1", "aws", "10.0.0.1:50051", "10.0.0.1:50052", SECRET)
+    script = startup_script(env, install="true", ca_pem=pem)
+    assert parse_startup_env(script)["STYX_TLS_CA"] == CA_FILE
+    assert f"cat > {CA_FILE} <<'STYX_CA'\n{pem}\nSTYX_CA\n" in script
+    assert "STYX_TLS_CA" not in parse_startup_env(startup_script(env, install="true"))

@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
         broker_pb2_grpc.add_ResourceBrokerServicer_to_server(BrokerServicer(broker, cfg.token), server)
         return [broker_pb2.DESCRIPTOR.services_by_name["ResourceBroker"].full_name]
 
-    running = start_server(cfg.host, cfg.port, cfg.token, register)
+    running = start_server(cfg.host, cfg.port, cfg.token, register, tls=cfg.tls)
     register_gauges(
         {
             "styx_nodes": ("Nodes by provider and state.", ["provider", "state"], broker.node_counts),

@@ -13,6 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+class TlsConfigError(Exception):
+    """STYX_TLS_CA names a file that cannot be read."""
+
+
 def styx_home() -> Path:
     """The directory holding local state: ``$STYX_HOME`` or ``~/.styx``."""
     return Path(os.environ.get("STYX_HOME") or Path.home() / ".styx").expanduser()
@@ -40,6 +44,10 @@ class ServerConfig:
     ready_file: Path | None
     log_level: str
     metrics_port: int = 0
+    #: (private key PEM, certificate chain PEM) to serve TLS with; None: plaintext.
+    tls: tuple[bytes, bytes] | None = None
+    #: PEM of the CA that clients of other services (and new nodes' agents) trust; "" if none.
+    tls_ca: str = ""
 
 
 def add_server_flags(parser: argparse.ArgumentParser, service: str, default_port: int) -> None:
@@ -70,6 +78,15 @@ def add_server_flags(parser: argparse.ArgumentParser, service: str, default_port
         default=int(env(f"{upper}_METRICS_PORT", "0")),
         help=f"serve Prometheus /metrics on this port; 0: off (STYX_{upper}_METRICS_PORT)",
     )
+    parser.add_argument(
+        "--tls-cert",
+        type=Path,
+        default=env("TLS_CERT") or None,
+        help="serve TLS with this PEM certificate chain; clients then need STYX_TLS_CA (STYX_TLS_CERT)",
+    )
+    parser.add_argument(
+        "--tls-key", type=Path, default=env("TLS_KEY") or None, help="PEM private key of --tls-cert (STYX_TLS_KEY)"
+    )
 
 
 def server_config(args: argparse.Namespace, service: str) -> ServerConfig:
@@ -83,7 +100,32 @@ def server_config(args: argparse.Namespace, service: str) -> ServerConfig:
         ready_file=args.ready_file,
         log_level=args.log_level,
         metrics_port=args.metrics_port,
+        tls=_tls_files(f"styx-{service}", args.tls_cert, args.tls_key),
+        tls_ca=_tls_ca(f"styx-{service}"),
     )
+
+
+def _tls_files(prog: str, cert: Path | None, key: Path | None) -> tuple[bytes, bytes] | None:
+    """Read the TLS key pair, or exit with a one-line error naming the flag to fix."""
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise SystemExit(f"{prog}: --tls-cert and --tls-key go together (STYX_TLS_CERT / STYX_TLS_KEY)")
+    try:
+        return key.read_bytes(), cert.read_bytes()
+    except OSError as exc:
+        raise SystemExit(f"{prog}: cannot read {exc.filename}: {exc.strerror} (--tls-cert / --tls-key)") from None
+
+
+def _tls_ca(prog: str) -> str:
+    """The CA bundle named by STYX_TLS_CA, checked at start-up rather than at first call."""
+    path = env("TLS_CA")
+    if not path:
+        return ""
+    try:
+        return Path(path).read_text()
+    except OSError as exc:
+        raise SystemExit(f"{prog}: STYX_TLS_CA: cannot read {path}: {exc.strerror}") from None
 
 
 def load_token() -> str:

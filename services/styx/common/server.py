@@ -158,8 +158,10 @@ def start_server(
     token: str,
     register: Callable[[grpc.Server], Iterable[str]],
     max_workers: int = 64,
+    tls: tuple[bytes, bytes] | None = None,
 ) -> RunningServer:
-    """Start serving. ``register`` adds servicers and returns their full service names."""
+    """Start serving. ``register`` adds servicers and returns their full service names.
+    ``tls`` (key PEM, certificate chain PEM) serves TLS instead of plaintext."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
         interceptors=[GuardInterceptor(token)],
@@ -171,7 +173,11 @@ def start_server(
     for name in [*names, ""]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    address = f"{host}:{port}"
+    if tls is None:
+        bound = server.add_insecure_port(address)
+    else:
+        bound = server.add_secure_port(address, grpc.ssl_server_credentials([tls]))
     if bound == 0:
         raise OSError(f"could not bind {host}:{port}")
     server.start()

@@ -94,7 +94,7 @@ def create_server(args: argparse.Namespace) -> tuple[RunningServer, Provisioner,
     core = Provisioner(
         make_engine(cfg.db_url),
         providers,
-        AgentLaunch(scheduler_endpoint=args.scheduler, broker_endpoint=args.broker, token=cfg.token),
+        AgentLaunch(args.scheduler, args.broker, token=cfg.token, tls_ca_pem=cfg.tls_ca),
         reconcile_interval_s=args.reconcile_seconds,
         leak_grace_s=args.leak_grace_seconds,
         on_instance_gone=_broker_notifier(args.broker, cfg.token),
@@ -106,7 +106,7 @@ def create_server(args: argparse.Namespace) -> tuple[RunningServer, Provisioner,
         provisioner_pb2_grpc.add_ProvisionerServicer_to_server(ProvisionerServicer(core), server)
         return [provisioner_pb2.DESCRIPTOR.services_by_name["Provisioner"].full_name]
 
-    running = start_server(cfg.host, cfg.port, cfg.token, register)
+    running = start_server(cfg.host, cfg.port, cfg.token, register, tls=cfg.tls)
 
     def instance_counts() -> dict[tuple[str, ...], float]:
         out: dict[tuple[str, ...], float] = {}

@@ -56,6 +56,9 @@ class AgentLaunch:
     scheduler_endpoint: str
     broker_endpoint: str
     token: str = field(default="", repr=False)
+    #: PEM of the CA the control plane's TLS certificates chain to ("" when it serves
+    #: plaintext); boot scripts install it so new agents verify the services they dial.
+    tls_ca_pem: str = field(default="", repr=False)
 
 
 class InstanceStatus(enum.Enum):
