@@ -6,10 +6,11 @@ another's; the same code runs on both backends.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, Table, bindparam, create_engine, event, insert
 from sqlalchemy.engine import make_url
 
 from styx.common.errors import InvalidArgument
@@ -40,3 +41,21 @@ def make_engine(url: str) -> Engine:
         # Plain postgresql:// URLs mean psycopg 3, the driver the postgres extra installs.
         parsed = parsed.set(drivername="postgresql+psycopg")
     return create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def bulk_insert(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert many rows of plain values (every row with the keys of the first) in one
+    executemany. SQLAlchemy's own executemany builds a parameter dict per row through its
+    type machinery, which cost seconds for a 100k-task job; these columns need no type
+    processing (str, int, float, bool), so the compiled statement goes to the driver as is.
+    """
+    if not rows:
+        return
+    keys = list(rows[0])
+    compiled = insert(table).values({k: bindparam(k) for k in keys}).compile(dialect=conn.dialect)
+    if compiled.positional:
+        order = compiled.positiontup or []
+        params: list[Any] = [tuple(row[k] for k in order) for row in rows]
+    else:
+        params = [dict(row) for row in rows] if not isinstance(rows[0], dict) else list(rows)
+    conn.exec_driver_sql(str(compiled), params)

@@ -27,6 +27,7 @@ from styx.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from styx.common.ids import new_id
 from styx.common.migrations import upgrade
 from styx.common.placement import Ask, Placement, rank_allocation_id
+from styx.common.store import bulk_insert
 from styx.common.timeutil import now
 from styx.scheduler import tables as t
 from styx.scheduler.gangs import GangMixin
@@ -221,8 +222,9 @@ class Scheduler(GangMixin, OutputsMixin):
                 ]
                 if workdir:
                     conn.execute(insert(t.workdirs).values(job_id=job_id, data=workdir))
-                conn.execute(
-                    insert(t.tasks),
+                bulk_insert(
+                    conn,
+                    t.tasks,
                     [
                         {
                             "task_id": r.task_id,
@@ -254,8 +256,7 @@ class Scheduler(GangMixin, OutputsMixin):
                     for r in records
                     for dep in r.spec.depends_on
                 ]
-                if edges:
-                    conn.execute(insert(t.deps), edges)
+                bulk_insert(conn, t.deps, edges)
                 self._record_events(conn, [("SUBMITTED", r, "") for r in records])
         except IntegrityError:
             # Lost a race with the same request_id (another call or replica): answer with the winner.

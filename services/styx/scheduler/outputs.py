@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Engine, and_, func, insert, select, text
 
 from styx.common.errors import FailedPrecondition, InvalidArgument
+from styx.common.store import bulk_insert
 from styx.common.timeutil import now
 from styx.scheduler import tables as t
 from styx.scheduler.model import (
@@ -135,8 +136,9 @@ class OutputsMixin:
             # order and a watcher that read seq N can never later find an uncommitted N-1.
             conn.execute(text("SELECT pg_advisory_xact_lock(717001)"))
         stamp = now()
-        conn.execute(
-            insert(t.events),
+        bulk_insert(
+            conn,
+            t.events,
             [
                 {
                     "time": stamp,
