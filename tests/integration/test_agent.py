@@ -54,6 +54,7 @@ class FakeControlPlane(broker_pb2_grpc.ResourceBrokerServicer, agent_pb2_grpc.Ag
         self.status_ids: set[str] = set()
         self.logs: dict[tuple[str, int], bytearray] = {}
         self.workdirs: dict[str, bytes] = {}
+        self.workdir_requests: list[agent_pb2.GetWorkdirRequest] = []
 
     # ResourceBroker
     def RegisterNode(self, request: broker_pb2.RegisterNodeRequest, context: grpc.ServicerContext) -> common_pb2.Node:
@@ -102,6 +103,8 @@ class FakeControlPlane(broker_pb2_grpc.ResourceBrokerServicer, agent_pb2_grpc.Ag
 
     def GetWorkdir(self, request: agent_pb2.GetWorkdirRequest, context: grpc.ServicerContext
                    ) -> Iterator[agent_pb2.WorkdirChunk]:
+        with self.lock:
+            self.workdir_requests.append(request)
         data = self.workdirs.get(request.job_id)
         if data is None:
             raise NotFound(f"job {request.job_id!r} not found")  # mapped by the server's interceptor
@@ -440,6 +443,7 @@ def test_workdir_archive_is_unpacked_into_the_sandbox(agent: Agent,
     final = plane.final("t-wd")
     assert final.state == common_pb2.TASK_STATE_SUCCEEDED, final
     assert plane.log_of("t-wd") == b"hi from the workdir\n"
+    assert [(r.job_id, r.node_id) for r in plane.workdir_requests] == [("j-wd", NODE)]  # asks as itself
 
 
 @pytest.mark.parametrize("job,archive,why", [

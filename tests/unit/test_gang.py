@@ -246,3 +246,20 @@ def test_a_lost_node_of_any_rank_requeues_the_whole_task(plane):
     assert sched.dispatch_once() == 1
     placed = sched.get_task(task_id)
     assert placed.attempt == 2 and by_rank[1] not in {r.node_id for r in placed.ranks}
+
+
+def test_every_rank_of_a_gang_may_fetch_its_workdir_and_no_other_node(plane):
+    from styx.common.errors import PermissionDenied
+
+    sched, _ = plane
+    job_id, (task,) = sched.submit_job(
+        "wd", "", [TaskSpec(name="g", run="true", num_nodes=2, resources=Resources(cpus=6))], workdir=b"tgz"
+    )
+    assert sched.dispatch_once() == 1
+    nodes = ranks_of(sched, task.task_id)
+    assert len(nodes) == 2
+    for node_id in nodes:
+        assert sched.get_workdir(job_id, node_id) == b"tgz"
+    (outsider,) = {"n1", "n2", "n3"} - set(nodes)
+    with pytest.raises(PermissionDenied):
+        sched.get_workdir(job_id, outsider)

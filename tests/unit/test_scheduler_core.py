@@ -395,3 +395,23 @@ def test_a_slow_dispatch_pass_keeps_the_lease(plane, engine_factory):
         holder.stop()
         loop.join(5)
     assert rival.hold_dispatch_lease() is True  # handed over once the holder stopped
+
+
+def test_a_workdir_goes_only_to_a_node_running_a_task_of_its_job(plane):
+    from styx.common.errors import PermissionDenied
+
+    sched, broker, _ = plane
+    job_id, (task,) = sched.submit_job("wd", "", [TaskSpec(name="t", run="true")], workdir=b"archive")
+    with pytest.raises(PermissionDenied, match="node_id"):
+        sched.get_workdir(job_id, "n1")  # not placed yet
+    assert sched.dispatch_once() == 1
+    assert sched.get_workdir(job_id, "n1") == b"archive"
+    broker.register_node("n2", "local", "pid-2", Capacity(1, 1))
+    with pytest.raises(PermissionDenied, match="'n2'"):
+        sched.get_workdir(job_id, "n2")  # a node that runs nothing of this job
+    sched.report("n1", task.task_id, 1, "RUNNING", None, "")
+    assert sched.get_workdir(job_id, "n1") == b"archive"
+    sched.report("n1", task.task_id, 1, "SUCCEEDED", 0, "")
+    with pytest.raises(PermissionDenied):
+        sched.get_workdir(job_id, "n1")  # done: nothing left to unpack
+    assert sched.get_workdir(job_id) == b"archive"  # the shared token's holder (no node) may read it

@@ -109,7 +109,7 @@ class ControlPlane:
         request = agent_pb2.AppendLogsRequest(task_id=task_id, attempt=attempt, offset=offset, data=data, rank=rank)
         return int(self._call("AppendLogs", self._gateway.AppendLogs, request).next_offset)
 
-    def get_workdir(self, job_id: str) -> bytes:
+    def get_workdir(self, node_id: str, job_id: str) -> bytes:
         """The job's workdir archive via the GetWorkdir stream, retried on transient errors."""
 
         def fetch(request: agent_pb2.GetWorkdirRequest, timeout: float) -> bytes:
@@ -117,7 +117,7 @@ class ControlPlane:
             chunks = self._gateway.GetWorkdir(request, timeout=max(timeout, WORKDIR_TIMEOUT_S))
             return b"".join(chunk.data for chunk in chunks)
 
-        return self._call("GetWorkdir", fetch, agent_pb2.GetWorkdirRequest(job_id=job_id))
+        return self._call("GetWorkdir", fetch, agent_pb2.GetWorkdirRequest(job_id=job_id, node_id=node_id))
 
     # -- work stream -------------------------------------------------------------------------
 

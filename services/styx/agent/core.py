@@ -7,6 +7,7 @@ one thread per task attempt (``runner.TaskRun``). Assignments are deduplicated o
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -75,8 +76,8 @@ class ControlPlaneLike(Protocol):
         """Append log bytes (of one rank of a multi-node task); return the next offset."""
         ...
 
-    def get_workdir(self, job_id: str) -> bytes:
-        """The job's workdir archive (gzip-compressed tar)."""
+    def get_workdir(self, node_id: str, job_id: str) -> bytes:
+        """The job's workdir archive (gzip-compressed tar), fetched as ``node_id``."""
         ...
 
     def work_items(self, node_id: str) -> Iterable[Assignment | Cancellation]:
@@ -224,7 +225,7 @@ class Agent:
                     self.cfg.work_dir,
                     self._appender(a),
                     self._report,
-                    self._control.get_workdir,
+                    functools.partial(self._control.get_workdir, self.cfg.node_id),
                     address=self.cfg.address,
                 )
                 self._runs[a.key] = run

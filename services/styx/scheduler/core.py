@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from sqlalchemy import Engine, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from styx.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from styx.common.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from styx.common.ids import new_id
 from styx.common.migrations import upgrade
 from styx.common.placement import Ask, Placement, rank_allocation_id
@@ -84,6 +84,11 @@ class BrokerPort(Protocol):
     def lost_nodes(self) -> set[str]:
         """Ids of nodes the broker marked LOST (their lease expired)."""
         ...
+
+
+def _rank_nodes(ranks_json: str) -> set[str]:
+    """Node ids of a gang's ranks, from the ``ranks_json`` column ("" for one-node tasks)."""
+    return {r["node_id"] for r in json.loads(ranks_json)["ranks"]} if ranks_json else set()
 
 
 def _row_to_task(row: Any) -> TaskRecord:
@@ -351,11 +356,24 @@ class Scheduler(GangMixin, OutputsMixin):
                     counts[job_id][state] = int(n)
         return [JobView(j.job_id, j.name, job_state(counts[j.job_id]), counts[j.job_id], j.created_at) for j in jobs]
 
-    def get_workdir(self, job_id: str) -> bytes:
-        """The job's workdir archive (b"" when it has none); NotFound for an unknown job."""
+    def get_workdir(self, job_id: str, node_id: str = "") -> bytes:
+        """The job's workdir archive (b"" when it has none); NotFound for an unknown job.
+
+        With ``node_id`` (always, for node-scoped tokens: the interceptor binds it to the
+        token) the node must hold a SCHEDULED or RUNNING task of the job, as one of its
+        ranks, so a node cannot read the code of jobs it does not run.
+        """
         with self._engine.connect() as conn:
             if conn.execute(select(t.jobs.c.job_id).where(t.jobs.c.job_id == job_id)).first() is None:
                 raise NotFound(f"job {job_id!r} not found")
+            if node_id:
+                active = conn.execute(
+                    select(t.tasks.c.node_id, t.tasks.c.ranks_json).where(
+                        and_(t.tasks.c.job_id == job_id, t.tasks.c.state.in_([SCHEDULED, RUNNING]))
+                    )
+                ).all()
+                if not any(node_id == n or node_id in _rank_nodes(ranks) for n, ranks in active):
+                    raise PermissionDenied(f"node_id: node {node_id!r} runs no task of job {job_id!r}")
             data = conn.execute(select(t.workdirs.c.data).where(t.workdirs.c.job_id == job_id)).scalar()
         return bytes(data or b"")
 

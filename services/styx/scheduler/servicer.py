@@ -122,6 +122,6 @@ class AgentGatewayServicer(agent_pb2_grpc.AgentGatewayServicer):
     def GetWorkdir(
         self, request: agent_pb2.GetWorkdirRequest, context: grpc.ServicerContext
     ) -> Iterator[agent_pb2.WorkdirChunk]:
-        data = self.core.get_workdir(request.job_id)
+        data = self.core.get_workdir(request.job_id, request.node_id)
         for start in range(0, len(data), WORKDIR_CHUNK):
             yield agent_pb2.WorkdirChunk(data=data[start : start + WORKDIR_CHUNK])

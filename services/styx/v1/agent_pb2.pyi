@@ -8,10 +8,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class GetWorkdirRequest(_message.Message):
-    __slots__ = ("job_id",)
+    __slots__ = ("job_id", "node_id")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
     job_id: str
-    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+    node_id: str
+    def __init__(self, job_id: _Optional[str] = ..., node_id: _Optional[str] = ...) -> None: ...
 
 class WorkdirChunk(_message.Message):
     __slots__ = ("data",)
