@@ -55,6 +55,7 @@ class FakeControlPlane(broker_pb2_grpc.ResourceBrokerServicer, agent_pb2_grpc.Ag
         self.logs: dict[tuple[str, int], bytearray] = {}
         self.workdirs: dict[str, bytes] = {}
         self.workdir_requests: list[agent_pb2.GetWorkdirRequest] = []
+        self.log_senders: set[str] = set()
 
     # ResourceBroker
     def RegisterNode(self, request: broker_pb2.RegisterNodeRequest, context: grpc.ServicerContext) -> common_pb2.Node:
@@ -96,6 +97,7 @@ class FakeControlPlane(broker_pb2_grpc.ResourceBrokerServicer, agent_pb2_grpc.Ag
     def AppendLogs(self, request: agent_pb2.AppendLogsRequest, context: grpc.ServicerContext
                    ) -> agent_pb2.AppendLogsResponse:
         with self.lock:
+            self.log_senders.add(request.node_id)
             stored = self.logs.setdefault((request.task_id, request.attempt), bytearray())
             if request.offset <= len(stored):
                 stored.extend(request.data[len(stored) - request.offset:])
@@ -444,6 +446,7 @@ def test_workdir_archive_is_unpacked_into_the_sandbox(agent: Agent,
     assert final.state == common_pb2.TASK_STATE_SUCCEEDED, final
     assert plane.log_of("t-wd") == b"hi from the workdir\n"
     assert [(r.job_id, r.node_id) for r in plane.workdir_requests] == [("j-wd", NODE)]  # asks as itself
+    assert plane.log_senders == {NODE}  # and ships its output as itself
 
 
 @pytest.mark.parametrize("job,archive,why", [

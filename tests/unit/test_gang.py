@@ -263,3 +263,15 @@ def test_every_rank_of_a_gang_may_fetch_its_workdir_and_no_other_node(plane):
     (outsider,) = {"n1", "n2", "n3"} - set(nodes)
     with pytest.raises(PermissionDenied):
         sched.get_workdir(job_id, outsider)
+
+
+def test_each_rank_appends_only_its_own_log(plane):
+    from styx.common.errors import PermissionDenied
+
+    sched, _ = plane
+    task_id = submit(sched, 2, resources=Resources(cpus=6))
+    by_rank = {rank: node for node, rank in ranks_of(sched, task_id).items()}
+    assert sched.append_logs(task_id, 1, 0, b"r1\n", rank=1, node_id=by_rank[1]) == 3
+    with pytest.raises(PermissionDenied):
+        sched.append_logs(task_id, 1, 0, b"r0?\n", rank=0, node_id=by_rank[1])
+    assert sched.append_logs(task_id, 1, 0, b"r0\n", rank=0, node_id=by_rank[0]) == 3

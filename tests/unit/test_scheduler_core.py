@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import InProcessBroker
+from helpers import InProcessBroker, wait_until
 from styx.broker.core import Broker
 from styx.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from styx.common.offers import Offer
@@ -415,3 +415,29 @@ def test_a_workdir_goes_only_to_a_node_running_a_task_of_its_job(plane):
     with pytest.raises(PermissionDenied):
         sched.get_workdir(job_id, "n1")  # done: nothing left to unpack
     assert sched.get_workdir(job_id) == b"archive"  # the shared token's holder (no node) may read it
+
+
+def test_only_the_node_that_ran_an_attempt_may_append_to_its_log(plane):
+    from styx.common.errors import PermissionDenied
+    from styx.scheduler.model import RetryPolicy
+
+    sched, broker, _ = plane
+    spec = TaskSpec(name="t", run="true", retry=RetryPolicy(max_retries=1, backoff_s=0.01))
+    _, (task,) = sched.submit_job("logs-bound", "", [spec])
+    with pytest.raises(PermissionDenied):
+        sched.append_logs(task.task_id, 1, 0, b"early", node_id="n1")  # not placed yet
+    assert sched.dispatch_once() == 1
+    assert sched.append_logs(task.task_id, 1, 0, b"one\n", node_id="n1") == 4
+    broker.register_node("n2", "local", "pid-2", Capacity(4, 8))
+    with pytest.raises(PermissionDenied, match="'n2' did not run rank 0 of attempt 1"):
+        sched.append_logs(task.task_id, 1, 4, b"forged\n", node_id="n2")
+    # Attempt 1 fails on n1 and attempt 2 runs on n2: n1 may still ship attempt 1's tail.
+    sched.report("n1", task.task_id, 1, "FAILED", 1, "boom")
+    broker.deregister_node("n1", "gone")
+    wait_until(lambda: sched.dispatch_once() == 1, timeout=10, message="attempt 2 placed")
+    assert (sched.get_task(task.task_id).attempt, sched.get_task(task.task_id).node_id) == (2, "n2")
+    assert sched.append_logs(task.task_id, 1, 4, b"tail\n", node_id="n1") == 9
+    with pytest.raises(PermissionDenied):
+        sched.append_logs(task.task_id, 2, 0, b"x", node_id="n1")
+    assert sched.append_logs(task.task_id, 2, 0, b"two\n", node_id="n2") == 4
+    assert sched.append_logs(task.task_id, 2, 4, b"ops\n") == 8  # the shared token's holder names no node

@@ -104,9 +104,11 @@ class ControlPlane:
         """ReportTaskStatus, retried on transient errors."""
         self._call("ReportTaskStatus", self._gateway.ReportTaskStatus, convert.status_to_proto(node_id, report))
 
-    def append_logs(self, task_id: str, attempt: int, offset: int, data: bytes, rank: int = 0) -> int:
-        """AppendLogs at ``offset`` (of one rank's log); returns where the next append starts."""
-        request = agent_pb2.AppendLogsRequest(task_id=task_id, attempt=attempt, offset=offset, data=data, rank=rank)
+    def append_logs(self, node_id: str, task_id: str, attempt: int, offset: int, data: bytes, rank: int = 0) -> int:
+        """AppendLogs at ``offset`` (of one rank's log) as ``node_id``; returns where the next append starts."""
+        request = agent_pb2.AppendLogsRequest(
+            task_id=task_id, attempt=attempt, offset=offset, data=data, rank=rank, node_id=node_id
+        )
         return int(self._call("AppendLogs", self._gateway.AppendLogs, request).next_offset)
 
     def get_workdir(self, node_id: str, job_id: str) -> bytes:

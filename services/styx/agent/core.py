@@ -72,8 +72,8 @@ class ControlPlaneLike(Protocol):
     def report_status(self, node_id: str, report: StatusReport) -> None:
         """Report a task attempt's status."""
 
-    def append_logs(self, task_id: str, attempt: int, offset: int, data: bytes, rank: int = 0) -> int:
-        """Append log bytes (of one rank of a multi-node task); return the next offset."""
+    def append_logs(self, node_id: str, task_id: str, attempt: int, offset: int, data: bytes, rank: int = 0) -> int:
+        """Append log bytes (of one rank of a multi-node task) as ``node_id``; return the next offset."""
         ...
 
     def get_workdir(self, node_id: str, job_id: str) -> bytes:
@@ -267,9 +267,7 @@ class Agent:
 
     def _appender(self, a: Assignment) -> AppendLogs:
         def append(offset: int, data: bytes) -> int:
-            if a.rank:
-                return self._control.append_logs(a.task_id, a.attempt, offset, data, a.rank)
-            return self._control.append_logs(a.task_id, a.attempt, offset, data)
+            return self._control.append_logs(self.cfg.node_id, a.task_id, a.attempt, offset, data, a.rank)
 
         return append
 

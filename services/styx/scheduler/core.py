@@ -494,6 +494,7 @@ class Scheduler(GangMixin, OutputsMixin):
         """
         stamp = now()
         sends: list[tuple[str, Assign]] = []
+        ran: list[dict[str, Any]] = []
         ended: list[TaskRecord] = []
         events: list[tuple[str, TaskRecord, str]] = []
         wanted = {alloc.rsplit("/", 1)[0] for alloc in placed} | set(infeasible)
@@ -528,6 +529,11 @@ class Scheduler(GangMixin, OutputsMixin):
                         "ranks_json": rec.ranks_json(),
                     }
                 )
+                nodes = [r.node_id for r in rec.ranks] or [res.node_id]
+                ran += [
+                    {"task_id": rec.task_id, "attempt": rec.attempt, "rank": i, "node_id": n}
+                    for i, n in enumerate(nodes)
+                ]
                 if rec.ranks:
                     events.append(("SCHEDULED", rec, "on " + ", ".join(r.node_id for r in rec.ranks)))
                     sends.extend(
@@ -542,6 +548,7 @@ class Scheduler(GangMixin, OutputsMixin):
                 sends.append((res.node_id, item))
             if updates:
                 conn.execute(update(t.tasks).where(t.tasks.c.task_id == bindparam("k_task_id")), updates)
+                bulk_insert(conn, t.placements, ran)
             for task_id, res in infeasible.items():
                 rec = pending.get(task_id)
                 if rec is not None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import Engine, and_, func, insert, select, text
 
-from styx.common.errors import FailedPrecondition, InvalidArgument
+from styx.common.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from styx.common.store import bulk_insert
 from styx.common.timeutil import now
 from styx.scheduler import tables as t
@@ -40,10 +40,30 @@ class OutputsMixin:
         raise NotImplementedError
 
     # ---- logs --------------------------------------------------------------------------
-    def append_logs(self, task_id: str, attempt: int, offset: int, data: bytes, rank: int = 0) -> int:
+    def append_logs(
+        self, task_id: str, attempt: int, offset: int, data: bytes, rank: int = 0, node_id: str = ""
+    ) -> int:
         """Store output at offset (each rank of a multi-node task has its own log); bytes
-        already stored are ignored. Returns the new length."""
+        already stored are ignored. Returns the new length.
+
+        With ``node_id`` (always, for node-scoped tokens) it must be the node that ran this
+        rank of this attempt, so a node cannot write into another task's output.
+        """
         with self._lock, self._engine.begin() as conn:
+            if node_id:
+                ran = conn.execute(
+                    select(t.placements.c.node_id).where(
+                        and_(
+                            t.placements.c.task_id == task_id,
+                            t.placements.c.attempt == attempt,
+                            t.placements.c.rank == rank,
+                        )
+                    )
+                ).scalar()
+                if ran != node_id:
+                    raise PermissionDenied(
+                        f"node_id: node {node_id!r} did not run rank {rank} of attempt {attempt} of task {task_id!r}"
+                    )
             last = conn.execute(
                 select(t.logs.c.offset, func.length(t.logs.c.data))
                 .where(and_(t.logs.c.task_id == task_id, t.logs.c.attempt == attempt, t.logs.c.rank == rank))

@@ -116,7 +116,9 @@ class AgentGatewayServicer(agent_pb2_grpc.AgentGatewayServicer):
     ) -> agent_pb2.AppendLogsResponse:
         if not request.task_id:
             raise InvalidArgument("task_id: required")
-        length = self.core.append_logs(request.task_id, request.attempt, request.offset, request.data, request.rank)
+        length = self.core.append_logs(
+            request.task_id, request.attempt, request.offset, request.data, request.rank, request.node_id
+        )
         return agent_pb2.AppendLogsResponse(next_offset=length)
 
     def GetWorkdir(

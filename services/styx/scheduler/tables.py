@@ -139,3 +139,15 @@ leases = Table(
     Column("holder", String(64), nullable=False),
     Column("expires_at", Float, nullable=False),
 )
+
+# Which node ran each rank of each attempt: written when the attempt is placed and kept,
+# so output a node ships late for an earlier attempt is still accepted from that node
+# and from no other.
+placements = Table(
+    "sched_placements",
+    metadata,
+    Column("task_id", String(64), primary_key=True),
+    Column("attempt", Integer, primary_key=True),
+    Column("rank", Integer, primary_key=True),
+    Column("node_id", String(64), nullable=False),
+)

@@ -98,18 +98,20 @@ class ReportTaskStatusResponse(_message.Message):
     def __init__(self, task: _Optional[_Union[_common_pb2.Task, _Mapping]] = ...) -> None: ...
 
 class AppendLogsRequest(_message.Message):
-    __slots__ = ("task_id", "attempt", "offset", "data", "rank")
+    __slots__ = ("task_id", "attempt", "offset", "data", "rank", "node_id")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     RANK_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     attempt: int
     offset: int
     data: bytes
     rank: int
-    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., rank: _Optional[int] = ...) -> None: ...
+    node_id: str
+    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., rank: _Optional[int] = ..., node_id: _Optional[str] = ...) -> None: ...
 
 class AppendLogsResponse(_message.Message):
     __slots__ = ("next_offset",)
