@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from sqlalchemy import Engine, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from styx.common.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from styx.common.errors import FailedPrecondition, InvalidArgument
 from styx.common.ids import new_id
 from styx.common.migrations import upgrade
 from styx.common.placement import Ask, Placement, rank_allocation_id
@@ -51,7 +51,8 @@ from styx.scheduler.model import (
     validate_job,
 )
 from styx.scheduler.outputs import OutputsMixin
-from styx.scheduler.stats import JobView, Stats, compute_stats, job_state
+from styx.scheduler.queries import QueriesMixin, row_to_task
+from styx.scheduler.stats import JobView, Stats, compute_stats
 from styx.scheduler.workqueue import Assign, Cancel, Dispatcher, WorkItem
 
 log = logging.getLogger(__name__)
@@ -86,35 +87,7 @@ class BrokerPort(Protocol):
         ...
 
 
-def _rank_nodes(ranks_json: str) -> set[str]:
-    """Node ids of a gang's ranks, from the ``ranks_json`` column ("" for one-node tasks)."""
-    return {r["node_id"] for r in json.loads(ranks_json)["ranks"]} if ranks_json else set()
-
-
-def _row_to_task(row: Any) -> TaskRecord:
-    rec = TaskRecord(
-        task_id=row.task_id,
-        job_id=row.job_id,
-        seq=row.seq,
-        spec=TaskSpec.from_json(row.spec_json),
-        state=row.state,
-        attempt=row.attempt,
-        node_id=row.node_id,
-        gpu_indices=tuple(json.loads(row.gpu_indices_json)),
-        exit_code=row.exit_code,
-        failure_reason=row.failure_reason,
-        created_at=row.created_at,
-        scheduled_at=row.scheduled_at,
-        started_at=row.started_at,
-        finished_at=row.finished_at,
-        retry_at=row.retry_at,
-        failures=row.failures,
-    )
-    rec.load_ranks(row.ranks_json)
-    return rec
-
-
-class Scheduler(GangMixin, OutputsMixin):
+class Scheduler(QueriesMixin, GangMixin, OutputsMixin):
     """Owns jobs and tasks. Thread-safe: state transitions happen in transactions under one lock."""
 
     def __init__(
@@ -277,106 +250,6 @@ class Scheduler(GangMixin, OutputsMixin):
         with self._engine.connect() as conn:
             return conn.execute(select(t.jobs.c.job_id).where(t.jobs.c.request_id == request_id)).scalar()
 
-    # ---- reads ---------------------------------------------------------------------------
-    def get_task(self, task_id: str) -> TaskRecord:
-        """One task; NotFound when unknown."""
-        if not task_id:
-            raise InvalidArgument("task_id: required")
-        with self._engine.connect() as conn:
-            row = conn.execute(
-                select(t.tasks, t.jobs.c.name.label("job_name"))
-                .join(t.jobs, t.jobs.c.job_id == t.tasks.c.job_id)
-                .where(t.tasks.c.task_id == task_id)
-            ).first()
-        if row is None:
-            raise NotFound(f"task {task_id!r} not found; `sky status` lists tasks")
-        rec = _row_to_task(row)
-        rec.job_name = row.job_name
-        return rec
-
-    def list_tasks(
-        self,
-        job_id: str = "",
-        states: Sequence[str] = (),
-        limit: int = 1000,
-        oldest_first: bool = False,
-        after_seq: int | None = None,
-    ) -> list[TaskRecord]:
-        """Tasks, newest first unless oldest_first; ``after_seq`` continues past that
-        submission number in the same order (the cursor of ListTasks' page tokens)."""
-        query = select(t.tasks, t.jobs.c.name.label("job_name")).join(t.jobs, t.jobs.c.job_id == t.tasks.c.job_id)
-        if job_id:
-            query = query.where(t.tasks.c.job_id == job_id)
-        if states:
-            query = query.where(t.tasks.c.state.in_(list(states)))
-        if after_seq is not None:
-            query = query.where(t.tasks.c.seq > after_seq if oldest_first else t.tasks.c.seq < after_seq)
-        query = query.order_by(t.tasks.c.seq.asc() if oldest_first else t.tasks.c.seq.desc()).limit(limit)
-        with self._engine.connect() as conn:
-            out = []
-            for row in conn.execute(query):
-                rec = _row_to_task(row)
-                rec.job_name = row.job_name
-                out.append(rec)
-            return out
-
-    def get_job(self, job_id: str, task_limit: int = 1000) -> JobView:
-        """A job with its first ``task_limit`` tasks and the counts of all; NotFound when unknown.
-
-        Capped because a reply holding every task of a 100k-task job would pass gRPC's
-        default 4 MB message limit in other languages' clients; ListTasks pages the rest.
-        """
-        if not job_id:
-            raise InvalidArgument("job_id: required")
-        with self._engine.connect() as conn:
-            job = conn.execute(select(t.jobs).where(t.jobs.c.job_id == job_id)).first()
-            if job is None:
-                raise NotFound(f"job {job_id!r} not found; `sky queue` lists jobs")
-            counts = {
-                state: int(n)
-                for state, n in conn.execute(
-                    select(t.tasks.c.state, func.count()).where(t.tasks.c.job_id == job_id).group_by(t.tasks.c.state)
-                )
-            }
-        tasks = self.list_tasks(job_id=job_id, limit=task_limit, oldest_first=True)
-        return JobView(job.job_id, job.name, job_state(counts), counts, job.created_at, tuple(tasks))
-
-    def list_jobs(self, limit: int = 100) -> list[JobView]:
-        """Jobs, newest first, with task counts."""
-        with self._engine.connect() as conn:
-            jobs = conn.execute(select(t.jobs).order_by(t.jobs.c.created_at.desc()).limit(limit)).all()
-            ids = [j.job_id for j in jobs]
-            counts: dict[str, dict[str, int]] = {i: {} for i in ids}
-            if ids:
-                for job_id, state, n in conn.execute(
-                    select(t.tasks.c.job_id, t.tasks.c.state, func.count())
-                    .where(t.tasks.c.job_id.in_(ids))
-                    .group_by(t.tasks.c.job_id, t.tasks.c.state)
-                ):
-                    counts[job_id][state] = int(n)
-        return [JobView(j.job_id, j.name, job_state(counts[j.job_id]), counts[j.job_id], j.created_at) for j in jobs]
-
-    def get_workdir(self, job_id: str, node_id: str = "") -> bytes:
-        """The job's workdir archive (b"" when it has none); NotFound for an unknown job.
-
-        With ``node_id`` (always, for node-scoped tokens: the interceptor binds it to the
-        token) the node must hold a SCHEDULED or RUNNING task of the job, as one of its
-        ranks, so a node cannot read the code of jobs it does not run.
-        """
-        with self._engine.connect() as conn:
-            if conn.execute(select(t.jobs.c.job_id).where(t.jobs.c.job_id == job_id)).first() is None:
-                raise NotFound(f"job {job_id!r} not found")
-            if node_id:
-                active = conn.execute(
-                    select(t.tasks.c.node_id, t.tasks.c.ranks_json).where(
-                        and_(t.tasks.c.job_id == job_id, t.tasks.c.state.in_([SCHEDULED, RUNNING]))
-                    )
-                ).all()
-                if not any(node_id == n or node_id in _rank_nodes(ranks) for n, ranks in active):
-                    raise PermissionDenied(f"node_id: node {node_id!r} runs no task of job {job_id!r}")
-            data = conn.execute(select(t.workdirs.c.data).where(t.workdirs.c.job_id == job_id)).scalar()
-        return bytes(data or b"")
-
     # ---- dispatch ------------------------------------------------------------------------
     def wake(self) -> None:
         """Ask the dispatch loop for a pass now (new work, freed capacity, new node)."""
@@ -502,7 +375,7 @@ class Scheduler(GangMixin, OutputsMixin):
             # Filter the state in Python: with "state = PENDING" in the WHERE clause SQLite
             # prefers the state index and scans every pending task instead of the few ids.
             rows = conn.execute(select(t.tasks).where(t.tasks.c.task_id.in_(sorted(wanted))).with_for_update()).all()
-            pending = {row.task_id: _row_to_task(row) for row in rows if row.state == PENDING}
+            pending = {row.task_id: row_to_task(row) for row in rows if row.state == PENDING}
             with_workdir = self._jobs_with_workdir(conn, {rec.job_id for rec in pending.values()})
             orphans = [alloc for alloc in placed if alloc.rsplit("/", 1)[0] not in pending]
             updates = []
@@ -673,7 +546,7 @@ class Scheduler(GangMixin, OutputsMixin):
                     deps.setdefault(row.task_id, []).append(row)
                 ready: list[str] = []
                 for row in dependents:
-                    rec = _row_to_task(row)
+                    rec = row_to_task(row)
                     mine = sorted(deps.get(rec.task_id, []), key=lambda d: d.name)
                     bad = [d for d in mine if d.state in TERMINAL and d.state != SUCCEEDED]
                     if bad:
@@ -752,7 +625,7 @@ class Scheduler(GangMixin, OutputsMixin):
             with_workdir = self._jobs_with_workdir(conn, {r.job_id for r in rows} | {r.job_id for r in gangs})
         items: list[WorkItem] = []
         for row in gangs:
-            rec = _row_to_task(row)
+            rec = row_to_task(row)
             for i, slot in enumerate(rec.ranks):
                 if slot.node_id != node_id or slot.ended:
                     continue
@@ -763,7 +636,7 @@ class Scheduler(GangMixin, OutputsMixin):
         for row in rows:
             if row.num_nodes > 1:
                 continue  # its ranks were handled above
-            rec = _row_to_task(row)
+            rec = row_to_task(row)
             if rec.state == CANCELLED:
                 items.append(Cancel(rec.task_id, rec.attempt, rec.failure_reason))
             else:
@@ -929,12 +802,12 @@ class Scheduler(GangMixin, OutputsMixin):
             ).all()
             stamp = now()
             for row in gangs:
-                rec = _row_to_task(row)
+                rec = row_to_task(row)
                 self._lose_ranks(conn, rec, lost, row.losses, stamp, events, ended, pushes, early, to_release)
             for row in rows:
                 if row.num_nodes > 1:
                     continue  # a gang: handled above, rank by rank
-                rec = _row_to_task(row)
+                rec = row_to_task(row)
                 to_release.append((rec.task_id, rec.attempt, 1))
                 why = f"node {rec.node_id} was lost (no heartbeat)"
                 if rec.state not in ACTIVE:
