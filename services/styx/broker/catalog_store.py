@@ -16,6 +16,7 @@ from styx.broker import tables as t
 from styx.broker.catalog import gc_paused, make_offer
 from styx.common.errors import InvalidArgument
 from styx.common.offers import Offer
+from styx.common.store import bulk_insert
 
 _COLUMNS = (
     "provider", "region", "zone", "instance_type", "cpus", "memory_gib", "accelerator_name", "accelerator_count",
@@ -82,8 +83,7 @@ def save_import(engine: Engine, offers: Sequence[Offer], stamp: float, request_i
     with engine.begin() as conn:
         conn.execute(delete(t.offers).where(t.offers.c.provider.in_(list(counts))))
         conn.execute(delete(t.catalog_imports).where(t.catalog_imports.c.provider.in_(list(counts))))
-        for start in range(0, len(rows), 5000):
-            conn.execute(insert(t.offers), rows[start : start + 5000])
+        bulk_insert(conn, t.offers, rows)
         if counts:
             conn.execute(
                 insert(t.catalog_imports),

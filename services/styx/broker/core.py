@@ -66,6 +66,7 @@ from styx.common.migrations import upgrade
 from styx.common.offers import Offer
 from styx.common.placement import INFEASIBLE, PLACED, WAITING, Ask, NodeSlot, Placement, rank_allocation_id
 from styx.common.resources import Capacity, GpuDevice, Resources, gpu_matches, infra_parts
+from styx.common.store import bulk_insert
 from styx.common.timeutil import now
 
 log = logging.getLogger(__name__)
@@ -358,8 +359,9 @@ class Broker(CatalogMixin):
             if new_allocs:
                 stamp = now()
                 with self._engine.begin() as conn:
-                    conn.execute(
-                        insert(t.allocations),
+                    bulk_insert(
+                        conn,
+                        t.allocations,
                         [
                             {
                                 "allocation_id": a.allocation_id,
