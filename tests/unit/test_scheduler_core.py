@@ -376,17 +376,17 @@ def test_a_slow_dispatch_pass_keeps_the_lease(plane, engine_factory):
     class StallingBroker(InProcessBroker):
         def allocate(self, asks):
             entered.set()
-            release.wait(5)
+            release.wait(10)
             return super().allocate(asks)
 
-    holder = Scheduler(engine_factory("scheduler"), StallingBroker(broker), lease_s=0.6)
-    rival = Scheduler(engine_factory("scheduler"), InProcessBroker(broker), lease_s=0.6)
+    holder = Scheduler(engine_factory("scheduler"), StallingBroker(broker), lease_s=1.2)
+    rival = Scheduler(engine_factory("scheduler"), InProcessBroker(broker), lease_s=1.2)
     holder.submit_job("r", "", [TaskSpec(name="t", run="x")])
     loop = threading.Thread(target=holder.run_loop, kwargs={"idle_wait_s": 0.05}, daemon=True)
     loop.start()
     try:
         assert entered.wait(5), "the dispatch pass never reached the broker"
-        deadline = time.monotonic() + 1.5  # the pass is stalled for 2.5 leases
+        deadline = time.monotonic() + 3.0  # the pass is stalled for 2.5 leases
         while time.monotonic() < deadline:
             assert rival.hold_dispatch_lease() is False, "a stalled pass lost the lease"
             time.sleep(0.05)
