@@ -124,11 +124,13 @@ def test_failed_provision_cools_the_offer_down(broker):
     assert res.outcome == WAITING
 
 
-def test_silent_nodes_are_lost_and_come_back(broker):
-    import time
+def test_silent_nodes_are_lost_and_come_back(engine_factory):
+    from styx.common.clock import FakeClock
 
+    clock = FakeClock()
+    broker = Broker(engine_factory("broker"), RecordingProvisioner([CHEAP]), lease_seconds=0.2, clock=clock)
     broker.register_node("n", "local", "", Capacity(2, 4))
-    time.sleep(0.3)
+    clock.advance(0.3)
     broker.reconcile()
     assert broker.get_node("n").state == "LOST"
     assert broker.list_nodes() == []
@@ -306,7 +308,7 @@ def test_deregistered_node_is_gone_until_it_registers_again(broker):
 
 def _up(broker, name: str, nodes: int = 2, **res) -> list[str]:
     """Create a cluster, play its nodes' registration, and return their ids."""
-    view = broker.clusters.create(name, Resources(**res), nodes, 0, False)
+    view = broker.create_cluster(name, Resources(**res), nodes, 0, False)
     node_ids = list(view.node_ids)
     for node_id in node_ids:
         broker.register_node(node_id, "aws", f"i-{node_id}", Capacity(4, 16), "us-east-1", "us-east-1a", "m6i.xlarge")
@@ -317,7 +319,7 @@ def _up(broker, name: str, nodes: int = 2, **res) -> list[str]:
 
 def test_cluster_nodes_are_provisioned_labelled_and_reserved(broker):
     prov = broker._provisioner
-    view = broker.clusters.create("train", Resources(cpus=4), 2, 0, False)
+    view = broker.create_cluster("train", Resources(cpus=4), 2, 0, False)
     assert view.state == "INIT" and len(view.node_ids) == 2
     assert [c[1].instance_type for c in prov.calls] == ["m6i.xlarge", "m6i.xlarge"]
     (waiting,) = broker.allocate([ask(1, cpus=1, cluster="train")])
@@ -330,7 +332,7 @@ def test_cluster_nodes_are_provisioned_labelled_and_reserved(broker):
     broker.release("a2")
     (pool,) = broker.allocate([ask(4, cpus=1)])
     assert pool.outcome == WAITING and pool.node_id == ""
-    assert broker.clusters.create("train", Resources(cpus=4), 2, 0, False).node_ids == node_ids  # reused
+    assert broker.create_cluster("train", Resources(cpus=4), 2, 0, False).node_ids == node_ids  # reused
 
 
 def test_pinned_asks_that_cannot_run_fail_with_the_reason(broker):
@@ -343,7 +345,7 @@ def test_pinned_asks_that_cannot_run_fail_with_the_reason(broker):
 
 def test_cluster_down_terminates_nodes_and_refuses_more_work(broker):
     node_ids = _up(broker, "tmp")
-    view = broker.clusters.down("tmp")
+    view = broker.down_cluster("tmp")
     assert view.state == "DOWN"
     assert broker._provisioner.terminated == node_ids
     assert all(broker.get_node(n).state == "GONE" for n in node_ids)  # its tasks re-queue at once
@@ -353,7 +355,7 @@ def test_cluster_down_terminates_nodes_and_refuses_more_work(broker):
 
 def test_idle_cluster_is_autostopped(broker):
     _up(broker, "idle", nodes=1)
-    broker.clusters.set_autostop("idle", 1, True)
+    broker.set_autostop("idle", 1, True)
     broker.reconcile()
     assert broker.clusters.get("idle").state == "UP"  # not idle long enough
     broker.clusters.get("idle").last_used_at -= 120
@@ -375,16 +377,16 @@ def test_infeasible_cluster_is_refused_at_creation(broker):
     from styx.common.errors import InvalidArgument
 
     with pytest.raises(InvalidArgument, match="H100:8"):
-        broker.clusters.create("big", Resources(accelerators=(Accelerator("H100", 8),)), 1, 0, False)
+        broker.create_cluster("big", Resources(accelerators=(Accelerator("H100", 8),)), 1, 0, False)
     with pytest.raises(InvalidArgument, match="name"):
-        broker.clusters.create("Bad_Name", Resources(), 1, 0, False)
+        broker.create_cluster("Bad_Name", Resources(), 1, 0, False)
 
 
 def test_cluster_that_gets_no_node_fails_with_the_reason(engine_factory):
     local = Offer("local", "local", "", "host", 4, 8, max_instances=1)
     broker = Broker(engine_factory("broker"), RecordingProvisioner([local]))
     broker.register_node("pool", "local", "pid-1", Capacity(4, 8), "local", "", "host")  # the one local node
-    view = broker.clusters.create("dev", Resources(cpus=1), 1, 0, False)
+    view = broker.create_cluster("dev", Resources(cpus=1), 1, 0, False)
     assert view.state == "INIT" and "instance limit" in view.reason
     for _ in range(10):
         broker.reconcile()
@@ -396,12 +398,12 @@ def test_cluster_that_gets_no_node_fails_with_the_reason(engine_factory):
 
 def test_cluster_stop_and_start(broker):
     (node_id,) = _up(broker, "gpu", nodes=1)
-    view = broker.clusters.stop("gpu")
+    view = broker.stop_cluster("gpu")
     assert view.state == "STOPPED" and broker._provisioner.powered == [("stop", node_id)]
     assert broker.get_node(node_id).state == "GONE"  # its unfinished tasks re-queue now
     (refused,) = broker.allocate([ask(1, cluster="gpu")])
     assert refused.outcome == INFEASIBLE and "sky start gpu" in refused.reason
-    view = broker.clusters.start("gpu")
+    view = broker.start_cluster("gpu")
     assert view.state == "STARTING"
     (waiting,) = broker.allocate([ask(2, cluster="gpu")])
     assert waiting.outcome == WAITING
@@ -414,13 +416,13 @@ def test_cluster_stop_and_start(broker):
 
 def test_autostop_stops_or_tears_down_when_the_provider_cannot_stop(broker):
     _up(broker, "a", nodes=1)
-    broker.clusters.set_autostop("a", 1, False)
+    broker.set_autostop("a", 1, False)
     broker.clusters.get("a").last_used_at -= 120
     broker.reconcile()
     assert broker.clusters.get("a").state == "STOPPED"
     broker._provisioner.can_stop = False
     _up(broker, "b", nodes=1)
-    broker.clusters.set_autostop("b", 1, False)
+    broker.set_autostop("b", 1, False)
     broker.clusters.get("b").last_used_at -= 120
     broker.reconcile()
     view = broker.clusters.get("b")

@@ -112,7 +112,7 @@ def test_gang_larger_than_any_offer_allows_is_infeasible(engine_factory):
 def test_gang_pinned_to_a_cluster(engine_factory):
     prov = Provisioner(max_instances=8)
     broker = Broker(engine_factory("broker"), prov)
-    view = broker.clusters.create("duo", Resources(cpus=4), 2, 0, False)
+    view = broker.create_cluster("duo", Resources(cpus=4), 2, 0, False)
     for node_id in view.node_ids:
         broker.register_node(node_id, "local", "", Capacity(8, 16))
     broker.reconcile()

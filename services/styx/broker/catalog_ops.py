@@ -47,9 +47,7 @@ class CatalogMixin:
             infra_parts(alt.infra)  # InvalidArgument names the field
         if res.any_of and res.ordered:
             raise InvalidArgument("resources: set any_of or ordered, not both")
-        with self._lock:
-            offers = self._current_offers()
-            enabled = self._enabled_providers()
+        offers, enabled = self._offer_snapshot()
         return rank(
             self._catalog,
             res,
@@ -108,9 +106,8 @@ class CatalogMixin:
 
     def list_accelerators(self, name: str = "", include_disabled: bool = False) -> list[AcceleratorInfo]:
         """Accelerators of the catalog and of host offers, with the cheapest offer per provider and count."""
-        with self._lock:
-            host = [o for o in self._current_offers() if o.provider not in self._catalog.providers]
-            enabled = self._enabled_providers()
+        offers, enabled = self._offer_snapshot()
+        host = [o for o in offers if o.provider not in self._catalog.providers]
         catalog = self._catalog
         needle = name.strip().upper()
         cheapest: dict[tuple[str, str, int], list] = {}  # (NAME, provider, count) -> [offer, spot]

@@ -6,28 +6,35 @@ any node) and carry the ``styx.dev/cluster`` label when they register. Tasks pin
 cluster run only on its nodes, and the shared pool never uses them. ``down`` terminates
 the nodes; autostop tears an idle cluster down after its idle minutes.
 
-The registry is part of the broker and is called under the broker's lock.
+The registry is part of the broker and is called under the broker's lock. It works on the
+broker's parts (node registry, allocation ledger, offers, provisioning) directly; none of
+them knows about clusters, so nothing here calls back into the broker. Calls to the
+provisioner are never made from here: terminations go to the outbox, and stopping or
+starting instances is done by the broker between ``stoppable``/``stopped`` (and
+``startable``/``starting``), outside its lock.
 """
 
 from __future__ import annotations
 
-import contextlib
+import builtins
 import json
 import logging
 import re
-from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import Connection, Engine, delete, insert, select, update
 
 from styx.broker import tables as t
+from styx.broker.model import GONE
+from styx.broker.nodes import NodeRegistry
+from styx.broker.offers import OfferBook
+from styx.broker.placement import Ledger, node_could_fit
+from styx.broker.provisioning import Provisioning
+from styx.common.clock import Clock
 from styx.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from styx.common.placement import INFEASIBLE, WAITING, Ask, Placement
 from styx.common.resources import Resources
-from styx.common.timeutil import now
-
-if TYPE_CHECKING:
-    from styx.broker.core import Broker
-    from styx.common.placement import Ask, Placement
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +88,21 @@ def _row(c: ClusterView) -> dict[str, Any]:
 class Clusters:
     """The broker's cluster registry (in memory, written through to broker_clusters)."""
 
-    def __init__(self, engine: Engine, broker: Broker) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        nodes: NodeRegistry,
+        ledger: Ledger,
+        book: OfferBook,
+        provisioning: Provisioning,
+        clock: Clock,
+    ) -> None:
         self._engine = engine
-        self._broker = broker
+        self._nodes = nodes
+        self._ledger = ledger
+        self._book = book
+        self._provisioning = provisioning
+        self._clock = clock
         self._clusters: dict[str, ClusterView] = {}
         self._node_cluster: dict[str, str] = {}
         with engine.connect() as conn:
@@ -140,7 +159,7 @@ class Clusters:
             if idle_minutes:
                 self.set_autostop(name, idle_minutes, autostop_down)
             return existing
-        stamp = now()
+        stamp = self._clock.now()
         view = ClusterView(
             name=name,
             state=INIT,
@@ -152,7 +171,7 @@ class Clusters:
             last_used_at=stamp,
         )
         # Refuse what no offer could ever hold now, instead of a cluster that FAILS later.
-        reason = self._broker.infeasible_reason(resources)
+        reason = self._book.infeasible_reason(replace(resources, cluster=""))
         if reason:
             raise InvalidArgument(f"resources: {reason}")
         with self._engine.begin() as conn:
@@ -173,65 +192,82 @@ class Clusters:
         return view
 
     def down(self, name: str, reason: str = "torn down by user") -> ClusterView:
-        """Terminate the cluster's nodes and mark it DOWN; idempotent."""
+        """Mark the cluster DOWN, its nodes gone and their terminations queued, in one transaction."""
         view = self.get(name)
         if view.state == DOWN:
             return view
-        for node_id in view.node_ids:
-            self._broker.forget_node(node_id, f"cluster {name} {reason}")
-            with contextlib.suppress(NotFound):  # never created (a failed attempt): nothing to terminate
-                self._broker.terminate_node(node_id)
+        with self._engine.begin() as conn:
+            gone = self._release_nodes(conn, view)
+            for node_id in view.node_ids:
+                self._provisioning.stage_terminate(conn, node_id)
+            self._write(conn, view, state=DOWN, reason=reason)
+        self._released(view, gone)
         view.state, view.reason = DOWN, reason
         for node_id in view.node_ids:
             self._node_cluster.pop(node_id, None)
-        self._save(view)
         log.info("cluster down", extra={"cluster": name, "reason": reason})
         return view
 
-    def stop(self, name: str, reason: str = "stopped by user") -> ClusterView:
-        """Stop the cluster's instances (where the provider can); idempotent.
-
-        Raises FailedPrecondition (from the provisioner) when the provider cannot stop
-        instances, before anything changed.
-        """
+    def stoppable(self, name: str) -> ClusterView | None:
+        """The cluster whose instances the broker is about to stop; None when already STOPPED."""
         view = self.get(name)
         if view.state == STOPPED:
-            return view
+            return None
         if view.state not in (UP, STARTING):
             raise FailedPrecondition(f"cluster {name!r} is {view.state}; only an UP cluster can be stopped")
-        for node_id in view.node_ids:
-            self._broker.power_node(node_id, "stop")
-            self._broker.forget_node(node_id, f"cluster {name} {reason}")
+        return view
+
+    def stopped(self, name: str, reason: str = "stopped by user") -> ClusterView:
+        """Its instances were asked to stop: mark the cluster STOPPED and its nodes gone."""
+        view = self.get(name)
+        with self._engine.begin() as conn:
+            gone = self._release_nodes(conn, view)
+            self._write(conn, view, state=STOPPED, reason=reason)
+        self._released(view, gone)
         view.state, view.reason = STOPPED, reason
-        self._save(view)
         log.info("cluster stopped", extra={"cluster": name, "reason": reason})
         return view
 
-    def start(self, name: str) -> ClusterView:
-        """Start a stopped cluster's instances; it is UP once its agents re-register."""
+    def startable(self, name: str) -> ClusterView | None:
+        """The stopped cluster the broker is about to start; None when it is starting or up already."""
         view = self.get(name)
         if view.state in (UP, STARTING, INIT):
-            return view
+            return None
         if view.state != STOPPED:
             raise FailedPrecondition(f"cluster {name!r} is {view.state}; `sky launch -c {name}` recreates it")
-        for node_id in view.node_ids:
-            self._broker.power_node(node_id, "start")
-        view.state, view.reason, view.last_used_at = STARTING, "", now()
+        return view
+
+    def starting(self, name: str) -> ClusterView:
+        """Its instances were asked to start: the cluster is UP once its agents re-register."""
+        view = self.get(name)
+        view.state, view.reason, view.last_used_at = STARTING, "", self._clock.now()
         self._save(view)
         log.info("cluster starting", extra={"cluster": name})
         return view
+
+    def _release_nodes(self, conn: Connection, view: ClusterView) -> builtins.list[str]:
+        """Write GONE for the cluster's registered nodes (their tasks re-queue); return them."""
+        return [
+            node_id
+            for node_id in view.node_ids
+            if node_id in self._nodes.nodes and self._nodes.mark_gone(conn, node_id)
+        ]
+
+    def _released(self, view: ClusterView, gone: builtins.list[str]) -> None:
+        for node_id in gone:
+            self._nodes.set_state(node_id, GONE)
+        for node_id in view.node_ids:
+            self._provisioning.pending.pop(node_id, None)
 
     def touch(self, node_id: str) -> None:
         """A placement or release on ``node_id``: its cluster is in use now."""
         name = self._node_cluster.get(node_id)
         if name:
-            self._clusters[name].last_used_at = now()
+            self._clusters[name].last_used_at = self._clock.now()
 
     # ---- placement -----------------------------------------------------------------------
     def no_fit(self, ask: Ask) -> Placement:
         """Answer for an ask pinned to a cluster whose nodes have no room (never provisions)."""
-        from styx.common.placement import INFEASIBLE, WAITING, Placement
-
         name = ask.resources.cluster
         view = self._clusters.get(name)
         if view is None or view.state == DOWN:
@@ -249,8 +285,8 @@ class Clusters:
                 INFEASIBLE,
                 reason=f"cluster {name!r} has {view.num_nodes} node(s); the task needs {ask.num_nodes} at once",
             )
-        nodes = [n for n in (self._broker.node_or_none(i) for i in view.node_ids) if n is not None]
-        able = sum(1 for n in nodes if self._broker.node_could_fit(n, ask.resources))
+        nodes = [n for n in (self._nodes.nodes.get(i) for i in view.node_ids) if n is not None]
+        able = sum(1 for n in nodes if node_could_fit(n, ask.resources))
         if ask.num_nodes > 1 and len(nodes) >= view.num_nodes and able < ask.num_nodes:
             return Placement(
                 ask.allocation_id,
@@ -270,12 +306,14 @@ class Clusters:
         return Placement(ask.allocation_id, WAITING, reason=f"waiting for room on cluster {name!r}")
 
     # ---- reconciliation ------------------------------------------------------------------
-    def reconcile(self) -> None:
-        """Mark clusters UP, replace failed provisions, and apply autostop."""
-        stamp = now()
+    def reconcile(self) -> builtins.list[tuple[str, str, bool]]:
+        """Mark clusters UP and replace failed provisions; return the idle clusters due for
+        autostop as (name, why, down), for the broker to stop outside its lock."""
+        stamp = self._clock.now()
+        due: builtins.list[tuple[str, str, bool]] = []
         for view in list(self._clusters.values()):
             if view.state == STARTING:
-                if all(self._broker.node_ready(i) for i in view.node_ids):
+                if all(self._nodes.ready(i) for i in view.node_ids):
                     view.state, view.last_used_at = UP, stamp
                     self._save(view)
                     log.info("cluster up", extra={"cluster": view.name})
@@ -284,7 +322,7 @@ class Clusters:
                 continue
             if view.state == INIT:
                 self._provision_missing(view)
-                registered = [i for i in view.node_ids if self._broker.node_ready(i)]
+                registered = [i for i in view.node_ids if self._nodes.ready(i)]
                 if len(registered) >= view.num_nodes:
                     view.state, view.last_used_at = UP, stamp
                     self._save(view)
@@ -292,20 +330,13 @@ class Clusters:
             elif (
                 view.idle_minutes
                 and stamp - view.last_used_at >= view.idle_minutes * 60
-                and not self._broker.has_allocations(view.node_ids)
+                and not self._ledger.on_nodes(view.node_ids)
             ):
-                why = f"autostopped after {view.idle_minutes} idle minutes"
-                if view.autostop_down:
-                    self.down(view.name, why)
-                    continue
-                try:
-                    self.stop(view.name, why)
-                except FailedPrecondition as exc:
-                    # The provider cannot stop instances (local): tearing down is what stops billing.
-                    self.down(view.name, f"{why} (torn down: {exc.message})")
+                due.append((view.name, f"autostopped after {view.idle_minutes} idle minutes", view.autostop_down))
+        return due
 
     def _provision_missing(self, view: ClusterView) -> None:
-        live = [i for i in view.node_ids if self._broker.node_pending_or_ready(i)]
+        live = [i for i in view.node_ids if (i in self._provisioning.pending or self._nodes.ready(i))]
         missing = view.num_nodes - len(live)
         while missing > 0:
             if view.attempts >= MAX_ATTEMPTS * view.num_nodes:
@@ -316,7 +347,7 @@ class Clusters:
                 log.warning("cluster failed", extra={"cluster": view.name})
                 return
             view.attempts += 1
-            node_id, offer, price, why = self._broker.provision_for(
+            node_id, offer, price, why = self._provisioning.provision_for(
                 f"cluster:{view.name}/{view.attempts}", view.resources
             )
             if node_id is None:
@@ -333,6 +364,10 @@ class Clusters:
 
     def _save(self, view: ClusterView) -> None:
         with self._engine.begin() as conn:
-            values = _row(view)
-            del values["name"]
-            conn.execute(update(t.clusters).where(t.clusters.c.name == view.name).values(**values))
+            self._write(conn, view)
+
+    @staticmethod
+    def _write(conn: Connection, view: ClusterView, **changes: Any) -> None:
+        values = {**_row(view), **changes}
+        del values["name"]
+        conn.execute(update(t.clusters).where(t.clusters.c.name == view.name).values(**values))

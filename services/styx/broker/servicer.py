@@ -111,42 +111,35 @@ class BrokerServicer(broker_pb2_grpc.ResourceBrokerServicer):
         self, request: broker_pb2.CreateClusterRequest, context: grpc.ServicerContext
     ) -> broker_pb2.Cluster:
         res = convert.resources_from_pb(request.resources)
-        with self.broker.locked():
-            view = self.broker.clusters.create(
-                request.name, res, request.num_nodes or 1, request.idle_minutes, request.autostop_down
-            )
-            return convert.cluster_to_pb(view)
+        view = self.broker.create_cluster(
+            request.name, res, request.num_nodes or 1, request.idle_minutes, request.autostop_down
+        )
+        return convert.cluster_to_pb(view)
 
     def GetCluster(self, request: broker_pb2.GetClusterRequest, context: grpc.ServicerContext) -> broker_pb2.Cluster:
-        with self.broker.locked():
-            return convert.cluster_to_pb(self.broker.clusters.get(request.name))
+        return convert.cluster_to_pb(self.broker.get_cluster(request.name))
 
     def ListClusters(
         self, request: broker_pb2.ListClustersRequest, context: grpc.ServicerContext
     ) -> broker_pb2.ListClustersResponse:
-        with self.broker.locked():
-            views = self.broker.clusters.list(request.include_down)
-            return broker_pb2.ListClustersResponse(clusters=[convert.cluster_to_pb(v) for v in views])
+        views = self.broker.list_clusters(request.include_down)
+        return broker_pb2.ListClustersResponse(clusters=[convert.cluster_to_pb(v) for v in views])
 
     def DownCluster(
         self, request: broker_pb2.ClusterActionRequest, context: grpc.ServicerContext
     ) -> broker_pb2.Cluster:
-        with self.broker.locked():
-            return convert.cluster_to_pb(self.broker.clusters.down(request.name))
+        return convert.cluster_to_pb(self.broker.down_cluster(request.name))
 
     def SetAutostop(self, request: broker_pb2.SetAutostopRequest, context: grpc.ServicerContext) -> broker_pb2.Cluster:
-        with self.broker.locked():
-            view = self.broker.clusters.set_autostop(request.name, request.idle_minutes, request.down)
-            return convert.cluster_to_pb(view)
+        view = self.broker.set_autostop(request.name, request.idle_minutes, request.down)
+        return convert.cluster_to_pb(view)
 
     def StopCluster(
         self, request: broker_pb2.ClusterActionRequest, context: grpc.ServicerContext
     ) -> broker_pb2.Cluster:
-        with self.broker.locked():
-            return convert.cluster_to_pb(self.broker.clusters.stop(request.name))
+        return convert.cluster_to_pb(self.broker.stop_cluster(request.name))
 
     def StartCluster(
         self, request: broker_pb2.ClusterActionRequest, context: grpc.ServicerContext
     ) -> broker_pb2.Cluster:
-        with self.broker.locked():
-            return convert.cluster_to_pb(self.broker.clusters.start(request.name))
+        return convert.cluster_to_pb(self.broker.start_cluster(request.name))

@@ -119,3 +119,16 @@ node_joins = Table(
     Column("request_id", String(160), nullable=False),
     Column("joined_at", Float, nullable=False),
 )
+
+# The provisioning outbox's other calls: terminations recorded with the change that asks
+# for them and sent after it commits, outside every lock (deleted once accepted).
+outbox = Table(
+    "broker_outbox",
+    metadata,
+    Column("request_id", String(64), primary_key=True),
+    # terminate
+    Column("kind", String(16), nullable=False),
+    Column("node_id", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("error", Text, nullable=False, default=""),
+)

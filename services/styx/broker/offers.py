@@ -1,0 +1,131 @@
+"""Offers the broker can provision: the catalog, the provisioner's host offers and which
+providers are enabled, ranked by the optimizer; and why a request can never be held.
+
+The provisioner is asked for host offers and provider status only by ``refresh``, which
+the broker calls before it takes its lock: placement reads the cached answers and never
+waits on the network.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+
+from styx.broker.catalog import Catalog
+from styx.broker.model import _FAILOVER_DEPTH, ProvisionerPort, _in_infra, describe
+from styx.broker.optimizer import Ranking, alternatives, describe_request, rank
+from styx.common.clock import Clock
+from styx.common.offers import Offer
+from styx.common.resources import Resources, infra_parts
+
+log = logging.getLogger(__name__)
+
+
+class OfferBook:
+    """Cached host offers and provider status, the current catalog, and ranking over both."""
+
+    def __init__(
+        self, provisioner: ProvisionerPort | None, catalog: Catalog, clock: Clock, ttl_s: float = 30.0
+    ) -> None:
+        self._provisioner = provisioner
+        self._clock = clock
+        self._ttl_s = ttl_s
+        self.catalog = catalog
+        self._offers: list[Offer] = []
+        self._offers_at = 0.0
+        self.known = False  # whether the provisioner ever answered ListOffers
+        self._providers: dict[str, str] | None = None
+        self._providers_at = 0.0
+        self._refreshing = threading.Lock()
+        self._memo: dict[tuple[Resources, int], Ranking] | None = None
+
+    # ---- the provisioner's answers (network: call without the broker's lock) ------------------
+    def refresh(self) -> None:
+        """Re-read host offers and provider status when older than the TTL; one caller at a time."""
+        if self._provisioner is None:
+            return
+        stamp = self._clock.monotonic()
+        stale_offers = not self.known or stamp - self._offers_at > self._ttl_s
+        lister = getattr(self._provisioner, "list_providers", None)  # optional on test doubles
+        stale_providers = lister is not None and (self._providers is None or stamp - self._providers_at > self._ttl_s)
+        if not (stale_offers or stale_providers) or not self._refreshing.acquire(blocking=False):
+            return
+        try:
+            if stale_offers:
+                try:
+                    self._offers, self._offers_at, self.known = self._provisioner.list_offers(), stamp, True
+                except Exception as exc:
+                    log.warning("cannot list offers: %s", exc)
+            if stale_providers and lister is not None:
+                try:
+                    self._providers, self._providers_at = dict(lister()), stamp
+                except Exception as exc:
+                    log.warning("cannot list providers: %s", exc)
+        finally:
+            self._refreshing.release()
+
+    def host_offers(self) -> list[Offer]:
+        """The provisioner's offers as last read ([] without a provisioner)."""
+        return self._offers
+
+    def enabled(self) -> dict[str, str] | None:
+        """provider -> "" (enabled) or why disabled; None when the provisioner cannot say."""
+        if self._provisioner is None:
+            return {}
+        if getattr(self._provisioner, "list_providers", None) is None:
+            return None
+        return self._providers if self._providers is not None else {}
+
+    # ---- ranking ----------------------------------------------------------------------------
+    def batch(self, on: bool) -> None:
+        """Memoize rankings for one allocate batch (its asks often share their resources)."""
+        self._memo = {} if on else None
+
+    def ranked(self, res: Resources, num_nodes: int = 1) -> Ranking:
+        """Offers that could hold ``res`` (``num_nodes`` at once), cheapest first, for provisioning."""
+        memo = self._memo
+        found = memo.get((res, num_nodes)) if memo is not None else None
+        if found is None:
+            found = rank(
+                self.catalog,
+                res,
+                num_nodes=num_nodes,
+                enabled=self.enabled(),
+                host_offers=self._offers,
+                limit=_FAILOVER_DEPTH,
+                explain=False,
+            )
+            if memo is not None:
+                memo[(res, num_nodes)] = found
+        return found
+
+    def infeasible_reason(self, res: Resources) -> str:
+        """Why no enabled offer could ever hold ``res``; "" when some could or nobody can say yet."""
+        if self._provisioner is None or not self.known or self.ranked(res).offers:
+            return ""
+        return self.explain_infeasible(res)
+
+    def explain_infeasible(self, res: Resources) -> str:
+        """The reasons every offer fails ``res``, for an INFEASIBLE answer."""
+        host = [o for o in self._offers if o.provider not in self.catalog.providers]
+        return _explain(self.catalog, res, host, self.enabled())
+
+
+def _explain(catalog: Catalog, res: Resources, host: Iterable[Offer], enabled: dict[str, str] | None) -> str:
+    host = list(host)
+    _, alts = alternatives(res)
+    in_infra = [p for p in catalog.providers for a in alts if infra_parts(a.infra)[0] in ("", p)]
+    if not in_infra and not any(_in_infra(a, o.provider, o.region, o.zone) for a in alts for o in host):
+        where = f" in {res.infra}" if res.infra else ""
+        return f"no enabled provider offers capacity{where}; `sky check` shows providers"
+    ranking = rank(catalog, res, enabled=enabled, host_offers=host, limit=1, explain=True)
+    # Host offers read "local/local host has 4 CPUs, ..."; catalog families "aws p4d: 8x A100, ...".
+    # Machines that exist (host offers) first: on a local plane they are what matters.
+    ordered = sorted(ranking.rejections, key=lambda r: not r.reason.startswith("has "))
+    shown = "; ".join(
+        f"{r.family} {r.reason}" if r.reason.startswith("has ") else f"{r.family}: {r.reason}" for r in ordered[:6]
+    )
+    more = len(ranking.rejections) - 6
+    tail = f" (+{more} more; `sky launch --dryrun` lists them)" if more > 0 else ""
+    return f"no enabled provider can satisfy {describe(res)} ({describe_request(res)}): {shown}{tail}"
