@@ -8,6 +8,13 @@ process that died) is marked TERMINATED, and a provider instance the store does 
 (a leak) is terminated. Unfinished operations found at start-up are resumed, which is
 safe because providers' ``create`` is idempotent on the request id.
 
+Replicas: any number of provisioners may share one store. An operation is run by the
+replica that claims it (``owner``, ``lease_until``; a conditional UPDATE decides), which
+renews the claim while it runs; a replica that dies leaves claims that expire, and the
+others take those operations over. One replica at a time (the holder of the
+"reconciler" lease) reaps leaks. Admission to an offer's ``max_instances`` counts and
+inserts in one transaction, serialised across replicas on PostgreSQL.
+
 No grpc here: the servicer converts messages, this module works on dataclasses.
 """
 
@@ -16,8 +23,11 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import os
 import re
+import socket
 import threading
+import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -26,15 +36,18 @@ from sqlalchemy import (
     Connection,
     Engine,
     insert,
+    or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.exc import IntegrityError
 
+from styx.common.clock import SYSTEM_CLOCK, Clock
 from styx.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from styx.common.ids import new_id
+from styx.common.leases import Lease
 from styx.common.migrations import upgrade
-from styx.common.timeutil import now
 from styx.provisioner.provider import (
     PLANE_LABEL,
     AgentLaunch,
@@ -46,7 +59,7 @@ from styx.provisioner.provider import (
     ProviderInstance,
     ProviderStatus,
 )
-from styx.provisioner.tables import instances, operations, settings
+from styx.provisioner.tables import instances, leases, operations, settings
 
 log = logging.getLogger(__name__)
 
@@ -144,8 +157,19 @@ class Provisioner:
         leak_grace_s: float = 60.0,
         on_instance_gone: Callable[[str, str], None] | None = None,
         plane_id: str = "",
+        replica_id: str = "",
+        op_lease_s: float = 15.0,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._engine = engine
+        self._clock = clock
+        # Who runs which operation; stable across restarts of one replica (the same id
+        # takes its own unfinished operations back at once), unique among replicas.
+        self.replica_id = replica_id or f"{socket.gethostname()}-{os.getpid()}"
+        self._op_lease_s = op_lease_s
+        self._reconcile_lease = Lease(
+            engine, leases, "reconciler", self.replica_id, max(3 * reconcile_interval_s, 3.0), clock
+        )
         if plane_id and not PLANE_ID.match(plane_id):
             raise InvalidArgument(f"plane_id: {plane_id!r} must be 1-40 lowercase letters, digits or '-'")
         # Owner label of this control plane's instances; kept in the store when not given.
@@ -178,18 +202,66 @@ class Provisioner:
         upgrade(self._engine, "provisioner")
         self.plane_id = self._settle_plane_id(self.plane_id)
         self.refresh_status()
-        with self._engine.connect() as conn:
-            unfinished = conn.execute(
-                select(operations.c.operation_id, operations.c.kind).where(
-                    operations.c.state.in_([OperationState.PENDING.value, OperationState.RUNNING.value])
-                )
-            ).all()
-        for op_id, kind in unfinished:
-            log.info("resuming operation", extra={"operation_id": op_id, "kind": kind})
-            self._spawn(op_id, OperationKind(kind))
+        self.take_over()
+        threading.Thread(target=self._keep_claims, name="prov-claims", daemon=True).start()
         if reconcile:
             self._reconciler = threading.Thread(target=self._reconcile_loop, name="prov-reconcile", daemon=True)
             self._reconciler.start()
+
+    def take_over(self) -> int:
+        """Run unfinished operations nobody holds (this replica's own from before a restart,
+        or any whose claim expired); returns how many were taken."""
+        c = operations.c
+        with self._engine.connect() as conn:
+            unfinished = conn.execute(
+                select(c.operation_id, c.kind).where(
+                    c.state.in_([OperationState.PENDING.value, OperationState.RUNNING.value]),
+                    or_(c.owner == self.replica_id, c.lease_until < self._clock.now()),
+                )
+            ).all()
+        taken = 0
+        for op_id, kind in unfinished:
+            with self._workers.lock:
+                if op_id in self._workers.threads:
+                    continue
+            if self._spawn(op_id, OperationKind(kind)):
+                log.info("resuming operation", extra={"operation_id": op_id, "kind": kind})
+                taken += 1
+        return taken
+
+    def _claim(self, op_id: str) -> bool:
+        """Own ``op_id`` for one lease: unowned, ours already, or its owner's claim expired."""
+        c = operations.c
+        stamp = self._clock.now()
+        with self._engine.begin() as conn:
+            return bool(
+                conn.execute(
+                    update(operations)
+                    .where(
+                        c.operation_id == op_id,
+                        or_(c.owner == "", c.owner == self.replica_id, c.lease_until < stamp),
+                    )
+                    .values(owner=self.replica_id, lease_until=stamp + self._op_lease_s)
+                ).rowcount
+            )
+
+    def _keep_claims(self) -> None:
+        """Renew the claims of running operations every third of the lease; take over
+        operations whose owner stopped renewing."""
+        while not self._clock.wait(self._stop, self._op_lease_s / 3):
+            try:
+                with self._workers.lock:
+                    mine = list(self._workers.threads)
+                if mine:
+                    with self._engine.begin() as conn:
+                        conn.execute(
+                            update(operations)
+                            .where(operations.c.operation_id.in_(mine), operations.c.owner == self.replica_id)
+                            .values(lease_until=self._clock.now() + self._op_lease_s)
+                        )
+                self.take_over()
+            except Exception as exc:
+                log.warning("operation claims: %s", exc)
 
     def _settle_plane_id(self, wanted: str) -> str:
         """The plane id: ``wanted`` when given (and then kept), else the stored one, else a
@@ -218,10 +290,24 @@ class Provisioner:
             self._changed.notify_all()
         if self._reconciler is not None:
             self._reconciler.join(timeout_s)
+        self._reconcile_lease.release()
         with self._workers.lock:
             threads = list(self._workers.threads.values())
         for thread in threads:
             thread.join(timeout_s)
+        with self._workers.lock:
+            unfinished = list(self._workers.threads)
+        if unfinished:
+            # Hand the rest back: another replica (or this one restarted) resumes them now.
+            try:
+                with self._engine.begin() as conn:
+                    conn.execute(
+                        update(operations)
+                        .where(operations.c.operation_id.in_(unfinished), operations.c.owner == self.replica_id)
+                        .values(lease_until=0.0)
+                    )
+            except Exception as exc:
+                log.warning("could not hand operations back; their claims expire by themselves: %s", exc)
 
     # -- providers and offers --------------------------------------------------------------
 
@@ -337,7 +423,7 @@ class Provisioner:
         labels[PLANE_LABEL] = self.plane_id
         provider = self._enabled_provider(offer.provider, "offer.provider")
         resolved = self._resolve_offer(provider, offer)
-        t = now()
+        t = self._clock.now()
         op_id = new_id("op")
         with self._admit:
             existing = self._op_by_request(request_id)
@@ -349,15 +435,14 @@ class Provisioner:
                     f"node_id: node {node_id!r} already has an instance ({current['state']}); "
                     "terminate it first or choose a new node id"
                 )
-            error = self._admission_error(resolved)
             op_row = {
                 "operation_id": op_id,
                 "request_id": request_id,
                 "kind": OperationKind.PROVISION.value,
-                "state": (OperationState.FAILED if error else OperationState.PENDING).value,
+                "state": OperationState.PENDING.value,
                 "node_id": node_id,
-                "error_kind": ProviderErrorKind.CAPACITY.value if error else "",
-                "error_message": error,
+                "error_kind": "",
+                "error_message": "",
                 "created_at": t,
                 "updated_at": t,
             }
@@ -378,6 +463,13 @@ class Provisioner:
             }
             try:
                 with self._engine.begin() as conn:
+                    error = self._admission_error(conn, resolved)
+                    if error:
+                        op_row.update(
+                            state=OperationState.FAILED.value,
+                            error_kind=ProviderErrorKind.CAPACITY.value,
+                            error_message=error,
+                        )
                     conn.execute(insert(operations).values(**op_row))
                     if not error:
                         if current is not None:
@@ -394,19 +486,27 @@ class Provisioner:
         self._notify()
         return self.get_operation(op_id)
 
-    def _admission_error(self, offer: Offer) -> str:
+    @staticmethod
+    def _admission_error(conn: Connection, offer: Offer) -> str:
+        """Why one more instance of ``offer`` would break its max_instances ("" if it would not).
+
+        Runs in the inserting transaction; on PostgreSQL an advisory lock per offer makes
+        replicas count and insert one at a time (the in-process ``_admit`` lock covers one).
+        """
         if offer.max_instances <= 0:
             return ""
-        with self._engine.connect() as conn:
-            live = conn.execute(
-                select(instances.c.node_id).where(
-                    instances.c.provider == offer.provider,
-                    instances.c.region == offer.region,
-                    instances.c.zone == offer.zone,
-                    instances.c.instance_type == offer.instance_type,
-                    instances.c.state != InstanceState.TERMINATED.value,
-                )
-            ).all()
+        if conn.dialect.name == "postgresql":
+            key = zlib.crc32(f"{offer.provider}/{offer.region}/{offer.zone}/{offer.instance_type}".encode())
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+        live = conn.execute(
+            select(instances.c.node_id).where(
+                instances.c.provider == offer.provider,
+                instances.c.region == offer.region,
+                instances.c.zone == offer.zone,
+                instances.c.instance_type == offer.instance_type,
+                instances.c.state != InstanceState.TERMINATED.value,
+            )
+        ).all()
         if len(live) >= offer.max_instances:
             return (
                 f"offer {offer.provider}/{offer.region}/{offer.instance_type} allows at most "
@@ -453,7 +553,7 @@ class Provisioner:
             OperationKind.START: InstanceState.RUNNING,
         }[kind]
         done = row["state"] == wanted.value
-        t = now()
+        t = self._clock.now()
         op_id = new_id("op")
         try:
             with self._engine.begin() as conn:
@@ -531,7 +631,8 @@ class Provisioner:
 
     # -- workers ---------------------------------------------------------------------------
 
-    def _spawn(self, op_id: str, kind: OperationKind) -> None:
+    def _spawn(self, op_id: str, kind: OperationKind) -> bool:
+        """Run ``op_id`` in a worker thread if this replica can claim it; True when started."""
         target = {
             OperationKind.PROVISION: self._run_provision,
             OperationKind.TERMINATE: self._run_terminate,
@@ -539,11 +640,14 @@ class Provisioner:
             OperationKind.START: self._run_power,
         }[kind]
         with self._workers.lock:
-            if op_id in self._workers.threads:
-                return
+            if op_id in self._workers.threads or self._stop.is_set():
+                return False
+            if not self._claim(op_id):
+                return False  # another replica runs it
             thread = threading.Thread(target=self._guarded, args=(target, op_id), name=f"op-{op_id}", daemon=True)
             self._workers.threads[op_id] = thread
         thread.start()
+        return True
 
     def _guarded(self, target: Callable[[str], None], op_id: str) -> None:
         try:
@@ -655,9 +759,10 @@ class Provisioner:
     # -- reconcile -------------------------------------------------------------------------
 
     def _reconcile_loop(self) -> None:
-        while not self._stop.wait(self._interval):
+        while not self._clock.wait(self._stop, self._interval):
             try:
-                self.reconcile_once()
+                if self._reconcile_lease.hold():
+                    self.reconcile_once()
             except Exception as exc:
                 log.error("reconcile pass failed", exc_info=exc)
 
@@ -685,7 +790,7 @@ class Provisioner:
                     log.info("instance is gone", extra={"node_id": row["node_id"], "instance_id": row["instance_id"]})
                     self._set_instance(row["node_id"], InstanceState.TERMINATED, only_if=InstanceState.RUNNING)
                     self._tell_gone(row["node_id"], f"instance {row['instance_id']} vanished")
-            stamp = now()
+            stamp = self._clock.now()
             for inst in observed:
                 if inst.plane_id != self.plane_id:
                     self._note_foreign(name, inst)
@@ -765,7 +870,9 @@ class Provisioner:
     def _set_op(self, op_id: str, state: OperationState) -> None:
         with self._engine.begin() as conn:
             conn.execute(
-                update(operations).where(operations.c.operation_id == op_id).values(state=state.value, updated_at=now())
+                update(operations)
+                .where(operations.c.operation_id == op_id)
+                .values(state=state.value, updated_at=self._clock.now())
             )
         self._notify()
 
@@ -779,7 +886,7 @@ class Provisioner:
                     state=state.value,
                     error_kind=error_kind.value if error_kind else "",
                     error_message=message,
-                    updated_at=now(),
+                    updated_at=self._clock.now(),
                 )
             )
         self._notify()
@@ -791,7 +898,7 @@ class Provisioner:
         instance_id: str | None = None,
         only_if: InstanceState | None = None,
     ) -> None:
-        values: dict[str, object] = {"state": state.value, "updated_at": now()}
+        values: dict[str, object] = {"state": state.value, "updated_at": self._clock.now()}
         if instance_id is not None:
             values["instance_id"] = instance_id
         stmt = update(instances).where(instances.c.node_id == node_id)

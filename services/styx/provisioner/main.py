@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 from collections.abc import Callable, Sequence
 
 from styx import __version__
@@ -65,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
         "instances with this label are ever reaped as leaks. Default: a random id kept in the "
         "store (STYX_PLANE_ID)",
     )
+    parser.add_argument(
+        "--replica-id",
+        default=config.env("REPLICA_ID"),
+        help="this replica's name among provisioners sharing one store; it takes its own unfinished "
+        "operations back at once after a restart. Default: HOST:PORT (STYX_REPLICA_ID)",
+    )
     return parser
 
 
@@ -99,6 +106,7 @@ def create_server(args: argparse.Namespace) -> tuple[RunningServer, Provisioner,
         leak_grace_s=args.leak_grace_seconds,
         on_instance_gone=_broker_notifier(args.broker, cfg.token),
         plane_id=args.plane_id,
+        replica_id=args.replica_id or (f"{socket.gethostname()}:{cfg.port}" if cfg.port else ""),
     )
     core.start()
 

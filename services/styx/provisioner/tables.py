@@ -18,6 +18,10 @@ operations = Table(
     Column("error_message", Text, nullable=False, default=""),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+    # The replica running the operation, until lease_until (renewed while it runs); an
+    # unfinished operation whose lease expired is taken over by another replica.
+    Column("owner", String(64), nullable=False, default=""),
+    Column("lease_until", Float, nullable=False, default=0.0),
 )
 
 instances = Table(
@@ -44,4 +48,13 @@ settings = Table(
     metadata,
     Column("name", String(64), primary_key=True),
     Column("value", String(256), nullable=False),
+)
+
+# Named leases: one replica at a time owns a role (the "reconciler") until expires_at.
+leases = Table(
+    "prov_leases",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("holder", String(64), nullable=False),
+    Column("expires_at", Float, nullable=False),
 )
