@@ -121,3 +121,34 @@ def test_max_instances_holds_across_replicas(engine_factory: Callable[[str], Eng
     finally:
         for core in replicas:
             core.stop(timeout_s=2)
+
+
+def test_a_node_torn_down_before_its_resumed_create_ran_gets_no_instance(
+    engine_factory: Callable[[str], Engine],
+) -> None:
+    clock = FakeClock()
+    engine = engine_factory("provisioner")
+    hung = FakeProvider()
+    hung.gate = threading.Event()
+    first = _replica(engine, hung, "a", clock)
+    first.provision("req-1", OFFER, "node-1")
+    wait_until(lambda: hung.create_calls == ["req-1"], message="the first life to start creating")
+    first._stop.set()  # killed mid-create
+    fake = FakeProvider()
+    again = Provisioner(engine, {"fake": fake}, LAUNCH, reconcile_interval_s=3600, replica_id="a", clock=clock)
+    try:
+        down = again.terminate("down-1", "node-1")  # the user tore it down before the restart resumed the create
+        wait_until(lambda: again.get_operation(down.operation_id).state.terminal, message="terminate")
+        again.start(reconcile=False)  # resumes the provision
+        wait_until(
+            lambda: all(op.state.terminal for op in [again.get_operation(down.operation_id)])
+            and not again._workers.threads,
+            message="resumed provision to settle",
+        )
+        assert fake.create_calls == [], "a torn-down node got a new instance"
+        (inst,) = again.list_instances(include_terminated=True)
+        assert inst.state.value == "terminated"
+    finally:
+        hung.gate.set()
+        first.stop(timeout_s=2)
+        again.stop(timeout_s=2)

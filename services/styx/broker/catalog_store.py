@@ -93,3 +93,12 @@ def save_import(engine: Engine, offers: Sequence[Offer], stamp: float, request_i
                 ],
             )
     return counts
+
+
+def import_records(engine: Engine) -> dict[str, ImportRecord]:
+    """The import records alone (cheap): a replica compares them to know whether to reload offers."""
+    with engine.connect() as conn:
+        return {
+            r.provider: ImportRecord(r.provider, r.imported_at, r.offers)
+            for r in conn.execute(select(t.catalog_imports))
+        }

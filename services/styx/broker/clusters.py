@@ -105,7 +105,13 @@ class Clusters:
         self._clock = clock
         self._clusters: dict[str, ClusterView] = {}
         self._node_cluster: dict[str, str] = {}
-        with engine.connect() as conn:
+        self.load()
+
+    def load(self) -> None:
+        """(Re)read every cluster from the store, replacing the registry."""
+        self._clusters.clear()
+        self._node_cluster.clear()
+        with self._engine.connect() as conn:
             for r in conn.execute(select(t.clusters)):
                 view = ClusterView(
                     name=r.name,
@@ -263,7 +269,9 @@ class Clusters:
         """A placement or release on ``node_id``: its cluster is in use now."""
         name = self._node_cluster.get(node_id)
         if name:
-            self._clusters[name].last_used_at = self._clock.now()
+            view = self._clusters[name]
+            view.last_used_at = self._clock.now()
+            self._save(view)  # stored: the replica that checks idleness may be another one
 
     # ---- placement -----------------------------------------------------------------------
     def no_fit(self, ask: Ask) -> Placement:
@@ -346,21 +354,28 @@ class Clusters:
                 self._save(view)
                 log.warning("cluster failed", extra={"cluster": view.name})
                 return
-            view.attempts += 1
-            node_id, offer, price, why = self._provisioning.provision_for(
-                f"cluster:{view.name}/{view.attempts}", view.resources
-            )
-            if node_id is None:
-                view.reason = why  # shown while INIT, and as the cause if it ends FAILED
-                self._save(view)
-                return  # nothing available right now; the next reconcile tries again
-            view.node_ids.append(node_id)
-            view.reason = ""
-            self._node_cluster[node_id] = view.name
+            attempt = view.attempts + 1
+            # The intent and the cluster's claim on its node commit together: a crash in
+            # between must not leave a node in flight that no cluster counts as its own.
+            with self._engine.begin() as conn:
+                prov, offer, price, why = self._provisioning.provision_for(
+                    f"cluster:{view.name}/{attempt}", view.resources, conn
+                )
+                changes: dict[str, Any] = {"attempts": attempt, "reason": why}
+                if prov is not None:
+                    changes["node_ids_json"] = json.dumps([*view.node_ids, prov.node_id])
+                    if offer is not None and not view.where:
+                        changes.update(location=offer.place, hourly_price=price)
+                self._write(conn, view, **changes)
+            view.attempts, view.reason = attempt, why
+            if prov is None:
+                return  # nothing available right now (why is shown while INIT); the next reconcile tries again
+            self._provisioning.started(prov)
+            view.node_ids.append(prov.node_id)
+            self._node_cluster[prov.node_id] = view.name
             if offer is not None and not view.where:
                 view.where, view.hourly_price = offer.place, price
             missing -= 1
-            self._save(view)
 
     def _save(self, view: ClusterView) -> None:
         with self._engine.begin() as conn:

@@ -19,24 +19,29 @@ reasons; otherwise it waits for busy capacity or provisions the top of the ranke
 from __future__ import annotations
 
 import logging
-import threading
+import os
+import socket
 from collections.abc import Sequence
 from dataclasses import replace
 
 from sqlalchemy import Engine
 
 from styx.broker import catalog_store
+from styx.broker import tables as t
 from styx.broker.catalog import Catalog
 from styx.broker.catalog_ops import CatalogMixin
 from styx.broker.clusters import CLUSTER_LABEL, Clusters, ClusterView
-from styx.broker.model import READY, NodeView, ProvisionerPort, _Allocation, _FreeIndex
+from styx.broker.model import LOST, READY, NodeView, ProvisionerPort, _Allocation, _FreeIndex
 from styx.broker.nodes import NodeRegistry
 from styx.broker.offers import OfferBook
 from styx.broker.placement import Ledger, existing, place, place_gang, placed
 from styx.broker.provisioning import Provisioning
+from styx.broker.view_lock import ViewLock
 from styx.broker.waits import Waits
 from styx.common.clock import SYSTEM_CLOCK, Clock
 from styx.common.errors import FailedPrecondition, InvalidArgument
+from styx.common.faults import crash_point
+from styx.common.leases import Lease
 from styx.common.migrations import upgrade
 from styx.common.offers import Offer
 from styx.common.placement import Ask, Placement
@@ -61,12 +66,16 @@ class Broker(CatalogMixin):
         failed_offer_cooldown_s: float = 60.0,
         catalog: Catalog | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        replica_id: str = "",
     ) -> None:
         self._engine = engine
         self._provisioner = provisioner
         self._clock = clock
-        self._lock = threading.RLock()
+        self._lock = ViewLock(engine, self._reload)
         upgrade(engine, "broker")
+        self.replica_id = replica_id or f"{socket.gethostname()}-{os.getpid()}"
+        # One replica at a time expires leases, polls operations and tends clusters.
+        self._reconciler = Lease(engine, t.leases, "reconciler", self.replica_id, 5.0, clock)
         self._base_catalog = catalog or Catalog()
         self._imported, self._imports = catalog_store.load_imported(engine)
         merged = self._base_catalog.merged(self._imported) if self._imported else self._base_catalog
@@ -87,6 +96,18 @@ class Broker(CatalogMixin):
         )
         self.clusters = Clusters(engine, self._nodes, self._ledger, self._book, self._provisioning, clock)
         self._waits = Waits(self._nodes, self._book, self._provisioning, self.clusters)
+
+    def _reload(self) -> None:
+        """Read the whole view again (another replica changed the store)."""
+        self._nodes.load()
+        with self._engine.connect() as conn:
+            self._ledger.load(conn)
+        self._provisioning.load()
+        self.clusters.load()
+        if catalog_store.import_records(self._engine) != self._imports:
+            # Another replica imported a catalog: rebuilding ~100k offers is worth it only then.
+            self._imported, self._imports = catalog_store.load_imported(self._engine)
+            self._catalog = self._base_catalog.merged(self._imported)
 
     # ---- what the catalog side reads ------------------------------------------------------------
     @property
@@ -159,6 +180,10 @@ class Broker(CatalogMixin):
 
     def heartbeat(self, node_id: str) -> bool:
         """Renew a node's lease; False when the node is unknown (it must register)."""
+        with self._lock.reading():
+            node = self._nodes.nodes.get(node_id)
+            if node is None or node.state != LOST:
+                return self._nodes.heartbeat(node_id)  # a stored timestamp, not a change of the view
         with self._lock:
             return self._nodes.heartbeat(node_id)
 
@@ -186,22 +211,22 @@ class Broker(CatalogMixin):
 
     def get_node(self, node_id: str) -> NodeView:
         """One node; NotFound when unknown."""
-        with self._lock:
+        with self._lock.reading():
             return self._nodes.get(node_id)
 
     def list_nodes(self, include_lost: bool = False) -> list[NodeView]:
         """Nodes, oldest registration first."""
-        with self._lock:
+        with self._lock.reading():
             return self._nodes.listed(include_lost)
 
     def node_counts(self) -> dict[tuple[str, ...], float]:
         """(provider, state) -> number of nodes (for metrics)."""
-        with self._lock:
+        with self._lock.reading():
             return self._nodes.counts()
 
     def allocation_count(self) -> int:
         """Number of live allocations (for metrics)."""
-        with self._lock:
+        with self._lock.reading():
             return len(self._ledger.allocations)
 
     # ---- placement ---------------------------------------------------------------------------
@@ -307,12 +332,12 @@ class Broker(CatalogMixin):
 
     def get_cluster(self, name: str) -> ClusterView:
         """One cluster; NotFound when unknown."""
-        with self._lock:
+        with self._lock.reading():
             return self.clusters.get(name)
 
     def list_clusters(self, include_down: bool = False) -> list[ClusterView]:
         """Clusters, newest first."""
-        with self._lock:
+        with self._lock.reading():
             return self.clusters.list(include_down)
 
     def set_autostop(self, name: str, idle_minutes: int, down: bool) -> ClusterView:
@@ -368,11 +393,17 @@ class Broker(CatalogMixin):
 
     # ---- reconciliation -------------------------------------------------------------------------
     def reconcile(self) -> None:
-        """Send the outbox, expire leases, settle provisions in flight, then tend the clusters."""
+        """Send the outbox, expire leases, settle provisions in flight, then tend the clusters.
+
+        Only the replica holding the "reconciler" lease does (any replica may be asked).
+        """
+        if not self._reconciler.hold():
+            return
         self._book.refresh()
         self._provisioning.drain()
         with self._lock:
             self._nodes.expire_leases()
+        crash_point("broker.reconcile")
         self._provisioning.poll()
         with self._lock:
             due = self.clusters.reconcile()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import threading
 
 from styx.broker.catalog import Catalog, builtin_offers
@@ -42,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="start from the built-in AWS/GCP/Azure offer catalog; imported catalogs replace it per "
         "provider (STYX_BUILTIN_CATALOG, default on)",
     )
+    parser.add_argument(
+        "--replica-id",
+        default=env("REPLICA_ID", ""),
+        help="this replica's name among brokers sharing one PostgreSQL store (STYX_REPLICA_ID; default HOST:PORT)",
+    )
     return parser
 
 
@@ -52,7 +58,14 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging("broker", cfg.log_level)
     provisioner = GrpcProvisioner(args.provisioner, cfg.token) if args.provisioner else None
     catalog = Catalog(builtin_offers()) if args.builtin_catalog else Catalog()
-    broker = Broker(make_engine(cfg.db_url), provisioner, lease_seconds=args.lease_seconds, catalog=catalog)
+    replica_id = args.replica_id or (f"{socket.gethostname()}:{cfg.port}" if cfg.port else "")
+    broker = Broker(
+        make_engine(cfg.db_url),
+        provisioner,
+        lease_seconds=args.lease_seconds,
+        catalog=catalog,
+        replica_id=replica_id,
+    )
 
     def register(server: object) -> list[str]:
         broker_pb2_grpc.add_ResourceBrokerServicer_to_server(BrokerServicer(broker, cfg.token), server)

@@ -32,9 +32,19 @@ class NodeRegistry:
         self._clock = clock
         self.lease_seconds = lease_seconds
         self.nodes: dict[str, NodeView] = {}
-        with engine.connect() as conn:
+        self.load(fresh_leases=True)
+
+    def load(self, fresh_leases: bool = False) -> None:
+        """(Re)read every node from the store, replacing the view; usage is the ledger's to count.
+
+        ``fresh_leases``: a (re)started broker gives every node a fresh lease instead of
+        expiring all; a replica catching up keeps the stored heartbeats.
+        """
+        stamp = self._clock.now()
+        nodes: dict[str, NodeView] = {}
+        with self._engine.connect() as conn:
             for row in conn.execute(select(t.nodes)):
-                self.nodes[row.node_id] = NodeView(
+                nodes[row.node_id] = NodeView(
                     node_id=row.node_id,
                     provider=row.provider,
                     instance_id=row.instance_id,
@@ -46,9 +56,13 @@ class NodeRegistry:
                     state=row.state,
                     address=row.address,
                     registered_at=row.registered_at,
-                    # A restarted broker gives every node a fresh lease instead of expiring all.
-                    last_heartbeat=clock.now(),
+                    last_heartbeat=stamp if fresh_leases else row.last_heartbeat,
                 )
+            if fresh_leases:
+                conn.execute(update(t.nodes).where(t.nodes.c.state == READY).values(last_heartbeat=stamp))
+                conn.commit()
+        self.nodes.clear()
+        self.nodes.update(nodes)
 
     # ---- join tokens ---------------------------------------------------------------------
     def join(self, node_id: str, request_id: str) -> None:
@@ -122,15 +136,16 @@ class NodeRegistry:
         log.info("node registered", extra={"node_id": view.node_id, "cpus": view.total.cpus})
 
     def heartbeat(self, node_id: str) -> bool:
-        """Renew a node's lease; False when the node is unknown or gone (it must register)."""
+        """Renew a node's lease (in the store, where every replica's lease check reads it);
+        False when the node is unknown or gone (it must register)."""
         node = self.nodes.get(node_id)
         if node is None or node.state == GONE:
             return False
-        if node.state == LOST:
-            with self._engine.begin() as conn:
-                conn.execute(update(t.nodes).where(t.nodes.c.node_id == node_id).values(state=READY))
-            node.state = READY
-        node.last_heartbeat = self._clock.now()
+        stamp = self._clock.now()
+        with self._engine.begin() as conn:
+            values = {"last_heartbeat": stamp, **({"state": READY} if node.state == LOST else {})}
+            conn.execute(update(t.nodes).where(t.nodes.c.node_id == node_id).values(**values))
+        node.state, node.last_heartbeat = READY, stamp
         return True
 
     def mark_gone(self, conn: Connection, node_id: str) -> bool:
@@ -146,15 +161,21 @@ class NodeRegistry:
         self.nodes[node_id].state = state
 
     def expire_leases(self) -> list[NodeView]:
-        """Mark READY nodes whose heartbeat is older than the lease LOST; return them."""
-        stamp = self._clock.now()
-        lost = [n for n in self.nodes.values() if n.state == READY and stamp - n.last_heartbeat > self.lease_seconds]
-        if lost:
-            with self._engine.begin() as conn:
-                conn.execute(update(t.nodes).where(t.nodes.c.node_id.in_([n.node_id for n in lost])).values(state=LOST))
-            for node in lost:
-                node.state = LOST
-                log.warning("node lost: no heartbeat", extra={"node_id": node.node_id})
+        """Mark READY nodes whose stored heartbeat is older than the lease LOST; return them.
+
+        The store, not this process's view, says when a node last beat: its heartbeats may
+        have reached another replica.
+        """
+        cutoff = self._clock.now() - self.lease_seconds
+        c = t.nodes.c
+        with self._engine.begin() as conn:
+            silent = conn.execute(select(c.node_id).where(c.state == READY, c.last_heartbeat < cutoff)).scalars().all()
+            if silent:
+                conn.execute(update(t.nodes).where(c.node_id.in_(silent), c.state == READY).values(state=LOST))
+        lost = [self.nodes[i] for i in silent if i in self.nodes]
+        for node in lost:
+            node.state = LOST
+            log.warning("node lost: no heartbeat", extra={"node_id": node.node_id})
         return lost
 
     # ---- reads -------------------------------------------------------------------------------

@@ -29,7 +29,11 @@ class Ledger:
         self.allocations: dict[str, _Allocation] = {}
 
     def load(self, conn: Connection) -> None:
-        """Read the live allocations (at start)."""
+        """(Re)read the live allocations and count them on the nodes (whose usage starts at 0)."""
+        self.allocations.clear()
+        for node in self._nodes.values():
+            node.used_cpus, node.used_memory_gib = 0.0, 0.0
+            node.used_gpus = set()
         query = select(t.allocations).where(t.allocations.c.released.is_(False))
         for row in conn.execute(query):
             self.apply(

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Collection, Iterable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, replace
 from typing import Any
 
@@ -45,6 +45,7 @@ from styx.broker.offers import OfferBook
 from styx.broker.optimizer import Ranked, Ranking
 from styx.common.clock import Clock
 from styx.common.errors import StyxError, Unavailable
+from styx.common.faults import crash_point
 from styx.common.ids import new_id
 from styx.common.offers import Offer
 from styx.common.placement import Ask
@@ -70,7 +71,7 @@ class Provisioning:
         provisioner: ProvisionerPort | None,
         nodes: NodeRegistry,
         book: OfferBook,
-        lock: threading.RLock,
+        lock: AbstractContextManager[Any],
         clock: Clock,
         cooldown_s: float = 60.0,
         timeout_s: float = 300.0,
@@ -86,12 +87,33 @@ class Provisioning:
         self.pending: dict[str, _Provision] = {}
         self._cooling: dict[tuple[str, ...], tuple[float, str]] = {}
         self._sending: set[str] = set()
-        with engine.connect() as conn:
-            for row in conn.execute(select(t.provisions).where(t.provisions.c.state.in_([INTENT, PENDING]))):
-                if row.node_id in nodes.nodes:
+        self.load()
+
+    def load(self) -> None:
+        """(Re)read provisions in flight and the cooldowns of recent failures from the store."""
+        stamp = self._clock.now()
+        c = t.provisions.c
+        pending: dict[str, _Provision] = {}
+        cooling: dict[tuple[str, ...], tuple[float, str]] = {}
+        with self._engine.connect() as conn:
+            for row in conn.execute(select(t.provisions).where(c.state.in_([INTENT, PENDING]))):
+                if row.node_id in self._nodes.nodes:
                     continue  # registered; the crash came before its row said so
                 offer = Offer(**json.loads(row.offer_json))
-                self.pending[row.node_id] = _Provision(row.node_id, row.operation_id, offer, row.spot, row.created_at)
+                pending[row.node_id] = _Provision(row.node_id, row.operation_id, offer, row.spot, row.created_at)
+            recent = select(c.offer_json, c.error, c.error_kind, c.updated_at, c.spot, c.state).where(
+                c.state.in_([FAILED, "lost"]), c.updated_at > stamp - self._cooldown_s
+            )
+            for row in conn.execute(recent.order_by(c.updated_at)):
+                offer = Offer(**json.loads(row.offer_json))
+                if row.state == FAILED:
+                    cooling[_scope_key(offer, row.error_kind)] = (row.updated_at + self._cooldown_s, row.error)
+                elif row.spot:
+                    cooling[_spot_key(offer)] = (row.updated_at + self._cooldown_s, row.error)
+        self.pending.clear()
+        self.pending.update(pending)
+        self._cooling.clear()
+        self._cooling.update(cooling)
 
     @property
     def enabled(self) -> bool:
@@ -99,12 +121,20 @@ class Provisioning:
         return self._provisioner is not None
 
     # ---- intents (under the broker's lock) ----------------------------------------------------
-    def start(self, ask: Ask, offer: Offer, spot: bool, hourly_price: float) -> str:
-        """Commit an intent for a node of ``offer``; returns its node id. ``drain`` sends it."""
+    def start(
+        self, ask: Ask, offer: Offer, spot: bool, hourly_price: float, conn: Connection | None = None
+    ) -> _Provision:
+        """Commit an intent for a node of ``offer`` (``drain`` sends it); returns it.
+
+        With ``conn`` the intent is written in the caller's transaction (a cluster records
+        its new node in the same one), and the caller applies it with ``started`` once that
+        committed; without, it commits here and is in flight at once.
+        """
         node_id = new_id("node")
         stamp = self._clock.now()
-        with self._engine.begin() as conn:
-            conn.execute(
+        crash_point("broker.before_intent_commit")
+        with nullcontext(conn) if conn is not None else self._engine.begin() as tx:
+            tx.execute(
                 insert(t.provisions).values(
                     node_id=node_id,
                     operation_id="",
@@ -119,14 +149,22 @@ class Provisioning:
                     hourly_price=hourly_price,
                 )
             )
-        self.pending[node_id] = _Provision(node_id, "", offer, spot, stamp)
-        log.info("provisioning intent", extra={"node_id": node_id, "offer": offer.place})
-        return node_id
+        prov = _Provision(node_id, "", offer, spot, stamp)
+        if conn is None:
+            self.started(prov)
+        return prov
 
-    def ranked_start(self, ask: Ask, ranking: Ranking) -> tuple[tuple[str, Ranked] | None, list[str]]:
+    def started(self, prov: _Provision) -> None:
+        """Put a committed intent in flight."""
+        self.pending[prov.node_id] = prov
+        log.info("provisioning intent", extra={"node_id": prov.node_id, "offer": prov.offer.place})
+
+    def ranked_start(
+        self, ask: Ask, ranking: Ranking, conn: Connection | None = None
+    ) -> tuple[tuple[_Provision, Ranked] | None, list[str]]:
         """Start the first ranked offer that is not cooling down or at its instance limit.
 
-        Returns ((node id, ranked offer) or None, why offers were skipped).
+        Returns ((intent, ranked offer) or None, why offers were skipped); ``conn`` as for ``start``.
         """
         skipped: list[str] = []
         stamp = self._clock.now()
@@ -139,17 +177,20 @@ class Provisioning:
                 continue
             if offer.max_instances and self.instances_of(offer) >= offer.max_instances:
                 continue
-            return (self.start(ask, offer, ranked.spot, ranked.hourly_price), ranked), skipped
+            return (self.start(ask, offer, ranked.spot, ranked.hourly_price, conn), ranked), skipped
         return None, skipped
 
-    def provision_for(self, allocation_id: str, res: Resources) -> tuple[str | None, Offer | None, float, str]:
-        """Start one node for ``res`` (a cluster's): (node id, offer, $/h, "") or (None, None, 0, why not)."""
+    def provision_for(
+        self, allocation_id: str, res: Resources, conn: Connection
+    ) -> tuple[_Provision | None, Offer | None, float, str]:
+        """Stage one node for ``res`` (a cluster's) in ``conn``: (intent, offer, $/h, "") or
+        (None, None, 0, why not); apply the intent with ``started`` after the commit."""
         if self._provisioner is None:
             return None, None, 0.0, "no provisioner"
         if not self._book.known:
             return None, None, 0.0, "provisioner unavailable"
         pool = replace(res, cluster="")  # rank like any request; the cluster is this node's destiny
-        started, skipped = self.ranked_start(Ask(allocation_id, "", pool), self._book.ranked(pool))
+        started, skipped = self.ranked_start(Ask(allocation_id, "", pool), self._book.ranked(pool), conn)
         if started is None:
             why = "; ".join(skipped) or "every feasible offer is at its instance limit (e.g. STYX_LOCAL_MAX_NODES)"
             return None, None, 0.0, why
@@ -177,6 +218,7 @@ class Provisioning:
                 .where(t.provisions.c.node_id == node_id)
                 .values(state=FAILED, error=error, error_kind=kind, updated_at=stamp)
             )
+        crash_point("broker.failover")
         del self.pending[node_id]
         self._cooling[_scope_key(prov.offer, kind)] = (stamp + self._cooldown_s, error)
         log.warning("provisioning failed", extra={"node_id": node_id, "error": error, "kind": kind})
@@ -235,6 +277,7 @@ class Provisioning:
             return 0
         refused = 0
         for prov in self._claim(only):
+            crash_point("broker.after_intent_commit")
             try:
                 operation_id = self._provisioner.provision(prov.node_id, prov.node_id, prov.offer, prov.spot)
             except Unavailable as exc:
@@ -246,6 +289,7 @@ class Provisioning:
             except Exception as exc:
                 log.warning("provision request failed: %s", exc)
             else:
+                crash_point("broker.after_provision_sent")
                 self._sent(prov, operation_id)
             finally:
                 with self._lock:
@@ -266,7 +310,8 @@ class Provisioning:
 
     def _sent(self, prov: _Provision, operation_id: str) -> None:
         with self._lock:
-            if self.pending.get(prov.node_id) is not prov:
+            current = self.pending.get(prov.node_id)
+            if current is None:
                 return  # failed or registered meanwhile
             with self._engine.begin() as conn:
                 conn.execute(
@@ -274,7 +319,7 @@ class Provisioning:
                     .where(t.provisions.c.node_id == prov.node_id, t.provisions.c.state == INTENT)
                     .values(operation_id=operation_id, state=PENDING, updated_at=self._clock.now())
                 )
-            prov.operation_id = operation_id
+            current.operation_id = operation_id
         log.info("provisioning", extra={"node_id": prov.node_id, "operation_id": operation_id})
 
     def _drain_terminations(self) -> None:
@@ -294,6 +339,7 @@ class Provisioning:
             except Exception as exc:
                 log.warning("terminate of %s failed: %s", row.node_id, exc)
                 continue
+            crash_point("broker.terminate")
             self._forget_outbox(row.request_id)
 
     def _forget_outbox(self, request_id: str) -> None:
@@ -319,5 +365,4 @@ class Provisioning:
                 state, error, kind = FAILED, f"node did not register within {self._timeout_s:g} s", ""
             if state == FAILED:
                 with self._lock:
-                    if self.pending.get(prov.node_id) is prov:
-                        self.fail(prov.node_id, error, kind)
+                    self.fail(prov.node_id, error, kind)  # a no-op when it settled meanwhile

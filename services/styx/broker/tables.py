@@ -132,3 +132,21 @@ outbox = Table(
     Column("created_at", Float, nullable=False),
     Column("error", Text, nullable=False, default=""),
 )
+
+# Replicas: a counter bumped by every change to the shared state, so a replica that sees a
+# value other than its own last one reloads its view first; and named leases (the
+# "reconciler").
+epoch = Table(
+    "broker_epoch",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("value", Integer, nullable=False),
+)
+
+leases = Table(
+    "broker_leases",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("holder", String(64), nullable=False),
+    Column("expires_at", Float, nullable=False),
+)

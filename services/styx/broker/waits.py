@@ -61,9 +61,7 @@ class Waits:
             return Placement(ask.allocation_id, INFEASIBLE, reason=self._book.explain_infeasible(ask.resources))
         started, cooling = self._provisioning.ranked_start(ask, ranking)
         if started is not None:
-            node_id, ranked = started
-            if not node_id:
-                return Placement(ask.allocation_id, WAITING, reason="provisioner unavailable; will retry")
+            node_id, ranked = started[0].node_id, started[1]
             alt, offer = alts[ranked.alternative], ranked.offer
             pending_free[node_id] = Capacity(offer.cpus - alt.cpus, offer.memory_gib - alt.memory_gib)
             return Placement(ask.allocation_id, WAITING, reason=f"provisioning node {node_id} ({offer.place})")
@@ -136,9 +134,9 @@ class Waits:
         cooling: list[str] = []
         while ranking is not None and len(started) < missing:
             got, cooling = self._provisioning.ranked_start(ask, ranking)
-            if got is None or not got[0]:
+            if got is None:
                 break
-            node_id, ranked = got
+            node_id, ranked = got[0].node_id, got[1]
             alt, offer = alts[ranked.alternative], ranked.offer
             pending_free[node_id] = Capacity(offer.cpus - alt.cpus, offer.memory_gib - alt.memory_gib)
             started.append(node_id)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -52,20 +54,79 @@ def channel_credentials() -> grpc.ChannelCredentials | None:
     return None
 
 
+# Several endpoints (replicas of one service): spread calls over the ready ones and retry
+# a call that found a replica gone (UNAVAILABLE) on another. Retrying is safe because every
+# mutating RPC is idempotent on its request id.
+_REPLICAS_SERVICE_CONFIG = json.dumps(
+    {
+        "loadBalancingConfig": [{"round_robin": {}}],
+        "methodConfig": [
+            {
+                "name": [{}],
+                "retryPolicy": {
+                    "maxAttempts": 5,
+                    "initialBackoff": "0.05s",
+                    "maxBackoff": "1s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ],
+    }
+)
+
+
+def split_endpoints(spec: str) -> list[str]:
+    """``host:port[,host:port...]`` -> the endpoints; ValueError names a malformed one."""
+    endpoints = [e.strip() for e in spec.split(",") if e.strip()]
+    if not endpoints:
+        raise ValueError("endpoint: empty; give host:port, or several separated by commas")
+    for endpoint in endpoints:
+        host, sep, port = endpoint.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"endpoint: {endpoint!r} is not host:port")
+    return endpoints
+
+
+def _replicas_target(endpoints: list[str]) -> str:
+    """One gRPC target naming every replica's address (resolved now; gRPC's ipv4:/ipv6: schemes)."""
+    v4: list[str] = []
+    v6: list[str] = []
+    for endpoint in endpoints:
+        host, _, port = endpoint.rpartition(":")
+        host = host.strip("[]")
+        for family, *_, sockaddr in socket.getaddrinfo(host, int(port), proto=socket.IPPROTO_TCP):
+            if family == socket.AF_INET:
+                v4.append(f"{sockaddr[0]}:{port}")
+            elif family == socket.AF_INET6:
+                v6.append(f"[{sockaddr[0]}]:{port}")
+    if v4:
+        return "ipv4:" + ",".join(dict.fromkeys(v4))
+    return "ipv6:" + ",".join(dict.fromkeys(v6))
+
+
 def open_channel(endpoint: str, token: str) -> grpc.Channel:
-    """A channel to ``endpoint`` (host:port) sending ``token`` on each call; TLS when the
-    environment asks for it (``channel_credentials``)."""
+    """A channel to ``endpoint`` (host:port, or several comma-separated replicas) sending
+    ``token`` on each call; TLS when the environment asks for it (``channel_credentials``)."""
     options: list[tuple[str, Any]] = [
         ("grpc.max_receive_message_length", 64 * 1024 * 1024),
         ("grpc.enable_retries", 1),
     ]
+    target = endpoint
+    endpoints = split_endpoints(endpoint) if "," in endpoint else [endpoint]
+    if len(endpoints) > 1:
+        target = _replicas_target(endpoints)
+        options.append(("grpc.service_config", _REPLICAS_SERVICE_CONFIG))
     credentials = channel_credentials()
     if credentials is None:
-        channel = grpc.insecure_channel(endpoint, options=options)
+        channel = grpc.insecure_channel(target, options=options)
     else:
-        if name := os.environ.get("STYX_TLS_SERVER_NAME", ""):
+        name = os.environ.get("STYX_TLS_SERVER_NAME", "")
+        if not name and len(endpoints) > 1:
+            name = endpoints[0].rpartition(":")[0].strip("[]")  # the certificate names the host, not its IPs
+        if name:
             options.append(("grpc.ssl_target_name_override", name))
-        channel = grpc.secure_channel(endpoint, credentials, options=options)
+        channel = grpc.secure_channel(target, credentials, options=options)
     if not token:
         return channel
     return grpc.intercept_channel(channel, _TokenInterceptor(token))

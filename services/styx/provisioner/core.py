@@ -45,6 +45,7 @@ from sqlalchemy.exc import IntegrityError
 
 from styx.common.clock import SYSTEM_CLOCK, Clock
 from styx.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from styx.common.faults import crash_point
 from styx.common.ids import new_id
 from styx.common.leases import Lease
 from styx.common.migrations import upgrade
@@ -674,6 +675,14 @@ class Provisioner:
             if row is None:
                 self._finish(op_id, ProviderErrorKind.INTERNAL, "instance record vanished")
                 return
+            if row["state"] == InstanceState.TERMINATED.value:
+                # Torn down before its create ran (a terminate won the node lock after a
+                # restart). Nothing is created now; anything a create made before a crash
+                # carries the plane label and no live record, so reconcile reaps it.
+                self._finish(
+                    op_id, ProviderErrorKind.INVALID, "the node was terminated before its instance was created"
+                )
+                return
             inst = _instance_from_row(row)
             provider = self._providers.get(inst.provider)
             if provider is None:
@@ -694,6 +703,7 @@ class Provisioner:
                 self._set_instance(op.node_id, InstanceState.TERMINATED)
                 self._finish(op_id, kind, message)
                 return
+            crash_point("provisioner.after_create")
             self._set_instance(op.node_id, InstanceState.RUNNING, instance_id=instance_id)
             log.info("instance created", extra={"node_id": op.node_id, "instance_id": instance_id})
             self._finish(op_id)
@@ -723,6 +733,7 @@ class Provisioner:
                 self._set_instance(op.node_id, InstanceState.RUNNING)
                 self._finish(op_id, kind, message)
                 return
+            crash_point("provisioner.terminate")
             self._set_instance(op.node_id, InstanceState.TERMINATED)
             log.info("instance terminated", extra={"node_id": op.node_id, "instance_id": inst.instance_id})
             self._finish(op_id)
@@ -783,6 +794,7 @@ class Provisioner:
             except Exception as exc:
                 log.warning("provider %s list_instances() raised", name, exc_info=exc)
                 continue
+            crash_point("provisioner.reconcile")
             live = {i.instance_id for i in observed if i.status is not InstanceStatus.TERMINATED}
             owned = {r["node_id"]: r for r in rows if r["provider"] == name}
             for row in owned.values():

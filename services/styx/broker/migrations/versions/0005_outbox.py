@@ -1,4 +1,4 @@
-"""The provisioning outbox's queued terminations (broker_outbox).
+"""The provisioning outbox's queued terminations (broker_outbox); replicas (broker_epoch, broker_leases).
 
 Revision ID: broker_0005
 Revises: broker_0004
@@ -22,7 +22,21 @@ def upgrade() -> None:
         sa.Column("created_at", sa.Float, nullable=False),
         sa.Column("error", sa.Text, nullable=False, server_default=""),
     )
+    epoch = op.create_table(
+        "broker_epoch",
+        sa.Column("name", sa.String(32), primary_key=True),
+        sa.Column("value", sa.Integer, nullable=False),
+    )
+    op.bulk_insert(epoch, [{"name": "view", "value": 0}])
+    op.create_table(
+        "broker_leases",
+        sa.Column("name", sa.String(32), primary_key=True),
+        sa.Column("holder", sa.String(64), nullable=False),
+        sa.Column("expires_at", sa.Float, nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("broker_leases")
+    op.drop_table("broker_epoch")
     op.drop_table("broker_outbox")
