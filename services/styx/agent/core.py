@@ -17,6 +17,7 @@ from typing import Protocol
 
 from styx.agent import hardware
 from styx.agent.hardware import HostCapacity
+from styx.agent.reaper import reap_leftovers
 from styx.agent.runner import AppendLogs, Assignment, Cancellation, RunState, StatusReport, TaskRun
 
 log = logging.getLogger(__name__)
@@ -124,7 +125,9 @@ class Agent:
         return self._registration
 
     def start(self) -> None:
-        """Start the main and heartbeat threads."""
+        """Kill what an earlier agent of this node left running, then start the main and
+        heartbeat threads."""
+        reap_leftovers(self.cfg.work_dir)
         main = threading.Thread(target=self._main, name="agent-main", daemon=True)
         self._threads.append(main)
         main.start()

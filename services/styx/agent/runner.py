@@ -5,7 +5,8 @@ log bytes at an offset and one that reports a status, and the run does the rest:
 
 - the job's workdir archive (when it has one) is fetched and unpacked into the sandbox;
 - setup then run, each as ``["bash", "-c", script]`` (the script is ONE argv item, never
-  pasted into a shell line), in a new session so the whole process group can be stopped;
+  pasted into a shell line), under a supervisor (``supervise.py``) that leads a new session,
+  so the whole process group can be stopped and dies with the agent;
 - stdout and stderr of both go to one log file per attempt, which a shipper thread tails
   and sends in chunks of at most 64 KiB until the processes exited and all is sent;
 - RUNNING is reported right after the first spawn, then SUCCEEDED / FAILED / CANCELLED
@@ -32,12 +33,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from styx.agent.procgroup import group_alive, stop_process_group
+from styx.agent.procgroup import group_alive, spawn_supervised, stop_process_group
 
 log = logging.getLogger(__name__)
 
 LOG_CHUNK_BYTES = 64 * 1024
 CANCEL_GRACE_S = 5.0
+# Grace after SIGTERM when the agent itself stops: it must be gone within 2 s of its SIGTERM.
+SHUTDOWN_GRACE_S = 1.0
 SHIP_INTERVAL_S = 0.2
 # Environment variables the agent keeps to itself: the control plane's credentials.
 PRIVATE_ENV = ("STYX_TOKEN", "STYX_TOKEN_FILE", "STYX_JOIN_TOKEN")
@@ -233,6 +236,7 @@ class TaskRun:
         name = f"{assignment.task_id}-{assignment.attempt}"
         if assignment.rank:
             name += f"-r{assignment.rank}"
+        self._label = name
         self.sandbox = work_dir / "tasks" / name
         self.log_path = work_dir / "logs" / f"{name}.log"
         self._state_path = work_dir / "state" / f"{name}.json"
@@ -276,7 +280,11 @@ class TaskRun:
                 self._cancel_reason = "agent stopped"
             proc = self._proc
         if proc is not None:
-            stop_process_group(proc.pid, proc, CANCEL_GRACE_S)
+            stop_process_group(proc.pid, proc, SHUTDOWN_GRACE_S)
+
+    def _stop_grace(self) -> float:
+        with self._lock:
+            return SHUTDOWN_GRACE_S if self._shutdown else CANCEL_GRACE_S
 
     # -- the attempt -------------------------------------------------------------------------
 
@@ -334,48 +342,51 @@ class TaskRun:
                 with self._lock:
                     if self._cancel_reason is not None:
                         return self._stopped()
-                    self._proc = subprocess.Popen(
-                        ["bash", "-c", script],
-                        cwd=cwd,
-                        env=env,
-                        stdin=subprocess.DEVNULL,
-                        stdout=out,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,  # own group: a cancel reaches every child
-                        close_fds=True,
-                    )
-                    proc = self._proc
-                self._write_state({"phase": phase, "pgid": proc.pid})
-                if not reported_running:
-                    reported_running = True
-                    self._report_running()
-                if deadline is None and a.timeout_s > 0:
-                    deadline = time.monotonic() + a.timeout_s
+                    proc, lifeline = spawn_supervised(["bash", "-c", script], self._label, cwd, env, out)
+                    self._proc = proc
                 try:
-                    code = proc.wait(None if deadline is None else max(deadline - time.monotonic(), 0.0))
-                except subprocess.TimeoutExpired:
-                    stop_process_group(proc.pid, proc, CANCEL_GRACE_S)
-                    with self._lock:
-                        self._proc = None
-                        cancelled = self._cancel_reason is not None
-                    if cancelled:
-                        return self._stopped()
-                    return self._status(RunState.FAILED, None, f"{phase} timed out after {a.timeout_s:g} s")
-                # Background children of a finished script would outlive the task: stop them
-                # (also the cancel path: what ignored SIGTERM is killed after the same grace).
-                stop_process_group(proc.pid, proc, CANCEL_GRACE_S)
-                with self._lock:
-                    self._proc = None
-                    cancelled = self._cancel_reason is not None
-                if cancelled:
-                    return self._stopped()
-                if code < 0:
-                    return self._status(RunState.FAILED, None, f"{phase} killed by signal {-code}")
-                if code != 0:
-                    return self._status(RunState.FAILED, code, f"{phase} exited with {code}")
+                    self._write_state({"phase": phase, "pgid": proc.pid, "task_id": a.task_id})
+                    if not reported_running:
+                        reported_running = True
+                        self._report_running()
+                    if deadline is None and a.timeout_s > 0:
+                        deadline = time.monotonic() + a.timeout_s
+                    ended = self._wait_phase(phase, proc, deadline)
+                finally:
+                    # Only once the phase is over may the supervisor see end-of-file: until
+                    # then, closing this end means "the agent died, kill the task".
+                    os.close(lifeline)
+                if ended is not None:
+                    return ended
         if not reported_running:
             self._report_running()
         return self._status(RunState.SUCCEEDED, 0, "")
+
+    def _wait_phase(self, phase: str, proc: subprocess.Popen[bytes], deadline: float | None) -> StatusReport | None:
+        """Wait for one phase's process; the attempt's final report, or None to go on."""
+        try:
+            code = proc.wait(None if deadline is None else max(deadline - time.monotonic(), 0.0))
+        except subprocess.TimeoutExpired:
+            stop_process_group(proc.pid, proc, CANCEL_GRACE_S)
+            with self._lock:
+                self._proc = None
+                cancelled = self._cancel_reason is not None
+            if cancelled:
+                return self._stopped()
+            return self._status(RunState.FAILED, None, f"{phase} timed out after {self.assignment.timeout_s:g} s")
+        # Background children of a finished script would outlive the task: stop them
+        # (also the cancel path: what ignored SIGTERM is killed after the same grace).
+        stop_process_group(proc.pid, proc, self._stop_grace())
+        with self._lock:
+            self._proc = None
+            cancelled = self._cancel_reason is not None
+        if cancelled:
+            return self._stopped()
+        if code < 0:
+            return self._status(RunState.FAILED, None, f"{phase} killed by signal {-code}")
+        if code != 0:
+            return self._status(RunState.FAILED, code, f"{phase} exited with {code}")
+        return None
 
     def _report_running(self) -> None:
         # A lost RUNNING report must not stop the task: the final report still settles it.
