@@ -48,6 +48,9 @@ class FakeControlPlane(broker_pb2_grpc.ResourceBrokerServicer, agent_pb2_grpc.Ag
         self.registrations: list[broker_pb2.RegisterNodeRequest] = []
         self.heartbeats = 0
         self.known = True
+        # Heartbeats answer UNAVAILABLE while set (a network partition from the broker).
+        self.unreachable = False
+        self.lease_seconds = 10.0
         self.work: dict[str, queue.Queue[agent_pb2.WorkItem]] = {}
         self.streams_opened = 0
         self.statuses: list[agent_pb2.ReportTaskStatusRequest] = []
@@ -68,7 +71,9 @@ class FakeControlPlane(broker_pb2_grpc.ResourceBrokerServicer, agent_pb2_grpc.Ag
                   ) -> broker_pb2.HeartbeatResponse:
         with self.lock:
             self.heartbeats += 1
-            return broker_pb2.HeartbeatResponse(known=self.known, lease_seconds=10)
+            if self.unreachable:
+                context.abort(grpc.StatusCode.UNAVAILABLE, "the broker is cut off (test)")
+            return broker_pb2.HeartbeatResponse(known=self.known, lease_seconds=self.lease_seconds)
 
     # AgentGateway
     def queue_for(self, node_id: str) -> queue.Queue[agent_pb2.WorkItem]:

@@ -19,6 +19,7 @@ from test_agent import ECHO_GROUP, FakeControlPlane, _group_members, _start_agen
 from helpers import pid_alive, stop_process, wait_until
 from styx.agent.reaper import reap_leftovers
 from styx.common.server import RunningServer
+from styx.v1 import common_pb2
 
 # The in-test control plane fixture ("fake") of test_agent.py, registered here too.
 fake = test_agent.fake
@@ -107,3 +108,53 @@ def test_local_provider_reaps_a_dead_agents_tasks(tmp_path: Path) -> None:
     finally:
         task.kill()
         task.wait()
+
+
+def test_agent_that_cannot_renew_its_lease_kills_its_tasks(
+    tmp_path: Path, fake: tuple[FakeControlPlane, RunningServer]
+) -> None:
+    """Cut off from the broker for a whole lease, the agent fences itself: its tasks die
+    before the scheduler may re-queue them (lease + margin after the last heartbeat)."""
+    plane, server = fake
+    plane.lease_seconds = 1.5
+    agent = _start_agent(tmp_path, f"127.0.0.1:{server.port}")
+    try:
+        wait_until(lambda: plane.heartbeats >= 1, timeout=15, message="a first heartbeat")
+        plane.assign("t-cut", run=FAMILY)
+        pids = _family(plane, "t-cut")
+        with plane.lock:
+            plane.unreachable = True
+        cut = time.monotonic()
+        final = plane.final("t-cut", timeout=10)
+        assert final.state == common_pb2.TASK_STATE_FAILED and "node fenced" in final.message, final
+        assert time.monotonic() - cut < 1.5 + 1.0, "the agent must fence within its lease"
+        assert _group_members(pids["leader"]) == [] and not pid_alive(pids["grandchild"])
+        plane.assign("t-while-cut", run="echo must-not-run")
+        refused = plane.final("t-while-cut", timeout=10)
+        assert refused.state == common_pb2.TASK_STATE_FAILED and "node fenced" in refused.message
+        assert plane.log_of("t-while-cut") == b""
+        with plane.lock:
+            plane.unreachable = False
+        time.sleep(1.0)  # a renewal or two
+        plane.assign("t-after", run="echo ran")
+        assert plane.final("t-after", timeout=10).state == common_pb2.TASK_STATE_SUCCEEDED
+    finally:
+        assert stop_process(agent.proc, timeout=15) == 0, agent.log_text()
+
+
+def test_agent_the_broker_forgot_kills_its_tasks(
+    tmp_path: Path, fake: tuple[FakeControlPlane, RunningServer]
+) -> None:
+    """known=false (the node was deregistered: GONE, whose tasks re-queue at once): fence now."""
+    plane, server = fake
+    agent = _start_agent(tmp_path, f"127.0.0.1:{server.port}")
+    try:
+        plane.assign("t-gone", run=FAMILY)
+        pids = _family(plane, "t-gone")
+        with plane.lock:
+            plane.known = False
+        final = plane.final("t-gone", timeout=10)
+        assert final.state == common_pb2.TASK_STATE_FAILED and "node fenced" in final.message, final
+        assert _group_members(pids["leader"]) == []
+    finally:
+        assert stop_process(agent.proc, timeout=15) == 0, agent.log_text()

@@ -244,6 +244,7 @@ class TaskRun:
         self._proc: subprocess.Popen[bytes] | None = None
         self._cancel_reason: str | None = None
         self._shutdown = False
+        self._fence_reason = ""
         self.final: StatusReport | None = None
         self._thread = threading.Thread(target=self._main, name=f"task-{name}", daemon=True)
 
@@ -281,6 +282,18 @@ class TaskRun:
             proc = self._proc
         if proc is not None:
             stop_process_group(proc.pid, proc, SHUTDOWN_GRACE_S)
+
+    def fence(self, reason: str) -> None:
+        """The node lost its lease: SIGKILL the group at once and report FAILED with ``reason``
+        (its re-queued attempt may start elsewhere any moment)."""
+        with self._lock:
+            self._shutdown = True
+            self._fence_reason = reason
+            if self._cancel_reason is None:
+                self._cancel_reason = reason
+            proc = self._proc
+        if proc is not None:
+            stop_process_group(proc.pid, proc, 0.0)
 
     def _stop_grace(self) -> float:
         with self._lock:
@@ -397,7 +410,9 @@ class TaskRun:
 
     def _stopped(self) -> StatusReport:
         with self._lock:
-            reason, shutdown = self._cancel_reason or "cancelled", self._shutdown
+            reason, shutdown, fenced = self._cancel_reason or "cancelled", self._shutdown, self._fence_reason
+        if fenced:
+            return self._status(RunState.FAILED, None, fenced)
         if shutdown:
             return self._status(RunState.FAILED, None, "the node's agent stopped while the task ran")
         return self._status(RunState.CANCELLED, None, reason)
