@@ -11,10 +11,11 @@ from sqlalchemy import Engine, event
 
 from helpers import InProcessBroker
 from styx.broker.core import Broker
+from styx.common.clock import FakeClock
 from styx.common.errors import InvalidArgument
 from styx.common.resources import Capacity, Resources
 from styx.scheduler.core import Scheduler
-from styx.scheduler.model import MAX_TASKS_PER_JOB, TaskSpec
+from styx.scheduler.model import MAX_TASKS_PER_JOB, AbsentNode, TaskSpec
 from styx.scheduler.workqueue import Cancel
 
 
@@ -94,3 +95,53 @@ def test_submit_over_the_per_job_task_limit_names_the_field(plane):
     with pytest.raises(InvalidArgument, match=r"job\.tasks: at most 100000 tasks per job, got 100001"):
         sched.submit_job("too-big", "", specs)
     assert sched.list_jobs() == []
+
+
+class AbsentPort(InProcessBroker):
+    """The in-process broker, but the test says which nodes are absent and since when."""
+
+    def __init__(self, broker: Broker) -> None:
+        super().__init__(broker)
+        self.absent: list[AbsentNode] = []
+
+    def absent_nodes(self) -> list[AbsentNode]:
+        return list(self.absent)
+
+
+@pytest.fixture
+def fenced(engine_factory):
+    clock = FakeClock()
+    broker = Broker(engine_factory("broker"), None)
+    port = AbsentPort(broker)
+    sched = Scheduler(engine_factory("scheduler"), port, clock=clock, node_fence_s=20.0)
+    broker.register_node("n1", "local", "pid-1", Capacity(4, 8, []))
+    _, (task,) = sched.submit_job("r", "", [TaskSpec(name="a", run="x", resources=Resources(cpus=1))])
+    assert sched.dispatch_once() == 1
+    sched.report("n1", task.task_id, 1, "RUNNING", None, "")
+    return sched, port, clock, task.task_id
+
+
+def test_a_lost_nodes_task_waits_for_the_fence(fenced):
+    """LOST (no heartbeat): the old attempt may still run until its agent fences itself, so
+    the task re-queues only node_fence_s after the last heartbeat, not when LOST is seen."""
+    sched, port, clock, task_id = fenced
+    port.absent = [AbsentNode("n1", gone=False, last_heartbeat=clock.now())]
+    clock.advance(15.5)  # the broker's lease ran out: LOST
+    sched.reconcile()
+    assert sched.get_task(task_id).state == "RUNNING"
+    clock.advance(4.0)
+    sched.reconcile()
+    assert sched.get_task(task_id).state == "RUNNING"
+    clock.advance(0.5)
+    sched.reconcile()
+    rec = sched.get_task(task_id)
+    assert rec.state == "PENDING" and "node n1 was lost" in rec.failure_reason
+
+
+def test_a_gone_nodes_task_requeues_at_once(fenced):
+    """GONE (deregistered by its agent or provider): its tasks are known stopped."""
+    sched, port, clock, task_id = fenced
+    port.absent = [AbsentNode("n1", gone=True, last_heartbeat=clock.now())]
+    clock.advance(0.1)
+    sched.reconcile()
+    assert sched.get_task(task_id).state == "PENDING"

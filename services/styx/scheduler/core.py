@@ -34,6 +34,7 @@ from styx.scheduler.gangs import GangMixin
 from styx.scheduler.model import (
     ACTIVE,
     CANCELLED,
+    DEFAULT_NODE_FENCE_S,
     FAILED,
     MAX_NODE_LOSSES,
     PENDING,
@@ -42,6 +43,7 @@ from styx.scheduler.model import (
     SKIPPED,
     SUCCEEDED,
     TERMINAL,
+    AbsentNode,
     IsActive,
     RankRecord,
     TaskRecord,
@@ -82,8 +84,8 @@ class BrokerPort(Protocol):
         """Free an allocation (idempotent)."""
         ...
 
-    def lost_nodes(self) -> set[str]:
-        """Ids of nodes the broker marked LOST (their lease expired)."""
+    def absent_nodes(self) -> list[AbsentNode]:
+        """Nodes the broker marked LOST (lease expired) or GONE (deregistered)."""
         ...
 
 
@@ -98,8 +100,10 @@ class Scheduler(QueriesMixin, GangMixin, OutputsMixin):
         lease_s: float = 10.0,
         replica_id: str = "",
         clock: Clock = SYSTEM_CLOCK,
+        node_fence_s: float = DEFAULT_NODE_FENCE_S,
     ) -> None:
         self._clock = clock
+        self.node_fence_s = node_fence_s
         self._engine = engine
         self._broker = broker
         self.starvation_s = starvation_s
@@ -803,10 +807,11 @@ class Scheduler(QueriesMixin, GangMixin, OutputsMixin):
         if self._broker is None or not self.hold_dispatch_lease():
             return
         try:
-            lost = self._broker.lost_nodes()
+            absent = self._broker.absent_nodes()
         except Exception as exc:
             log.warning("cannot list lost nodes: %s", exc)
-            lost = set()
+            absent = []
+        lost = self.fenced_nodes(absent)
         if lost:
             self._requeue_lost(lost)
         with self._engine.connect() as conn:
@@ -817,6 +822,19 @@ class Scheduler(QueriesMixin, GangMixin, OutputsMixin):
             ).all()
         for task_id, attempt, num_nodes in rows:
             self._release(task_id, attempt, num_nodes)
+
+    def fenced_nodes(self, absent: Sequence[AbsentNode]) -> set[str]:
+        """The absent nodes whose tasks may run again elsewhere, i.e. are known dead.
+
+        Rule: a GONE node's tasks at once (its agent stopped them before deregistering, or
+        its provider saw the instance gone and reaped its tasks); a LOST node's only once
+        ``node_fence_s`` passed since its last heartbeat. By then its agent, which could
+        not renew its lease for a whole lease, has killed them itself (agent.core's
+        self-fencing), so a task never runs twice at the same time. ``node_fence_s`` must
+        exceed the broker's ``--lease-seconds`` by a margin.
+        """
+        stamp = self._clock.now()
+        return {a.node_id for a in absent if a.gone or stamp - a.last_heartbeat >= self.node_fence_s}
 
     def _requeue_lost(self, lost: set[str]) -> None:
         events: list[tuple[str, TaskRecord, str]] = []
