@@ -158,3 +158,23 @@ def test_agent_the_broker_forgot_kills_its_tasks(
         assert _group_members(pids["leader"]) == []
     finally:
         assert stop_process(agent.proc, timeout=15) == 0, agent.log_text()
+
+
+def test_agent_stops_within_2s_of_sigterm_with_tasks_running(
+    tmp_path: Path, fake: tuple[FakeControlPlane, RunningServer]
+) -> None:
+    """Two running tasks, one whose child ignores SIGTERM: the agent still exits (0) within
+    2 s, both groups are gone and both attempts were reported FAILED."""
+    plane, server = fake
+    agent = _start_agent(tmp_path, f"127.0.0.1:{server.port}")
+    plane.assign("t-a", run=FAMILY)
+    plane.assign("t-b", run=f"{ECHO_GROUP}; (trap '' TERM; sleep 600 & echo child=$!; echo grandchild=0; wait) ; wait")
+    groups = [_family(plane, "t-a")["leader"], _family(plane, "t-b")["leader"]]
+    started = time.monotonic()
+    agent.proc.send_signal(signal.SIGTERM)
+    code = stop_process(agent.proc, timeout=2.0)
+    took = time.monotonic() - started
+    assert code == 0 and took < 2.0, f"exit {code} after {took:.2f}s\n{agent.log_text()[-2000:]}"
+    assert all(_group_members(g) == [] for g in groups)
+    for task_id in ("t-a", "t-b"):
+        assert plane.final(task_id, timeout=1).state == common_pb2.TASK_STATE_FAILED

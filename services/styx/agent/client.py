@@ -92,11 +92,11 @@ class ControlPlane:
             raise Rejected(exc.code().name, str(exc.details())) from exc
         return Renewal(bool(response.known), float(response.lease_seconds))
 
-    def deregister(self, node_id: str, reason: str) -> None:
+    def deregister(self, node_id: str, reason: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         """Tell the broker this node is going away (one try: the lease covers a miss)."""
         request = broker_pb2.DeregisterNodeRequest(request_id=new_id("dereg"), node_id=node_id, reason=reason)
         try:
-            self._broker.DeregisterNode(request, timeout=DEFAULT_TIMEOUT_S)
+            self._broker.DeregisterNode(request, timeout=timeout_s)
         except grpc.RpcError as exc:
             raise Rejected(exc.code().name, str(exc.details())) from exc
 

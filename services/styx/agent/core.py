@@ -30,6 +30,9 @@ from styx.common.clock import SYSTEM_CLOCK, Clock
 
 log = logging.getLogger(__name__)
 
+# The agent must be gone within 2 s of SIGTERM, tasks stopped and reported.
+STOP_DEADLINE_S = 1.8
+
 
 @dataclass(frozen=True)
 class AgentConfig:
@@ -85,8 +88,8 @@ class ControlPlaneLike(Protocol):
         """Renew the lease; ``known`` is False when the broker does not know the node."""
         ...
 
-    def deregister(self, node_id: str, reason: str) -> None:
-        """Tell the broker the node is going away."""
+    def deregister(self, node_id: str, reason: str, timeout_s: float) -> None:
+        """Tell the broker the node is going away (one try within ``timeout_s``)."""
 
     def report_status(self, node_id: str, report: StatusReport) -> None:
         """Report a task attempt's status."""
@@ -157,8 +160,19 @@ class Agent:
         self._threads.append(main)
         main.start()
 
-    def stop(self, timeout_s: float = 15.0) -> None:
-        """Stop taking work, stop every running task's process group, and wait for them."""
+    def stop(self, deadline_s: float = STOP_DEADLINE_S) -> None:
+        """Stop taking work, stop every running task's process group (SIGTERM, SIGKILL after
+        runner.SHUTDOWN_GRACE_S), report them FAILED and deregister, all within ``deadline_s``.
+
+        What misses the deadline is safe to leave: a report not delivered is re-sent by
+        the scheduler's outstanding work to the next agent, which answers from the state
+        file; a missed deregistration only means the node is re-queued after the fence.
+        """
+        started = self._clock.monotonic()
+
+        def left() -> float:
+            return max(0.0, deadline_s - (self._clock.monotonic() - started))
+
         self._stop.set()
         self._control.cancel_stream()
         with self._lock:
@@ -167,14 +181,14 @@ class Agent:
         for t in stoppers:
             t.start()
         for t in stoppers:
-            t.join(timeout_s)
+            t.join(left())
         for r in runs:
-            r.join(timeout_s)
+            r.join(left())
         for t in self._threads:
-            t.join(timeout_s)
+            t.join(left())
         try:
             # Without this the broker would keep placing work here until the lease ran out.
-            self._control.deregister(self.cfg.node_id, "agent stopped")
+            self._control.deregister(self.cfg.node_id, "agent stopped", max(left(), 0.2))
         except Exception as exc:
             log.warning("could not deregister the node; the broker will notice when its lease ends: %s", exc)
 

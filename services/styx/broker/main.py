@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging("broker", cfg.log_level)
     provisioner = GrpcProvisioner(args.provisioner, cfg.token) if args.provisioner else None
     catalog = Catalog(builtin_offers()) if args.builtin_catalog else Catalog()
-    broker = Broker(make_engine(cfg.db_url), provisioner, lease_seconds=args.lease_seconds, catalog=catalog)
+    engine = make_engine(cfg.db_url)
+    broker = Broker(engine, provisioner, lease_seconds=args.lease_seconds, catalog=catalog)
 
     def register(server: object) -> list[str]:
         broker_pb2_grpc.add_ResourceBrokerServicer_to_server(BrokerServicer(broker, cfg.token), server)
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     threading.Thread(target=reconcile_loop, name="reconcile", daemon=True).start()
     write_ready_file(cfg.ready_file, cfg.host, running.port)
     log.info("serving", extra={"port": running.port, "db": cfg.db_url.split("://")[0]})
-    run_until_signal(running, on_stop=stop.set)
+    run_until_signal(running, on_stop=stop.set, close=engine.dispose)
 
 
 if __name__ == "__main__":

@@ -58,8 +58,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--broker is required (or set STYX_BROKER_ENDPOINT)")
     cfg = server_config(args, "scheduler")
     setup_logging("scheduler", cfg.log_level)
+    engine = make_engine(cfg.db_url)
     core = Scheduler(
-        make_engine(cfg.db_url),
+        engine,
         GrpcBroker(args.broker, cfg.token),
         starvation_s=args.starvation_seconds,
         lease_s=args.dispatch_lease_seconds,
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     threading.Thread(target=core.run_loop, name="dispatch", daemon=True).start()
     write_ready_file(cfg.ready_file, cfg.host, running.port)
     log.info("serving", extra={"port": running.port, "db": cfg.db_url.split("://")[0], "replica": core.replica_id})
-    run_until_signal(running, on_stop=core.stop)
+    run_until_signal(running, on_stop=core.stop, close=engine.dispose)
 
 
 if __name__ == "__main__":
