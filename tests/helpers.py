@@ -297,7 +297,7 @@ class InProcessBroker:
     """The scheduler's BrokerPort served by a broker core in the same process (no sockets).
 
     The scheduler and the broker exchange the same ``styx.common.placement`` types, so this
-    only adds ``lost_nodes``, which the gRPC adapter reads from ListNodes.
+    only adds ``absent_nodes``, which the gRPC adapter reads from ListNodes.
     """
 
     def __init__(self, broker: Any) -> None:
@@ -309,8 +309,14 @@ class InProcessBroker:
     def release(self, allocation_id: str) -> None:
         self.broker.release(allocation_id)
 
-    def lost_nodes(self) -> set[str]:
-        return {n.node_id for n in self.broker.list_nodes(include_lost=True) if n.state in ("LOST", "GONE")}
+    def absent_nodes(self) -> list[Any]:
+        from styx.scheduler.model import AbsentNode
+
+        return [
+            AbsentNode(n.node_id, n.state == "GONE", n.last_heartbeat)
+            for n in self.broker.list_nodes(include_lost=True)
+            if n.state in ("LOST", "GONE")
+        ]
 
 
 @dataclass(kw_only=True)

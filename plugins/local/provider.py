@@ -30,6 +30,7 @@ from typing import TypedDict, cast
 
 from styx.agent import hardware
 from styx.agent.procgroup import stop_process_group
+from styx.agent.reaper import reap_leftovers
 from styx.provisioner.hookspecs import hookimpl
 from styx.provisioner.provider import (
     PLANE_LABEL,
@@ -103,6 +104,10 @@ class LocalProvider:
 
     def _record_path(self, node_id: str) -> Path:
         return self._records_dir() / f"{node_id}.json"
+
+    def _agent_dir(self, node_id: str) -> Path:
+        # The agent's default --work-dir under the STYX_HOME it is started with.
+        return self.home / "agents" / node_id
 
     def log_path(self, node_id: str) -> Path:
         """Where the agent of ``node_id`` writes its output."""
@@ -238,6 +243,7 @@ class LocalProvider:
         if record is not None and self._alive(pid, node_id):
             self._kill_group(pid)
         if record is not None:
+            reap_leftovers(self._agent_dir(record["node_id"]))
             with self._lock:
                 self._record_path(record["node_id"]).unlink(missing_ok=True)
         with self._lock:
@@ -258,6 +264,9 @@ class LocalProvider:
                         )
                     )
                 else:
+                    # Before the record (and then the node) is dropped: its tasks must not
+                    # run on while the scheduler re-queues them elsewhere.
+                    reap_leftovers(self._agent_dir(node_id))
                     self._record_path(node_id).unlink(missing_ok=True)
                     self._children.pop(record["pid"], None)
         return out

@@ -191,8 +191,10 @@ def start(home: Path | None = None, timeout: float = DEFAULT_START_TIMEOUT_S) ->
     """Start the plane of ``home`` and wait until every service answers SERVING.
 
     Idempotent: when the plane is already running it is returned unchanged. A stale plane
-    (plane.json whose processes died) is cleaned up and started afresh; stored state
-    (the SQLite files) survives. Raises :class:`PlaneError` naming the log file of a
+    (plane.json with some of its processes dead, e.g. after a crash) gets only its dead
+    services started again, on their recorded ports: the live services, the agents and
+    the tasks they run are left alone, so nothing runs twice. Stored state (the SQLite
+    files) survives either way. Raises :class:`PlaneError` naming the log file of a
     service that died or did not become healthy in ``timeout`` seconds.
     """
     paths = Paths(_home(home))
@@ -202,9 +204,9 @@ def start(home: Path | None = None, timeout: float = DEFAULT_START_TIMEOUT_S) ->
             return current.plane
         if current.plane is not None:
             # Some process died, or a starter was killed before the plane became ready
-            # (we hold the lock, so nobody is starting it now): stop the survivors so the
-            # new plane owns its ports and db.
-            _stop_locked(paths, current.plane)
+            # (we hold the lock, so nobody is starting it now).
+            dead = [s.name for s in current.services if not s.alive]
+            return _restart_dead_locked(paths, current.plane, dead, timeout)
         return _start_locked(paths, timeout)
 
 
@@ -296,6 +298,33 @@ def _start_locked(paths: Paths, timeout: float) -> Plane:
         raise
 
 
+def _restart_dead_locked(paths: Paths, plane: Plane, dead: list[str], timeout: float) -> Plane:
+    """Start the ``dead`` services of ``plane`` again on their recorded ports, with the same
+    plane id: agents dial those endpoints, so they reconnect by themselves."""
+    token = plane.token or _ensure_token(paths)
+    endpoints = {svc: plane.endpoint(svc) for svc in SERVICES}
+    for directory in (paths.local, paths.logs, paths.ready_file("x").parent, paths.home / "state"):
+        directory.mkdir(parents=True, exist_ok=True)
+    env = _service_env(paths, token, plane.plane_id or uuid.uuid4().hex)
+    started: dict[str, subprocess.Popen[bytes]] = {}
+    for svc in dead:
+        paths.ready_file(svc).unlink(missing_ok=True)
+        started[svc] = _spawn(paths, svc, endpoints, env)
+    pids = {**plane.pids, **{svc: proc.pid for svc, proc in started.items()}}
+    plane = dataclasses.replace(plane, pids=pids, ready=False, token=token)
+    _write_plane(paths, plane)  # before waiting: an interrupted start is still found by `stop`
+    try:
+        _wait_healthy(paths, plane, started, timeout)
+    except PlaneError as exc:
+        raise PlaneError(
+            f"{exc}\n  only the dead services were restarted, on their recorded ports; "
+            "`sky local down` stops the whole plane (and its running tasks), then `sky local up`"
+        ) from None
+    plane = dataclasses.replace(plane, ready=True)
+    _write_plane(paths, plane)
+    return plane
+
+
 def _service_args(paths: Paths, svc: str, endpoints: dict[str, str]) -> list[str]:
     port = endpoints[svc].rsplit(":", 1)[1]
     args = [
@@ -358,10 +387,12 @@ def _wait_healthy(paths: Paths, plane: Plane, procs: dict[str, subprocess.Popen[
     pending = set(SERVICES)
     while pending:
         for svc in sorted(pending):
-            code = procs[svc].poll()
+            proc = procs.get(svc)  # None: a service left running, not started here
+            code = proc.poll() if proc is not None else (None if _alive(plane.pids[svc], svc) else -1)
             if code is not None:
+                how = f"exited with code {code}" if proc is not None else "died"
                 raise PlaneError(
-                    f"the {svc} exited with code {code} while starting; see its log: "
+                    f"the {svc} {how} while starting; see its log: "
                     f"{paths.log_file(svc)}{_last_line(paths.log_file(svc))}"
                 )
             if _health(plane.endpoint(svc), timeout=1.0) == "SERVING":

@@ -34,8 +34,8 @@ def bench_decision_cost(queued: int) -> None:
         def __init__(self, broker: Broker) -> None:
             self.allocate, self.release = broker.allocate, broker.release
 
-        def lost_nodes(self) -> set[str]:
-            return set()
+        def absent_nodes(self) -> list[object]:
+            return []
 
     tmp = Path(tempfile.mkdtemp(prefix="styx-bench-sched-"))
     broker = Broker(make_engine(f"sqlite:///{tmp}/broker.db"))

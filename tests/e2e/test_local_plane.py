@@ -47,14 +47,34 @@ def test_stale_plane_restarts_cleanly(fresh_sky: SkyCli) -> None:
     os.kill(old["scheduler"], signal.SIGKILL)
     wait_until(lambda: not pid_alive(old["scheduler"]), timeout=10)
     assert fresh_sky("local", "status").returncode == 3  # stale
-    # The next command restarts the whole plane; stored tasks survive (SQLite state).
+    # The next command restarts the dead scheduler only; stored tasks survive (SQLite state).
     tasks = json.loads(fresh_sky.ok("status", "--json").stdout)
     assert any(t["run"] == "echo before" and t["state"] == "SUCCEEDED" for t in tasks)
     new = fresh_sky.plane_pids()
     assert new["scheduler"] != old["scheduler"]
     for svc in ("broker", "provisioner"):
-        assert not pid_alive(old[svc]), f"old {svc} survived the restart"
+        assert new[svc] == old[svc] and pid_alive(old[svc]), f"the live {svc} was restarted"
     assert fresh_sky.ok("run", "--", "echo", "after").stdout == "after\n"
+    fresh_sky.down_and_check()
+
+
+def test_up_after_a_crash_keeps_running_tasks(fresh_sky: SkyCli) -> None:
+    """`sky local up` with one service dead (the documented way back after a crash) starts
+    that service alone: the agent and its running task live on, and the task runs once."""
+    starts = fresh_sky.home / "starts.txt"
+    task_id = fresh_sky.ok("run", "--detach", "--", f"echo $STYX_TASK_ID >> {starts}; sleep 6").stdout.strip()
+    wait_until(lambda: fresh_sky.task(task_id)["state"] == "RUNNING", timeout=60, message="the task to run")
+    old = fresh_sky.plane_pids()
+    os.kill(old["broker"], signal.SIGKILL)
+    wait_until(lambda: not pid_alive(old["broker"]), timeout=10)
+    fresh_sky.ok("local", "up")
+    new = fresh_sky.plane_pids()
+    assert new["broker"] != old["broker"]
+    assert (new["scheduler"], new["provisioner"]) == (old["scheduler"], old["provisioner"])
+    wait_until(lambda: fresh_sky.task(task_id)["state"] == "SUCCEEDED", timeout=60, message="the task to end")
+    task = fresh_sky.task(task_id)
+    assert task["attempt"] == 1, task
+    assert starts.read_text().split() == [task_id], "the task ran more than once"
     fresh_sky.down_and_check()
 
 

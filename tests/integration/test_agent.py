@@ -48,6 +48,9 @@ class FakeControlPlane(broker_pb2_grpc.ResourceBrokerServicer, agent_pb2_grpc.Ag
         self.registrations: list[broker_pb2.RegisterNodeRequest] = []
         self.heartbeats = 0
         self.known = True
+        # Heartbeats answer UNAVAILABLE while set (a network partition from the broker).
+        self.unreachable = False
+        self.lease_seconds = 10.0
         self.work: dict[str, queue.Queue[agent_pb2.WorkItem]] = {}
         self.streams_opened = 0
         self.statuses: list[agent_pb2.ReportTaskStatusRequest] = []
@@ -68,7 +71,9 @@ class FakeControlPlane(broker_pb2_grpc.ResourceBrokerServicer, agent_pb2_grpc.Ag
                   ) -> broker_pb2.HeartbeatResponse:
         with self.lock:
             self.heartbeats += 1
-            return broker_pb2.HeartbeatResponse(known=self.known, lease_seconds=10)
+            if self.unreachable:
+                context.abort(grpc.StatusCode.UNAVAILABLE, "the broker is cut off (test)")
+            return broker_pb2.HeartbeatResponse(known=self.known, lease_seconds=self.lease_seconds)
 
     # AgentGateway
     def queue_for(self, node_id: str) -> queue.Queue[agent_pb2.WorkItem]:
@@ -198,6 +203,11 @@ def agent(tmp_path: Path, fake: tuple[FakeControlPlane, RunningServer]) -> Itera
     assert TOKEN not in running.log_text()
 
 
+# Prints the task's process group id (field 5 of /proc/self/stat): the task runs under its
+# supervisor, which leads the group, so bash's own $$ is not the group id.
+ECHO_GROUP = 'echo leader=$(cut -d" " -f5 /proc/$$/stat)'
+
+
 def _group_members(pgid: int) -> list[int]:
     """Live (non-zombie) processes of group ``pgid``, from /proc."""
     members = []
@@ -304,7 +314,7 @@ def test_repeated_assignment_runs_once(agent: Agent, fake: tuple[FakeControlPlan
 def test_cancel_kills_the_whole_process_group(agent: Agent, fake: tuple[FakeControlPlane, RunningServer]) -> None:
     plane, _ = fake
     # The child ignores SIGTERM, so stopping it takes the SIGKILL after the grace period.
-    plane.assign("t-cancel", run="echo leader=$$; (trap '' TERM; sleep 60) & echo child=$!; sleep 60; wait")
+    plane.assign("t-cancel", run=f"{ECHO_GROUP}; (trap '' TERM; sleep 60) & echo child=$!; sleep 60; wait")
     wait_until(lambda: b"child=" in plane.log_of("t-cancel"), timeout=10, message="the task to start")
     wait_until(lambda: common_pb2.TASK_STATE_RUNNING in plane.states("t-cancel"), timeout=5, message="RUNNING")
     out = dict(line.split("=", 1) for line in plane.log_of("t-cancel").decode().split())
@@ -334,7 +344,7 @@ def test_sigterm_stops_running_tasks_and_exits_cleanly(tmp_path: Path,
     plane, server = fake
     running = _start_agent(tmp_path, f"127.0.0.1:{server.port}")
     try:
-        plane.assign("t-long", run="echo leader=$$; sleep 60")
+        plane.assign("t-long", run=f"{ECHO_GROUP}; sleep 60")
         wait_until(lambda: b"leader=" in plane.log_of("t-long"), timeout=15, message="the task to start")
         leader = int(plane.log_of("t-long").decode().split("=")[1])
         running.proc.send_signal(signal.SIGTERM)
@@ -406,16 +416,16 @@ def test_restarted_agent_neither_reruns_nor_orphans_attempts(tmp_path: Path,
     first = _start_agent(tmp_path, endpoint)
     plane.assign("t-done", run="echo ran")
     assert plane.final("t-done").state == common_pb2.TASK_STATE_SUCCEEDED
-    plane.assign("t-mid", run="echo leader=$$; sleep 60")
+    plane.assign("t-mid", run=f"{ECHO_GROUP}; sleep 60")
     wait_until(lambda: b"leader=" in plane.log_of("t-mid"), timeout=15, message="t-mid to start")
     leader = int(plane.log_of("t-mid").decode().split("=")[1])
-    first.proc.kill()  # no chance to clean up; the task lives on in its own session
+    first.proc.kill()  # no chance to clean up: the task's supervisor takes it down
     first.proc.wait(5)
-    assert _group_members(leader)
+    wait_until(lambda: _group_members(leader) == [], timeout=5, message="the task to die with its agent")
     second = _start_agent(tmp_path, endpoint)
     try:
         plane.assign("t-done", run="echo ran")
-        plane.assign("t-mid", run="echo leader=$$; sleep 60")
+        plane.assign("t-mid", run=f"{ECHO_GROUP}; sleep 60")
         final = plane.final("t-mid", timeout=20)
         assert final.state == common_pb2.TASK_STATE_FAILED
         assert "restarted" in final.message
@@ -469,7 +479,7 @@ def test_bad_workdir_fails_the_attempt(agent: Agent, fake: tuple[FakeControlPlan
 def test_timeout_stops_the_attempt(agent: Agent, fake: tuple[FakeControlPlane, RunningServer]) -> None:
     plane, _ = fake
     started = time.monotonic()
-    plane.assign("t-slow", run="echo leader=$$; sleep 30", timeout_s=1)
+    plane.assign("t-slow", run=f"{ECHO_GROUP}; sleep 30", timeout_s=1)
     final = plane.final("t-slow")
     assert final.state == common_pb2.TASK_STATE_FAILED
     assert final.message == "run timed out after 1 s"

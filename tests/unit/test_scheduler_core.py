@@ -327,6 +327,7 @@ def test_tasks_of_a_lost_node_are_requeued(plane):
 
     sched, broker, _ = plane
     broker.lease_seconds = 0.1
+    sched.node_fence_s = 0.15  # re-queued once the agent would have fenced itself
     _, (task,) = sched.submit_job("r", "", [TaskSpec(name="a", run="x")])
     sched.dispatch_once()
     sched.report("n1", task.task_id, 1, "RUNNING", None, "")

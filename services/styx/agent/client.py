@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import grpc
 
 from styx.agent import convert
-from styx.agent.core import NodeRegistration
+from styx.agent.core import NodeRegistration, Renewal
 from styx.agent.runner import Assignment, Cancellation, StatusReport
 from styx.common.clients import DEFAULT_TIMEOUT_S, open_channel
 from styx.common.ids import new_id
@@ -84,19 +84,19 @@ class ControlPlane:
         )
         self._call("RegisterNode", self._broker.RegisterNode, request, max_backoff_s=10.0)
 
-    def heartbeat(self, node_id: str) -> bool:
-        """One Heartbeat (no retry: the next beat is the retry). Returns the broker's ``known``."""
+    def heartbeat(self, node_id: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> Renewal:
+        """One Heartbeat (no retry: the next beat is the retry): the broker's ``known`` and lease."""
         try:
-            response = self._broker.Heartbeat(broker_pb2.HeartbeatRequest(node_id=node_id), timeout=DEFAULT_TIMEOUT_S)
+            response = self._broker.Heartbeat(broker_pb2.HeartbeatRequest(node_id=node_id), timeout=timeout_s)
         except grpc.RpcError as exc:
             raise Rejected(exc.code().name, str(exc.details())) from exc
-        return bool(response.known)
+        return Renewal(bool(response.known), float(response.lease_seconds))
 
-    def deregister(self, node_id: str, reason: str) -> None:
+    def deregister(self, node_id: str, reason: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         """Tell the broker this node is going away (one try: the lease covers a miss)."""
         request = broker_pb2.DeregisterNodeRequest(request_id=new_id("dereg"), node_id=node_id, reason=reason)
         try:
-            self._broker.DeregisterNode(request, timeout=DEFAULT_TIMEOUT_S)
+            self._broker.DeregisterNode(request, timeout=timeout_s)
         except grpc.RpcError as exc:
             raise Rejected(exc.code().name, str(exc.details())) from exc
 

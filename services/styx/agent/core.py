@@ -3,6 +3,13 @@
 Threads: one main loop (register, then follow the work stream), one heartbeat loop, and
 one thread per task attempt (``runner.TaskRun``). Assignments are deduplicated on
 (task_id, attempt), since the scheduler re-sends unfinished work on every reconnect.
+
+Self-fencing: the broker marks a node LOST once it has not heard from it for its lease,
+and the scheduler re-queues a LOST node's tasks ``--node-fence-seconds`` (lease plus a
+margin) after the last heartbeat. So an agent that could not renew its lease for a whole
+lease kills its tasks itself before that moment (and runs nothing new until it renews):
+a partitioned node never runs a task at the same time as its re-queued attempt. It does
+the same at once when the broker no longer knows the node (deregistered: GONE).
 """
 
 from __future__ import annotations
@@ -17,9 +24,14 @@ from typing import Protocol
 
 from styx.agent import hardware
 from styx.agent.hardware import HostCapacity
+from styx.agent.reaper import reap_leftovers
 from styx.agent.runner import AppendLogs, Assignment, Cancellation, RunState, StatusReport, TaskRun
+from styx.common.clock import SYSTEM_CLOCK, Clock
 
 log = logging.getLogger(__name__)
+
+# The agent must be gone within 2 s of SIGTERM, tasks stopped and reported.
+STOP_DEADLINE_S = 1.8
 
 
 @dataclass(frozen=True)
@@ -37,6 +49,8 @@ class AgentConfig:
     cpus: float | None = None
     memory_gib: float | None = None
     heartbeat_s: float = 2.0
+    # The broker's lease until its first heartbeat reply says otherwise (its default).
+    lease_s: float = 15.0
     # Where other nodes reach this one (STYX_NODE_IPS of multi-node tasks).
     address: str = ""
 
@@ -56,18 +70,26 @@ class NodeRegistration:
     address: str = ""
 
 
+@dataclass(frozen=True)
+class Renewal:
+    """A heartbeat's answer: does the broker know the node, and its lease in seconds (0: unsaid)."""
+
+    known: bool
+    lease_s: float = 0.0
+
+
 class ControlPlaneLike(Protocol):
     """What the agent needs from the control plane (``client.ControlPlane`` in production)."""
 
     def register(self, node: NodeRegistration) -> None:
         """Register the node (retrying until answered)."""
 
-    def heartbeat(self, node_id: str) -> bool:
-        """Renew the lease; False when the broker does not know the node."""
+    def heartbeat(self, node_id: str, timeout_s: float) -> Renewal:
+        """Renew the lease; ``known`` is False when the broker does not know the node."""
         ...
 
-    def deregister(self, node_id: str, reason: str) -> None:
-        """Tell the broker the node is going away."""
+    def deregister(self, node_id: str, reason: str, timeout_s: float) -> None:
+        """Tell the broker the node is going away (one try within ``timeout_s``)."""
 
     def report_status(self, node_id: str, report: StatusReport) -> None:
         """Report a task attempt's status."""
@@ -99,8 +121,15 @@ def capacity(cfg: AgentConfig) -> HostCapacity:
 class Agent:
     """Runs the node's side of the control plane until ``stop()``."""
 
-    def __init__(self, cfg: AgentConfig, control: ControlPlaneLike, stop: threading.Event) -> None:
+    def __init__(
+        self, cfg: AgentConfig, control: ControlPlaneLike, stop: threading.Event, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         self.cfg = cfg
+        self._clock = clock
+        self._lease_s = cfg.lease_s
+        self._renewed_at = clock.monotonic()
+        # Why the node is fenced (its tasks killed, new ones refused); "" while its lease holds.
+        self._fenced = ""
         self._control = control
         self._stop = stop
         self._runs: dict[tuple[str, int, int], TaskRun] = {}
@@ -124,13 +153,26 @@ class Agent:
         return self._registration
 
     def start(self) -> None:
-        """Start the main and heartbeat threads."""
+        """Kill what an earlier agent of this node left running, then start the main and
+        heartbeat threads."""
+        reap_leftovers(self.cfg.work_dir)
         main = threading.Thread(target=self._main, name="agent-main", daemon=True)
         self._threads.append(main)
         main.start()
 
-    def stop(self, timeout_s: float = 15.0) -> None:
-        """Stop taking work, stop every running task's process group, and wait for them."""
+    def stop(self, deadline_s: float = STOP_DEADLINE_S) -> None:
+        """Stop taking work, stop every running task's process group (SIGTERM, SIGKILL after
+        runner.SHUTDOWN_GRACE_S), report them FAILED and deregister, all within ``deadline_s``.
+
+        What misses the deadline is safe to leave: a report not delivered is re-sent by
+        the scheduler's outstanding work to the next agent, which answers from the state
+        file; a missed deregistration only means the node is re-queued after the fence.
+        """
+        started = self._clock.monotonic()
+
+        def left() -> float:
+            return max(0.0, deadline_s - (self._clock.monotonic() - started))
+
         self._stop.set()
         self._control.cancel_stream()
         with self._lock:
@@ -139,14 +181,14 @@ class Agent:
         for t in stoppers:
             t.start()
         for t in stoppers:
-            t.join(timeout_s)
+            t.join(left())
         for r in runs:
-            r.join(timeout_s)
+            r.join(left())
         for t in self._threads:
-            t.join(timeout_s)
+            t.join(left())
         try:
             # Without this the broker would keep placing work here until the lease ran out.
-            self._control.deregister(self.cfg.node_id, "agent stopped")
+            self._control.deregister(self.cfg.node_id, "agent stopped", max(left(), 0.2))
         except Exception as exc:
             log.warning("could not deregister the node; the broker will notice when its lease ends: %s", exc)
 
@@ -169,6 +211,7 @@ class Agent:
     def _register(self) -> None:
         backoff = 0.5
         while not self._stop.is_set():
+            sent = self._clock.monotonic()
             try:
                 self._control.register(self._registration)
             except Exception as exc:
@@ -179,6 +222,7 @@ class Agent:
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
                 continue
+            self._renewed_at = sent  # registering grants a fresh lease
             log.info(
                 "registered",
                 extra={
@@ -191,15 +235,43 @@ class Agent:
             return
 
     def _heartbeat_loop(self) -> None:
-        while not self._stop.wait(self.cfg.heartbeat_s):
+        while True:
+            deadline = self._renewed_at + self._lease_s
+            left = deadline - self._clock.monotonic()
+            wait = min(self.cfg.heartbeat_s, left) if left > 0 else self.cfg.heartbeat_s
+            if self._clock.wait(self._stop, wait):
+                return
+            if self._clock.monotonic() >= deadline:
+                self.fence(f"no lease renewal for {self._lease_s:g} s")
+            sent = self._clock.monotonic()
             try:
-                known = self._control.heartbeat(self.cfg.node_id)
+                # No longer than a beat: a hung call must not hold the fence check back.
+                renewal = self._control.heartbeat(self.cfg.node_id, max(self.cfg.heartbeat_s, 0.5))
             except Exception as exc:
                 log.info("heartbeat failed: %s", exc)
                 continue
-            if not known:
+            if not renewal.known:
+                self.fence("the broker no longer knows this node")
                 log.info("broker does not know this node; registering again")
                 self._register()
+            else:
+                self._renewed_at = sent  # the lease runs from when the renewal was sent, not answered
+            if renewal.lease_s > 0:
+                self._lease_s = renewal.lease_s
+            if self._fenced:
+                log.warning("lease renewed; the node takes work again", extra={"node_id": self.cfg.node_id})
+                self._fenced = ""
+
+    def fence(self, why: str) -> None:
+        """Kill every running task now and refuse new ones until the lease is renewed."""
+        with self._lock:
+            first = not self._fenced
+            self._fenced = why
+            runs = [r for r in self._runs.values() if not r.done]
+        if first:
+            log.warning("node fenced: killing its tasks", extra={"reason": why, "tasks": len(runs)})
+        for run in runs:
+            run.fence(f"node fenced: {why}")
 
     # -- work ------------------------------------------------------------------------------------
 
@@ -213,6 +285,13 @@ class Agent:
     def _assign(self, a: Assignment) -> None:
         with self._lock:
             existing = self._runs.get(a.key)
+            fenced = self._fenced
+            if existing is None and fenced:
+                # Its lease may be over: the task may already run elsewhere. Refuse, so the
+                # scheduler's retry policy decides (the node takes work again once renewed).
+                report = StatusReport(a.task_id, a.attempt, RunState.FAILED, None, f"node fenced: {fenced}", a.rank)
+                self._background(lambda: self._report(report))
+                return
             if existing is None:
                 older = [
                     r

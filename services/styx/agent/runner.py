@@ -5,7 +5,8 @@ log bytes at an offset and one that reports a status, and the run does the rest:
 
 - the job's workdir archive (when it has one) is fetched and unpacked into the sandbox;
 - setup then run, each as ``["bash", "-c", script]`` (the script is ONE argv item, never
-  pasted into a shell line), in a new session so the whole process group can be stopped;
+  pasted into a shell line), under a supervisor (``supervise.py``) that leads a new session,
+  so the whole process group can be stopped and dies with the agent;
 - stdout and stderr of both go to one log file per attempt, which a shipper thread tails
   and sends in chunks of at most 64 KiB until the processes exited and all is sent;
 - RUNNING is reported right after the first spawn, then SUCCEEDED / FAILED / CANCELLED
@@ -19,28 +20,25 @@ leaves its processes behind.
 from __future__ import annotations
 
 import enum
-import io
 import json
 import logging
 import os
 import re
 import subprocess
-import tarfile
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from styx.agent.procgroup import group_alive, stop_process_group
+from styx.agent.procgroup import group_alive, spawn_supervised, stop_process_group
+from styx.agent.taskio import AppendLogs, LogShipper, WorkdirError, task_env, unpack_workdir
 
 log = logging.getLogger(__name__)
 
-LOG_CHUNK_BYTES = 64 * 1024
 CANCEL_GRACE_S = 5.0
-SHIP_INTERVAL_S = 0.2
-# Environment variables the agent keeps to itself: the control plane's credentials.
-PRIVATE_ENV = ("STYX_TOKEN", "STYX_TOKEN_FILE", "STYX_JOIN_TOKEN")
+# Grace after SIGTERM when the agent itself stops: it must be gone within 2 s of its SIGTERM.
+SHUTDOWN_GRACE_S = 1.0
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -111,104 +109,11 @@ class StatusReport:
         return f"{self.task_id}/{self.attempt}/{self.state.value}{suffix}"
 
 
-AppendLogs = Callable[[int, bytes], int]
-"""``append(offset, data) -> next_offset``: store ``data`` at ``offset`` of the attempt's log."""
-
 Report = Callable[[StatusReport], None]
 """Send a status report (retrying as the transport sees fit)."""
 
 FetchWorkdir = Callable[[str], bytes]
 """``fetch(job_id) -> archive``: the job's workdir as a gzip-compressed tar."""
-
-
-class WorkdirError(Exception):
-    """The job's workdir archive could not be fetched or unpacked; the message says why."""
-
-
-def unpack_workdir(archive: bytes, dest: Path) -> None:
-    """Unpack a gzip-compressed tar into ``dest``, refusing absolute paths, ``..``, links
-    that leave ``dest`` and device files (tarfile's "data" filter).
-    """
-    try:
-        with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
-            tar.extractall(dest, filter="data")
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise WorkdirError(f"workdir archive could not be unpacked: {exc}") from exc
-
-
-def task_env(
-    assignment: Assignment, node_id: str, base: Mapping[str, str] | None = None, address: str = ""
-) -> dict[str, str]:
-    """The environment of a task's processes: the agent's own minus its credentials, plus
-    the task's envs, CUDA_VISIBLE_DEVICES (exactly the reserved GPUs, "" for none),
-    STYX_TASK_ID / STYX_NODE_ID, and the gang variables STYX_NODE_RANK, STYX_NUM_NODES and
-    STYX_NODE_IPS (addresses one per line, rank order; this node's ``address`` alone for a
-    one-node task), each also under its SKYPILOT_ name so SkyPilot task files run unchanged.
-    """
-    env = dict(os.environ if base is None else base)
-    for name in PRIVATE_ENV:
-        env.pop(name, None)
-    env.update(assignment.envs)
-    env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in assignment.gpu_indices)
-    env["STYX_TASK_ID"] = assignment.task_id
-    env["STYX_NODE_ID"] = node_id
-    addresses = assignment.node_addresses or ((address,) if address else ())
-    for prefix in ("STYX", "SKYPILOT"):
-        env[f"{prefix}_NODE_RANK"] = str(assignment.rank)
-        env[f"{prefix}_NUM_NODES"] = str(max(1, assignment.num_nodes))
-        env[f"{prefix}_NODE_IPS"] = "\n".join(addresses)
-    return env
-
-
-class LogShipper(threading.Thread):
-    """Tails a log file and appends it remotely in chunks until told the writers are done."""
-
-    def __init__(self, path: Path, append: AppendLogs, name: str) -> None:
-        super().__init__(name=name, daemon=True)
-        self._path = path
-        self._append = append
-        self._done = threading.Event()
-        self.shipped = 0
-        self.error: Exception | None = None
-
-    def finish(self) -> None:
-        """Say that no more output will be written; the thread exits once all is shipped."""
-        self._done.set()
-
-    def run(self) -> None:
-        """Ship until finished and everything is sent (or the remote side refuses)."""
-        offset = 0
-        rewound = False
-        try:
-            with open(self._path, "rb") as fh:
-                while True:
-                    # Read "done" before reading the file: everything written before done was
-                    # set is then seen by this read, so exiting on an empty read loses nothing.
-                    finished = self._done.is_set()
-                    fh.seek(offset)
-                    data = fh.read(LOG_CHUNK_BYTES)
-                    if not data:
-                        if finished:
-                            return
-                        self._done.wait(SHIP_INTERVAL_S)
-                        continue
-                    try:
-                        next_offset = self._append(offset, data)
-                    except Exception:
-                        if offset == 0 or rewound:
-                            raise
-                        # E.g. the server lost its copy and refuses the gap: start over from 0,
-                        # which is always safe since bytes it already has are ignored.
-                        rewound, offset = True, 0
-                        continue
-                    size = os.fstat(fh.fileno()).st_size
-                    # The server says where the next append starts: trust it when it is
-                    # within the file (it may be behind us after losing data), else go on.
-                    offset = next_offset if 0 <= next_offset <= size else offset + len(data)
-                    self.shipped = offset
-        except Exception as exc:
-            self.error = exc
-            log.warning("log shipping of %s stopped: %s", self._path.name, exc)
 
 
 class TaskRun:
@@ -233,6 +138,7 @@ class TaskRun:
         name = f"{assignment.task_id}-{assignment.attempt}"
         if assignment.rank:
             name += f"-r{assignment.rank}"
+        self._label = name
         self.sandbox = work_dir / "tasks" / name
         self.log_path = work_dir / "logs" / f"{name}.log"
         self._state_path = work_dir / "state" / f"{name}.json"
@@ -240,6 +146,7 @@ class TaskRun:
         self._proc: subprocess.Popen[bytes] | None = None
         self._cancel_reason: str | None = None
         self._shutdown = False
+        self._fence_reason = ""
         self.final: StatusReport | None = None
         self._thread = threading.Thread(target=self._main, name=f"task-{name}", daemon=True)
 
@@ -276,7 +183,23 @@ class TaskRun:
                 self._cancel_reason = "agent stopped"
             proc = self._proc
         if proc is not None:
-            stop_process_group(proc.pid, proc, CANCEL_GRACE_S)
+            stop_process_group(proc.pid, proc, SHUTDOWN_GRACE_S)
+
+    def fence(self, reason: str) -> None:
+        """The node lost its lease: SIGKILL the group at once and report FAILED with ``reason``
+        (its re-queued attempt may start elsewhere any moment)."""
+        with self._lock:
+            self._shutdown = True
+            self._fence_reason = reason
+            if self._cancel_reason is None:
+                self._cancel_reason = reason
+            proc = self._proc
+        if proc is not None:
+            stop_process_group(proc.pid, proc, 0.0)
+
+    def _stop_grace(self) -> float:
+        with self._lock:
+            return SHUTDOWN_GRACE_S if self._shutdown else CANCEL_GRACE_S
 
     # -- the attempt -------------------------------------------------------------------------
 
@@ -334,48 +257,51 @@ class TaskRun:
                 with self._lock:
                     if self._cancel_reason is not None:
                         return self._stopped()
-                    self._proc = subprocess.Popen(
-                        ["bash", "-c", script],
-                        cwd=cwd,
-                        env=env,
-                        stdin=subprocess.DEVNULL,
-                        stdout=out,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,  # own group: a cancel reaches every child
-                        close_fds=True,
-                    )
-                    proc = self._proc
-                self._write_state({"phase": phase, "pgid": proc.pid})
-                if not reported_running:
-                    reported_running = True
-                    self._report_running()
-                if deadline is None and a.timeout_s > 0:
-                    deadline = time.monotonic() + a.timeout_s
+                    proc, lifeline = spawn_supervised(["bash", "-c", script], self._label, cwd, env, out)
+                    self._proc = proc
                 try:
-                    code = proc.wait(None if deadline is None else max(deadline - time.monotonic(), 0.0))
-                except subprocess.TimeoutExpired:
-                    stop_process_group(proc.pid, proc, CANCEL_GRACE_S)
-                    with self._lock:
-                        self._proc = None
-                        cancelled = self._cancel_reason is not None
-                    if cancelled:
-                        return self._stopped()
-                    return self._status(RunState.FAILED, None, f"{phase} timed out after {a.timeout_s:g} s")
-                # Background children of a finished script would outlive the task: stop them
-                # (also the cancel path: what ignored SIGTERM is killed after the same grace).
-                stop_process_group(proc.pid, proc, CANCEL_GRACE_S)
-                with self._lock:
-                    self._proc = None
-                    cancelled = self._cancel_reason is not None
-                if cancelled:
-                    return self._stopped()
-                if code < 0:
-                    return self._status(RunState.FAILED, None, f"{phase} killed by signal {-code}")
-                if code != 0:
-                    return self._status(RunState.FAILED, code, f"{phase} exited with {code}")
+                    self._write_state({"phase": phase, "pgid": proc.pid, "task_id": a.task_id})
+                    if not reported_running:
+                        reported_running = True
+                        self._report_running()
+                    if deadline is None and a.timeout_s > 0:
+                        deadline = time.monotonic() + a.timeout_s
+                    ended = self._wait_phase(phase, proc, deadline)
+                finally:
+                    # Only once the phase is over may the supervisor see end-of-file: until
+                    # then, closing this end means "the agent died, kill the task".
+                    os.close(lifeline)
+                if ended is not None:
+                    return ended
         if not reported_running:
             self._report_running()
         return self._status(RunState.SUCCEEDED, 0, "")
+
+    def _wait_phase(self, phase: str, proc: subprocess.Popen[bytes], deadline: float | None) -> StatusReport | None:
+        """Wait for one phase's process; the attempt's final report, or None to go on."""
+        try:
+            code = proc.wait(None if deadline is None else max(deadline - time.monotonic(), 0.0))
+        except subprocess.TimeoutExpired:
+            stop_process_group(proc.pid, proc, CANCEL_GRACE_S)
+            with self._lock:
+                self._proc = None
+                cancelled = self._cancel_reason is not None
+            if cancelled:
+                return self._stopped()
+            return self._status(RunState.FAILED, None, f"{phase} timed out after {self.assignment.timeout_s:g} s")
+        # Background children of a finished script would outlive the task: stop them
+        # (also the cancel path: what ignored SIGTERM is killed after the same grace).
+        stop_process_group(proc.pid, proc, self._stop_grace())
+        with self._lock:
+            self._proc = None
+            cancelled = self._cancel_reason is not None
+        if cancelled:
+            return self._stopped()
+        if code < 0:
+            return self._status(RunState.FAILED, None, f"{phase} killed by signal {-code}")
+        if code != 0:
+            return self._status(RunState.FAILED, code, f"{phase} exited with {code}")
+        return None
 
     def _report_running(self) -> None:
         # A lost RUNNING report must not stop the task: the final report still settles it.
@@ -386,7 +312,9 @@ class TaskRun:
 
     def _stopped(self) -> StatusReport:
         with self._lock:
-            reason, shutdown = self._cancel_reason or "cancelled", self._shutdown
+            reason, shutdown, fenced = self._cancel_reason or "cancelled", self._shutdown, self._fence_reason
+        if fenced:
+            return self._status(RunState.FAILED, None, fenced)
         if shutdown:
             return self._status(RunState.FAILED, None, "the node's agent stopped while the task ran")
         return self._status(RunState.CANCELLED, None, reason)

@@ -59,8 +59,9 @@ def main(argv: list[str] | None = None) -> None:
     provisioner = GrpcProvisioner(args.provisioner, cfg.token) if args.provisioner else None
     catalog = Catalog(builtin_offers()) if args.builtin_catalog else Catalog()
     replica_id = args.replica_id or (f"{socket.gethostname()}:{cfg.port}" if cfg.port else "")
+    engine = make_engine(cfg.db_url)
     broker = Broker(
-        make_engine(cfg.db_url),
+        engine,
         provisioner,
         lease_seconds=args.lease_seconds,
         catalog=catalog,
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     threading.Thread(target=reconcile_loop, name="reconcile", daemon=True).start()
     write_ready_file(cfg.ready_file, cfg.host, running.port)
     log.info("serving", extra={"port": running.port, "db": cfg.db_url.split("://")[0]})
-    run_until_signal(running, on_stop=stop.set)
+    run_until_signal(running, on_stop=stop.set, close=engine.dispose)
 
 
 if __name__ == "__main__":

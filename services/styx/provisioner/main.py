@@ -12,7 +12,7 @@ from styx import __version__
 from styx.common import config
 from styx.common.logs import setup_logging
 from styx.common.metrics import register_gauges, serve_metrics
-from styx.common.server import RunningServer, run_until_signal, start_server, write_ready_file
+from styx.common.server import SHUTDOWN_DEADLINE_S, RunningServer, run_until_signal, start_server, write_ready_file
 from styx.common.store import make_engine
 from styx.provisioner.core import PLANE_ID, Provisioner
 from styx.provisioner.plugins import collect_providers, make_plugin_manager
@@ -94,12 +94,16 @@ def _broker_notifier(endpoint: str, token: str) -> Callable[[str, str], None] | 
     return notify
 
 
-def create_server(args: argparse.Namespace) -> tuple[RunningServer, Provisioner, config.ServerConfig]:
-    """Load plugins, start the core and serve; returns the server, the core and the config."""
+def create_server(
+    args: argparse.Namespace,
+) -> tuple[RunningServer, Provisioner, config.ServerConfig, Callable[[], None]]:
+    """Load plugins, start the core and serve; returns the server, the core, the config and
+    the function that closes the store."""
     cfg = config.server_config(args, SERVICE)
     providers = collect_providers(make_plugin_manager())
+    engine = make_engine(cfg.db_url)
     core = Provisioner(
-        make_engine(cfg.db_url),
+        engine,
         providers,
         AgentLaunch(args.scheduler, args.broker, token=cfg.token, tls_ca_pem=cfg.tls_ca),
         reconcile_interval_s=args.reconcile_seconds,
@@ -127,14 +131,14 @@ def create_server(args: argparse.Namespace) -> tuple[RunningServer, Provisioner,
         {"styx_instances": ("Live instances by provider and state.", ["provider", "state"], instance_counts)}
     )
     serve_metrics(cfg.host, cfg.metrics_port)
-    return running, core, cfg
+    return running, core, cfg, engine.dispose
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of ``styx-provisioner`` and ``python -m styx.provisioner``."""
     args = build_parser().parse_args(argv)
     setup_logging(SERVICE, args.log_level)
-    running, core, cfg = create_server(args)
+    running, core, cfg, close = create_server(args)
     write_ready_file(cfg.ready_file, cfg.host, running.port)
     clouds = [p.name for p in core.list_providers() if p.enabled and p.name != "local"]
     if clouds and not os.environ.get("STYX_AGENT_INSTALL"):
@@ -153,7 +157,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             "plane": core.plane_id,
         },
     )
-    run_until_signal(running, on_stop=core.stop)
+    # In-flight operations stay PENDING/RUNNING in the store and resume at the next start
+    # (or on a replica): stopping only waits for them as long as the deadline allows.
+    run_until_signal(running, on_stop=lambda: core.stop(timeout_s=SHUTDOWN_DEADLINE_S), close=close)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from styx.common.clients import DEFAULT_TIMEOUT_S, open_channel
 from styx.common.placement import Ask, NodeSlot, Placement
 from styx.common.resources import resources_to_pb
+from styx.scheduler.model import AbsentNode
 from styx.v1 import broker_pb2, broker_pb2_grpc, common_pb2
 
 _OUTCOMES = {
@@ -54,7 +55,11 @@ class GrpcBroker:
         """Free an allocation."""
         self._stub.Release(broker_pb2.ReleaseRequest(allocation_id=allocation_id), timeout=DEFAULT_TIMEOUT_S)
 
-    def lost_nodes(self) -> set[str]:
-        """Ids of nodes the broker marked LOST."""
+    def absent_nodes(self) -> list[AbsentNode]:
+        """Nodes the broker marked LOST or GONE, with their last heartbeat."""
         reply = self._stub.ListNodes(broker_pb2.ListNodesRequest(include_lost=True), timeout=DEFAULT_TIMEOUT_S)
-        return {n.node_id for n in reply.nodes if n.state == common_pb2.NODE_STATE_LOST}
+        return [
+            AbsentNode(n.node_id, n.state == common_pb2.NODE_STATE_GONE, n.last_heartbeat.ToMicroseconds() / 1e6)
+            for n in reply.nodes
+            if n.state in (common_pb2.NODE_STATE_LOST, common_pb2.NODE_STATE_GONE)
+        ]

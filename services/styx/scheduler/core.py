@@ -23,17 +23,18 @@ from typing import Any, Protocol
 from sqlalchemy import Engine, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from styx.common.errors import FailedPrecondition, InvalidArgument
+from styx.common.clock import SYSTEM_CLOCK, Clock
+from styx.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from styx.common.ids import new_id
 from styx.common.migrations import upgrade
 from styx.common.placement import Ask, Placement, rank_allocation_id
 from styx.common.store import bulk_insert
-from styx.common.timeutil import now
 from styx.scheduler import tables as t
 from styx.scheduler.gangs import GangMixin
 from styx.scheduler.model import (
     ACTIVE,
     CANCELLED,
+    DEFAULT_NODE_FENCE_S,
     FAILED,
     MAX_NODE_LOSSES,
     PENDING,
@@ -42,6 +43,7 @@ from styx.scheduler.model import (
     SKIPPED,
     SUCCEEDED,
     TERMINAL,
+    AbsentNode,
     IsActive,
     RankRecord,
     TaskRecord,
@@ -82,8 +84,8 @@ class BrokerPort(Protocol):
         """Free an allocation (idempotent)."""
         ...
 
-    def lost_nodes(self) -> set[str]:
-        """Ids of nodes the broker marked LOST (their lease expired)."""
+    def absent_nodes(self) -> list[AbsentNode]:
+        """Nodes the broker marked LOST (lease expired) or GONE (deregistered)."""
         ...
 
 
@@ -97,7 +99,11 @@ class Scheduler(QueriesMixin, GangMixin, OutputsMixin):
         starvation_s: float = 60.0,
         lease_s: float = 10.0,
         replica_id: str = "",
+        clock: Clock = SYSTEM_CLOCK,
+        node_fence_s: float = DEFAULT_NODE_FENCE_S,
     ) -> None:
+        self._clock = clock
+        self.node_fence_s = node_fence_s
         self._engine = engine
         self._broker = broker
         self.starvation_s = starvation_s
@@ -142,7 +148,7 @@ class Scheduler(QueriesMixin, GangMixin, OutputsMixin):
         """
         if self._stop.is_set():
             return False  # stopping: never take the lease back after release_dispatch_lease
-        stamp = now()
+        stamp = self._clock.now()
         if stamp < self._lease_until - self._lease_s * 2 / 3:
             return True
         until = stamp + self._lease_s
@@ -185,7 +191,7 @@ class Scheduler(QueriesMixin, GangMixin, OutputsMixin):
         if existing is not None:
             return existing, self.list_tasks(job_id=existing, limit=10**6, oldest_first=True)
         specs = validate_job(specs)
-        stamp = now()
+        stamp = self._clock.now()
         job_id = new_id("j")
         job_name = name or specs[0].name
         try:
@@ -265,8 +271,8 @@ class Scheduler(QueriesMixin, GangMixin, OutputsMixin):
             try:
                 while self.dispatch_once() and not self._stop.is_set():
                     pass
-                if now() - last_reconcile >= reconcile_every_s:
-                    last_reconcile = now()
+                if self._clock.now() - last_reconcile >= reconcile_every_s:
+                    last_reconcile = self._clock.now()
                     self.reconcile()
             except Exception:
                 log.exception("dispatch pass failed; retrying")
@@ -317,7 +323,7 @@ class Scheduler(QueriesMixin, GangMixin, OutputsMixin):
         """
         if self._broker is None or not self.hold_dispatch_lease():
             return 0
-        stamp = now()
+        stamp = self._clock.now()
         with self._engine.connect() as conn:
             rows = conn.execute(
                 select(t.tasks.c.task_id, t.tasks.c.attempt, t.tasks.c.created_at, t.tasks.c.retry_at,
@@ -365,7 +371,7 @@ class Scheduler(QueriesMixin, GangMixin, OutputsMixin):
         Returns the allocation ids placed for tasks that stopped being PENDING meanwhile
         (cancelled), which the caller releases.
         """
-        stamp = now()
+        stamp = self._clock.now()
         sends: list[tuple[str, Assign]] = []
         ran: list[dict[str, Any]] = []
         ended: list[TaskRecord] = []
@@ -553,7 +559,8 @@ class Scheduler(QueriesMixin, GangMixin, OutputsMixin):
                         why = f"upstream task {bad[0].name!r} ended {bad[0].state}"
                         if bad[0].failure_reason:
                             why += f": {bad[0].failure_reason}"
-                        self._finish(conn, rec, SKIPPED, None, why, now(), events, agent_ended=True, released=True)
+                        stamp = self._clock.now()
+                        self._finish(conn, rec, SKIPPED, None, why, stamp, events, agent_ended=True, released=True)
                         skipped.add((job_id, rec.spec.name))
                     elif all(d.state == SUCCEEDED for d in mine):
                         ready.append(rec.task_id)
@@ -574,9 +581,9 @@ class Scheduler(QueriesMixin, GangMixin, OutputsMixin):
             was = rec.state
             # A pending task has no agent work; a placed one ends when its agent confirms.
             idle = was == PENDING
-            self._finish(
-                conn, rec, CANCELLED, None, "cancelled by user", now(), events, agent_ended=idle, released=idle
-            )
+            stamp = self._clock.now()
+            why = "cancelled by user"
+            self._finish(conn, rec, CANCELLED, None, why, stamp, events, agent_ended=idle, released=idle)
             pushes = self._cancel_ranks(conn, rec, "cancelled by user") if rec.ranks and was in ACTIVE else []
             self._resolve_dependents(conn, [rec], events)
             self._record_events(conn, events)
@@ -589,17 +596,49 @@ class Scheduler(QueriesMixin, GangMixin, OutputsMixin):
         self._notify()
         return rec
 
-    def cancel_job(self, job_id: str) -> JobView:
-        """Cancel every unfinished task of a job, dependents first (so none ends SKIPPED)."""
-        self.get_job(job_id, task_limit=0)  # NotFound for an unknown job
+    def cancel_job(self, job_id: str, reason: str = "cancelled by user") -> JobView:
+        """Cancel every unfinished task of a job in ONE transaction, whatever its size.
+
+        Set-based: two UPDATEs (tasks with no agent work, and placed tasks, which end once
+        their agents confirm), one bulk insert of events, and per-rank bookkeeping only for
+        placed multi-node tasks. No dependent is resolved: every open task of the job is
+        cancelled here, and dependencies never cross jobs.
+        """
+        if not job_id:
+            raise InvalidArgument("job_id: required")
         with self._engine.connect() as conn:
-            open_ids = conn.execute(
-                select(t.tasks.c.task_id)
-                .where(and_(t.tasks.c.job_id == job_id, t.tasks.c.state.not_in(list(TERMINAL))))
-                .order_by(t.tasks.c.seq.desc())
-            ).scalars().all()  # fmt: skip
-        for task_id in open_ids:
-            self.cancel_task(task_id)
+            if conn.execute(select(t.jobs.c.job_id).where(t.jobs.c.job_id == job_id)).first() is None:
+                raise NotFound(f"job {job_id!r} not found; `sky queue` lists jobs")
+        cols = t.tasks.c
+        pushes: list[tuple[str, WorkItem]] = []
+        with self._lock, self._engine.begin() as conn:
+            open_tasks = and_(cols.job_id == job_id, cols.state.not_in(list(TERMINAL)))
+            # Only placed tasks are read: they owe their agents a Cancellation.
+            placed = conn.execute(
+                select(cols.task_id, cols.attempt, cols.node_id, cols.num_nodes, cols.ranks_json)
+                .where(and_(cols.job_id == job_id, cols.state.in_(list(ACTIVE))))
+                .order_by(cols.seq)
+                .with_for_update()
+            ).all()
+            self._insert_task_events(conn, "CANCELLED", CANCELLED, reason, open_tasks)
+            stamp = self._clock.now()
+            ended = {"state": CANCELLED, "exit_code": None, "failure_reason": reason, "finished_at": stamp}
+            conn.execute(
+                update(t.tasks)
+                .where(and_(cols.job_id == job_id, cols.state == PENDING))
+                .values(**ended, agent_ended=True, released=True)
+            )
+            conn.execute(update(t.tasks).where(and_(open_tasks, cols.state.in_(list(ACTIVE)))).values(**ended))
+            for row in placed:
+                if row.num_nodes > 1 and row.ranks_json:
+                    gang = self.get_task(row.task_id)  # few: a gang is one task on many nodes
+                    pushes += self._cancel_ranks(conn, gang, reason)
+                else:
+                    pushes.append((row.node_id, Cancel(row.task_id, row.attempt, reason)))
+        for node_id, item in pushes:
+            self.dispatcher.send(node_id, item)
+        self.wake()
+        self._notify()
         return self.get_job(job_id)
 
     # ---- agents ------------------------------------------------------------------------
@@ -659,14 +698,14 @@ class Scheduler(QueriesMixin, GangMixin, OutputsMixin):
         try:
             resync_at = 0.0
             while is_active() and not self._stop.is_set():
-                if now() >= resync_at:
-                    resync_at = now() + STREAM_RESYNC_S
+                if self._clock.now() >= resync_at:
+                    resync_at = self._clock.now() + STREAM_RESYNC_S
                     for item in self.outstanding_work(node_id):
                         if item.key not in sent:
                             sent.add(item.key)
                             yield item
                 try:
-                    pushed = q.get(timeout=max(0.01, resync_at - now()))
+                    pushed = q.get(timeout=max(0.01, resync_at - self._clock.now()))
                 except queue.Empty:
                     continue
                 if pushed is None:
@@ -701,7 +740,7 @@ class Scheduler(QueriesMixin, GangMixin, OutputsMixin):
                 raise FailedPrecondition(
                     f"attempt: task {task_id} is at attempt {rec.attempt}, report was for attempt {attempt}"
                 )
-            stamp = now()
+            stamp = self._clock.now()
             if rec.ranks:
                 releases, pushes, release = self._report_rank(
                     conn, rec, node_id, rank, state, exit_code, message, stamp, events, ended
@@ -768,10 +807,11 @@ class Scheduler(QueriesMixin, GangMixin, OutputsMixin):
         if self._broker is None or not self.hold_dispatch_lease():
             return
         try:
-            lost = self._broker.lost_nodes()
+            absent = self._broker.absent_nodes()
         except Exception as exc:
             log.warning("cannot list lost nodes: %s", exc)
-            lost = set()
+            absent = []
+        lost = self.fenced_nodes(absent)
         if lost:
             self._requeue_lost(lost)
         with self._engine.connect() as conn:
@@ -782,6 +822,19 @@ class Scheduler(QueriesMixin, GangMixin, OutputsMixin):
             ).all()
         for task_id, attempt, num_nodes in rows:
             self._release(task_id, attempt, num_nodes)
+
+    def fenced_nodes(self, absent: Sequence[AbsentNode]) -> set[str]:
+        """The absent nodes whose tasks may run again elsewhere, i.e. are known dead.
+
+        Rule: a GONE node's tasks at once (its agent stopped them before deregistering, or
+        its provider saw the instance gone and reaped its tasks); a LOST node's only once
+        ``node_fence_s`` passed since its last heartbeat. By then its agent, which could
+        not renew its lease for a whole lease, has killed them itself (agent.core's
+        self-fencing), so a task never runs twice at the same time. ``node_fence_s`` must
+        exceed the broker's ``--lease-seconds`` by a margin.
+        """
+        stamp = self._clock.now()
+        return {a.node_id for a in absent if a.gone or stamp - a.last_heartbeat >= self.node_fence_s}
 
     def _requeue_lost(self, lost: set[str]) -> None:
         events: list[tuple[str, TaskRecord, str]] = []
@@ -800,7 +853,7 @@ class Scheduler(QueriesMixin, GangMixin, OutputsMixin):
                 .where(and_(t.tasks.c.num_nodes > 1, t.tasks.c.agent_ended.is_(False), t.tasks.c.ranks_json != ""))
                 .with_for_update()
             ).all()
-            stamp = now()
+            stamp = self._clock.now()
             for row in gangs:
                 rec = row_to_task(row)
                 self._lose_ranks(conn, rec, lost, row.losses, stamp, events, ended, pushes, early, to_release)

@@ -13,6 +13,7 @@ from styx.common.server import run_until_signal, start_server, write_ready_file
 from styx.common.store import make_engine
 from styx.scheduler.broker_client import GrpcBroker
 from styx.scheduler.core import Scheduler
+from styx.scheduler.model import DEFAULT_NODE_FENCE_S
 from styx.scheduler.servicer import AgentGatewayServicer, SchedulerServicer
 from styx.v1 import agent_pb2, agent_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
 
@@ -38,6 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=float(env("STARVATION_SECONDS", "60")),
         help="a task waiting this long stops lower-priority backfill around it (STYX_STARVATION_SECONDS)",
     )
+    parser.add_argument(
+        "--node-fence-seconds",
+        type=float,
+        default=float(env("NODE_FENCE_SECONDS", str(DEFAULT_NODE_FENCE_S))),
+        help="re-queue the tasks of a LOST node this long after its last heartbeat, when its agent has "
+        "killed them itself; keep it a few seconds over the broker's --lease-seconds "
+        "(STYX_NODE_FENCE_SECONDS, default %(default)s)",
+    )
     return parser
 
 
@@ -49,11 +58,13 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--broker is required (or set STYX_BROKER_ENDPOINT)")
     cfg = server_config(args, "scheduler")
     setup_logging("scheduler", cfg.log_level)
+    engine = make_engine(cfg.db_url)
     core = Scheduler(
-        make_engine(cfg.db_url),
+        engine,
         GrpcBroker(args.broker, cfg.token),
         starvation_s=args.starvation_seconds,
         lease_s=args.dispatch_lease_seconds,
+        node_fence_s=args.node_fence_seconds,
     )
 
     def register(server: object) -> list[str]:
@@ -72,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     threading.Thread(target=core.run_loop, name="dispatch", daemon=True).start()
     write_ready_file(cfg.ready_file, cfg.host, running.port)
     log.info("serving", extra={"port": running.port, "db": cfg.db_url.split("://")[0], "replica": core.replica_id})
-    run_until_signal(running, on_stop=core.stop)
+    run_until_signal(running, on_stop=core.stop, close=engine.dispose)
 
 
 if __name__ == "__main__":

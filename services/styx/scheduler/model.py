@@ -26,6 +26,23 @@ MAX_TASKS_PER_JOB = 100_000
 MAX_NODE_LOSSES = 3
 # Whether a streaming call's client is still there (grpc's context.is_active).
 IsActive = Callable[[], bool]
+# Seconds after a LOST node's last heartbeat before its tasks re-queue: the broker's lease
+# (default 15 s), after which its agent has killed them itself, plus a margin for that
+# kill, the loops' periods and clock skew between hosts.
+DEFAULT_NODE_FENCE_S = 20.0
+
+
+@dataclass(frozen=True)
+class AbsentNode:
+    """A node the broker no longer counts as READY.
+
+    ``gone``: deregistered (GONE), so its tasks are known stopped. Otherwise LOST (no
+    heartbeat): its tasks may still run until its agent fences itself.
+    """
+
+    node_id: str
+    gone: bool
+    last_heartbeat: float
 MAX_NODES_PER_TASK = 64
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _ENV = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

@@ -11,11 +11,11 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, insert, select, text
+from sqlalchemy import Engine, and_, func, insert, literal, select, text
 
+from styx.common.clock import Clock
 from styx.common.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from styx.common.store import bulk_insert
-from styx.common.timeutil import now
 from styx.scheduler import tables as t
 from styx.scheduler.model import (
     TERMINAL,
@@ -35,6 +35,7 @@ class OutputsMixin:
     _lock: threading.RLock
     _changed: threading.Condition
     _stop: threading.Event
+    _clock: Clock
 
     def get_task(self, task_id: str) -> TaskRecord:  # provided by Scheduler
         raise NotImplementedError
@@ -145,17 +146,40 @@ class OutputsMixin:
         if row.attempt != attempt or row.agent_ended:
             return True
         # Cancelled on a node whose agent never confirmed: stop waiting after a grace period.
-        return row.finished_at is not None and now() - row.finished_at > 10.0
+        return row.finished_at is not None and self._clock.now() - row.finished_at > 10.0
 
     # ---- events ------------------------------------------------------------------------
     def _record_events(self, conn: Any, events: list[tuple[str, TaskRecord, str]]) -> None:
-        if not events:
-            return
+        self._insert_events(
+            conn,
+            [(kind, rec.job_id, rec.task_id, rec.state, rec.attempt, rec.node_id, msg) for kind, rec, msg in events],
+        )
+
+    @staticmethod
+    def _lock_events(conn: Any) -> None:
         if conn.dialect.name == "postgresql":
             # Serialize event writers across replicas until commit, so seq order is commit
             # order and a watcher that read seq N can never later find an uncommitted N-1.
             conn.execute(text("SELECT pg_advisory_xact_lock(717001)"))
-        stamp = now()
+
+    def _insert_task_events(self, conn: Any, kind: str, state: str, message: str, where: Any) -> None:
+        """One event per task matching ``where``, written by the database itself
+        (INSERT ... SELECT, in submission order): a 100k-task job costs one statement."""
+        self._lock_events(conn)
+        c = t.tasks.c
+        rows = select(
+            literal(self._clock.now()), literal(kind), c.job_id, c.task_id, literal(state), c.attempt, c.node_id,
+            literal(message),
+        ).where(where).order_by(c.seq)  # fmt: skip
+        names = ["time", "type", "job_id", "task_id", "state", "attempt", "node_id", "message"]
+        conn.execute(insert(t.events).from_select(names, rows))
+
+    def _insert_events(self, conn: Any, rows: list[tuple[str, str, str, str, int, str, str]]) -> None:
+        """Append events given as (type, job_id, task_id, state, attempt, node_id, message)."""
+        if not rows:
+            return
+        self._lock_events(conn)
+        stamp = self._clock.now()
         bulk_insert(
             conn,
             t.events,
@@ -163,14 +187,14 @@ class OutputsMixin:
                 {
                     "time": stamp,
                     "type": kind,
-                    "job_id": rec.job_id,
-                    "task_id": rec.task_id,
-                    "state": rec.state,
-                    "attempt": rec.attempt,
-                    "node_id": rec.node_id,
+                    "job_id": job_id,
+                    "task_id": task_id,
+                    "state": state,
+                    "attempt": attempt,
+                    "node_id": node_id,
                     "message": message,
                 }
-                for kind, rec, message in events
+                for kind, job_id, task_id, state, attempt, node_id, message in rows
             ],
         )
 

@@ -27,6 +27,7 @@ class NodeState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     NODE_STATE_READY: _ClassVar[NodeState]
     NODE_STATE_LOST: _ClassVar[NodeState]
     NODE_STATE_DRAINING: _ClassVar[NodeState]
+    NODE_STATE_GONE: _ClassVar[NodeState]
 
 class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -51,6 +52,7 @@ NODE_STATE_UNSPECIFIED: NodeState
 NODE_STATE_READY: NodeState
 NODE_STATE_LOST: NodeState
 NODE_STATE_DRAINING: NodeState
+NODE_STATE_GONE: NodeState
 EVENT_TYPE_UNSPECIFIED: EventType
 EVENT_TYPE_SUBMITTED: EventType
 EVENT_TYPE_SCHEDULED: EventType
