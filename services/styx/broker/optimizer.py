@@ -9,6 +9,13 @@ Matching rules (SkyPilot's, where the two meet):
   use CPU instance types only, so GPUs are not paid for by accident.
 - Host offers (what the provisioner's plugins report for machines that already exist,
   e.g. the local host) are slices: at least the request, any GPU count that covers it.
+- Catalog offers are x86_64 unless the request sets ``arch`` (x86 binaries do not run on
+  ARM) or names an ``instance_type`` (which then brings its own architecture). Host offers
+  (machines that exist) match any architecture unless ``arch`` is set.
+- CPU-only requests that name no instance type use general-purpose families only
+  (general-purpose, compute- and memory-optimized; each provider's catalog adapter says
+  which, see ``styx.common.catalog_rules``): storage-optimized, HPC or special sizes are
+  never picked by accident. Naming an instance type lifts this default.
 - ``use_spot`` ranks by spot price and drops catalog offers without a spot market.
 - The price of a choice is the hourly price x ``num_nodes``; ``max_hourly_cost`` caps it.
 - ``any_of``: the cheapest offer among all alternatives; ``ordered``: the first
@@ -26,7 +33,14 @@ from dataclasses import dataclass, field, replace
 
 from styx.broker.catalog import Catalog, FamilySummary, ondemand_key, order_key, spot_key
 from styx.common.offers import Offer
-from styx.common.resources import DEFAULT_TASK_CPUS, Resources, gpu_matches, infra_parts
+from styx.common.resources import (
+    DEFAULT_ARCH,
+    DEFAULT_TASK_CPUS,
+    Resources,
+    gpu_matches,
+    infra_parts,
+    normalize_arch,
+)
 
 _EPS = 1e-6
 DEFAULT_LIMIT = 10
@@ -78,6 +92,7 @@ def alternatives(res: Resources) -> tuple[str, list[Resources]]:
                 use_spot=alt.use_spot or res.use_spot,
                 max_hourly_cost=alt.max_hourly_cost or res.max_hourly_cost,
                 cluster=res.cluster,
+                arch=alt.arch or res.arch,
                 any_of=(),
                 ordered=(),
             )
@@ -88,6 +103,19 @@ def alternatives(res: Resources) -> tuple[str, list[Resources]]:
 def _cpus_exact(res: Resources) -> bool:
     # The scheduler fills an unset cpus with the 0.5 default: that means "any size".
     return not res.cpus_at_least and res.cpus > DEFAULT_TASK_CPUS + _EPS
+
+
+def wanted_arch(res: Resources) -> str:
+    """The architecture catalog offers must have: the request's, else x86_64 unless it names
+    an instance type ("": any, the named type's own)."""
+    if res.arch:
+        return normalize_arch(res.arch)
+    return "" if res.instance_type else DEFAULT_ARCH
+
+
+def general_only(res: Resources) -> bool:
+    """Whether only general-purpose families may serve ``res`` (CPU-only, no type named)."""
+    return not res.accelerators and not res.instance_type
 
 
 def _amount_ok(have: float, want: float, exact: bool) -> bool:
@@ -106,6 +134,8 @@ def host_offer_fits(offer: Offer, res: Resources) -> bool:
     ):
         return False
     if res.instance_type and res.instance_type != offer.instance_type:
+        return False
+    if res.arch and normalize_arch(offer.arch) != normalize_arch(res.arch):
         return False
     if offer.cpus + _EPS < res.cpus or offer.memory_gib + _EPS < res.memory_gib:
         return False
@@ -186,6 +216,7 @@ def _rank_one(
     spot = res.use_spot
     exact_cpus = _cpus_exact(res)
     exact_mem = res.memory_gib > 0 and not res.memory_at_least
+    arch, general = wanted_arch(res), general_only(res)
     lists: list[list[Offer]] = []
     disabled: set[str] = set()
     for provider in catalog.providers:
@@ -198,6 +229,8 @@ def _rank_one(
         for accel in res.accelerators or (None,):
             for shape in catalog.shapes(provider, want_r, accel.name if accel else ""):
                 if accel is not None and shape.accelerator_count != accel.count:
+                    continue
+                if (arch and shape.arch != arch) or (general and not shape.general):
                     continue
                 if not _amount_ok(shape.cpus, res.cpus, exact_cpus):
                     continue
@@ -260,6 +293,8 @@ def describe_request(res: Resources) -> str:
         parts.append(res.instance_type)
     if res.infra:
         parts.append(f"in {res.infra}")
+    if res.arch:
+        parts.append(normalize_arch(res.arch))
     if res.use_spot:
         parts.append("spot")
     return ", ".join(parts) or "any size"
@@ -305,10 +340,19 @@ def _family_reason(
         return 5, f"not offered in zone {want_z}"
     if res.instance_type and res.instance_type not in fam.instance_types:
         return 6, f"no instance type {res.instance_type}"
+    arch = wanted_arch(res)
+    if arch and fam.arch != arch:
+        how = "" if res.arch else " (the default; set arch: arm64 to use ARM)" if arch == DEFAULT_ARCH else ""
+        return 7, f"{fam.arch} instances, request wants {arch}{how}"
+    if general_only(res) and not fam.general:
+        return 7, (
+            f"{fam.category or 'not a general-purpose'} family; CPU-only requests use general-purpose, "
+            "compute- or memory-optimized families unless instance_type names one"
+        )
     cheapest = min(v[1] if res.use_spot else v[0] for _, v in by_mem)
     if cheapest * num_nodes > cap + _EPS:
         nodes = f" x {num_nodes} nodes" if num_nodes > 1 else ""
-        return 7, f"cheapest {cheapest:.2f} $/h{nodes}, over max_hourly_cost {cap:.2f} $/h"
+        return 8, f"cheapest {cheapest:.2f} $/h{nodes}, over max_hourly_cost {cap:.2f} $/h"
     return None
 
 
@@ -367,7 +411,8 @@ def _explain(
         if offer.provider in catalog.providers or host_offer_fits(offer, res):
             continue
         gpu = f"{offer.accelerator_count}x {offer.accelerator_name}" if offer.accelerator_count else "no GPU"
-        hosts.append(Rejection(offer.place, f"has {offer.cpus:g} CPUs, {offer.memory_gib:.1f} GiB, {gpu}"))
+        arch = f", {normalize_arch(offer.arch)} (request wants {normalize_arch(res.arch)})" if res.arch else ""
+        hosts.append(Rejection(offer.place, f"has {offer.cpus:g} CPUs, {offer.memory_gib:.1f} GiB, {gpu}{arch}"))
     pinned = res.instance_type
     if (
         pinned
