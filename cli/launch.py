@@ -320,6 +320,8 @@ def offer_lines(name: str, width: int, answer: Any, whatif: bool = False) -> lis
 
 # Rejections shown for a task no offer fits (the broker sends the closest misses first).
 REJECTIONS_SHOWN = 8
+# How the broker marks an offer a launch would pass over now (styx.broker.launch_order).
+SKIPPED_PREFIX = "skipped now: "
 
 
 def rejection_lines(name: str, width: int, answer: Any) -> list[str]:
@@ -348,6 +350,13 @@ def task_offer_lines(name: str, width: int, live: Any, whatif: Any) -> list[str]
     """
     if live.offers:
         lines = offer_lines(name, width, live)
+        # Offers the launch passes over now (cooling down, at their limit), as the broker says.
+        skipped = [r for r in live.rejections if r.reason.startswith(SKIPPED_PREFIX)]
+        for rej in skipped[:REJECTIONS_SHOWN]:
+            lines.append(
+                f"  {'':<{width}}  {rej.reason.split(': ', 1)[0]}: {rej.family}: "
+                f"{output.one_line(rej.reason.split(': ', 1)[1], 140)}"
+            )
         best = whatif.offers[0] if whatif.offers else None
         if (
             best is not None

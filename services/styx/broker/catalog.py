@@ -211,8 +211,8 @@ class Catalog:
                 fam.regions.update({o.region for o in typed})
                 fam.zones.update({o.zone for o in typed if o.zone})
                 fam.instance_types.add(itype)
-        for key, group in shapes.items():
-            self._groups[key] = [group[k] for k in sorted(group)]
+        for group_key, group in shapes.items():
+            self._groups[group_key] = [group[k] for k in sorted(group)]
         variants: dict[tuple[str, str], int] = {}
         for provider, fam_name, *_ in families:
             variants[(provider, fam_name)] = variants.get((provider, fam_name), 0) + 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from collections.abc import Sequence
 
 from sqlalchemy import select
@@ -12,18 +13,22 @@ from sqlalchemy import select
 from styx.broker import catalog_store
 from styx.broker import tables as t
 from styx.broker.catalog import Catalog
+from styx.broker.launch_order import FleetView, gang_ranking, launch_order
 from styx.broker.model import (
+    ABSENT,
     MAX_IMPORT_OFFERS,
+    READY,
     AcceleratorInfo,
     AcceleratorOffer,
     Attempt,
     CatalogInfo,
     _offer_key,
+    describe,
 )
 from styx.broker.optimizer import Ranking, alternatives, rank
 from styx.common.errors import InvalidArgument, ResourceExhausted
 from styx.common.offers import Offer
-from styx.common.resources import Resources, infra_parts
+from styx.common.resources import Resources, infra_parts, parse_arch
 from styx.common.timeutil import now
 
 log = logging.getLogger(__name__)
@@ -45,12 +50,14 @@ class CatalogMixin:
         _, alts = alternatives(res)
         for alt in alts:
             infra_parts(alt.infra)  # InvalidArgument names the field
+            parse_arch(alt.arch, "resources.arch")
         if res.any_of and res.ordered:
             raise InvalidArgument("resources: set any_of or ordered, not both")
         with self._lock:
             offers = self._current_offers()
             enabled = self._enabled_providers()
-        return rank(
+            fleet, live = self._fleet_view(alts)
+        ranking = rank(
             self._catalog,
             res,
             num_nodes=num_nodes or 1,
@@ -59,6 +66,25 @@ class CatalogMixin:
             limit=limit or 10,
             include_disabled=include_disabled,
         )
+        # What the real allocation does with the ranking (launch_order): skip cooling offers and
+        # those at their limit, refuse a gang that can never exist. Same functions, same answer.
+        ranking = launch_order(ranking, fleet)
+        what = f"{num_nodes} nodes of {describe(res)} at once"
+        return gang_ranking(ranking, num_nodes or 1, live, what)
+
+    def _fleet_view(self, alts: Sequence[Resources]) -> tuple[FleetView, list[tuple[str, str, str, str]]]:
+        """Cooldowns and instances per offer, and the live pool nodes that could hold a rank
+        (as the allocation sees them); call with the lock held."""
+        counts: Counter[tuple[str, str, str, str]] = Counter(
+            (n.provider, n.region, n.zone, n.instance_type) for n in self._nodes.values() if n.state not in ABSENT
+        )
+        counts.update(_offer_key(p.offer) for p in self._provisions.values())
+        live = [
+            (n.provider, n.region, n.zone, n.instance_type)
+            for n in self._nodes.values()
+            if n.state == READY and not n.cluster and any(self._node_could_fit(n, alt) for alt in alts)
+        ]
+        return FleetView(dict(self._failed_offers), counts, now()), live
 
     def import_catalog(self, offers: Sequence[Offer], request_id: str = "") -> tuple[int, list[str]]:
         """Replace the catalog of every provider present in ``offers``; returns (count, providers)."""

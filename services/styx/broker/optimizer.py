@@ -309,8 +309,8 @@ def _family_reason(
     accel_upper = fam.accelerator_name.upper()
     wants = [a for a in res.accelerators if a.name.upper() == accel_upper] if res.accelerators else []
     if res.accelerators and not wants:
-        counts = _fmt(k[0] for k in fam.shapes)
-        have = f"{counts}x {fam.accelerator_name}" if fam.accelerator_name else "no GPU"
+        offered = _fmt(k[0] for k in fam.shapes)
+        have = f"{offered}x {fam.accelerator_name}" if fam.accelerator_name else "no GPU"
         want = " or ".join(f"{a.name}:{a.count}" for a in res.accelerators)
         return 0, f"{have}, request wants {want}"
     if not res.accelerators and fam.accelerator_name:
