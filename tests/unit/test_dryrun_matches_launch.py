@@ -65,3 +65,19 @@ def test_after_a_spot_reclaim_the_dryrun_chooses_what_the_relaunch_takes(engine_
     assert skip.family == "aws/us-east-1/us-east-1a m6i.large" and "spot instance reclaimed" in skip.reason
     # On-demand is not cooled by a spot reclaim: 1a stays first there, as the launch would do.
     assert broker.optimize(Resources(cpus=2)).offers[0].offer.zone == "us-east-1a"
+
+
+def test_a_booting_node_of_the_other_arch_does_not_absorb_an_arch_request(engine_factory):
+    offers = [
+        Offer("aws", "us-east-1", "us-east-1a", "m6i.large", 2, 8, price_per_hour=0.096),
+        Offer("aws", "us-east-1", "us-east-1a", "m7g.large", 2, 8, price_per_hour=0.082, arch="arm64"),
+    ]
+    prov = FailoverProvisioner({"aws": ""})
+    broker = Broker(engine_factory("broker"), prov, catalog=Catalog(offers))
+    (x86,) = broker.allocate([Ask("a1", "t1", Resources(cpus=1, cpus_at_least=True))])
+    assert x86.outcome == WAITING
+    assert [o.instance_type for _, o, _ in prov.calls] == ["m6i.large"]  # the default: x86_64
+    # Regression: the booting m6i node (1 vCPU still free) absorbed an arm64 request.
+    (arm,) = broker.allocate([Ask("a2", "t2", Resources(cpus=1, cpus_at_least=True, arch="arm64"))])
+    assert arm.outcome == WAITING and "provisioning node" in arm.reason
+    assert [o.instance_type for _, o, _ in prov.calls] == ["m6i.large", "m7g.large"]
