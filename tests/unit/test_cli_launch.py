@@ -285,13 +285,24 @@ def test_dryrun_shows_offers_the_launch_skips_now() -> None:
     )
     live = broker_pb2.OptimizeResponse(
         offers=[broker_pb2.RankedOffer(offer=offer, hourly_price=0.035, spot=True, provider_enabled=True)],
-        rejections=[skipped, broker_pb2.Rejection(family="aws p4d", reason="has GPUs")],
+        rejections=[
+            skipped,
+            broker_pb2.Rejection(family="aws p4d", reason="has GPUs"),
+            *(
+                broker_pb2.Rejection(family=f"aws i{n}", reason="skipped by default: storage-optimized family")
+                for n in range(5)
+            ),
+        ],
     )
     lines = task_offer_lines("t", 1, live, live)
     assert lines[0].startswith("  t  chosen: aws/us-east-1/us-east-1b m6i.large")
     assert lines[1:] == [
         "     skipped now: aws/us-east-1/us-east-1a m6i.large: cooling down after a failure "
-        "(spot instance reclaimed: i-1 vanished)"
+        "(spot instance reclaimed: i-1 vanished)",
+        "     skipped by default: aws i0: storage-optimized family",
+        "     skipped by default: aws i1: storage-optimized family",
+        "     skipped by default: aws i2: storage-optimized family",
+        "     ... and 2 more cheaper families skipped by default",
     ]
 
 

@@ -210,9 +210,13 @@ def test_cpu_only_request_never_gets_a_storage_optimized_size():
     # Regression: cpus: 8 was given i4i.2xlarge / Standard_L8s_v3 at $0.01/h.
     assert picks(Resources(cpus=8)) == ["m6i.2xlarge", "Standard_D8s_v5", "n2-standard-8"]
     why = {r.family: r.reason for r in rank(TRAPS, Resources(cpus=8)).rejections}
-    assert why["aws i4i"].startswith("storage-optimized family; CPU-only requests use general-purpose")
+    # Each is cheaper than the chosen m6i.2xlarge, so the dryrun says the default passed it over.
+    assert why["aws i4i"].startswith("skipped by default: storage-optimized family; CPU-only requests use general")
     assert "instance_type names one" in why["azure Standard_Ls_v3"]
-    assert why["gcp z3-highmem"].startswith("storage-optimized family")
+    assert why["gcp z3-highmem"].startswith("skipped by default: storage-optimized family")
+    assert why["gcp t2a-standard"] == (
+        "skipped by default: arm64 instances, request wants x86_64 (the default; set arch: arm64 to use ARM)"
+    )
     # Naming the type lifts the default.
     assert picks(Resources(cpus=8, instance_type="i4i.2xlarge")) == ["i4i.2xlarge"]
     # GPU requests are not CPU-only: the default is about CPU-only requests.
@@ -226,9 +230,13 @@ def test_large_cpu_request_gets_x86_unless_arm_is_asked_for():
     big = Resources(cpus=64, cpus_at_least=True)
     assert picks(big) == ["m6i.16xlarge"]
     why = {r.family: r.reason for r in rank(TRAPS, big).rejections}
-    assert why["aws m7g"] == "arm64 instances, request wants x86_64 (the default; set arch: arm64 to use ARM)"
-    assert why["gcp c4a-standard"].startswith("arm64 instances")
-    assert why["azure Standard_Dps_v5"].startswith("arm64 instances")
+    default = "arm64 instances, request wants x86_64 (the default; set arch: arm64 to use ARM)"
+    assert why["aws m7g"] == "skipped by default: " + default  # $2.61/h, below the chosen $3.07/h
+    assert why["gcp c4a-standard"] == "skipped by default: " + default
+    assert why["azure Standard_Dps_v5"] == "skipped by default: " + default
+    # Nothing cheaper was passed over for an arm64 request: plain reasons, no "skipped".
+    arm_why = {r.family: r.reason for r in rank(TRAPS, replace(big, arch="arm64")).rejections}
+    assert arm_why["aws m6i"] == "x86_64 instances, request wants arm64"
     arm = picks(replace(big, arch="arm64"))
     assert arm == ["Standard_D64ps_v5", "c4a-standard-64", "r8g.16xlarge", "c7g.16xlarge", "m7g.16xlarge"]
     assert {r.offer.arch for r in rank(TRAPS, replace(big, arch="arm64")).offers} == {"arm64"}

@@ -45,6 +45,11 @@ from styx.common.resources import (
 _EPS = 1e-6
 DEFAULT_LIMIT = 10
 MAX_REJECTIONS = 30
+# Explanation stage of the defaults (architecture, general-purpose families); a family they
+# exclude that is cheaper than the chosen offer is reported with this prefix, so a dryrun
+# can say what the defaults passed over.
+DEFAULT_STAGE = 7
+SKIPPED_BY_DEFAULT = "skipped by default: "
 
 
 @dataclass(frozen=True)
@@ -174,7 +179,8 @@ def rank(
         found = [replace(r, alternative=index) for r in found] if index else found
         if explain:
             prefix = f"alternative {index}: " if mode != "single" else ""
-            for rej in _explain(catalog, alt, num_nodes, cap, enabled, host_offers, include_disabled):
+            best = found[0].total_hourly_price if found else 0.0  # 0: nothing chosen, nothing passed over
+            for rej in _explain(catalog, alt, num_nodes, cap, enabled, host_offers, include_disabled, best):
                 ranking.rejections.append(Rejection(rej.family, prefix + rej.reason) if prefix else rej)
         if mode == "ordered" and found:
             merged = found
@@ -340,20 +346,34 @@ def _family_reason(
         return 5, f"not offered in zone {want_z}"
     if res.instance_type and res.instance_type not in fam.instance_types:
         return 6, f"no instance type {res.instance_type}"
+    cheapest = min(v[1] if res.use_spot else v[0] for _, v in by_mem)
     arch = wanted_arch(res)
     if arch and fam.arch != arch:
         how = "" if res.arch else " (the default; set arch: arm64 to use ARM)" if arch == DEFAULT_ARCH else ""
-        return 7, f"{fam.arch} instances, request wants {arch}{how}"
+        return DEFAULT_STAGE, f"{fam.arch} instances, request wants {arch}{how}"
     if general_only(res) and not fam.general:
-        return 7, (
+        return DEFAULT_STAGE, (
             f"{fam.category or 'not a general-purpose'} family; CPU-only requests use general-purpose, "
             "compute- or memory-optimized families unless instance_type names one"
         )
-    cheapest = min(v[1] if res.use_spot else v[0] for _, v in by_mem)
     if cheapest * num_nodes > cap + _EPS:
         nodes = f" x {num_nodes} nodes" if num_nodes > 1 else ""
         return 8, f"cheapest {cheapest:.2f} $/h{nodes}, over max_hourly_cost {cap:.2f} $/h"
     return None
+
+
+def _cheapest_fit(fam: FamilySummary, res: Resources) -> float:
+    """The family's cheapest price (in the request's market) among shapes that fit ``res``."""
+    exact_cpus = _cpus_exact(res)
+    exact_mem = res.memory_gib > 0 and not res.memory_at_least
+    prices = [
+        v[1] if res.use_spot else v[0]
+        for k, v in fam.shapes.items()
+        if _amount_ok(k[1], res.cpus, exact_cpus)
+        and (res.memory_gib <= 0 or _amount_ok(k[2], res.memory_gib, exact_mem))
+        and (not res.use_spot or v[1] > 0)
+    ]
+    return min(prices, default=float("inf"))
 
 
 def _explain(
@@ -364,6 +384,7 @@ def _explain(
     enabled: Mapping[str, str] | None,
     host_offers: Sequence[Offer],
     include_disabled: bool,
+    best: float = 0.0,
 ) -> list[Rejection]:
     want_p, want_r, want_z = infra_parts(res.infra)
     provider_level: list[Rejection] = []
@@ -400,6 +421,8 @@ def _explain(
         if found is not None:
             stage, reason = found
             cheapest = min(v[0] for v in fam.shapes.values())
+            if stage == DEFAULT_STAGE and _cheapest_fit(fam, res) * num_nodes < best - _EPS:
+                reason = SKIPPED_BY_DEFAULT + reason
             ranked.append((-stage, cheapest, fam.label, Rejection(fam.label, reason)))
     ranked.sort(key=lambda t: t[:3])
     families = [t[3] for t in ranked]
