@@ -61,6 +61,8 @@ def test_after_a_spot_reclaim_the_dryrun_chooses_what_the_relaunch_takes(engine_
     broker.allocate([Ask("t1/2", "t1", spot)])
     assert prov.calls[-1][1].zone == "us-east-1b"
     assert [r.offer.zone for r in dry.offers] == ["us-east-1b", "us-east-1a"]  # 1a waits its cooldown out
+    # Ranked as deep as the launch ranks before the skip, so a short answer agrees too.
+    assert [r.offer.zone for r in broker.optimize(spot, limit=1).offers] == ["us-east-1b"]
     (skip,) = [r for r in dry.rejections if r.reason.startswith("skipped now")]
     assert skip.family == "aws/us-east-1/us-east-1a m6i.large" and "spot instance reclaimed" in skip.reason
     # On-demand is not cooled by a spot reclaim: 1a stays first there, as the launch would do.

@@ -15,6 +15,7 @@ from styx.broker import tables as t
 from styx.broker.catalog import Catalog
 from styx.broker.launch_order import FleetView, gang_ranking, launch_order
 from styx.broker.model import (
+    _FAILOVER_DEPTH,
     ABSENT,
     MAX_IMPORT_OFFERS,
     READY,
@@ -63,14 +64,17 @@ class CatalogMixin:
             num_nodes=num_nodes or 1,
             enabled=enabled,
             host_offers=offers,
-            limit=limit or 10,
+            # As deep as the allocation ranks, so skips and the gang bound see the same offers.
+            limit=max(limit or 10, _FAILOVER_DEPTH),
             include_disabled=include_disabled,
         )
         # What the real allocation does with the ranking (launch_order): skip cooling offers and
         # those at their limit, refuse a gang that can never exist. Same functions, same answer.
         ranking = launch_order(ranking, fleet)
         what = f"{num_nodes} nodes of {describe(res)} at once"
-        return gang_ranking(ranking, num_nodes or 1, live, what)
+        ranking = gang_ranking(ranking, num_nodes or 1, live, what)
+        del ranking.offers[limit or 10 :]
+        return ranking
 
     def _fleet_view(self, alts: Sequence[Resources]) -> tuple[FleetView, list[tuple[str, str, str, str]]]:
         """Cooldowns and instances per offer, and the live pool nodes that could hold a rank
