@@ -431,10 +431,11 @@ def catalog_rows(catalogs: Sequence[dict[str, Any]]) -> list[list[str]]:
 
 
 def load_skypilot(directory: str, providers: Sequence[str] = ()) -> tuple[dict[str, list[Any]], Any, float]:
-    """Parse ``DIR/<provider>/vms.csv`` with the broker's loader: (offers per provider, stats,
-    seconds). Usage errors (exit 2) for a missing directory or one without catalogs."""
-    from styx.broker.catalog import load_skypilot_dir
+    """Parse ``DIR/<provider>/vms.csv`` with the shared loader (styx.common.skypilot_csv):
+    (offers per provider, stats, seconds). Usage errors (exit 2) for a missing directory or
+    one without catalogs."""
     from styx.common.errors import InvalidArgument
+    from styx.common.skypilot_csv import load_skypilot_dir
 
     path = Path(directory).expanduser()
     if not path.is_dir():

@@ -62,6 +62,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         cpus=args.cpus,
         memory=args.memory,
         gpus=args.gpus,
+        arch=getattr(args, "arch", None),
         priority=args.priority,
         envs=args.env,
         workdir=args.workdir or "",

@@ -320,6 +320,13 @@ def offer_lines(name: str, width: int, answer: Any, whatif: bool = False) -> lis
 
 # Rejections shown for a task no offer fits (the broker sends the closest misses first).
 REJECTIONS_SHOWN = 8
+# How the broker marks an offer a launch would pass over now (styx.broker.launch_order).
+SKIPPED_PREFIX = "skipped now: "
+# How it marks a family the defaults (x86_64, general-purpose for CPU-only) excluded although
+# it is cheaper than the chosen offer (styx.broker.optimizer.SKIPPED_BY_DEFAULT).
+DEFAULT_PREFIX = "skipped by default: "
+# Families skipped by default shown per task; the rest are counted.
+DEFAULT_SKIPS_SHOWN = 3
 
 
 def rejection_lines(name: str, width: int, answer: Any) -> list[str]:
@@ -348,6 +355,21 @@ def task_offer_lines(name: str, width: int, live: Any, whatif: Any) -> list[str]
     """
     if live.offers:
         lines = offer_lines(name, width, live)
+        # Offers the launch passes over now (cooling down, at their limit), as the broker says.
+        pad = f"  {'':<{width}}  "
+        skipped = [r for r in live.rejections if r.reason.startswith(SKIPPED_PREFIX)]
+        for rej in skipped[:REJECTIONS_SHOWN]:
+            why = rej.reason.removeprefix(SKIPPED_PREFIX)
+            lines.append(f"{pad}{SKIPPED_PREFIX}{rej.family}: {output.one_line(why, 140)}")
+        # Cheaper families the defaults passed over, so a user sees what to name to get them.
+        by_default = [r for r in live.rejections if r.reason.startswith(DEFAULT_PREFIX)]
+        for rej in by_default[:DEFAULT_SKIPS_SHOWN]:
+            why = rej.reason.removeprefix(DEFAULT_PREFIX)
+            lines.append(f"{pad}{DEFAULT_PREFIX}{rej.family}: {output.one_line(why, 140)}")
+        if len(by_default) > DEFAULT_SKIPS_SHOWN:
+            lines.append(
+                f"{pad}... and {len(by_default) - DEFAULT_SKIPS_SHOWN} more cheaper families skipped by default"
+            )
         best = whatif.offers[0] if whatif.offers else None
         if (
             best is not None

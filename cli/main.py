@@ -40,6 +40,10 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
+# --arch on run and launch (the task YAML's resources.arch).
+ARCH_HELP = "x86_64 or arm64 (alias aarch64) for new nodes; default x86_64 unless an instance type is named"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full ``sky`` argument parser (no side effects, used by tests too)."""
     parser = _Parser(
@@ -59,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--name", help="task name, [A-Za-z0-9._-]{1,63}")
     run.add_argument("--cpus", metavar="N[+]", help="CPUs to reserve; N+ means at least N")
     run.add_argument("--memory", metavar="GiB[+]", help="memory in GiB to reserve; GiB+ means at least")
+    run.add_argument("--arch", metavar="ARCH", help=ARCH_HELP)
     run.add_argument(
         "--gpus",
         metavar="NAME:COUNT",
@@ -186,6 +191,7 @@ def _add_task_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", help="job name (and task name for a one-task job)")
     parser.add_argument("--cpus", metavar="N[+]", help="override CPUs of every task; N+ means at least N")
     parser.add_argument("--memory", metavar="GiB[+]", help="override memory of every task")
+    parser.add_argument("--arch", metavar="ARCH", help="override the CPU architecture of every task: " + ARCH_HELP)
     parser.add_argument(
         "--gpus",
         metavar="NAME:COUNT",

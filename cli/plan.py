@@ -88,6 +88,7 @@ def build_job(args: argparse.Namespace) -> LaunchJob:
             memory=args.memory,
             use_spot=args.use_spot,
             infra=args.infra,
+            arch=getattr(args, "arch", None),
             envs=parse_envs(args.env),
         )
         tasks = list(job.tasks)
@@ -208,6 +209,8 @@ def resources_text(res: Any, instance_type: str = "") -> str:
         parts.append(f"type={itype}")
     if res.infra:
         parts.append(f"infra={res.infra}")
+    if getattr(res, "arch", ""):
+        parts.append(f"arch={res.arch}")
     if res.use_spot:
         parts.append("spot")
     if res.disk_gb:

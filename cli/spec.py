@@ -48,13 +48,14 @@ def build_task_spec(
     cpus: str | None = None,
     memory: str | None = None,
     gpus: Sequence[str] | None = None,
+    arch: str | None = None,
     priority: int = 0,
     envs: Sequence[str] | None = None,
     workdir: str = "",
 ) -> Any:
     """A styx.v1.TaskSpec from ``sky run`` flags; bad values raise CliError (exit 2) naming the flag."""
     from styx.common.errors import InvalidArgument
-    from styx.common.resources import parse_accelerator, parse_amount
+    from styx.common.resources import parse_accelerator, parse_amount, parse_arch
     from styx.v1 import common_pb2
 
     resources = common_pb2.ResourceRequest()
@@ -67,6 +68,8 @@ def build_task_spec(
             for alt in text.split(","):
                 accel = parse_accelerator(alt, "--gpus")
                 resources.accelerators.add(name=accel.name, count=accel.count)
+        if arch is not None:
+            resources.arch = parse_arch(arch, "--arch")
     except InvalidArgument as exc:
         raise CliError(exc.message, EXIT_USAGE) from None
     return common_pb2.TaskSpec(

@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from styx.common.errors import InvalidArgument
-from styx.common.resources import Accelerator, Resources, infra_parts, parse_accelerator, parse_amount
+from styx.common.resources import (
+    Accelerator,
+    Resources,
+    infra_parts,
+    parse_accelerator,
+    parse_amount,
+    parse_arch,
+)
 from styx.scheduler.model import MAX_NODES_PER_TASK, RetryPolicy, TaskSpec
 
 TASK_KEYS = {
@@ -38,6 +45,7 @@ RESOURCE_KEYS = {
     "memory": "GiB, N or N+",
     "accelerators": "A100:8, {A100: 8} or a list of alternatives",
     "instance_type": "a provider's instance type",
+    "arch": "x86_64 or arm64 (alias aarch64); default x86_64 for new instances",
     "infra": "provider[/region[/zone]]",
     "cloud": "provider (older form of infra)",
     "region": "region (older form of infra)",
@@ -207,6 +215,13 @@ def _resources(doc: Mapping[str, Any], path: _Path, allow_alternatives: bool) ->
     instance_type = doc.get("instance_type") or ""
     if not isinstance(instance_type, str):
         raise (path / "instance_type").error(f"must be a string, got {instance_type!r}")
+    arch = doc.get("arch") or ""
+    if not isinstance(arch, str):
+        raise (path / "arch").error(f"must be x86_64 or arm64, got {arch!r}")
+    try:
+        arch = parse_arch(arch, "arch")
+    except InvalidArgument as exc:
+        raise (path / "arch").error(exc.message.split(": ", 1)[1]) from exc
     res = Resources(
         cpus=cpus,
         cpus_at_least=cpus_plus,
@@ -216,6 +231,7 @@ def _resources(doc: Mapping[str, Any], path: _Path, allow_alternatives: bool) ->
         use_spot=use_spot,
         infra=infra,
         disk_gb=float(disk),
+        arch=arch,
     )
     return res, instance_type
 
@@ -350,6 +366,7 @@ def apply_overrides(
     use_spot: bool | None = None,
     infra: str | None = None,
     envs: Mapping[str, str] | None = None,
+    arch: str | None = None,
 ) -> JobFile:
     """Apply command-line overrides (``--cpus``, ``--gpus``, ``--env`` ...) to every task."""
     edits: list[Callable[[Resources], Resources]] = []
@@ -367,6 +384,9 @@ def apply_overrides(
     if infra is not None:
         infra_parts(infra)
         edits.append(lambda r: replace(r, infra=infra))
+    if arch is not None:
+        wanted = parse_arch(arch, "--arch")
+        edits.append(lambda r: replace(r, arch=wanted))
     tasks = []
     for entry in job.tasks:
         res = entry.spec.resources

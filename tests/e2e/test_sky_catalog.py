@@ -11,17 +11,20 @@ with the broker's own loader.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from collections.abc import Callable, Iterator
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from helpers import REPO_ROOT, SkyCli, make_sky_cli
 
-SHARED_CATALOGS = REPO_ROOT.parent / "shared" / "catalogs"
+# STYX_SHARED_CATALOGS points elsewhere (e.g. from a git worktree).
+SHARED_CATALOGS = Path(os.environ.get("STYX_SHARED_CATALOGS") or REPO_ROOT.parent / "shared" / "catalogs")
 LOCAL_ENV = {"STYX_LOCAL_NODE_CPUS": "2", "STYX_LOCAL_NODE_MEMORY_GIB": "4"}
 CLOUDS = ("aws", "azure", "gcp")
 needs_catalogs = pytest.mark.skipif(
@@ -46,7 +49,7 @@ def sky(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CappedSky]:
 @cache
 def shared_offers() -> list[Any]:
     """Every offer of the shared catalogs, parsed by the broker's loader (as the CLI does)."""
-    from styx.broker.catalog import load_skypilot_dir
+    from styx.common.skypilot_csv import load_skypilot_dir
 
     offers, _ = load_skypilot_dir(SHARED_CATALOGS)
     return [o for items in offers.values() for o in items]
@@ -116,11 +119,19 @@ def test_catalog_import_of_the_shared_catalogs(sky: CappedSky) -> None:
 
 
 def _gpu(name: str, count: int) -> Callable[[Any], bool]:
-    return lambda o: o.accelerator_count == count and o.accelerator_name.upper() == name
+    return lambda o: o.arch == "x86_64" and o.accelerator_count == count and o.accelerator_name.upper() == name
 
 
 def _cpus_at_least(n: float) -> Callable[[Any], bool]:
-    return lambda o: o.accelerator_count == 0 and o.cpus >= n
+    """CPU-only offers a request may get by default: x86_64, general-purpose families."""
+    from styx.common import catalog_rules
+
+    return lambda o: (
+        o.accelerator_count == 0
+        and o.cpus >= n
+        and o.arch == "x86_64"
+        and catalog_rules.is_general(o.provider, o.instance_type)
+    )
 
 
 # (flags, which offers qualify, spot market)

@@ -7,17 +7,24 @@ catalog, the index, and checks against the real shared catalogs (skipped when ab
 from __future__ import annotations
 
 import csv
+import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from styx.broker.catalog import Catalog, builtin_offers, family_of, load_skypilot_csv, load_skypilot_dir
+from styx.broker.catalog_store import validate_offer
 from styx.broker.optimizer import rank
+from styx.common import catalog_rules
 from styx.common.errors import InvalidArgument
 from styx.common.offers import Offer
 from styx.common.resources import Accelerator, Resources
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "catalogs"
+# Next to the repository (../shared/catalogs); STYX_SHARED_CATALOGS points elsewhere (a worktree).
+SHARED = Path(
+    os.environ.get("STYX_SHARED_CATALOGS") or Path(__file__).resolve().parents[2] / ".." / "shared" / "catalogs"
+)
 
 AWS_CSV = """InstanceType,AcceleratorName,AcceleratorCount,vCPUs,MemoryGiB,GpuInfo,Price,SpotPrice,Region,AvailabilityZone,Arch
 p4d.24xlarge,A100,8.0,96.0,1152.0,"{'Gpus': [{'Name': 'A100', 'MemoryInfo': {'SizeInMiB': 40960}}]}",32.7726,12.5,us-east-1,use1-az1,x86_64
@@ -179,6 +186,15 @@ def test_shared_gcp_attach_rule_with_a_real_row(shared):
     assert float(accel["Price"]) == pytest.approx(8 * float(one["Price"]), rel=1e-4)
 
 
+def _x86(o: Offer) -> bool:
+    return o.arch == "x86_64"
+
+
+def _cpu_default(o: Offer) -> bool:
+    """What a CPU-only request accepts by default: x86_64 general-purpose families."""
+    return _x86(o) and not o.accelerator_count and catalog_rules.is_general(o.provider, o.instance_type)
+
+
 def _brute_force(offers: list[Offer], keep) -> Offer:
     feasible = [o for o in offers if keep(o)]
     return min(feasible, key=lambda o: (o.price_per_hour, o.provider, o.region, o.zone, o.instance_type))
@@ -189,16 +205,16 @@ def _brute_force(offers: list[Offer], keep) -> Offer:
     [
         (
             Resources(accelerators=(Accelerator("A100", 8),)),
-            lambda o: o.accelerator_name.upper() == "A100" and o.accelerator_count == 8,
+            lambda o: _x86(o) and o.accelerator_name.upper() == "A100" and o.accelerator_count == 8,
         ),
         (
             Resources(accelerators=(Accelerator("H100", 8),)),
-            lambda o: o.accelerator_name.upper() == "H100" and o.accelerator_count == 8,
+            lambda o: _x86(o) and o.accelerator_name.upper() == "H100" and o.accelerator_count == 8,
         ),
-        (Resources(cpus=8, cpus_at_least=True), lambda o: not o.accelerator_count and o.cpus >= 8),
+        (Resources(cpus=8, cpus_at_least=True), lambda o: _cpu_default(o) and o.cpus >= 8),
         (
             Resources(cpus=8, cpus_at_least=True, memory_gib=64, memory_at_least=True, infra="gcp"),
-            lambda o: o.provider == "gcp" and not o.accelerator_count and o.cpus >= 8 and o.memory_gib >= 64,
+            lambda o: o.provider == "gcp" and _cpu_default(o) and o.cpus >= 8 and o.memory_gib >= 64,
         ),
     ],
     ids=["A100:8", "H100:8", "cpus 8+", "gcp cpus 8+ memory 64+"],
@@ -214,8 +230,122 @@ def test_shared_cheapest_matches_brute_force(shared, request_, keep):
 def test_shared_spot_cheapest_matches_brute_force(shared):
     offers, cat = shared
     feasible = [
-        o for o in offers if o.accelerator_name == "H100" and o.accelerator_count == 8 and o.spot_price_per_hour
+        o
+        for o in offers
+        if _x86(o) and o.accelerator_name == "H100" and o.accelerator_count == 8 and o.spot_price_per_hour
     ]
     expected = min(feasible, key=lambda o: (o.spot_price_per_hour, o.provider, o.region, o.zone, o.instance_type))
     got = rank(cat, Resources(accelerators=(Accelerator("H100", 8),), use_spot=True), limit=1).offers
     assert got[0].offer == expected and got[0].spot and got[0].hourly_price == expected.spot_price_per_hour
+
+
+# ---- rows that cannot be offers ----------------------------------------------------------------
+
+BAD_AWS_CSV = """InstanceType,AcceleratorName,AcceleratorCount,vCPUs,MemoryGiB,GpuInfo,Price,SpotPrice,Region,AvailabilityZone
+m6i.xlarge,,,4.0,16.0,,0.192,0.07,us-east-1,use1-az1
+m6i.free,,,4.0,16.0,,0,,us-east-1,use1-az1
+m6i.refund,,,4.0,16.0,,-0.5,,us-east-1,use1-az1
+m6i.text,,,4.0,16.0,,cheap,,us-east-1,use1-az1
+m6i.inf,,,4.0,16.0,,inf,,us-east-1,use1-az1
+m6i.badspot,,,4.0,16.0,,0.192,-0.1,us-east-1,use1-az1
+m6i.nocpu,,,,16.0,,0.192,,us-east-1,use1-az1
+m6i.zerocpu,,,0,16.0,,0.192,,us-east-1,use1-az1
+m6i.nomem,,,4.0,,,0.192,,us-east-1,use1-az1
+m6i.negmem,,,4.0,-16,,0.192,,us-east-1,use1-az1
+p4d.nogpus,A100,,96.0,1152.0,,32.77,,us-east-1,use1-az1
+p4d.zerogpus,A100,0,96.0,1152.0,,32.77,,us-east-1,use1-az1
+,,,4.0,16.0,,0.192,,us-east-1,use1-az1
+m7g.xlarge,,,4.0,16.0,,0.1632,,us-east-1,use1-az1
+"""
+
+BAD_GCP_CSV = """InstanceType,vCPUs,MemoryGiB,AcceleratorName,AcceleratorCount,GpuInfo,Region,AvailabilityZone,Price,SpotPrice
+n1-standard-8,8.0,30.0,,,,us-central1,us-central1-a,0.38,0.12059
+n1-standard-4,4.0,0,,,,us-central1,us-central1-a,0.19,0.06
+,,,T4,1,,us-central1,us-central1-a,0,0.1579
+,,,T4,-2,,us-central1,us-central1-a,0.7,0.3
+,,,T4,2,,us-central1,us-central1-a,0.7,-0.3
+,,,T4,4,,us-central1,us-central1-a,1.4,0.6
+"""
+
+
+def test_import_drops_rows_with_missing_zero_or_negative_numbers_and_says_why(tmp_path):
+    # Regression: a price of 0 or below, or a missing/zero vCPU or memory count, became an offer.
+    offers, stats = load_skypilot_csv("aws", _write(tmp_path, "aws", BAD_AWS_CSV))
+    assert sorted(o.instance_type for o in offers) == ["m6i.xlarge", "m7g.xlarge"]
+    assert stats.skipped == {
+        "zero or negative on-demand price": 2,
+        "on-demand price not a number": 2,
+        "negative spot price": 1,
+        "no vCPUs": 1,
+        "zero or negative vCPUs": 1,
+        "no memory": 1,
+        "zero or negative memory": 1,
+        "no accelerator count": 1,
+        "zero or negative accelerator count": 1,
+        "no instance type": 1,
+    }
+    # No Arch column: the family says m7g is Graviton (it used to read as x86_64).
+    assert {o.instance_type: o.arch for o in offers} == {"m6i.xlarge": "x86_64", "m7g.xlarge": "arm64"}
+
+
+def test_gcp_accelerator_rows_are_checked_too(tmp_path):
+    offers, stats = load_skypilot_csv("gcp", _write(tmp_path, "gcp", BAD_GCP_CSV))
+    assert [(o.instance_type, o.accelerator_name, o.accelerator_count) for o in offers] == [
+        ("n1-standard-8", "", 0),
+        ("n1-standard-8", "T4", 4),
+    ]
+    assert stats.skipped == {
+        "zero or negative memory": 1,
+        "zero or negative on-demand price": 1,
+        "zero or negative accelerator count": 1,
+        "negative spot price": 1,
+    }
+
+
+def test_shared_cpu_only_requests_get_x86_general_purpose_picks(shared):
+    """The real catalog (placeholder $0.01 Azure L-series, Graviton/Axion/Cobalt sizes) gives
+    x86 general-purpose picks for CPU-only requests, per provider and overall."""
+    _, cat = shared
+    requests = [
+        Resources(cpus=2, cpus_at_least=True),
+        Resources(cpus=8),
+        Resources(cpus=8, memory_gib=32),
+        Resources(cpus=64, cpus_at_least=True),
+        Resources(cpus=96, cpus_at_least=True, memory_gib=384, memory_at_least=True),
+    ]
+    for res in requests:
+        for infra in ("", "aws", "gcp", "azure"):
+            got = rank(cat, Resources(**{**res.__dict__, "infra": infra}), limit=20).offers
+            assert got, (res, infra)
+            for ranked in got:
+                offer = ranked.offer
+                assert offer.arch == "x86_64", (res, infra, offer.place)
+                assert catalog_rules.category(offer.provider, offer.instance_type) in (
+                    catalog_rules.GENERAL,
+                    catalog_rules.COMPUTE,
+                    catalog_rules.MEMORY,
+                ), (res, infra, offer.place)
+    # And the traps are there: without the defaults these requests would have taken them.
+    arm = rank(cat, Resources(cpus=64, cpus_at_least=True, arch="arm64"), limit=5).offers
+    assert arm and all(r.offer.arch == "arm64" for r in arm)
+    storage = rank(cat, Resources(cpus=8, instance_type="Standard_L8s_v3"), limit=1).offers
+    assert storage and storage[0].hourly_price < rank(cat, Resources(cpus=8), limit=1).offers[0].hourly_price
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"price_per_hour": 0.0}, "price_per_hour"),
+        ({"price_per_hour": -1.0}, "price_per_hour"),
+        ({"price_per_hour": float("nan")}, "price_per_hour"),
+        ({"memory_gib": 0.0}, "memory_gib"),
+        ({"cpus": -4.0}, "cpus"),
+        ({"spot_price_per_hour": -0.1}, "spot_price_per_hour"),
+        ({"accelerator_name": "A100", "accelerator_count": -8}, "accelerator_count"),
+    ],
+)
+def test_imported_offers_with_missing_zero_or_negative_numbers_are_refused(changes, field):
+    good = Offer("aws", "us-east-1", "us-east-1a", "m6i.xlarge", 4, 16, price_per_hour=0.192)
+    assert validate_offer(good, 0) is good
+    with pytest.raises(InvalidArgument, match=rf"^offers\[3\]\.{field}: must be"):
+        validate_offer(replace(good, **changes), 3)

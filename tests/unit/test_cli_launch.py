@@ -216,6 +216,18 @@ def test_task_to_pb_carries_retry_deps_and_alternatives(tmp_path: Path) -> None:
         assert msg.resources.any_of[1].accelerators[0].name == "T4"
 
 
+def test_arch_reaches_the_request_and_the_plan(tmp_path: Path) -> None:
+    path = write(tmp_path, "arch.yaml", "run: x\nresources: {cpus: 64+, arch: aarch64}\n")
+    job = plan.build_job(parse(str(path)))
+    assert plan.task_to_pb(job.tasks[0]).resources.arch == "arm64"
+    assert plan.plan_rows(job)[0][5] == "cpus=64+ arch=arm64"
+    job = plan.build_job(parse(str(path), "--arch", "x86_64"))
+    assert plan.task_to_pb(job.tasks[0]).resources.arch == "x86_64"
+    with pytest.raises(CliError, match="--arch: 'ppc' is not an architecture") as err:
+        plan.build_job(parse(str(path), "--arch", "ppc"))
+    assert err.value.exit_code == EXIT_USAGE
+
+
 # ---------------------------------------------------------------- plan
 
 
@@ -260,6 +272,38 @@ def test_offer_lines() -> None:
     assert lines[1].endswith("$12.50/h spot") and "runner-up" in lines[1]
     none = broker_pb2.OptimizeResponse(rejections=[broker_pb2.Rejection(family="gcp", reason="no credentials")])
     assert offer_lines("x", 1, none) == ["  x  no offer fits: gcp: no credentials"]
+
+
+def test_dryrun_shows_offers_the_launch_skips_now() -> None:
+    from styx.v1 import broker_pb2
+    from styx_cli.launch import task_offer_lines
+
+    offer = common_pb2.Offer(provider="aws", region="us-east-1", zone="us-east-1b", instance_type="m6i.large", cpus=2)
+    skipped = broker_pb2.Rejection(
+        family="aws/us-east-1/us-east-1a m6i.large",
+        reason="skipped now: cooling down after a failure (spot instance reclaimed: i-1 vanished)",
+    )
+    live = broker_pb2.OptimizeResponse(
+        offers=[broker_pb2.RankedOffer(offer=offer, hourly_price=0.035, spot=True, provider_enabled=True)],
+        rejections=[
+            skipped,
+            broker_pb2.Rejection(family="aws p4d", reason="has GPUs"),
+            *(
+                broker_pb2.Rejection(family=f"aws i{n}", reason="skipped by default: storage-optimized family")
+                for n in range(5)
+            ),
+        ],
+    )
+    lines = task_offer_lines("t", 1, live, live)
+    assert lines[0].startswith("  t  chosen: aws/us-east-1/us-east-1b m6i.large")
+    assert lines[1:] == [
+        "     skipped now: aws/us-east-1/us-east-1a m6i.large: cooling down after a failure "
+        "(spot instance reclaimed: i-1 vanished)",
+        "     skipped by default: aws i0: storage-optimized family",
+        "     skipped by default: aws i1: storage-optimized family",
+        "     skipped by default: aws i2: storage-optimized family",
+        "     ... and 2 more cheaper families skipped by default",
+    ]
 
 
 # ---------------------------------------------------------------- streaming

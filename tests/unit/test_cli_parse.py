@@ -81,7 +81,16 @@ def test_build_task_spec_resources() -> None:
 
 def test_defaults_leave_resources_to_the_server() -> None:
     spec = build_task_spec(["true"])
-    assert spec.resources.cpus == 0 and not spec.resources.accelerators
+    assert spec.resources.cpus == 0 and not spec.resources.accelerators and spec.resources.arch == ""
+
+
+def test_arch_flag_on_run_and_launch() -> None:
+    assert build_task_spec(["true"], arch="aarch64").resources.arch == "arm64"
+    from styx_cli.main import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["run", "--arch", "arm64", "--", "true"]).arch == "arm64"
+    assert parser.parse_args(["launch", "--arch", "x86_64", "--dryrun", "t.yaml"]).arch == "x86_64"
 
 
 @pytest.mark.parametrize(
@@ -91,6 +100,7 @@ def test_defaults_leave_resources_to_the_server() -> None:
         ({"memory": "lots"}, "--memory"),
         ({"cpus": "0"}, "--cpus"),
         ({"gpus": ["A100:x"]}, "--gpus"),
+        ({"arch": "i386"}, "--arch"),
     ],
 )
 def test_bad_resource_values_name_the_flag(kwargs: dict, flag: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from styx.broker.catalog import Catalog
@@ -174,3 +176,88 @@ def test_limit_and_rejection_cap():
     many = Catalog([mk("aws", "r", "", f"f{i}.x", 2, 4, price=1) for i in range(50)])
     rejections = rank(many, Resources(cpus=3)).rejections
     assert len(rejections) == 31 and rejections[-1] == rejections[-1].__class__("...", "and 20 more families")
+
+
+# ---- defaults: x86_64 and general-purpose families for CPU-only requests -------------------
+
+# Storage-optimized and ARM sizes priced far below their general-purpose x86 peers, as in
+# catalogs with placeholder prices: the defaults must not fall for them.
+CHEAP_TRAPS = [
+    mk("aws", "us-east-1", "us-east-1a", "m6i.2xlarge", 8, 32, price=0.384),
+    mk("aws", "us-east-1", "us-east-1a", "i4i.2xlarge", 8, 64, price=0.01),
+    mk("aws", "us-east-1", "us-east-1a", "d3.2xlarge", 8, 64, price=0.02),
+    mk("aws", "us-east-1", "us-east-1a", "m6i.16xlarge", 64, 256, price=3.07),
+    # The arch column said nothing (x86_64 was filled in): the family says Graviton.
+    mk("aws", "us-east-1", "us-east-1a", "m7g.16xlarge", 64, 256, price=2.61),
+    mk("aws", "us-east-1", "us-east-1a", "c7g.16xlarge", 64, 128, price=2.32),
+    mk("aws", "us-east-1", "us-east-1a", "r8g.16xlarge", 64, 512, price=2.0),
+    mk("gcp", "us-central1", "us-central1-a", "n2-standard-8", 8, 32, price=0.3885),
+    mk("gcp", "us-central1", "us-central1-a", "z3-highmem-8", 8, 64, price=0.05),
+    mk("gcp", "us-central1", "us-central1-a", "t2a-standard-8", 8, 32, price=0.08),
+    mk("gcp", "us-central1", "us-central1-a", "c4a-standard-64", 64, 256, price=0.5),
+    mk("azure", "eastus", "", "Standard_D8s_v5", 8, 32, price=0.384),
+    mk("azure", "eastus", "", "Standard_L8s_v3", 8, 64, price=0.01),
+    mk("azure", "eastus", "", "Standard_D64ps_v5", 64, 208, price=0.2),
+]
+TRAPS = Catalog(CHEAP_TRAPS)
+
+
+def picks(res: Resources, **kw) -> list[str]:
+    return [r.offer.instance_type for r in rank(TRAPS, res, **kw).offers]
+
+
+def test_cpu_only_request_never_gets_a_storage_optimized_size():
+    # Regression: cpus: 8 was given i4i.2xlarge / Standard_L8s_v3 at $0.01/h.
+    assert picks(Resources(cpus=8)) == ["m6i.2xlarge", "Standard_D8s_v5", "n2-standard-8"]
+    why = {r.family: r.reason for r in rank(TRAPS, Resources(cpus=8)).rejections}
+    # Each is cheaper than the chosen m6i.2xlarge, so the dryrun says the default passed it over.
+    assert why["aws i4i"].startswith("skipped by default: storage-optimized family; CPU-only requests use general")
+    assert "instance_type names one" in why["azure Standard_Ls_v3"]
+    assert why["gcp z3-highmem"].startswith("skipped by default: storage-optimized family")
+    assert why["gcp t2a-standard"] == (
+        "skipped by default: arm64 instances, request wants x86_64 (the default; set arch: arm64 to use ARM)"
+    )
+    # Naming the type lifts the default.
+    assert picks(Resources(cpus=8, instance_type="i4i.2xlarge")) == ["i4i.2xlarge"]
+    # GPU requests are not CPU-only: the default is about CPU-only requests.
+    assert [r.offer.instance_type for r in rank(CAT, Resources(accelerators=(Accelerator("T4", 1),))).offers] == [
+        "n1-standard-8"
+    ]
+
+
+def test_large_cpu_request_gets_x86_unless_arm_is_asked_for():
+    # Regression: cpus: 64+ got a Graviton / Axion / Cobalt size, where x86 binaries do not run.
+    big = Resources(cpus=64, cpus_at_least=True)
+    assert picks(big) == ["m6i.16xlarge"]
+    why = {r.family: r.reason for r in rank(TRAPS, big).rejections}
+    default = "arm64 instances, request wants x86_64 (the default; set arch: arm64 to use ARM)"
+    assert why["aws m7g"] == "skipped by default: " + default  # $2.61/h, below the chosen $3.07/h
+    assert why["gcp c4a-standard"] == "skipped by default: " + default
+    assert why["azure Standard_Dps_v5"] == "skipped by default: " + default
+    # Nothing cheaper was passed over for an arm64 request: plain reasons, no "skipped".
+    arm_why = {r.family: r.reason for r in rank(TRAPS, replace(big, arch="arm64")).rejections}
+    assert arm_why["aws m6i"] == "x86_64 instances, request wants arm64"
+    arm = picks(replace(big, arch="arm64"))
+    assert arm == ["Standard_D64ps_v5", "c4a-standard-64", "r8g.16xlarge", "c7g.16xlarge", "m7g.16xlarge"]
+    assert {r.offer.arch for r in rank(TRAPS, replace(big, arch="arm64")).offers} == {"arm64"}
+    # The catalog corrected the offers themselves, so the provisioner boots an ARM image.
+    assert {o.instance_type: o.arch for o in TRAPS.offers}["m7g.16xlarge"] == "arm64"
+    # An explicit x86_64 is the default made explicit; a named ARM type brings its own arch.
+    assert picks(replace(big, arch="x86_64")) == ["m6i.16xlarge"]
+    assert picks(Resources(cpus=64, instance_type="m7g.16xlarge")) == ["m7g.16xlarge"]
+    why = {r.family: r.reason for r in rank(TRAPS, Resources(instance_type="m7g.16xlarge", arch="x86_64")).rejections}
+    assert why["aws m7g"] == "arm64 instances, request wants x86_64"
+
+
+def test_arch_alternatives_inherit_and_host_offers_match_any_arch_unless_asked():
+    res = Resources(
+        arch="arm64", any_of=(Resources(cpus=8, infra="gcp"), Resources(cpus=8, infra="aws", arch="x86_64"))
+    )
+    assert picks(res) == ["t2a-standard-8", "m6i.2xlarge"]
+    host = Offer("local", "local", "", "local-host", 16, 64, arch="aarch64")
+    found = rank(TRAPS, Resources(cpus=2, infra="local"), host_offers=[host]).offers
+    assert [r.offer.instance_type for r in found] == ["local-host"]  # the machine exists: any arch
+    assert rank(TRAPS, Resources(cpus=2, infra="local", arch="arm64"), host_offers=[host]).offers
+    refused = rank(TRAPS, Resources(cpus=2, infra="local", arch="x86_64"), host_offers=[host])
+    assert not refused.offers
+    assert any(r.reason.startswith("has 16 CPUs") and "arm64" in r.reason for r in refused.rejections)

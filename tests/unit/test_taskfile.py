@@ -99,6 +99,8 @@ def test_any_of_and_ordered_alternatives() -> None:
         ("run: [a]\n", "f.yaml: run: must be a string"),
         ("run: x\nresources: {accelerators: 'A100:0'}\n", "resources.accelerators"),
         ("run: x\nresources: {use_spot: maybe}\n", "resources.use_spot: must be true or false"),
+        ("run: x\nresources: {arch: sparc}\n", "f.yaml: resources.arch: 'sparc' is not an architecture; use x86_64"),
+        ("run: x\nresources: {arch: 64}\n", "resources.arch: must be x86_64 or arm64, got 64"),
         ("run: x\nresources: {infra: 'aws//x'}\n", "resources.infra"),
         ("run: x\nresources: {infra: aws, cloud: aws}\n", "give either infra or cloud"),
         ("run: x\nnum_nodes: 65\n", "num_nodes: must be 1-64, got 65"),
@@ -130,3 +132,16 @@ def test_overrides_apply_to_every_task(tmp_path) -> None:
 def test_missing_file_is_a_clear_error(tmp_path) -> None:
     with pytest.raises(InvalidArgument, match="cannot read"):
         load_file(tmp_path / "nope.yaml")
+
+
+def test_arch_is_a_resource_key_with_an_alias_and_an_override(tmp_path) -> None:
+    job = parse("run: x\nresources:\n  arch: aarch64\n  any_of:\n    - {cpus: 4}\n    - {cpus: 8, arch: x86_64}\n")
+    (entry,) = job.tasks
+    assert entry.spec.resources.arch == "arm64"
+    assert [c.resources.arch for c in entry.any_of] == ["", "x86_64"]
+    assert parse("run: x\n").tasks[0].spec.resources.arch == ""  # unset: the optimizer's default applies
+    path = tmp_path / "t.yaml"
+    path.write_text("run: x\nresources: {arch: arm64}\n")
+    assert apply_overrides(load_file(path), arch="x86_64").tasks[0].spec.resources.arch == "x86_64"
+    with pytest.raises(InvalidArgument, match="--arch: 'mips' is not an architecture"):
+        apply_overrides(load_file(path), arch="mips")

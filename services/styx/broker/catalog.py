@@ -13,57 +13,42 @@ exact accelerator count) and merges their sorted lists lazily, cheapest first, s
 after ``limit`` offers. Family summaries (one per provider and instance family) explain
 rejections without touching individual offers.
 
-Loaders: ``load_skypilot_csv`` / ``load_skypilot_dir`` read SkyPilot's v8 ``vms.csv``
-files (columns by header name, GCP's per-GPU accelerator rows attached to their host VM
-families), ``builtin_offers`` reads the project's own catalog (``data/builtin_offers.json``).
+Shapes and family summaries are also split by CPU architecture and by whether the type
+is general purpose (``styx.common.catalog_rules``), so the optimizer's defaults (x86_64,
+general-purpose families for CPU-only requests) select shapes, not individual offers.
+
+``builtin_offers`` reads the project's own catalog (``data/builtin_offers.json``); the
+SkyPilot CSV loaders live in ``styx.common.skypilot_csv``.
 """
 
 from __future__ import annotations
 
-import csv
-import gc
 import json
 import re
-import sys
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from importlib import resources as importlib_resources
-from pathlib import Path
 
-from styx.common.errors import InvalidArgument
-from styx.common.offers import Offer
+from styx.common import catalog_rules
+from styx.common.offers import Offer, gc_paused, make_offer
 
-_GIB_PER_MIB = 1 / 1024
-_OFFER_FIELDS = tuple(f.name for f in fields(Offer))
+# The SkyPilot CSV loaders moved to styx.common.skypilot_csv (the CLI uses them, the broker
+# does not); these names stay importable from here.
+from styx.common.skypilot_csv import LoadStats, load_skypilot_csv, load_skypilot_dir
 
-
-def make_offer(values: Sequence[object]) -> Offer:
-    """Build an Offer from its field values in declaration order, fast.
-
-    Offer is a frozen dataclass whose generated ``__init__`` sets each of its 13 fields
-    through ``object.__setattr__``; filling ``__dict__`` directly gives an equal object in
-    a third of the time, which matters when loading ~100k offers.
-    """
-    offer = object.__new__(Offer)
-    offer.__dict__.update(zip(_OFFER_FIELDS, values, strict=True))
-    return offer
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while building large acyclic structures.
-
-    Loading creates about a million objects and no reference cycles; without the pause the
-    collector repeatedly walks the growing heap, which costs a third of the load time.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
+__all__ = [
+    "Catalog",
+    "FamilySummary",
+    "LoadStats",
+    "Shape",
+    "builtin_offers",
+    "family_of",
+    "gc_paused",
+    "load_skypilot_csv",
+    "load_skypilot_dir",
+    "make_offer",
+    "offers_from_builtin",
+]
 
 
 def order_key(offer: Offer) -> tuple[str, str, str, str]:
@@ -98,13 +83,17 @@ def family_of(instance_type: str) -> str:
 
 @dataclass
 class Shape:
-    """Offers of one (accelerator count, vCPUs, memory), sorted by price per market."""
+    """Offers of one (accelerator count, vCPUs, memory, arch, general purpose or not),
+    sorted by price per market."""
 
     accelerator_count: int
     cpus: float
     memory_gib: float
     ondemand: list[Offer] = field(default_factory=list)
     spot: list[Offer] = field(default_factory=list)
+    arch: str = "x86_64"
+    # Whether CPU-only requests may use these types without naming one (catalog_rules).
+    general: bool = True
 
 
 @dataclass
@@ -121,14 +110,10 @@ class FamilySummary:
     instance_types: set[str] = field(default_factory=set)
     # "aws p4d"; "gcp n1-standard + T4" where one family hosts several accelerators.
     label: str = ""
-
-
-@dataclass(frozen=True)
-class LoadStats:
-    """What a loader read and what it skipped (with why), for import reports."""
-
-    offers: int
-    skipped: dict[str, int]
+    arch: str = "x86_64"
+    # catalog_rules category ("storage-optimized", ...); "" when the provider has no opinion.
+    category: str = ""
+    general: bool = True
 
 
 class Catalog:
@@ -136,7 +121,7 @@ class Catalog:
 
     def __init__(self, offers: Iterable[Offer] = ()) -> None:
         self.offers: list[Offer] = list(offers)
-        # (provider, region or "", ACCELERATOR or "") -> shapes, sorted by (count, cpus, memory)
+        # (provider, region or "", ACCELERATOR or "") -> shapes, sorted by (count, cpus, memory, ...)
         self._groups: dict[tuple[str, str, str], list[Shape]] = {}
         self.families: list[FamilySummary] = []
         self.providers: dict[str, int] = {}
@@ -148,18 +133,29 @@ class Catalog:
         return len(self.offers)
 
     def _build(self) -> None:
-        # Phase 1: one dict lookup per offer, into (provider, ACCEL, count, cpus, memory) buckets.
-        buckets: dict[tuple[str, str, int, float, float], list[Offer]] = {}
+        # Phase 1: one dict lookup per offer, into (provider, ACCEL, count, cpus, memory, arch,
+        # general) buckets; the class of a type is looked up once per (provider, type, arch).
+        buckets: dict[tuple[str, str, int, float, float, str, bool], list[Offer]] = {}
         upper: dict[str, str] = {}
-        for offer in self.offers:
+        # An offer whose architecture its family contradicts (a loader that filled a missing
+        # column with x86_64) is corrected here, so shapes and offers always agree.
+        classes: dict[tuple[str, str, str], tuple[str, bool]] = {}
+        for i, offer in enumerate(self.offers):
+            type_key = (offer.provider, offer.instance_type, offer.arch)
+            cls = classes.get(type_key)
+            if cls is None:
+                arch = catalog_rules.resolve_arch(offer.provider, offer.instance_type, offer.arch)
+                cls = classes[type_key] = (arch, catalog_rules.is_general(offer.provider, offer.instance_type))
+            if cls[0] != offer.arch:
+                offer = self.offers[i] = replace(offer, arch=cls[0])
             name = offer.accelerator_name
             if offer.accelerator_count and name:
                 accel = upper.get(name)
                 if accel is None:
                     accel = upper[name] = name.upper()
-                key = (offer.provider, accel, offer.accelerator_count, offer.cpus, offer.memory_gib)
+                key = (offer.provider, accel, offer.accelerator_count, offer.cpus, offer.memory_gib, *cls)
             else:
-                key = (offer.provider, "", 0, offer.cpus, offer.memory_gib)
+                key = (offer.provider, "", 0, offer.cpus, offer.memory_gib, *cls)
             bucket = buckets.get(key)
             if bucket is None:
                 buckets[key] = [offer]
@@ -168,21 +164,23 @@ class Catalog:
         for name, accel in sorted(upper.items()):
             self.accelerator_names.setdefault(accel, name)
         # Phase 2: per bucket (a few thousand), sort once and derive regions and families.
-        shapes: dict[tuple[str, str, str], dict[tuple[int, float, float], Shape]] = {}
-        families: dict[tuple[str, str, str], FamilySummary] = {}
+        shapes: dict[tuple[str, str, str], dict[tuple[int, float, float, str, bool], Shape]] = {}
+        families: dict[tuple[str, str, str, str, bool], FamilySummary] = {}
         providers: dict[str, int] = {}
         family_names: dict[str, str] = {}
-        for (provider, accel, count, cpus, mem), offers in buckets.items():
-            shape_key = (count, cpus, mem)
+        for (provider, accel, count, cpus, mem, arch, general), offers in buckets.items():
+            shape_key = (count, cpus, mem, arch, general)
             offers.sort(key=ondemand_key)
             spot = sorted((o for o in offers if o.spot_price_per_hour > 0), key=spot_key)
-            shapes.setdefault((provider, "", accel), {})[shape_key] = Shape(count, cpus, mem, offers, spot)
+            shapes.setdefault((provider, "", accel), {})[shape_key] = Shape(
+                count, cpus, mem, offers, spot, arch, general
+            )
             for market, listed in (("ondemand", offers), ("spot", spot)):
                 for offer in listed:
                     group = shapes.setdefault((provider, offer.region, accel), {})
                     shape = group.get(shape_key)
                     if shape is None:
-                        shape = group[shape_key] = Shape(count, cpus, mem)
+                        shape = group[shape_key] = Shape(count, cpus, mem, arch=arch, general=general)
                     getattr(shape, market).append(offer)
             providers[provider] = providers.get(provider, 0) + len(offers)
             by_type: dict[str, list[Offer]] = {}
@@ -192,15 +190,20 @@ class Catalog:
                 fam_name = family_names.get(itype)
                 if fam_name is None:
                     fam_name = family_names[itype] = family_of(itype)
-                fam = families.get((provider, fam_name, accel))
+                fam = families.get((provider, fam_name, accel, arch, general))
                 if fam is None:
-                    fam = families[(provider, fam_name, accel)] = FamilySummary(
-                        provider, fam_name, typed[0].accelerator_name if accel else ""
+                    fam = families[(provider, fam_name, accel, arch, general)] = FamilySummary(
+                        provider,
+                        fam_name,
+                        typed[0].accelerator_name if accel else "",
+                        arch=arch,
+                        category=catalog_rules.category(provider, itype),
+                        general=general,
                     )
                 cheapest_spot = min((o.spot_price_per_hour for o in typed if o.spot_price_per_hour > 0), default=0.0)
-                prices = fam.shapes.get(shape_key)
+                prices = fam.shapes.get(shape_key[:3])
                 if prices is None:
-                    fam.shapes[shape_key] = [typed[0].price_per_hour, cheapest_spot]
+                    fam.shapes[shape_key[:3]] = [typed[0].price_per_hour, cheapest_spot]
                 else:
                     prices[0] = min(prices[0], typed[0].price_per_hour)
                     if cheapest_spot > 0 and (prices[1] <= 0 or cheapest_spot < prices[1]):
@@ -208,12 +211,12 @@ class Catalog:
                 fam.regions.update({o.region for o in typed})
                 fam.zones.update({o.zone for o in typed if o.zone})
                 fam.instance_types.add(itype)
-        for key, group in shapes.items():
-            self._groups[key] = [group[k] for k in sorted(group)]
+        for group_key, group in shapes.items():
+            self._groups[group_key] = [group[k] for k in sorted(group)]
         variants: dict[tuple[str, str], int] = {}
-        for provider, fam_name, _ in families:
+        for provider, fam_name, *_ in families:
             variants[(provider, fam_name)] = variants.get((provider, fam_name), 0) + 1
-        for (provider, fam_name, _), fam in families.items():
+        for (provider, fam_name, *_), fam in families.items():
             shared = variants[(provider, fam_name)] > 1
             fam.label = f"{provider} {fam_name}" + (
                 f" + {fam.accelerator_name}" if shared and fam.accelerator_name else ""
@@ -238,200 +241,7 @@ class Catalog:
         return Catalog(kept)
 
 
-# ---- loaders -----------------------------------------------------------------------------
-
-# GCP sells these GPUs only on dedicated machine families: accelerator rows of the catalog
-# are priced per GPU count and attach to the host type named here (price = host + GPUs).
-_GCP_DEDICATED_HOSTS: dict[str, dict[int, tuple[str, ...]]] = {
-    "A100": {1: ("a2-highgpu-1g",), 2: ("a2-highgpu-2g",), 4: ("a2-highgpu-4g",), 8: ("a2-highgpu-8g",),
-             16: ("a2-megagpu-16g",)},
-    "A100-80GB": {1: ("a2-ultragpu-1g",), 2: ("a2-ultragpu-2g",), 4: ("a2-ultragpu-4g",), 8: ("a2-ultragpu-8g",)},
-    "H100": {1: ("a3-highgpu-1g",), 2: ("a3-highgpu-2g",), 4: ("a3-highgpu-4g",), 8: ("a3-highgpu-8g",)},
-    "H100-MEGA": {8: ("a3-megagpu-8g",)},
-    "H200": {8: ("a3-ultragpu-8g",)},
-    "B200": {8: ("a4-highgpu-8g",)},
-    "L4": {1: ("g2-standard-4", "g2-standard-8", "g2-standard-12", "g2-standard-16", "g2-standard-32"),
-           2: ("g2-standard-24",), 4: ("g2-standard-48",), 8: ("g2-standard-96",)},
-}  # fmt: skip
-# GPUs attachable to general-purpose N1 VMs: count -> (max vCPUs, max memory GiB) of the host,
-# per GCP's GPU platform limits.
-_GCP_N1_GPU_LIMITS: dict[str, dict[int, tuple[float, float]]] = {
-    "T4": {1: (48, 312), 2: (48, 312), 4: (96, 624)},
-    "P4": {1: (24, 156), 2: (48, 312), 4: (96, 624)},
-    "V100": {1: (12, 78), 2: (24, 156), 4: (48, 312), 8: (96, 624)},
-    "P100": {1: (16, 104), 2: (32, 208), 4: (96, 624)},
-    "K80": {1: (8, 52), 2: (16, 104), 4: (32, 208), 8: (64, 416)},
-}
-_GCP_N1_HOST = re.compile(r"^n1-(standard|highmem|highcpu)-\d+$")
-# Families that GCP only sells with their GPUs attached (never as CPU-only VMs).
-_GCP_GPU_ONLY_FAMILIES = ("a2-", "a3-", "a4-", "g2-")
-_MIB = re.compile(r"SizeInMiB'?\"?\s*:\s*(\d+)")
-
-
-def _num(text: str) -> float:
-    try:
-        return float(text) if text else 0.0
-    except ValueError:
-        return 0.0
-
-
-def _gpu_memory_gib(info: str) -> float:
-    match = _MIB.search(info) if info else None
-    return round(int(match.group(1)) * _GIB_PER_MIB, 3) if match else 0.0
-
-
-def load_skypilot_csv(provider: str, path: Path | str) -> tuple[list[Offer], LoadStats]:
-    """Read one SkyPilot v8 ``vms.csv`` of ``provider`` (aws, gcp, azure, ...) into offers.
-
-    Columns are read by header name (their order differs by cloud). Rows without an
-    on-demand price, with fractional GPUs, or (GCP) TPUs and accelerators with no known
-    host family are skipped and counted. AWS zones stay as the file spells them (zone ids
-    such as use1-az1); Azure offers are region-wide.
-    """
-    provider = provider.strip().lower()
-    if not provider:
-        raise InvalidArgument("provider: required, e.g. aws")
-    skipped: dict[str, int] = {}
-
-    def skip(why: str) -> None:
-        skipped[why] = skipped.get(why, 0) + 1
-
-    intern = sys.intern
-    offers: list[Offer] = []
-    gcp_accels: list[tuple[str, int, str, str, float, float, float]] = []
-    gcp_hosts: dict[tuple[str, str], tuple[float, float, float, float]] = {}
-    gcp_n1_by_zone: dict[str, list[tuple[str, float, float, float, float]]] = {}
-    with open(path, newline="") as fh:
-        reader = csv.reader(fh)
-        try:
-            header = next(reader)
-        except StopIteration:
-            return [], LoadStats(0, {})
-        col = {name.strip(): i for i, name in enumerate(header)}
-        missing = [c for c in ("InstanceType", "vCPUs", "MemoryGiB", "Price", "Region") if c not in col]
-        if missing:
-            raise InvalidArgument(f"{path}: not a SkyPilot v8 vms.csv, missing columns {missing}")
-        i_type, i_cpus, i_mem, i_price, i_region = (
-            col["InstanceType"], col["vCPUs"], col["MemoryGiB"], col["Price"], col["Region"]
-        )  # fmt: skip
-        i_spot = col.get("SpotPrice", -1)
-        i_acc, i_cnt, i_info = col.get("AcceleratorName", -1), col.get("AcceleratorCount", -1), col.get("GpuInfo", -1)
-        i_zone, i_arch = col.get("AvailabilityZone", -1), col.get("Arch", -1)
-        width = len(header)
-        is_gcp = provider == "gcp"
-        for row in reader:
-            if len(row) < width:
-                skip("short row")
-                continue
-            itype = row[i_type].strip()
-            text = row[i_price]
-            price = _num(text) if text else 0.0
-            text = row[i_spot] if i_spot >= 0 else ""
-            spot = _num(text) if text else 0.0
-            region = intern(row[i_region].strip())
-            zone = intern(row[i_zone].strip()) if i_zone >= 0 else ""
-            acc = row[i_acc].strip() if i_acc >= 0 else ""
-            count_f = _num(row[i_cnt]) if acc and i_cnt >= 0 else 0.0
-            if is_gcp and not itype:
-                if not acc or acc.lower().startswith("tpu"):
-                    skip("TPU (not supported)")
-                    continue
-                gpu_mem = _gpu_memory_gib(row[i_info]) if i_info >= 0 else 0.0
-                gcp_accels.append((acc, int(count_f), region, zone, price, spot, gpu_mem))
-                continue
-            if price <= 0:
-                skip("no on-demand price")
-                continue
-            cpus, mem = _num(row[i_cpus]), _num(row[i_mem])
-            if is_gcp and not acc:
-                gcp_hosts[(itype, zone)] = (cpus, mem, price, spot)
-                if _GCP_N1_HOST.match(itype):
-                    gcp_n1_by_zone.setdefault(zone, []).append((itype, cpus, mem, price, spot))
-                if itype.startswith(_GCP_GPU_ONLY_FAMILIES) or itype.endswith("-tpu"):
-                    continue  # offered below with its GPUs only
-            if acc and count_f and count_f != int(count_f):
-                skip("fractional GPU")
-                continue
-            count = int(count_f) if acc else 0
-            gpu_mem = _gpu_memory_gib(row[i_info]) if acc and i_info >= 0 else 0.0
-            arch = row[i_arch].strip() if i_arch >= 0 and row[i_arch].strip() else "x86_64"
-            offers.append(
-                make_offer(
-                    (
-                        provider,
-                        region,
-                        zone,
-                        intern(itype),
-                        cpus,
-                        mem,
-                        intern(acc) if count else "",
-                        count,
-                        gpu_mem,
-                        price,
-                        spot,
-                        intern(arch),
-                        0,
-                    )
-                )
-            )
-    if is_gcp:
-        offers.extend(_attach_gcp_accelerators(gcp_accels, gcp_hosts, gcp_n1_by_zone, skip))
-    return offers, LoadStats(len(offers), skipped)
-
-
-def _attach_gcp_accelerators(
-    accels: list[tuple[str, int, str, str, float, float, float]],
-    hosts: dict[tuple[str, str], tuple[float, float, float, float]],
-    n1_by_zone: dict[str, list[tuple[str, float, float, float, float]]],
-    skip: object,
-) -> Iterator[Offer]:
-    """GCP accelerator rows x host VMs in the same zone: price = host + GPUs, per market."""
-    assert callable(skip)
-    for name, count, region, zone, gpu_price, gpu_spot, gpu_mem in accels:
-        dedicated = _GCP_DEDICATED_HOSTS.get(name.upper(), {})
-        limits = _GCP_N1_GPU_LIMITS.get(name.upper(), {})
-        candidates: list[tuple[str, float, float, float, float]] = []
-        if name.upper() in _GCP_DEDICATED_HOSTS:
-            for host in dedicated.get(count, ()):
-                spec = hosts.get((host, zone))
-                if spec is not None:
-                    candidates.append((host, *spec))
-        elif count in limits:
-            max_cpus, max_mem = limits[count]
-            candidates = [h for h in n1_by_zone.get(zone, ()) if h[1] <= max_cpus and h[2] <= max_mem]
-        else:
-            skip(f"no host family for {name}:{count}")
-            continue
-        if not candidates:
-            skip("accelerator without a host VM in its zone")
-            continue
-        for host, cpus, mem, host_price, host_spot in candidates:
-            spot = round(host_spot + gpu_spot, 6) if host_spot > 0 and gpu_spot > 0 else 0.0
-            yield Offer(
-                "gcp", region, zone, host, cpus, mem, name, count, gpu_mem, round(host_price + gpu_price, 6), spot
-            )
-
-
-def load_skypilot_dir(root: Path | str, providers: Iterable[str] = ()) -> tuple[dict[str, list[Offer]], LoadStats]:
-    """Read ``<root>/<provider>/vms.csv`` for every provider directory (or the given ones)."""
-    base = Path(root)
-    wanted = [p.lower() for p in providers] or sorted(
-        d.name for d in base.iterdir() if d.is_dir() and (d / "vms.csv").is_file()
-    )
-    if not wanted:
-        raise InvalidArgument(f"{base}: no <provider>/vms.csv files found (SkyPilot v8 catalog layout)")
-    result: dict[str, list[Offer]] = {}
-    skipped: dict[str, int] = {}
-    for provider in wanted:
-        path = base / provider / "vms.csv"
-        if not path.is_file():
-            raise InvalidArgument(f"{path}: not found")
-        with gc_paused():
-            offers, stats = load_skypilot_csv(provider, path)
-        result[provider] = offers
-        for why, n in stats.skipped.items():
-            skipped[f"{provider}: {why}"] = n
-    return result, LoadStats(sum(len(v) for v in result.values()), skipped)
+# ---- the project's own catalog -----------------------------------------------------------
 
 
 def builtin_offers() -> list[Offer]:

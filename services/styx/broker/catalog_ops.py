@@ -1,42 +1,73 @@
-"""The broker's catalog side: optimizer answers, catalog imports, accelerators and the
-provisioning attempts log (a mixin of Broker)."""
+"""The broker's catalog side: the catalog (built-in offers, imported providers replacing
+theirs), optimizer answers as a launch would act on them, and accelerators.
+
+A component the broker composes (no mixin): it reads host offers and provider status
+from the ``OfferBook``, and cooldowns and instance counts from provisioning's
+``fleet_view``, so ``sky launch --dryrun`` applies the launch's own rules.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Engine
 
 from styx.broker import catalog_store
-from styx.broker import tables as t
 from styx.broker.catalog import Catalog
+from styx.broker.launch_order import FleetView, OfferKey, gang_ranking, launch_order
 from styx.broker.model import (
+    _FAILOVER_DEPTH,
     MAX_IMPORT_OFFERS,
     AcceleratorInfo,
     AcceleratorOffer,
-    Attempt,
     CatalogInfo,
     _offer_key,
+    describe,
 )
+from styx.broker.offers import OfferBook
 from styx.broker.optimizer import Ranking, alternatives, rank
+from styx.common.clock import Clock
 from styx.common.errors import InvalidArgument, ResourceExhausted
 from styx.common.offers import Offer
-from styx.common.resources import Resources, infra_parts
-from styx.common.timeutil import now
+from styx.common.resources import Resources, infra_parts, parse_arch
 
 log = logging.getLogger(__name__)
 
 
-class CatalogMixin:
-    """Catalog and attempt queries of ``Broker``; uses its engine, lock, catalog and offers."""
+class CatalogService:
+    """Catalog imports and queries of the broker."""
 
-    # ---- catalog, optimizer, attempts ------------------------------------------------------
+    def __init__(
+        self,
+        engine: Engine,
+        lock: AbstractContextManager[Any],
+        book: OfferBook,
+        fleet: Callable[[Sequence[Resources]], tuple[FleetView, list[OfferKey]]],
+        base: Catalog,
+        clock: Clock,
+    ) -> None:
+        self._engine = engine
+        self._lock = lock
+        self._book = book
+        self._fleet = fleet
+        self._clock = clock
+        self._base_catalog = base
+        self._imported, self._imports = catalog_store.load_imported(engine)
+        book.catalog = base.merged(self._imported) if self._imported else base
+
     @property
     def catalog(self) -> Catalog:
         """The current catalog (built-in offers with imported providers replaced)."""
-        return self._catalog
+        return self._book.catalog
+
+    def sync(self) -> None:
+        """Reload imported offers when another replica imported a catalog (cheap otherwise)."""
+        if catalog_store.import_records(self._engine) != self._imports:
+            self._imported, self._imports = catalog_store.load_imported(self._engine)
+            self._book.catalog = self._base_catalog.merged(self._imported)
 
     def optimize(self, res: Resources, num_nodes: int = 1, limit: int = 10, include_disabled: bool = False) -> Ranking:
         """Rank offers for ``res`` cheapest first with the reasons for exclusions (creates nothing)."""
@@ -45,18 +76,30 @@ class CatalogMixin:
         _, alts = alternatives(res)
         for alt in alts:
             infra_parts(alt.infra)  # InvalidArgument names the field
+            parse_arch(alt.arch, "resources.arch")
         if res.any_of and res.ordered:
             raise InvalidArgument("resources: set any_of or ordered, not both")
-        offers, enabled = self._offer_snapshot()
-        return rank(
-            self._catalog,
+        self._book.refresh()
+        with self._lock:
+            offers, enabled = self._book.host_offers(), self._book.enabled()
+            fleet, live = self._fleet(alts)
+        ranking = rank(
+            self.catalog,
             res,
             num_nodes=num_nodes or 1,
             enabled=enabled,
             host_offers=offers,
-            limit=limit or 10,
+            # As deep as the allocation ranks, so skips and the gang bound see the same offers.
+            limit=max(limit or 10, _FAILOVER_DEPTH),
             include_disabled=include_disabled,
         )
+        # What the real allocation does with the ranking (launch_order): skip cooling offers and
+        # those at their limit, refuse a gang that can never exist. Same functions, same answer.
+        ranking = launch_order(ranking, fleet)
+        what = f"{num_nodes} nodes of {describe(res)} at once"
+        ranking = gang_ranking(ranking, num_nodes or 1, live, what)
+        del ranking.offers[limit or 10 :]
+        return ranking
 
     def import_catalog(self, offers: Sequence[Offer], request_id: str = "") -> tuple[int, list[str]]:
         """Replace the catalog of every provider present in ``offers``; returns (count, providers)."""
@@ -68,7 +111,7 @@ class CatalogMixin:
             catalog_store.validate_offer(offer, i)
         if not offers:
             raise InvalidArgument("offers: at least one offer is required")
-        stamp = now()
+        stamp = self._clock.now()
         counts = catalog_store.save_import(self._engine, offers, stamp, request_id)
         by_provider: dict[str, list[Offer]] = {p: [] for p in counts}
         for offer in offers:
@@ -82,13 +125,13 @@ class CatalogMixin:
         # Indexing ~100k offers takes a fraction of a second: build outside the lock, then swap.
         catalog = self._base_catalog.merged(imported)
         with self._lock:
-            self._imported, self._imports, self._catalog = imported, imports, catalog
+            self._imported, self._imports, self._book.catalog = imported, imports, catalog
         log.info("catalog imported", extra={"offers": len(offers), "providers": sorted(counts)})
         return len(offers), sorted(counts)
 
     def list_catalogs(self) -> list[CatalogInfo]:
         """One entry per catalog provider, sorted by name."""
-        catalog, imports = self._catalog, self._imports
+        catalog, imports = self.catalog, self._imports
         regions: dict[str, set[str]] = {}
         for fam in catalog.families:
             regions.setdefault(fam.provider, set()).update(fam.regions)
@@ -106,9 +149,10 @@ class CatalogMixin:
 
     def list_accelerators(self, name: str = "", include_disabled: bool = False) -> list[AcceleratorInfo]:
         """Accelerators of the catalog and of host offers, with the cheapest offer per provider and count."""
-        offers, enabled = self._offer_snapshot()
-        host = [o for o in offers if o.provider not in self._catalog.providers]
-        catalog = self._catalog
+        self._book.refresh()
+        catalog = self.catalog
+        host = [o for o in self._book.host_offers() if o.provider not in catalog.providers]
+        enabled = self._book.enabled()
         needle = name.strip().upper()
         cheapest: dict[tuple[str, str, int], list] = {}  # (NAME, provider, count) -> [offer, spot]
 
@@ -155,37 +199,3 @@ class CatalogMixin:
                 )
             )
         return out
-
-    def list_attempts(
-        self, task_id: str = "", allocation_id: str = "", node_id: str = "", limit: int = 100
-    ) -> list[Attempt]:
-        """Provisioning attempts, newest first, filtered by task, allocation and node."""
-        if limit > 10000:
-            raise InvalidArgument(f"limit: at most 10000, got {limit}")
-        query = select(t.provisions)
-        if task_id:
-            query = query.where(t.provisions.c.task_id == task_id)
-        if allocation_id:
-            query = query.where(t.provisions.c.allocation_id == allocation_id)
-        if node_id:
-            query = query.where(t.provisions.c.node_id == node_id)
-        query = query.order_by(t.provisions.c.created_at.desc(), t.provisions.c.node_id.desc()).limit(limit or 100)
-        with self._engine.connect() as conn:
-            rows = conn.execute(query).all()
-        return [
-            Attempt(
-                node_id=r.node_id,
-                allocation_id=r.allocation_id,
-                task_id=r.task_id,
-                offer=Offer(**json.loads(r.offer_json)),
-                spot=r.spot,
-                hourly_price=r.hourly_price,
-                state=r.state,
-                error=r.error,
-                error_kind=r.error_kind,
-                operation_id=r.operation_id,
-                started_at=r.created_at,
-                updated_at=r.updated_at or r.created_at,
-            )
-            for r in rows
-        ]

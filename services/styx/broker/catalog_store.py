@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, delete, insert, select
 
 from styx.broker import tables as t
-from styx.broker.catalog import gc_paused, make_offer
 from styx.common.errors import InvalidArgument
-from styx.common.offers import Offer
+from styx.common.offers import Offer, gc_paused, make_offer
 from styx.common.store import bulk_insert
 
 _COLUMNS = (
@@ -34,7 +33,11 @@ class ImportRecord:
 
 
 def validate_offer(offer: Offer, index: int) -> Offer:
-    """Check an offer to import; InvalidArgument names it (``offers[i].field``) and the fix."""
+    """Check an offer to import; InvalidArgument names it (``offers[i].field``) and the fix.
+
+    Refused: an empty provider, region or instance type; a price, vCPU count or memory that
+    is missing (0), negative or not finite; a negative spot price or accelerator count.
+    """
     where = f"offers[{index}]"
     for name in ("provider", "region", "instance_type"):
         if not getattr(offer, name).strip():
@@ -49,8 +52,15 @@ def validate_offer(offer: Offer, index: int) -> Offer:
     for name, value in numbers.items():
         if not math.isfinite(value) or value < 0:
             raise InvalidArgument(f"{where}.{name}: must be a finite number >= 0, got {value}")
-    if offer.cpus <= 0:
-        raise InvalidArgument(f"{where}.cpus: must be greater than 0 ({offer.place})")
+    # A catalog offer is something to buy: a free, CPU-less or memory-less one is a broken row
+    # (placeholder or missing data) that the optimizer would otherwise rank first.
+    for name in ("cpus", "memory_gib", "price_per_hour"):
+        if getattr(offer, name) <= 0:
+            raise InvalidArgument(
+                f"{where}.{name}: must be greater than 0 ({offer.place}); drop the offer or fix its source"
+            )
+    if offer.accelerator_count < 0:
+        raise InvalidArgument(f"{where}.accelerator_count: must be 0 or more, got {offer.accelerator_count}")
     if offer.accelerator_count and not offer.accelerator_name.strip():
         raise InvalidArgument(f"{where}.accelerator_name: required when accelerator_count is set ({offer.place})")
     if offer.provider != offer.provider.strip().lower():

@@ -26,20 +26,32 @@ from dataclasses import replace
 
 from sqlalchemy import Engine
 
-from styx.broker import catalog_store
 from styx.broker import tables as t
+from styx.broker.attempts import list_attempts
 from styx.broker.catalog import Catalog
-from styx.broker.catalog_ops import CatalogMixin
+from styx.broker.catalog_ops import CatalogService
+from styx.broker.cluster_ops import ClusterOps
 from styx.broker.clusters import CLUSTER_LABEL, Clusters, ClusterView
-from styx.broker.model import LOST, READY, NodeView, ProvisionerPort, _Allocation, _FreeIndex
+from styx.broker.model import (
+    LOST,
+    READY,
+    AcceleratorInfo,
+    Attempt,
+    CatalogInfo,
+    NodeView,
+    ProvisionerPort,
+    _Allocation,
+    _FreeIndex,
+)
 from styx.broker.nodes import NodeRegistry
 from styx.broker.offers import OfferBook
+from styx.broker.optimizer import Ranking
 from styx.broker.placement import Ledger, existing, place, place_gang, placed
 from styx.broker.provisioning import Provisioning
 from styx.broker.view_lock import ViewLock
 from styx.broker.waits import Waits
 from styx.common.clock import SYSTEM_CLOCK, Clock
-from styx.common.errors import FailedPrecondition, InvalidArgument
+from styx.common.errors import InvalidArgument
 from styx.common.faults import crash_point
 from styx.common.leases import Lease
 from styx.common.migrations import upgrade
@@ -53,7 +65,7 @@ log = logging.getLogger(__name__)
 _MAX_ROUNDS = 8
 
 
-class Broker(CatalogMixin):
+class Broker:
     """Owns nodes and allocations; thread-safe."""
 
     def __init__(
@@ -76,10 +88,8 @@ class Broker(CatalogMixin):
         self.replica_id = replica_id or f"{socket.gethostname()}-{os.getpid()}"
         # One replica at a time expires leases, polls operations and tends clusters.
         self._reconciler = Lease(engine, t.leases, "reconciler", self.replica_id, 5.0, clock)
-        self._base_catalog = catalog or Catalog()
-        self._imported, self._imports = catalog_store.load_imported(engine)
-        merged = self._base_catalog.merged(self._imported) if self._imported else self._base_catalog
-        self._book = OfferBook(provisioner, merged, clock, offers_ttl_s)
+        base = catalog or Catalog()
+        self._book = OfferBook(provisioner, base, clock, offers_ttl_s)
         self._nodes = NodeRegistry(engine, clock, lease_seconds)
         self._ledger = Ledger(self._nodes.nodes)
         with engine.connect() as conn:
@@ -96,6 +106,8 @@ class Broker(CatalogMixin):
         )
         self.clusters = Clusters(engine, self._nodes, self._ledger, self._book, self._provisioning, clock)
         self._waits = Waits(self._nodes, self._book, self._provisioning, self.clusters)
+        self._cluster_ops = ClusterOps(self._lock, self.clusters, self._provisioning, provisioner, self._book)
+        self._catalogs = CatalogService(engine, self._lock, self._book, self._provisioning.fleet_view, base, clock)
 
     def _reload(self) -> None:
         """Read the whole view again (another replica changed the store)."""
@@ -104,23 +116,35 @@ class Broker(CatalogMixin):
             self._ledger.load(conn)
         self._provisioning.load()
         self.clusters.load()
-        if catalog_store.import_records(self._engine) != self._imports:
-            # Another replica imported a catalog: rebuilding ~100k offers is worth it only then.
-            self._imported, self._imports = catalog_store.load_imported(self._engine)
-            self._catalog = self._base_catalog.merged(self._imported)
+        self._catalogs.sync()
 
-    # ---- what the catalog side reads ------------------------------------------------------------
+    # ---- the catalog side (CatalogService) and the attempts log -----------------------------
     @property
-    def _catalog(self) -> Catalog:
-        return self._book.catalog
+    def catalog(self) -> Catalog:
+        """The current catalog (built-in offers with imported providers replaced)."""
+        return self._catalogs.catalog
 
-    @_catalog.setter
-    def _catalog(self, catalog: Catalog) -> None:
-        self._book.catalog = catalog
+    def optimize(self, res: Resources, num_nodes: int = 1, limit: int = 10, include_disabled: bool = False) -> Ranking:
+        """Rank offers for ``res`` as a launch would try them, with the reasons for exclusions."""
+        return self._catalogs.optimize(res, num_nodes, limit, include_disabled)
 
-    def _offer_snapshot(self) -> tuple[list[Offer], dict[str, str] | None]:
-        self._book.refresh()
-        return self._book.host_offers(), self._book.enabled()
+    def import_catalog(self, offers: Sequence[Offer], request_id: str = "") -> tuple[int, list[str]]:
+        """Replace the catalog of every provider present in ``offers``; returns (count, providers)."""
+        return self._catalogs.import_catalog(offers, request_id)
+
+    def list_catalogs(self) -> list[CatalogInfo]:
+        """One entry per catalog provider, sorted by name."""
+        return self._catalogs.list_catalogs()
+
+    def list_accelerators(self, name: str = "", include_disabled: bool = False) -> list[AcceleratorInfo]:
+        """Accelerators with the cheapest offer per provider and count."""
+        return self._catalogs.list_accelerators(name, include_disabled)
+
+    def list_attempts(
+        self, task_id: str = "", allocation_id: str = "", node_id: str = "", limit: int = 100
+    ) -> list[Attempt]:
+        """Provisioning attempts, newest first, filtered by task, allocation and node."""
+        return list_attempts(self._engine, task_id, allocation_id, node_id, limit)
 
     @property
     def lease_seconds(self) -> float:
@@ -319,77 +343,36 @@ class Broker(CatalogMixin):
             self.clusters.touch(alloc.node_id)
             return True
 
-    # ---- clusters -------------------------------------------------------------------------------
+    # ---- clusters (ClusterOps) ------------------------------------------------------------------
     def create_cluster(
         self, name: str, resources: Resources, num_nodes: int, idle_minutes: int = 0, autostop_down: bool = False
     ) -> ClusterView:
         """Create a cluster (or reuse a live one) and provision its nodes."""
-        self._book.refresh()
-        with self._lock:
-            view = self.clusters.create(name, resources, num_nodes, idle_minutes, autostop_down)
-        self._provisioning.drain()
-        return view
+        return self._cluster_ops.create(name, resources, num_nodes, idle_minutes, autostop_down)
 
     def get_cluster(self, name: str) -> ClusterView:
         """One cluster; NotFound when unknown."""
-        with self._lock.reading():
-            return self.clusters.get(name)
+        return self._cluster_ops.get(name)
 
     def list_clusters(self, include_down: bool = False) -> list[ClusterView]:
         """Clusters, newest first."""
-        with self._lock.reading():
-            return self.clusters.list(include_down)
+        return self._cluster_ops.list(include_down)
 
     def set_autostop(self, name: str, idle_minutes: int, down: bool) -> ClusterView:
         """Set (or clear with 0) a cluster's autostop."""
-        with self._lock:
-            return self.clusters.set_autostop(name, idle_minutes, down)
+        return self._cluster_ops.set_autostop(name, idle_minutes, down)
 
     def down_cluster(self, name: str, reason: str = "torn down by user") -> ClusterView:
         """Tear a cluster down: its nodes go, their instances are terminated; idempotent."""
-        with self._lock:
-            view = self.clusters.down(name, reason)
-        self._provisioning.drain()
-        return view
+        return self._cluster_ops.down(name, reason)
 
     def stop_cluster(self, name: str, reason: str = "stopped by user") -> ClusterView:
         """Stop a cluster's instances; FailedPrecondition, with nothing changed, when its provider cannot."""
-        with self._lock:
-            view = self.clusters.stoppable(name)
-            if view is None:
-                return self.clusters.get(name)
-            node_ids = list(view.node_ids)
-        self._power(node_ids, "stop")
-        with self._lock:
-            return self.clusters.stopped(name, reason)
+        return self._cluster_ops.stop(name, reason)
 
     def start_cluster(self, name: str) -> ClusterView:
         """Start a stopped cluster's instances; it is UP once its agents re-register."""
-        with self._lock:
-            view = self.clusters.startable(name)
-            if view is None:
-                return self.clusters.get(name)
-            node_ids = list(view.node_ids)
-        self._power(node_ids, "start")
-        with self._lock:
-            return self.clusters.starting(name)
-
-    def _power(self, node_ids: Sequence[str], action: str) -> None:
-        if self._provisioner is None:
-            raise FailedPrecondition("no provisioner: nodes cannot be stopped or started")
-        call = self._provisioner.stop if action == "stop" else self._provisioner.start
-        for node_id in node_ids:
-            call(node_id)
-
-    def _autostop(self, name: str, why: str, down: bool) -> None:
-        if down:
-            self.down_cluster(name, why)
-            return
-        try:
-            self.stop_cluster(name, why)
-        except FailedPrecondition as exc:
-            # The provider cannot stop instances (local): tearing down is what stops billing.
-            self.down_cluster(name, f"{why} (torn down: {exc.message})")
+        return self._cluster_ops.start(name)
 
     # ---- reconciliation -------------------------------------------------------------------------
     def reconcile(self) -> None:
@@ -408,5 +391,5 @@ class Broker(CatalogMixin):
         with self._lock:
             due = self.clusters.reconcile()
         for name, why, down in due:
-            self._autostop(name, why, down)
+            self._cluster_ops.autostop(name, why, down)
         self._provisioning.drain()

@@ -12,7 +12,7 @@ from typing import Protocol
 
 from styx.common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from styx.common.offers import Offer
-from styx.common.resources import Capacity, Resources, gpu_matches, infra_parts
+from styx.common.resources import Capacity, Resources, gpu_matches, infra_parts, normalize_arch
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +194,9 @@ def _in_infra(res: Resources, provider: str, region: str, zone: str) -> bool:
 def offer_fits(offer: Offer, res: Resources) -> bool:
     """Whether one instance of ``offer`` could ever hold the request."""
     if not _in_infra(res, offer.provider, offer.region, offer.zone):
+        return False
+    # A booting node of the other architecture must not absorb a request that names one.
+    if res.arch and normalize_arch(offer.arch) != normalize_arch(res.arch):
         return False
     if offer.cpus + _EPS < res.cpus or offer.memory_gib + _EPS < res.memory_gib:
         return False

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Collection, Iterable, Iterator
+from collections import Counter
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, replace
 from typing import Any
@@ -30,19 +31,21 @@ from typing import Any
 from sqlalchemy import Connection, Engine, delete, insert, select, update
 
 from styx.broker import tables as t
+from styx.broker.launch_order import FleetView, OfferKey
 from styx.broker.model import (
     ABSENT,
+    READY,
     ProvisionerPort,
     _kind_of,
     _offer_key,
     _Provision,
     _scope_key,
-    _scope_keys,
     _spot_key,
 )
 from styx.broker.nodes import NodeRegistry
 from styx.broker.offers import OfferBook
 from styx.broker.optimizer import Ranked, Ranking
+from styx.broker.placement import node_could_fit
 from styx.common.clock import Clock
 from styx.common.errors import StyxError, Unavailable
 from styx.common.faults import crash_point
@@ -167,18 +170,34 @@ class Provisioning:
         Returns ((intent, ranked offer) or None, why offers were skipped); ``conn`` as for ``start``.
         """
         skipped: list[str] = []
-        stamp = self._clock.now()
+        fleet = self.fleet()
         for ranked in ranking.offers:
-            offer = ranked.offer
-            keys = (*_scope_keys(offer), _spot_key(offer)) if ranked.spot else _scope_keys(offer)
-            cooldown = next((c for c in (self._cooling.get(k) for k in keys) if c and c[0] > stamp), None)
-            if cooldown:
-                skipped.append(f"{offer.place}: {cooldown[1]}")
+            # The same rules as the dryrun's launch order (launch_order.skip_reason).
+            cooling = fleet.cooling(ranked)
+            if cooling:
+                skipped.append(f"{ranked.offer.place}: {cooling}")
                 continue
-            if offer.max_instances and self.instances_of(offer) >= offer.max_instances:
+            if fleet.at_limit(ranked.offer):
                 continue
-            return (self.start(ask, offer, ranked.spot, ranked.hourly_price, conn), ranked), skipped
+            return (self.start(ask, ranked.offer, ranked.spot, ranked.hourly_price, conn), ranked), skipped
         return None, skipped
+
+    def fleet(self) -> FleetView:
+        """Cooldowns and live-or-booting instances per offer, as provisioning consults them now."""
+        counts: Counter[OfferKey] = Counter(
+            (n.provider, n.region, n.zone, n.instance_type) for n in self._nodes.nodes.values() if n.state not in ABSENT
+        )
+        counts.update(_offer_key(p.offer) for p in self.pending.values())
+        return FleetView(dict(self._cooling), counts, self._clock.now())
+
+    def fleet_view(self, alts: Sequence[Resources]) -> tuple[FleetView, list[OfferKey]]:
+        """``fleet()`` and the live pool nodes that could hold one of ``alts`` (a gang's bound)."""
+        live = [
+            (n.provider, n.region, n.zone, n.instance_type)
+            for n in self._nodes.nodes.values()
+            if n.state == READY and not n.cluster and any(node_could_fit(n, alt) for alt in alts)
+        ]
+        return self.fleet(), live
 
     def provision_for(
         self, allocation_id: str, res: Resources, conn: Connection
@@ -195,16 +214,6 @@ class Provisioning:
             why = "; ".join(skipped) or "every feasible offer is at its instance limit (e.g. STYX_LOCAL_MAX_NODES)"
             return None, None, 0.0, why
         return started[0], started[1].offer, started[1].hourly_price, ""
-
-    def instances_of(self, offer: Offer) -> int:
-        """Live nodes plus provisions in flight of ``offer`` (its max_instances counts both)."""
-        key = _offer_key(offer)
-        live = sum(
-            1
-            for n in self._nodes.nodes.values()
-            if n.state not in ABSENT and (n.provider, n.region, n.zone, n.instance_type) == key
-        )
-        return live + sum(1 for p in self.pending.values() if _offer_key(p.offer) == key)
 
     def fail(self, node_id: str, error: str, kind: str = "") -> None:
         """Record a failed attempt and cool its scope down (under the lock)."""

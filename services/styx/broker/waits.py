@@ -8,7 +8,8 @@ here (``Provisioning.start``), sent after the round releases the lock.
 from __future__ import annotations
 
 from styx.broker.clusters import Clusters
-from styx.broker.model import _EPS, READY, NodeView, _FreeIndex, _offer_key, describe, offer_fits
+from styx.broker.launch_order import gang_cap_reason
+from styx.broker.model import _EPS, READY, _FreeIndex, describe, offer_fits
 from styx.broker.nodes import NodeRegistry
 from styx.broker.offers import OfferBook
 from styx.broker.optimizer import Ranking, alternatives
@@ -97,18 +98,10 @@ class Waits:
             ranking = self._book.ranked(res_all, n)
             if not ranking.offers and not could:
                 return Placement(ask.allocation_id, INFEASIBLE, reason=self._book.explain_infeasible(res_all))
-            limit = self._most_nodes(ranking, could)
-            if limit < n:
-                caps = (
-                    ", ".join(sorted({f"{r.offer.place} at most {r.offer.max_instances}" for r in ranking.offers}))
-                    or "no offer"
-                )
-                return Placement(
-                    ask.allocation_id,
-                    INFEASIBLE,
-                    reason=f"{what}: at most {limit} such node(s) can exist ({caps}; {len(could)} live); "
-                    "for local nodes raise STYX_LOCAL_MAX_NODES",
-                )
+            live = [(nd.provider, nd.region, nd.zone, nd.instance_type) for nd in could]
+            why = gang_cap_reason(ranking.offers, n, live, what)  # the dryrun's rule too
+            if why:
+                return Placement(ask.allocation_id, INFEASIBLE, reason=why)
         # Booting nodes whose offer fits take one rank each.
         absorbed: list[str] = []
         for node_id, free in pending_free.items():
@@ -147,16 +140,3 @@ class Waits:
         if cooling:
             return Placement(ask.allocation_id, WAITING, reason="recent provisioning failures: " + "; ".join(cooling))
         return Placement(ask.allocation_id, WAITING, reason=f"waiting for {missing} more node(s) ({what})")
-
-    @staticmethod
-    def _most_nodes(ranking: Ranking, could: list[NodeView]) -> float:
-        """How many nodes could ever hold the request at once: the live ones that could plus
-        what every ranked offer may still create (unbounded when an offer has no limit)."""
-        caps: dict[tuple[str, str, str, str], int] = {}
-        for ranked in ranking.offers:
-            if not ranked.offer.max_instances:
-                return float("inf")
-            caps[_offer_key(ranked.offer)] = ranked.offer.max_instances
-        # Live nodes of a capped offer are counted within its cap, hand-started ones on top.
-        extra = sum(1 for nd in could if (nd.provider, nd.region, nd.zone, nd.instance_type) not in caps)
-        return sum(caps.values()) + extra

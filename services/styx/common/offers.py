@@ -6,7 +6,10 @@ place this concept lives. Protobuf conversion: ``offer_to_pb`` / ``offer_from_pb
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import gc
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
 from typing import Any
 
 
@@ -44,6 +47,37 @@ class Offer:
         if spot and self.spot_price_per_hour > 0:
             return self.spot_price_per_hour
         return self.price_per_hour
+
+
+_OFFER_FIELDS = tuple(f.name for f in fields(Offer))
+
+
+def make_offer(values: Sequence[object]) -> Offer:
+    """Build an Offer from its field values in declaration order, fast.
+
+    Offer is a frozen dataclass whose generated ``__init__`` sets each of its 13 fields
+    through ``object.__setattr__``; filling ``__dict__`` directly gives an equal object in
+    a third of the time, which matters when loading ~100k offers.
+    """
+    offer = object.__new__(Offer)
+    offer.__dict__.update(zip(_OFFER_FIELDS, values, strict=True))
+    return offer
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building large acyclic structures.
+
+    Loading creates about a million objects and no reference cycles; without the pause the
+    collector repeatedly walks the growing heap, which costs a third of the load time.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def offer_to_pb(offer: Offer) -> Any:

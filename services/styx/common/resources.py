@@ -14,6 +14,12 @@ from styx.common.errors import InvalidArgument
 
 # Reserved when a task asks for no CPUs; half a CPU, as SkyPilot reserves for jobs.
 DEFAULT_TASK_CPUS = 0.5
+# CPU architectures a request may name, and the one new catalog instances get by default
+# (x86 binaries do not run on ARM, so ARM is opt-in, as in SkyPilot).
+ARCHES = ("x86_64", "arm64")
+DEFAULT_ARCH = "x86_64"
+# What users, clouds and ``platform.machine()`` call the two architectures.
+_ARCH_ALIASES = {"x86_64": "x86_64", "amd64": "x86_64", "x64": "x86_64", "arm64": "arm64", "aarch64": "arm64"}
 
 _AMOUNT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(\+?)\s*$")
 _ACCEL = re.compile(r"^\s*([A-Za-z][A-Za-z0-9_.-]*)\s*(?::\s*(\d+))?\s*$")
@@ -49,6 +55,9 @@ class Resources:
     ordered: tuple[Resources, ...] = ()
     # Run only on this named cluster's nodes; "" means the shared pool.
     cluster: str = ""
+    # CPU architecture (ARCHES); "": x86_64 for new catalog instances unless instance_type
+    # names one, any architecture for machines that already exist.
+    arch: str = ""
 
     def __post_init__(self) -> None:
         # Stores rebuild Resources from JSON (asdict output): turn nested dicts and lists
@@ -102,6 +111,23 @@ def parse_accelerator(text: str, field_name: str) -> Accelerator:
     return Accelerator(match.group(1), count)
 
 
+def parse_arch(text: str, field_name: str) -> str:
+    """A requested architecture: "x86_64" or "arm64" ("aarch64" is an alias); "" stays unset."""
+    value = str(text or "").strip().lower()
+    if not value:
+        return ""
+    if value not in ("x86_64", "arm64", "aarch64"):
+        raise InvalidArgument(f"{field_name}: {text!r} is not an architecture; use x86_64 or arm64 (alias aarch64)")
+    return _ARCH_ALIASES[value]
+
+
+def normalize_arch(text: str) -> str:
+    """An offer's architecture in the request's spelling ("aarch64" -> "arm64"); unknown names
+    are kept (lower-case) so they match nothing a request can ask for, and "" stays ""."""
+    value = str(text or "").strip().lower()
+    return _ARCH_ALIASES.get(value, value)
+
+
 def gpu_matches(device_name: str, wanted: str) -> bool:
     """True when a detected device name ("NVIDIA A100-SXM4-80GB") is the wanted kind ("A100").
 
@@ -137,6 +163,7 @@ def resources_from_pb(msg: Any) -> Resources:
         any_of=tuple(resources_from_pb(a) for a in msg.any_of),
         ordered=tuple(resources_from_pb(a) for a in msg.ordered),
         cluster=msg.cluster,
+        arch=normalize_arch(msg.arch),
     )
 
 
@@ -158,4 +185,5 @@ def resources_to_pb(res: Resources) -> Any:
         any_of=[resources_to_pb(a) for a in res.any_of],
         ordered=[resources_to_pb(a) for a in res.ordered],
         cluster=res.cluster,
+        arch=res.arch,
     )

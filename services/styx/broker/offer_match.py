@@ -1,0 +1,68 @@
+"""Matching rules the optimizer and its explanations share: exact or at-least amounts, the
+default architecture and general-purpose rule, host offers as slices, provider state."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from styx.common.offers import Offer
+from styx.common.resources import DEFAULT_ARCH, DEFAULT_TASK_CPUS, Resources, gpu_matches, infra_parts, normalize_arch
+
+EPS = 1e-6
+_EPS = EPS
+
+
+def cpus_exact(res: Resources) -> bool:
+    """Whether ``res.cpus`` is an exact vCPU count (the scheduler's 0.5 default means any size)."""
+    return not res.cpus_at_least and res.cpus > DEFAULT_TASK_CPUS + _EPS
+
+
+def wanted_arch(res: Resources) -> str:
+    """The architecture catalog offers must have: the request's, else x86_64 unless it names
+    an instance type ("": any, the named type's own)."""
+    if res.arch:
+        return normalize_arch(res.arch)
+    return "" if res.instance_type else DEFAULT_ARCH
+
+
+def general_only(res: Resources) -> bool:
+    """Whether only general-purpose families may serve ``res`` (CPU-only, no type named)."""
+    return not res.accelerators and not res.instance_type
+
+
+def amount_ok(have: float, want: float, exact: bool) -> bool:
+    """``have`` equals ``want`` (exact) or covers it, with float slack."""
+    if exact:
+        return abs(have - want) <= _EPS * max(1.0, want)
+    return have + _EPS >= want
+
+
+def host_offer_fits(offer: Offer, res: Resources) -> bool:
+    """Whether one instance of a host offer (a slice of an existing machine) holds the request."""
+    want_p, want_r, want_z = infra_parts(res.infra)
+    if (
+        (want_p and want_p != offer.provider)
+        or (want_r and want_r != offer.region)
+        or (want_z and want_z != offer.zone)
+    ):
+        return False
+    if res.instance_type and res.instance_type != offer.instance_type:
+        return False
+    if res.arch and normalize_arch(offer.arch) != normalize_arch(res.arch):
+        return False
+    if offer.cpus + _EPS < res.cpus or offer.memory_gib + _EPS < res.memory_gib:
+        return False
+    if not res.accelerators:
+        return True
+    return any(
+        offer.accelerator_count >= a.count and gpu_matches(offer.accelerator_name, a.name) for a in res.accelerators
+    )
+
+
+def provider_state(provider: str, enabled: Mapping[str, str] | None) -> str:
+    """ "" when the provider is enabled, else why not (``enabled`` as in ``rank``)."""
+    if enabled is None:
+        return ""
+    if provider not in enabled:
+        return "no provider plugin loaded by the provisioner"
+    return enabled[provider]
