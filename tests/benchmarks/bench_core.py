@@ -114,6 +114,7 @@ def main() -> None:
     parser.add_argument("--pg", default="", help="PostgreSQL URL (an empty database) for --replicas > 1")
     parser.add_argument("--submits", type=int, default=2000, help="one-task jobs for the SubmitJob figure")
     parser.add_argument("--tasks", type=int, default=10000, help="trivial tasks for the end-to-end figure")
+    parser.add_argument("--only", choices=["memory"], default="", help="measure only this figure")
     args = parser.parse_args()
     if args.replicas > 1 and not args.pg:
         parser.error("--replicas > 1 needs --pg")
@@ -163,6 +164,8 @@ def main() -> None:
             rpc.append((time.perf_counter() - t0) * 1000)
         print(f"floor: empty unary RPC p50 {_pct(rpc, 0.5):.2f} ms; bash -c true {spawn_floor():,.0f} spawns/s")
 
+        if args.only == "memory":
+            args.submits = args.tasks = 0
         # ---- warm-up: the local node boots
         wait_job(submit([common_pb2.TaskSpec(run="true")]).job_id, timeout=120)
 
@@ -186,20 +189,21 @@ def main() -> None:
             with lock:
                 lat.extend(mine)
 
-        threads = [threading.Thread(target=client) for _ in range(8)]
+        threads = [threading.Thread(target=client) for _ in range(8 if args.submits else 0)]
         t0 = time.perf_counter()
         for th in threads:
             th.start()
         for th in threads:
             th.join()
         rate = len(lat) / (time.perf_counter() - t0)
-        print(
-            f"unary SubmitJob, 8 clients: {rate:,.0f} jobs/s, p50 {_pct(lat, 0.5):.1f} ms, "
-            f"p99 {_pct(lat, 0.99):.1f} ms (target >= 1,000/s; floor RPC p50 {_pct(rpc, 0.5):.2f} ms)"
-        )
+        if lat:
+            print(
+                f"unary SubmitJob, 8 clients: {rate:,.0f} jobs/s, p50 {_pct(lat, 0.5):.1f} ms, "
+                f"p99 {_pct(lat, 0.99):.1f} ms (target >= 1,000/s; floor RPC p50 {_pct(rpc, 0.5):.2f} ms)"
+            )
 
         # ---- chain link
-        n = 40
+        n = 40 if args.tasks else 2
         chain = [
             common_pb2.TaskSpec(name=f"l{i}", run="echo $EPOCHREALTIME", depends_on=[f"l{i - 1}"] if i else [])
             for i in range(n)
@@ -221,13 +225,15 @@ def main() -> None:
         # ---- 10k trivial tasks end to end
         specs = [common_pb2.TaskSpec(name=f"t{i}", run="true") for i in range(args.tasks)]
         t0 = time.perf_counter()
-        job = submit(specs)
-        wait_job(job.job_id, timeout=1800)
+        if specs:
+            job = submit(specs)
+            wait_job(job.job_id, timeout=1800)
         e2e = args.tasks / (time.perf_counter() - t0)
-        print(
-            f"{args.tasks:,} trivial tasks end to end: {e2e:,.0f} tasks/s (target >= 300/s; floor "
-            f"{spawn_floor(100):,.0f} bash spawns/s)"
-        )
+        if specs:
+            print(
+                f"{args.tasks:,} trivial tasks end to end: {e2e:,.0f} tasks/s (target >= 300/s; floor "
+                f"{spawn_floor(100):,.0f} bash spawns/s)"
+            )
 
         # ---- broker memory with the full catalog
         before = [_rss_mb(p) for p in plane.broker_pids]

@@ -31,6 +31,7 @@ from styx.broker.offers import OfferBook
 from styx.broker.optimizer import Ranking, alternatives, rank
 from styx.common.clock import Clock
 from styx.common.errors import InvalidArgument, ResourceExhausted
+from styx.common.memory import trim
 from styx.common.offers import Offer
 from styx.common.resources import Resources, infra_parts, parse_arch
 
@@ -57,6 +58,7 @@ class CatalogService:
         self._base_catalog = base
         self._imported, self._imports = catalog_store.load_imported(engine)
         book.catalog = base.merged(self._imported) if self._imported else base
+        trim()
 
     @property
     def catalog(self) -> Catalog:
@@ -126,6 +128,7 @@ class CatalogService:
         catalog = self._base_catalog.merged(imported)
         with self._lock:
             self._imported, self._imports, self._book.catalog = imported, imports, catalog
+        trim()  # the request's messages and the old catalog are garbage now
         log.info("catalog imported", extra={"offers": len(offers), "providers": sorted(counts)})
         return len(offers), sorted(counts)
 

@@ -84,16 +84,21 @@ def load_imported(engine: Engine) -> tuple[dict[str, list[Offer]], dict[str, Imp
     return by_provider, records
 
 
+_SLICE = 10_000
+
+
 def save_import(engine: Engine, offers: Sequence[Offer], stamp: float, request_id: str) -> dict[str, int]:
     """Replace the stored offers of every provider present in ``offers``; returns counts per provider."""
     counts: dict[str, int] = {}
     for offer in offers:
         counts[offer.provider] = counts.get(offer.provider, 0) + 1
-    rows = [{name: getattr(o, name) for name in _COLUMNS} for o in offers]
     with engine.begin() as conn:
         conn.execute(delete(t.offers).where(t.offers.c.provider.in_(list(counts))))
         conn.execute(delete(t.catalog_imports).where(t.catalog_imports.c.provider.in_(list(counts))))
-        bulk_insert(conn, t.offers, rows)
+        # In slices: the rows of ~100k offers at once would add their size again to the peak.
+        for start in range(0, len(offers), _SLICE):
+            rows = [{name: getattr(o, name) for name in _COLUMNS} for o in offers[start : start + _SLICE]]
+            bulk_insert(conn, t.offers, rows)
         if counts:
             conn.execute(
                 insert(t.catalog_imports),

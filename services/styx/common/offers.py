@@ -7,13 +7,14 @@ place this concept lives. Protobuf conversion: ``offer_to_pb`` / ``offer_from_pb
 from __future__ import annotations
 
 import gc
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from typing import Any
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Offer:
     """An instance type a provider can create, with its capacity and hourly prices."""
 
@@ -52,15 +53,29 @@ class Offer:
 _OFFER_FIELDS = tuple(f.name for f in fields(Offer))
 
 
+# The slots' descriptors, in field order: setting through them bypasses the frozen
+# dataclass's __setattr__.
+_SLOTS = tuple(getattr(Offer, name) for name in _OFFER_FIELDS)
+# Fields whose values repeat across a catalog (a region, a zone, a family's instance types):
+# interned, 100k offers share a few thousand strings instead of holding half a million.
+_SHARED = frozenset({"provider", "region", "zone", "instance_type", "accelerator_name", "arch"})
+_SHARED_AT = tuple(i for i, name in enumerate(_OFFER_FIELDS) if name in _SHARED)
+
+
 def make_offer(values: Sequence[object]) -> Offer:
-    """Build an Offer from its field values in declaration order, fast.
+    """Build an Offer from its field values in declaration order, fast, sharing repeated strings.
 
     Offer is a frozen dataclass whose generated ``__init__`` sets each of its 13 fields
-    through ``object.__setattr__``; filling ``__dict__`` directly gives an equal object in
-    a third of the time, which matters when loading ~100k offers.
+    through ``object.__setattr__``; setting the slots directly gives an equal object in a
+    fraction of the time, which matters when loading ~100k offers.
     """
+    items = list(values)
+    for i in _SHARED_AT:
+        if isinstance(items[i], str):
+            items[i] = sys.intern(items[i])  # type: ignore[arg-type]
     offer = object.__new__(Offer)
-    offer.__dict__.update(zip(_OFFER_FIELDS, values, strict=True))
+    for slot, value in zip(_SLOTS, items, strict=True):
+        slot.__set__(offer, value)
     return offer
 
 
@@ -103,18 +118,20 @@ def offer_to_pb(offer: Offer) -> Any:
 
 def offer_from_pb(msg: Any) -> Offer:
     """Convert from a ``styx.v1.Offer`` message."""
-    return Offer(
-        provider=msg.provider,
-        region=msg.region,
-        zone=msg.zone,
-        instance_type=msg.instance_type,
-        cpus=msg.cpus,
-        memory_gib=msg.memory_gib,
-        accelerator_name=msg.accelerator_name,
-        accelerator_count=msg.accelerator_count,
-        accelerator_memory_gib=msg.accelerator_memory_gib,
-        price_per_hour=msg.price_per_hour,
-        spot_price_per_hour=msg.spot_price_per_hour,
-        arch=msg.arch,
-        max_instances=msg.max_instances,
+    return make_offer(
+        (
+            msg.provider,
+            msg.region,
+            msg.zone,
+            msg.instance_type,
+            msg.cpus,
+            msg.memory_gib,
+            msg.accelerator_name,
+            msg.accelerator_count,
+            msg.accelerator_memory_gib,
+            msg.price_per_hour,
+            msg.spot_price_per_hour,
+            msg.arch,
+            msg.max_instances,
+        )
     )
