@@ -201,3 +201,24 @@ def test_broker_modules_import_no_cycle_and_nothing_imports_the_facade():
     for module in sorted(graph):
         if module not in state:
             visit(module, [])
+
+
+def test_a_request_naming_an_arch_is_never_placed_on_a_node_of_the_other(engine_factory):
+    arm = Offer("aws", "us-east-1", "us-east-1a", "m7g.xlarge", 4, 16, price_per_hour=0.16, arch="arm64")
+
+    class ArmCloud(IdempotentCloud):
+        def list_offers(self) -> list[Offer]:
+            return [arm]
+
+    broker = Broker(engine_factory("broker"), ArmCloud())
+    (first,) = broker.allocate([Ask("a", "t", Resources(cpus=2, arch="arm64"))])
+    assert first.outcome == WAITING and "m7g.xlarge" in first.reason
+    (attempt,) = broker.list_attempts()
+    broker.register_node(attempt.node_id, "aws", "i-1", Capacity(4, 16), "us-east-1", "us-east-1a", "m7g.xlarge")
+    broker.register_node(attempt.node_id, "aws", "i-1", Capacity(4, 16), "us-east-1", "us-east-1a", "m7g.xlarge")
+    assert broker.get_node(attempt.node_id).arch == "arm64"  # kept across the agent's re-registration
+    (x86,) = broker.allocate([Ask("b", "tb", Resources(cpus=2, arch="x86_64"))])
+    assert x86.outcome != PLACED, "an x86 request was placed on an ARM node"
+    (any_arch,) = broker.allocate([Ask("c", "tc", Resources(cpus=2))])
+    (same,) = broker.allocate([Ask("a", "t", Resources(cpus=2, arch="arm64"))])
+    assert any_arch.outcome == PLACED and same.outcome == PLACED

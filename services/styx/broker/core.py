@@ -33,6 +33,7 @@ from styx.broker.catalog_ops import CatalogService
 from styx.broker.cluster_ops import ClusterOps
 from styx.broker.clusters import CLUSTER_LABEL, Clusters, ClusterView
 from styx.broker.model import (
+    ARCH_LABEL,
     LOST,
     READY,
     AcceleratorInfo,
@@ -57,7 +58,7 @@ from styx.common.leases import Lease
 from styx.common.migrations import upgrade
 from styx.common.offers import Offer
 from styx.common.placement import Ask, Placement
-from styx.common.resources import Capacity, Resources
+from styx.common.resources import Capacity, Resources, normalize_arch
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +182,11 @@ class Broker:
         with self._lock:
             cluster = self.clusters.cluster_of_node(node_id)
             labels = {**(labels or {}), CLUSTER_LABEL: cluster} if cluster else dict(labels or {})
+            booting, known = self._provisioning.pending.get(node_id), self._nodes.nodes.get(node_id)
+            if booting is not None and booting.offer.arch:
+                labels[ARCH_LABEL] = normalize_arch(booting.offer.arch)
+            elif known is not None and known.arch:
+                labels.setdefault(ARCH_LABEL, known.arch)  # an agent's re-registration keeps it
             view = NodeView(
                 node_id=node_id,
                 provider=provider or "local",

@@ -22,6 +22,8 @@ READY, LOST = "READY", "LOST"
 # (only a fresh RegisterNode does).
 GONE = "GONE"
 ABSENT = frozenset({LOST, GONE})
+# Label carrying a node's architecture, set at registration from its provisioned offer.
+ARCH_LABEL = "styx.dev/arch"
 
 
 class ProvisionerPort(Protocol):
@@ -90,6 +92,15 @@ class NodeView:
     def cluster(self) -> str:
         """Named cluster the node belongs to, or "" for the shared pool."""
         return self.labels.get("styx.dev/cluster", "")
+
+    @property
+    def arch(self) -> str:
+        """The node's CPU architecture (from the offer it was provisioned from), "" when unknown."""
+        return self.labels.get(ARCH_LABEL, "")
+
+    def runs(self, res: Resources) -> bool:
+        """Whether a request's architecture (when it names one) is the node's (unknown: any)."""
+        return not res.arch or not self.arch or normalize_arch(self.arch) == normalize_arch(res.arch)
 
     def free_gpus(self, name: str) -> list[int]:
         """Indices of free GPUs of the given kind, lowest first."""

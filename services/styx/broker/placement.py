@@ -109,6 +109,7 @@ def fitting(res: Resources, index: _FreeIndex) -> Iterator[tuple[NodeView, tuple
             or (want_z and want_z != node.zone)
             or (res.instance_type and res.instance_type != node.instance_type)
             or node.cluster != res.cluster
+            or not node.runs(res)
         ):
             continue
         gpus: tuple[int, ...] = ()
@@ -170,7 +171,7 @@ def node_could_fit(node: NodeView, res: Resources) -> bool:
     res = replace(res, cluster="") if res.cluster else res
     if not _in_infra(res, node.provider, node.region, node.zone):
         return False
-    if res.instance_type and res.instance_type != node.instance_type:
+    if (res.instance_type and res.instance_type != node.instance_type) or not node.runs(res):
         return False
     if node.total.cpus + _EPS < res.cpus or node.total.memory_gib + _EPS < res.memory_gib:
         return False
