@@ -1,19 +1,12 @@
 """Resource broker: the facade that builds the broker's parts and runs allocate rounds.
 
-The parts, each with one job: ``nodes`` (registration, heartbeats, leases), ``placement``
-(the allocation ledger and best-fit bin packing), ``offers`` (catalog, host offers and
-ranking), ``provisioning`` (the outbox of intents and terminations, attempts, failover) and
-``clusters``. None of them imports this module.
-
-The store is the truth; the in-memory view (rebuilt at start) keeps placement fast, and
-every change to it is applied only after its transaction committed. One lock guards the
-view; no call to the provisioner is made while it is held: an allocate round commits
-intents under the lock, then sends them (``Provisioning.drain``) after releasing it, and a
-refused intent fails over in the next round of the same call.
-
-When nothing fits, the broker ranks offers (catalog offers of enabled providers plus the
-provisioner's host offers, cheapest first): none could ever fit -> INFEASIBLE with the
-reasons; otherwise it waits for busy capacity or provisions the top of the ranked list.
+Parts, each with one job, none importing this module: ``nodes`` (registration, leases),
+``placement`` (ledger, best fit), ``waits`` (asks that fit nothing now), ``offers`` and
+``catalog_ops`` (catalog, ranking), ``provisioning`` (the outbox, failover), ``clusters``
+and ``cluster_ops``. The store is the truth; the in-memory view changes only after its
+transaction commits. The lock (``ViewLock``, shared by replicas on PostgreSQL) is never
+held across a provisioner call: a round commits intents under it and sends them after,
+and a refused intent fails over in the next round of the same call.
 """
 
 from __future__ import annotations
@@ -379,6 +372,10 @@ class Broker:
     def start_cluster(self, name: str) -> ClusterView:
         """Start a stopped cluster's instances; it is UP once its agents re-register."""
         return self._cluster_ops.start(name)
+
+    def stop(self) -> None:
+        """Hand the reconciler lease back, so another replica (or a restart) takes over at once."""
+        self._reconciler.release()
 
     # ---- reconciliation -------------------------------------------------------------------------
     def reconcile(self) -> None:

@@ -92,7 +92,11 @@ def main(argv: list[str] | None = None) -> None:
     threading.Thread(target=reconcile_loop, name="reconcile", daemon=True).start()
     write_ready_file(cfg.ready_file, cfg.host, running.port)
     log.info("serving", extra={"port": running.port, "db": cfg.db_url.split("://")[0]})
-    run_until_signal(running, on_stop=stop.set, close=engine.dispose)
+    def on_stop() -> None:
+        stop.set()
+        broker.stop()
+
+    run_until_signal(running, on_stop=on_stop, close=engine.dispose)
 
 
 if __name__ == "__main__":
