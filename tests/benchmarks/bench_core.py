@@ -152,7 +152,7 @@ def main() -> None:
                 scheduler_pb2.JOB_STATE_CANCELLED,
             ):
                 return
-            time.sleep(0.05)
+            time.sleep(0.5)  # GetJob lists every task: poll gently, or the poll is the load
         raise TimeoutError(job_id)
 
     try:

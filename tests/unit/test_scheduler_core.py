@@ -183,6 +183,7 @@ def test_dependencies_run_in_order_and_failures_skip_dependents(plane):
         ),
         ([TaskSpec(name="a", run="x", resources=Resources(cpus=-1))], "job.tasks[0].resources.cpus"),
         ([TaskSpec(name="a", run="x", resources=Resources(infra="a//b"))], "job.tasks[0].resources.infra"),
+        ([TaskSpec(name="a", run="x", resources=Resources(arch="sparc"))], "job.tasks[0].resources.arch: 'sparc'"),
     ],
 )
 def test_bad_jobs_are_refused_naming_the_field(plane, specs, message):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from styx.common.errors import InvalidArgument
-from styx.common.resources import DEFAULT_TASK_CPUS, Accelerator, Resources, infra_parts
+from styx.common.resources import DEFAULT_TASK_CPUS, Accelerator, Resources, infra_parts, parse_arch
 
 PENDING, SCHEDULED, RUNNING = "PENDING", "SCHEDULED", "RUNNING"
 SUCCEEDED, FAILED, CANCELLED, SKIPPED = "SUCCEEDED", "FAILED", "CANCELLED", "SKIPPED"
@@ -344,6 +344,7 @@ def _normalize_resources(res: Resources) -> tuple[Resources, str]:
             return res, f"accelerators[{j}].count: must be at least 1"
     try:
         infra_parts(res.infra)
+        parse_arch(res.arch, "arch")
     except InvalidArgument as exc:
         return res, exc.message
     if res.cpus == 0:
