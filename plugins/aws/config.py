@@ -103,4 +103,3 @@ def default_regions() -> list[str]:
     except Exception as exc:  # a trimmed install without the broker still works
         log.debug("built-in catalog unreadable (%s); using the fallback AWS regions", exc)
         return list(FALLBACK_REGIONS)
-

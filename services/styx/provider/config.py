@@ -2,8 +2,9 @@
 
 ``ProviderConfig.load("STYX_AWS_")`` reads the process environment and, when
 ``STYX_AWS_CONFIG_FILE`` names one (or ``path`` is given), a YAML or JSON file holding a
-mapping of settings. A file key is a variable name with or without the prefix, in any
-case (``regions`` and ``STYX_AWS_REGIONS`` are the same setting); lists become
+mapping of settings. A file key is a variable name with or without the prefix, in either
+case: an upper-case key is a full name, another gets the prefix (``regions`` and
+``STYX_AWS_REGIONS`` are the same setting); lists become
 comma-separated values and booleans ``1`` / ``0``. The environment wins over the file.
 
 The typed readers raise ``ConfigError`` naming the variable and the fix, never a bare
@@ -135,9 +136,10 @@ def _read_file(path: Path, prefix: str) -> dict[str, str]:
         raise ConfigError(f"{name}: {path} must hold a mapping of settings", "write e.g. `regions: [us-east-1]`")
     out = {}
     for key, value in data.items():
-        upper = str(key).upper()
-        full = upper if upper.startswith(prefix) else f"{prefix}{upper}"
-        out[full] = _text(value)
+        # An upper-case key is a full variable name (AZURE_SUBSCRIPTION_ID); another is
+        # a setting's short name, which gets the provider's prefix (regions -> STYX_AWS_REGIONS).
+        name = str(key)
+        out[name if name.isupper() else f"{prefix}{name.upper()}"] = _text(value)
     return out
 
 
