@@ -32,29 +32,15 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from styx.common.clock import Clock
-from styx.provider import (
-    PLANE_LABEL,
-    TAG_MANAGED,
-    TAG_NODE,
-    TAG_REQUEST,
-    CachedCheck,
-    Capabilities,
-    ConfigError,
-    CreateRequest,
-    InstanceStatus,
-    Offer,
-    ProviderBase,
-    ProviderError,
-    ProviderErrorKind,
-    ProviderInstance,
-    ProviderStatus,
-    TagRules,
-    TextRule,
-    hookimpl,
-    instance_tags,
-    user_tags,
-)
+from styx.provider import ProviderError, ProviderErrorKind, ProviderStatus
+from styx.provider.base import ProviderBase
 from styx.provider.boot import boot_script
+from styx.provider.capabilities import Capabilities
+from styx.provider.check import CachedCheck
+from styx.provider.config import ConfigError
+from styx.provider.hooks import hookimpl
+from styx.provider.tags import TAG_MANAGED, TAG_NODE, TAG_REQUEST, TagRules, TextRule, instance_tags, user_tags
+from styx.provider.types import PLANE_LABEL, CreateRequest, InstanceStatus, Offer, ProviderInstance
 from styx_plugins.aws.config import AwsConfig
 from styx_plugins.aws.errors import classify, error_code, kind_of_state_reason
 

@@ -38,30 +38,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from styx.common.clock import Clock
-from styx.provider import (
-    PLANE_LABEL,
-    TAG_MANAGED,
-    TAG_NODE,
-    TAG_REQUEST,
-    CachedCheck,
-    Capabilities,
-    ConfigError,
-    CreateRequest,
-    InstanceStatus,
-    Offer,
-    ProviderBase,
-    ProviderError,
-    ProviderErrorKind,
-    ProviderInstance,
-    ProviderStatus,
-    TagRules,
-    TextRule,
-    digest,
-    hookimpl,
-    instance_tags,
-    user_tags,
-)
+from styx.provider import ProviderError, ProviderErrorKind, ProviderStatus
+from styx.provider.base import ProviderBase
 from styx.provider.boot import boot_script
+from styx.provider.capabilities import Capabilities
+from styx.provider.check import CachedCheck
+from styx.provider.config import ConfigError
+from styx.provider.hooks import hookimpl
+from styx.provider.tags import TAG_MANAGED, TAG_NODE, TAG_REQUEST, TagRules, TextRule, digest, instance_tags, user_tags
+from styx.provider.types import PLANE_LABEL, CreateRequest, InstanceStatus, Offer, ProviderInstance
 from styx_plugins.azure.config import AzureSettings
 from styx_plugins.azure.errors import classify
 

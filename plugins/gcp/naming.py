@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from dataclasses import replace
 
 from styx.provider import TAG_MANAGED, TAG_NODE, TAG_REQUEST, TagRules, TextRule, digest, instance_tags
 
@@ -34,28 +35,13 @@ _NAME_OK = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 #: GCE label rules: a valid key or value is kept; another is lower-cased and cleaned, a
 #: value then gets a hash of the original (so distinct values stay distinct), a key only
 #: when it is too long ("styx.dev/cluster" -> "styx_dev_cluster").
+_GCE_VALUE = TextRule(
+    63, valid=r"[a-z0-9_-]{0,63}", invalid=r"[^a-z0-9_-]+", lowercase=True, hash_changed="-h", keep=40
+)
+# A key must start with a letter ("l_" is put in front otherwise) and is hashed only when long.
+_GCE_KEY = replace(_GCE_VALUE, valid=r"[a-z][a-z0-9_-]{0,62}", strip="_", first="[a-z]", first_prefix="l_")
 GCE_LABELS = TagRules(
-    key=TextRule(
-        max_len=63,
-        valid=r"[a-z][a-z0-9_-]{0,62}",
-        invalid=r"[^a-z0-9_-]+",
-        lowercase=True,
-        strip="_",
-        first=r"[a-z]",
-        first_prefix="l_",
-        hash_long="-",
-        keep=50,
-        digest_len=8,
-    ),
-    value=TextRule(
-        max_len=63,
-        valid=r"[a-z0-9_-]{0,63}",
-        invalid=r"[^a-z0-9_-]+",
-        lowercase=True,
-        hash_changed="-h",
-        keep=40,
-    ),
-    max_tags=MAX_LABELS,
+    key=replace(_GCE_KEY, hash_changed="", hash_long="-", keep=50, digest_len=8), value=_GCE_VALUE, max_tags=MAX_LABELS
 )
 
 

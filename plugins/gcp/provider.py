@@ -29,21 +29,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from styx.common.clock import Clock
-from styx.provider import (
-    PLANE_LABEL,
-    CachedCheck,
-    Capabilities,
-    CreateRequest,
-    InstanceStatus,
-    Offer,
-    ProviderBase,
-    ProviderError,
-    ProviderErrorKind,
-    ProviderInstance,
-    ProviderStatus,
-    hookimpl,
-)
+from styx.provider import ProviderError, ProviderErrorKind, ProviderStatus
+from styx.provider.base import ProviderBase
 from styx.provider.boot import boot_script
+from styx.provider.capabilities import Capabilities
+from styx.provider.check import CachedCheck
+from styx.provider.hooks import hookimpl
+from styx.provider.types import PLANE_LABEL, CreateRequest, InstanceStatus, Offer, ProviderInstance
 from styx_plugins.gcp import errors, naming
 from styx_plugins.gcp.catalog import N1_ACCELERATORS
 from styx_plugins.gcp.config import INSTALL_HINT, ConfigError, GcpSettings, resolve_credentials

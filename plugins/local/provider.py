@@ -29,20 +29,12 @@ from typing import Any, TypedDict, cast
 
 from styx.agent import hardware
 from styx.agent.procgroup import stop_process_group
-from styx.provider import (
-    Capabilities,
-    ConfigError,
-    CreateRequest,
-    InstanceStatus,
-    Offer,
-    ProviderBase,
-    ProviderConfig,
-    ProviderError,
-    ProviderErrorKind,
-    ProviderInstance,
-    ProviderStatus,
-    hookimpl,
-)
+from styx.provider import ProviderError, ProviderErrorKind, ProviderStatus
+from styx.provider.base import ProviderBase
+from styx.provider.capabilities import Capabilities
+from styx.provider.config import ConfigError, ProviderConfig
+from styx.provider.hooks import hookimpl
+from styx.provider.types import CreateRequest, InstanceStatus, Offer, ProviderInstance
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,6 @@ from sqlalchemy import Engine
 
 from helpers import wait_until
 from styx.common.errors import FailedPrecondition, InvalidArgument, NotFound
-from styx.provisioner.core import PLANE_ID, InstanceState, OperationKind, OperationState, Provisioner
 from styx.provider import (
     PLANE_LABEL,
     AgentLaunch,
@@ -23,6 +22,7 @@ from styx.provider import (
     ProviderInstance,
     ProviderStatus,
 )
+from styx.provisioner.core import PLANE_ID, InstanceState, OperationKind, OperationState, Provisioner
 
 
 def _offer(provider: str, region: str, instance_type: str) -> Offer:

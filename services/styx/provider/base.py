@@ -9,7 +9,6 @@ injected clock. Subclasses set ``name`` and ``capabilities`` and implement ``che
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import ClassVar
 
 from styx.common.clock import SYSTEM_CLOCK, Clock
 from styx.provider.capabilities import NO_CAPABILITIES, Capabilities
@@ -19,8 +18,8 @@ from styx.provider.types import AgentLaunch, CreateRequest, Offer
 class ProviderBase:
     """Defaults and the ``create`` adapter shared by providers built on the kit."""
 
-    name: ClassVar[str] = ""
-    capabilities: ClassVar[Capabilities] = NO_CAPABILITIES
+    name: str = ""
+    capabilities: Capabilities = NO_CAPABILITIES
 
     def __init__(self, clock: Clock | None = None) -> None:
         self.clock: Clock = clock or SYSTEM_CLOCK

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from importlib import metadata
 from typing import cast
 
@@ -19,9 +19,9 @@ import pluggy
 
 from styx.provider import (
     ENTRY_POINT_GROUP,
-    AgentLaunch,
-    Offer,
+    CreateRequest,
     Provider,
+    ProviderBase,
     ProviderError,
     ProviderErrorKind,
     ProviderInstance,
@@ -45,10 +45,11 @@ DISABLE_AUTOLOAD_ENV = "STYX_DISABLE_PLUGIN_AUTOLOAD"
 _REQUIRED_ATTRS = ("name", "check", "offers", "create", "terminate", "list_instances")
 
 
-class DisabledProvider:
+class DisabledProvider(ProviderBase):
     """Stands in for a provider that could not be loaded; it can never create anything."""
 
     def __init__(self, name: str, reason: str, hint: str = "") -> None:
+        super().__init__()
         self.name = name
         self._status = ProviderStatus(enabled=False, reason=reason, hint=hint)
 
@@ -56,20 +57,7 @@ class DisabledProvider:
         """Always disabled, with the load failure as the reason."""
         return self._status
 
-    def offers(self) -> list[Offer]:
-        """No offers."""
-        return []
-
-    def create(
-        self,
-        *,
-        node_id: str,
-        offer: Offer,
-        spot: bool,
-        labels: Mapping[str, str],
-        request_id: str,
-        agent_launch: AgentLaunch,
-    ) -> str:
+    def create_instance(self, request: CreateRequest) -> str:
         """Refuse: the provider is not loaded."""
         raise ProviderError(ProviderErrorKind.INVALID, f"provider {self.name} is disabled: {self._status.reason}")
 
