@@ -290,3 +290,13 @@ def test_azure_provider_reports_a_malformed_number() -> None:
     env = {"AZURE_SUBSCRIPTION_ID": "s", "STYX_AZURE_RESOURCE_GROUP": "g", "STYX_AZURE_SUBNET_ID": "/n"}
     status = AzureProvider(env={**env, "STYX_AZURE_OS_DISK_GB": "big"}).check()
     assert not status.enabled and "STYX_AZURE_OS_DISK_GB" in status.reason
+
+
+def test_list_providers_shows_declared_capabilities(engine_factory) -> None:  # type: ignore[no-untyped-def]
+    prov = Provisioner(engine_factory("provisioner"), {"caps": _Caps(Capabilities(stop_start=True, spot=True))}, LAUNCH)
+    prov.start(reconcile=False)
+    try:
+        (info,) = prov.list_providers()
+        assert info.capabilities == ("stop_start", "spot")
+    finally:
+        prov.stop()

@@ -127,6 +127,8 @@ class ProviderInfo:
     enabled: bool
     reason: str = ""
     hint: str = ""
+    #: The capabilities the provider declares (``Capabilities.names()``), e.g. ("spot",).
+    capabilities: tuple[str, ...] = ()
 
 
 @dataclass
@@ -243,7 +245,8 @@ class Provisioner:
         out = []
         for name in sorted(self._providers):
             status = self._status.get(name) or ProviderStatus(False, "not checked yet")
-            out.append(ProviderInfo(name, status.enabled, status.reason, status.hint))
+            caps = tuple(capabilities_of(self._providers[name]).names())
+            out.append(ProviderInfo(name, status.enabled, status.reason, status.hint, caps))
         return out
 
     def list_offers(self, provider: str = "") -> list[Offer]:
