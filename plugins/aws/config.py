@@ -20,14 +20,18 @@ Environment:
 - ``STYX_AWS_CREATE_TIMEOUT_SECONDS``: how long create waits for "running" (default 300).
 - ``STYX_AWS_POLL_SECONDS``: state polling interval (default 2).
 - ``STYX_AWS_MAX_ATTEMPTS``: botocore attempts per API call, retries included (default 4).
+- ``STYX_AWS_CONFIG_FILE``: a YAML / JSON file with any of these settings (``regions:
+  [us-east-1]``); the environment wins over it (``styx.provider.config``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+from styx.provider import ConfigError, ProviderConfig
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +41,7 @@ UBUNTU_SSM = "resolve:ssm:/aws/service/canonical/ubuntu/server/24.04/stable/curr
 # Used only when the broker's built-in catalog cannot be read (same regions as its "aws").
 FALLBACK_REGIONS = ("us-east-1", "us-east-2", "us-west-2", "eu-west-1", "eu-central-1", "ap-northeast-1")
 
-
-class ConfigError(ValueError):
-    """A setting is malformed; the message names the variable and the fix."""
+__all__ = ["AwsConfig", "ConfigError", "default_regions"]
 
 
 @dataclass(frozen=True)
@@ -71,20 +73,23 @@ class AwsConfig:
         return UBUNTU_SSM.format(arch="arm64" if arch in ("arm64", "aarch64") else "amd64")
 
     @classmethod
-    def from_env(cls) -> AwsConfig:
-        """Read the ``STYX_AWS_*`` variables; raise ConfigError on a malformed one."""
-        regions = _csv("STYX_AWS_REGIONS") or default_regions()
+    def from_env(cls, env: Mapping[str, str] | None = None) -> AwsConfig:
+        """Read the ``STYX_AWS_*`` settings (environment over ``STYX_AWS_CONFIG_FILE``);
+        raise ConfigError on a malformed one."""
+        c = ProviderConfig.load("STYX_AWS_", env)
+        image = c.get("STYX_AWS_IMAGE_ID")
+        images = c.pairs("STYX_AWS_IMAGE_ID", "us-east-1=ami-0123") if "=" in image else {"*": image}
         return cls(
-            regions=tuple(regions),
-            images=_images(os.environ.get("STYX_AWS_IMAGE_ID", "")),
-            security_group_ids=tuple(_csv("STYX_AWS_SECURITY_GROUP_IDS")),
-            subnets=_pairs("STYX_AWS_SUBNET_IDS"),
-            key_name=os.environ.get("STYX_AWS_KEY_NAME", "").strip(),
-            iam_instance_profile=os.environ.get("STYX_AWS_IAM_INSTANCE_PROFILE", "").strip(),
-            disk_gb=int(_number("STYX_AWS_DISK_GB", 0)),
-            create_timeout_s=_number("STYX_AWS_CREATE_TIMEOUT_SECONDS", 300.0),
-            poll_s=_number("STYX_AWS_POLL_SECONDS", 2.0),
-            max_attempts=max(1, int(_number("STYX_AWS_MAX_ATTEMPTS", 4))),
+            regions=tuple(c.csv("STYX_AWS_REGIONS") or default_regions()),
+            images=images if image else {},
+            security_group_ids=tuple(c.csv("STYX_AWS_SECURITY_GROUP_IDS")),
+            subnets=c.pairs("STYX_AWS_SUBNET_IDS", "us-east-1a=subnet-0123"),
+            key_name=c.get("STYX_AWS_KEY_NAME"),
+            iam_instance_profile=c.get("STYX_AWS_IAM_INSTANCE_PROFILE"),
+            disk_gb=c.integer("STYX_AWS_DISK_GB", 0),
+            create_timeout_s=c.number("STYX_AWS_CREATE_TIMEOUT_SECONDS", 300.0),
+            poll_s=c.number("STYX_AWS_POLL_SECONDS", 2.0),
+            max_attempts=max(1, c.integer("STYX_AWS_MAX_ATTEMPTS", 4)),
         )
 
 
@@ -98,39 +103,3 @@ def default_regions() -> list[str]:
     except Exception as exc:  # a trimmed install without the broker still works
         log.debug("built-in catalog unreadable (%s); using the fallback AWS regions", exc)
         return list(FALLBACK_REGIONS)
-
-
-def _csv(name: str) -> list[str]:
-    return [part.strip() for part in os.environ.get(name, "").split(",") if part.strip()]
-
-
-def _pairs(name: str) -> dict[str, str]:
-    out = {}
-    for part in _csv(name):
-        key, sep, value = part.partition("=")
-        if not sep or not key.strip() or not value.strip():
-            raise ConfigError(f"{name}: {part!r} is not KEY=VALUE; write e.g. us-east-1a=subnet-0123")
-        out[key.strip()] = value.strip()
-    return out
-
-
-def _images(text: str) -> dict[str, str]:
-    text = text.strip()
-    if not text:
-        return {}
-    if "=" not in text:
-        return {"*": text}
-    return _pairs("STYX_AWS_IMAGE_ID")
-
-
-def _number(name: str, default: float) -> float:
-    text = os.environ.get(name, "").strip()
-    if not text:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        raise ConfigError(f"{name}: {text!r} is not a number") from None
-    if value < 0:
-        raise ConfigError(f"{name}: must be >= 0, got {text}")
-    return value

@@ -8,7 +8,7 @@ truncated, and never the request (its user data holds the node token).
 
 from __future__ import annotations
 
-from styx.provisioner.provider import ProviderError, ProviderErrorKind
+from styx.provider import ErrorCodes, ProviderError, ProviderErrorKind, clip, unexpected
 
 # EC2 error codes, by kind (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/errors-overview.html).
 CAPACITY_CODES = frozenset(
@@ -51,20 +51,18 @@ AUTH_CODES = frozenset(
         "PendingVerification",
     }
 )
-_MAX_MESSAGE = 300
+EC2_CODES = ErrorCodes(
+    capacity=CAPACITY_CODES,
+    quota=QUOTA_CODES,
+    auth=AUTH_CODES,
+    invalid=frozenset({"MissingParameter", "IdempotentParameterMismatch", "DryRunOperation"}),
+    patterns=(("Invalid.*", ProviderErrorKind.INVALID),),
+)
 
 
 def kind_of_code(code: str) -> ProviderErrorKind:
     """The kind of an EC2 error code."""
-    if code in CAPACITY_CODES:
-        return ProviderErrorKind.CAPACITY
-    if code in QUOTA_CODES:
-        return ProviderErrorKind.QUOTA
-    if code in AUTH_CODES:
-        return ProviderErrorKind.AUTH
-    if code.startswith("Invalid") or code in ("MissingParameter", "IdempotentParameterMismatch", "DryRunOperation"):
-        return ProviderErrorKind.INVALID
-    return ProviderErrorKind.INTERNAL
+    return EC2_CODES.kind_of([code])
 
 
 def kind_of_state_reason(code: str) -> ProviderErrorKind:
@@ -93,9 +91,7 @@ def classify(exc: BaseException, doing: str) -> ProviderError:
         return exc
     if isinstance(exc, bce.ClientError):
         code = error_code(exc)
-        message = str(exc.response.get("Error", {}).get("Message", "") or "")
-        if len(message) > _MAX_MESSAGE:
-            message = message[:_MAX_MESSAGE] + "..."
+        message = clip(str(exc.response.get("Error", {}).get("Message", "") or ""))
         return ProviderError(kind_of_code(code), f"{doing}: {code or 'error'}: {message}".rstrip(": "))
     if isinstance(exc, (bce.NoCredentialsError, bce.PartialCredentialsError)):
         return ProviderError(
@@ -110,4 +106,4 @@ def classify(exc: BaseException, doing: str) -> ProviderError:
         )
     if isinstance(exc, bce.BotoCoreError):
         return ProviderError(ProviderErrorKind.INTERNAL, f"{doing}: {type(exc).__name__}")
-    return ProviderError(ProviderErrorKind.INTERNAL, f"{doing}: unexpected {type(exc).__name__}")
+    return unexpected(exc, doing)

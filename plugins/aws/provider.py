@@ -7,7 +7,7 @@ What ``create`` does, in order:
 2. Otherwise calls RunInstances with ``ClientToken`` derived from the request id (EC2's own
    idempotency), the tags ``styx-node-id``, ``styx-request-id``, ``styx-managed=true``,
    ``Name`` and the request's labels on the instance and its volumes, the shared boot
-   script (``styx.provisioner.bootstrap``) as user data, IMDSv2 required, shutdown from
+   script (``styx.provider.boot``) as user data, IMDSv2 required, shutdown from
    inside = terminate, and ``InstanceMarketOptions`` for spot (one-time, terminate on
    interruption).
 3. Waits (bounded) until the instance is running; one that dies while launching raises a
@@ -31,34 +31,36 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from styx.provisioner import bootstrap
-from styx.provisioner.hookspecs import hookimpl
-from styx.provisioner.provider import (
-    PLANE_LABEL,
-    AgentLaunch,
-    InstanceStatus,
-    Offer,
-    ProviderError,
-    ProviderErrorKind,
-    ProviderInstance,
-    ProviderStatus,
-)
-from styx_plugins.aws.config import AwsConfig, ConfigError
+from styx.common.clock import Clock
+from styx.provider import ProviderError, ProviderErrorKind, ProviderStatus
+from styx.provider.base import ProviderBase
+from styx.provider.boot import boot_script
+from styx.provider.capabilities import Capabilities
+from styx.provider.check import CachedCheck
+from styx.provider.config import ConfigError
+from styx.provider.hooks import hookimpl
+from styx.provider.tags import TAG_MANAGED, TAG_NODE, TAG_REQUEST, TagRules, TextRule, instance_tags, user_tags
+from styx.provider.types import PLANE_LABEL, CreateRequest, InstanceStatus, Offer, ProviderInstance
+from styx_plugins.aws.config import AwsConfig
 from styx_plugins.aws.errors import classify, error_code, kind_of_state_reason
 
 log = logging.getLogger(__name__)
 
 NAME = "aws"
-TAG_NODE = "styx-node-id"
-TAG_REQUEST = "styx-request-id"
-TAG_MANAGED = "styx-managed"
-RESERVED_TAGS = frozenset({TAG_NODE, TAG_REQUEST, TAG_MANAGED, "Name"})
 INSTALL_HINT = "pip install 'styx[aws]'"
 CREDENTIALS_HINT = (
     "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run `aws configure` / `aws sso login`"
 )
-# EC2 allows 50 tags per resource; Styx uses 4.
-MAX_LABEL_TAGS = 46
+# EC2 tag rules: these characters, keys <= 128 and values <= 256 characters, no "aws:"
+# prefix, 50 tags per resource of which Styx uses 4 (its three and "Name").
+_TAG_TEXT = r"[^\w .:/=+\-@]"
+EC2_TAGS = TagRules(
+    key=TextRule(max_len=128, invalid=_TAG_TEXT),
+    value=TextRule(max_len=256, invalid=_TAG_TEXT),
+    max_tags=50,
+    reserved_prefixes=("aws:",),
+    reserved_keys=frozenset({"Name"}),
+)
 # States of an instance that still exists (costs money or may come back).
 LIVE_STATES = ("pending", "running", "stopping", "stopped", "shutting-down")
 _STATUS = {
@@ -70,10 +72,9 @@ _STATUS = {
     "shutting-down": InstanceStatus.TERMINATING,
     "terminated": InstanceStatus.TERMINATED,
 }
-_TAG_CHARS = re.compile(r"[^\w .:/=+\-@]")
-# A failed credentials lookup is cached this long: check() runs every reconcile pass and
-# the chain may probe the instance metadata service, which is slow off EC2.
-_NEGATIVE_CHECK_TTL_S = 60.0
+# A credentials lookup is cached this long: check() runs every reconcile pass and the
+# chain may probe the instance metadata service, which is slow off EC2.
+_CHECK_TTL_S = 60.0
 
 T = TypeVar("T")
 
@@ -84,35 +85,25 @@ def client_token(request_id: str) -> str:
 
 
 def sanitize_labels(labels: Mapping[str, str]) -> dict[str, str]:
-    """Labels as EC2 tags: allowed characters only, keys <= 128 and values <= 256
-    characters, no ``aws:`` prefix, Styx's own tags never overridden, at most 46."""
-    out: dict[str, str] = {}
-    for key, value in sorted(labels.items()):
-        clean_key = _TAG_CHARS.sub("_", key)[:128]
-        if not clean_key or clean_key.lower().startswith("aws:") or clean_key in RESERVED_TAGS:
-            log.warning("label %r cannot be an EC2 tag; skipped", key)
-            continue
-        out[clean_key] = _TAG_CHARS.sub("_", value)[:256]
-        if len(out) >= MAX_LABEL_TAGS:
-            log.warning("more than %d labels; the rest are not tagged", MAX_LABEL_TAGS)
-            break
-    return out
+    """Labels as EC2 tags (see ``EC2_TAGS``); Styx's own tags are never overridden."""
+    return user_tags(labels, EC2_TAGS)
 
 
-class AwsProvider:
+class AwsProvider(ProviderBase):
     """Creates Styx nodes as EC2 instances. Thread-safe (boto3 clients are; the session
     and the caches are guarded by a lock)."""
 
     name = NAME
+    capabilities = Capabilities(stop_start=True, spot=True, multi_node=True, images=True, catalog=True)
 
-    def __init__(self, config: AwsConfig | None = None) -> None:
+    def __init__(self, config: AwsConfig | None = None, clock: Clock | None = None) -> None:
+        super().__init__(clock)
         self._config = config
-        self._config_error = ""
         self._lock = threading.Lock()
         self._session: Any = None
         self._clients: dict[str, Any] = {}
         self._region_of: dict[str, str] = {}
-        self._no_credentials_until = 0.0
+        self._credentials_check = CachedCheck(self._probe_credentials, _CHECK_TTL_S, clock=self.clock)
 
     # -- configuration ---------------------------------------------------------------------
 
@@ -124,7 +115,7 @@ class AwsProvider:
                 try:
                     self._config = AwsConfig.from_env()
                 except ConfigError as exc:
-                    raise ProviderError(ProviderErrorKind.INVALID, str(exc)) from None
+                    raise ProviderError(ProviderErrorKind.INVALID, exc.reason) from None
             return self._config
 
     def _boto_session(self) -> Any:
@@ -182,8 +173,9 @@ class AwsProvider:
             return ProviderStatus(False, f"bad AWS setting: {exc.message}", "fix the STYX_AWS_* variable named")
         if not config.regions:
             return ProviderStatus(False, "no AWS regions configured", "set STYX_AWS_REGIONS, e.g. us-east-1")
-        if time.monotonic() < self._no_credentials_until:
-            return ProviderStatus(False, "no AWS credentials found", CREDENTIALS_HINT)
+        return self._credentials_check()
+
+    def _probe_credentials(self) -> ProviderStatus:
         try:
             credentials = self._boto_session().get_credentials()
         except Exception as exc:  # a broken profile or config file must not crash the provisioner
@@ -191,27 +183,14 @@ class AwsProvider:
                 False, f"AWS credentials could not be loaded ({type(exc).__name__})", CREDENTIALS_HINT
             )
         if credentials is None:
-            self._no_credentials_until = time.monotonic() + _NEGATIVE_CHECK_TTL_S
             with self._lock:
                 self._session = None  # a fresh session re-reads the chain next time
             return ProviderStatus(False, "no AWS credentials found", CREDENTIALS_HINT)
         return ProviderStatus(True)
 
-    def offers(self) -> list[Offer]:
-        """None: the broker's catalog holds AWS offers (see ``catalog()`` to build one)."""
-        return []
-
-    def create(
-        self,
-        *,
-        node_id: str,
-        offer: Offer,
-        spot: bool,
-        labels: Mapping[str, str],
-        request_id: str,
-        agent_launch: AgentLaunch,
-    ) -> str:
-        """Create (or find, for a repeated request id) the instance of ``node_id``."""
+    def create_instance(self, request: CreateRequest) -> str:
+        """Create (or find, for a repeated request id) the instance of the request's node."""
+        offer, node_id, request_id = request.offer, request.node_id, request.request_id
         if not offer.instance_type:
             raise ProviderError(ProviderErrorKind.INVALID, "offer has no instance type, e.g. t3.medium")
         region = offer.region or self.config.regions[0]
@@ -226,7 +205,7 @@ class AwsProvider:
         if instance_id:
             log.info("instance exists for this request", extra={"node_id": node_id, "instance_id": instance_id})
         else:
-            instance_id = self._run_instance(client, region, node_id, offer, spot, labels, request_id, agent_launch)
+            instance_id = self._run_instance(client, region, request)
         self._remember(instance_id, region)
         self._wait_running(client, region, instance_id)
         return instance_id
@@ -318,7 +297,7 @@ class AwsProvider:
 
     def _find_by_request(self, client: Any, region: str, request_id: str) -> str:
         filters = [
-            {"Name": f"tag:{TAG_REQUEST}", "Values": [request_id]},
+            {"Name": f"tag:{TAG_REQUEST}", "Values": [EC2_TAGS.value.apply(request_id)]},
             {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]},
         ]
         try:
@@ -333,35 +312,10 @@ class AwsProvider:
             log.warning("several instances carry request id %s; using the oldest", request_id)
         return str(found[0]["InstanceId"])
 
-    def _run_instance(
-        self,
-        client: Any,
-        region: str,
-        node_id: str,
-        offer: Offer,
-        spot: bool,
-        labels: Mapping[str, str],
-        request_id: str,
-        launch: AgentLaunch,
-    ) -> str:
+    def _run_instance(self, client: Any, region: str, request: CreateRequest) -> str:
         config = self.config
-        env = bootstrap.agent_env(
-            node_id,
-            NAME,
-            launch.scheduler_endpoint,
-            launch.broker_endpoint,
-            launch.token,
-            region=region,
-            zone=offer.zone,
-            instance_type=offer.instance_type,
-        )
-        tags = {
-            **sanitize_labels(labels),
-            TAG_NODE: node_id,
-            TAG_REQUEST: request_id,
-            TAG_MANAGED: "true",
-            "Name": f"styx-{node_id}",
-        }
+        offer, node_id, spot, request_id = request.offer, request.node_id, request.spot, request.request_id
+        tags = {**instance_tags(node_id, request_id, request.labels, EC2_TAGS), "Name": f"styx-{node_id}"}
         tag_list = [{"Key": k, "Value": v} for k, v in tags.items()]
         token = client_token(request_id)
         params: dict[str, Any] = {
@@ -370,7 +324,7 @@ class AwsProvider:
             "MinCount": 1,
             "MaxCount": 1,
             "ClientToken": token,
-            "UserData": bootstrap.startup_script(env, ca_pem=launch.tls_ca_pem),  # boto3 base64-encodes it
+            "UserData": boot_script(NAME, request, region=region),  # boto3 base64-encodes it
             "TagSpecifications": [
                 {"ResourceType": "instance", "Tags": tag_list},
                 {"ResourceType": "volume", "Tags": tag_list},

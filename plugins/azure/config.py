@@ -32,13 +32,16 @@ Optional:
 - ``STYX_AZURE_REGIONS``: comma-separated regions (``eastus,westeurope``) whose VM sizes
   ``sky catalog refresh azure`` reads; default: the regions of the built-in catalog's
   azure offers (see catalog.py).
+- ``STYX_AZURE_CONFIG_FILE``: a YAML / JSON file with any of these settings
+  (``resource_group: styx``); the environment wins over it (``styx.provider.config``).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+from styx.provider import ProviderConfig
 
 # Ubuntu 22.04 LTS (Gen2) from Canonical; python3 is on it, and cloud-init runs customData.
 DEFAULT_IMAGE = "Canonical:0001-com-ubuntu-server-jammy:22_04-lts-gen2:latest"
@@ -69,26 +72,26 @@ class AzureSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AzureSettings:
-        """Read the settings from ``env`` (default: the process environment)."""
-        env = os.environ if env is None else env
-        prefix = "STYX_AZURE_SUBNET_ID_"
-        by_region = {k[len(prefix) :].lower(): v.strip() for k, v in env.items() if k.startswith(prefix) and v.strip()}
+        """Read the settings from ``env`` (default: the process environment) over
+        ``STYX_AZURE_CONFIG_FILE``; raise ``ConfigError`` naming a malformed one."""
+        c = ProviderConfig.load("STYX_AZURE_", env)
+        poll = "STYX_AZURE_POLL_SECONDS"
         return cls(
-            subscription_id=env.get("AZURE_SUBSCRIPTION_ID", "").strip(),
-            resource_group=env.get("STYX_AZURE_RESOURCE_GROUP", "").strip(),
-            subnet_id=env.get("STYX_AZURE_SUBNET_ID", "").strip(),
-            subnet_by_region=by_region,
-            image=env.get("STYX_AZURE_IMAGE", "").strip() or DEFAULT_IMAGE,
-            public_ip=env.get("STYX_AZURE_PUBLIC_IP", "0").strip().lower() in ("1", "true", "yes"),
-            os_disk_type=env.get("STYX_AZURE_OS_DISK_TYPE", "").strip() or DEFAULT_DISK_TYPE,
-            os_disk_gb=_int(env.get("STYX_AZURE_OS_DISK_GB", ""), 0),
-            admin_username=env.get("STYX_AZURE_ADMIN_USERNAME", "").strip() or DEFAULT_ADMIN,
-            ssh_public_key=env.get("STYX_AZURE_SSH_PUBLIC_KEY", "").strip(),
-            endpoint=env.get("STYX_AZURE_ENDPOINT", "").strip().rstrip("/"),
-            create_timeout_s=_float(env.get("STYX_AZURE_CREATE_TIMEOUT_SECONDS", ""), 600.0),
-            delete_timeout_s=_float(env.get("STYX_AZURE_DELETE_TIMEOUT_SECONDS", ""), 600.0),
-            poll_s=_float(env["STYX_AZURE_POLL_SECONDS"], 30.0) if env.get("STYX_AZURE_POLL_SECONDS") else None,
-            regions=_regions(env.get("STYX_AZURE_REGIONS", "")),
+            subscription_id=c.get("AZURE_SUBSCRIPTION_ID"),
+            resource_group=c.get("STYX_AZURE_RESOURCE_GROUP"),
+            subnet_id=c.get("STYX_AZURE_SUBNET_ID"),
+            subnet_by_region=c.with_prefix("STYX_AZURE_SUBNET_ID_"),
+            image=c.get("STYX_AZURE_IMAGE", DEFAULT_IMAGE),
+            public_ip=c.flag("STYX_AZURE_PUBLIC_IP", False),
+            os_disk_type=c.get("STYX_AZURE_OS_DISK_TYPE", DEFAULT_DISK_TYPE),
+            os_disk_gb=c.integer("STYX_AZURE_OS_DISK_GB", 0),
+            admin_username=c.get("STYX_AZURE_ADMIN_USERNAME", DEFAULT_ADMIN),
+            ssh_public_key=c.get("STYX_AZURE_SSH_PUBLIC_KEY"),
+            endpoint=c.get("STYX_AZURE_ENDPOINT").rstrip("/"),
+            create_timeout_s=c.number("STYX_AZURE_CREATE_TIMEOUT_SECONDS", 600.0),
+            delete_timeout_s=c.number("STYX_AZURE_DELETE_TIMEOUT_SECONDS", 600.0),
+            poll_s=c.number(poll, 30.0) if c.is_set(poll) else None,
+            regions=_regions(c.get("STYX_AZURE_REGIONS")),
         )
 
     @property
@@ -132,18 +135,3 @@ def _regions(text: str) -> tuple[str, ...]:
         if name and name not in out:
             out.append(name)
     return tuple(out)
-
-
-def _int(text: str, default: int) -> int:
-    try:
-        return int(text.strip()) if text.strip() else default
-    except ValueError:
-        return default
-
-
-def _float(text: str, default: float) -> float:
-    try:
-        value = float(text.strip()) if text.strip() else default
-    except ValueError:
-        return default
-    return value if value >= 0 else default

@@ -8,7 +8,7 @@ code and text (they name SKUs, regions and quotas, never credentials), shortened
 
 from __future__ import annotations
 
-from styx.provisioner.provider import ProviderError, ProviderErrorKind
+from styx.provider import ErrorCodes, ProviderError, ProviderErrorKind, clip
 
 # Azure has no capacity in that zone / region for that size (the broker tries elsewhere).
 CAPACITY_CODES = frozenset(
@@ -35,6 +35,14 @@ AUTH_CODES = frozenset(
     }
 )
 _MAX_MESSAGE = 400
+ARM_CODES = ErrorCodes(
+    capacity=CAPACITY_CODES,
+    quota=QUOTA_CODES,
+    auth=AUTH_CODES,
+    # ARM reports exhausted vCPU quota as OperationNotAllowed with the word in the message.
+    patterns=((".*QuotaExceeded", ProviderErrorKind.QUOTA),),
+    message_words=(("OperationNotAllowed", "quota", ProviderErrorKind.QUOTA),),
+)
 
 
 def error_code(exc: BaseException) -> str:
@@ -62,33 +70,15 @@ def classify(exc: BaseException, action: str) -> ProviderError:
     if isinstance(exc, HttpResponseError):
         code = error_code(exc)
         message = getattr(getattr(exc, "error", None), "message", None) or exc.reason or ""
-        text = f"azure {action}: {code or exc.status_code}: {_clip(str(message))}"
+        text = f"azure {action}: {code or exc.status_code}: {clip(str(message), _MAX_MESSAGE)}"
         return ProviderError(kind_of(code, exc.status_code, str(message)), text)
     return ProviderError(ProviderErrorKind.INTERNAL, f"azure {action}: {type(exc).__name__}: {_short(exc)}")
 
 
 def kind_of(code: str, status: int | None, message: str = "") -> ProviderErrorKind:
     """The Styx error kind of an ARM error ``code`` / HTTP ``status``."""
-    if code in CAPACITY_CODES:
-        return ProviderErrorKind.CAPACITY
-    # ARM reports exhausted vCPU quota as OperationNotAllowed with the word in the message.
-    if (
-        code in QUOTA_CODES
-        or code.endswith("QuotaExceeded")
-        or (code == "OperationNotAllowed" and "quota" in message.lower())
-    ):
-        return ProviderErrorKind.QUOTA
-    if code in AUTH_CODES or status in (401, 403):
-        return ProviderErrorKind.AUTH
-    if status is not None and 400 <= status < 500:
-        return ProviderErrorKind.INVALID
-    return ProviderErrorKind.INTERNAL
+    return ARM_CODES.kind_of([code], status, message)
 
 
 def _short(exc: BaseException) -> str:
-    return _clip(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-
-
-def _clip(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 3] + "..."
+    return clip(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, _MAX_MESSAGE)

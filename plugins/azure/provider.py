@@ -29,7 +29,6 @@ stable across create and list). ``terminate`` deletes only VMs tagged ``styx-man
 from __future__ import annotations
 
 import base64
-import hashlib
 import importlib.util
 import logging
 import re
@@ -38,18 +37,16 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from styx.provisioner import bootstrap
-from styx.provisioner.hookspecs import hookimpl
-from styx.provisioner.provider import (
-    PLANE_LABEL,
-    AgentLaunch,
-    InstanceStatus,
-    Offer,
-    ProviderError,
-    ProviderErrorKind,
-    ProviderInstance,
-    ProviderStatus,
-)
+from styx.common.clock import Clock
+from styx.provider import ProviderError, ProviderErrorKind, ProviderStatus
+from styx.provider.base import ProviderBase
+from styx.provider.boot import boot_script
+from styx.provider.capabilities import Capabilities
+from styx.provider.check import CachedCheck
+from styx.provider.config import ConfigError
+from styx.provider.hooks import hookimpl
+from styx.provider.tags import TAG_MANAGED, TAG_NODE, TAG_REQUEST, TagRules, TextRule, digest, instance_tags, user_tags
+from styx.provider.types import PLANE_LABEL, CreateRequest, InstanceStatus, Offer, ProviderInstance
 from styx_plugins.azure.config import AzureSettings
 from styx_plugins.azure.errors import classify
 
@@ -57,9 +54,6 @@ log = logging.getLogger(__name__)
 
 NAME = "azure"
 INSTALL_HINT = "pip install 'styx[azure]'"
-TAG_MANAGED = "styx-managed"
-TAG_NODE = "styx-node-id"
-TAG_REQUEST = "styx-request-id"
 ARM_SCOPE = "https://management.azure.com/.default"
 # Token that the client sends to an http:// test endpoint (never a real credential).
 STATIC_TEST_TOKEN = "styx-static-test-token"
@@ -72,9 +66,14 @@ _ID_RE = re.compile(
     r"virtualMachines/(?P<name>[^/]+)$",
     re.IGNORECASE,
 )
-# Azure tag names may not contain these characters, nor start with these prefixes.
-_TAG_FORBIDDEN = re.compile(r"[<>%&\\?/]")
-_TAG_RESERVED = ("microsoft", "azure", "windows")
+# Azure tag names may not contain these characters (they become '_'), nor start with these
+# prefixes (such names get "x-"); names are cut to 512 and values to 256 characters.
+AZURE_TAGS = TagRules(
+    key=TextRule(max_len=512, invalid=r"[<>%&\\?/]"),
+    value=TextRule(max_len=256),
+    reserved_prefixes=("microsoft", "azure", "windows"),
+    rename_reserved="x-",
+)
 
 
 def vm_name(node_id: str) -> str:
@@ -86,8 +85,7 @@ def vm_name(node_id: str) -> str:
     base = re.sub(r"[^A-Za-z0-9-]", "-", node_id).strip("-")
     if base == node_id and len(base) <= 50:
         return f"styx-{base}"
-    digest = hashlib.sha256(node_id.encode()).hexdigest()[:8]
-    return f"styx-{base[:40].strip('-')}-{digest}"
+    return f"styx-{base[:40].strip('-')}-{digest(node_id, 8)}"
 
 
 def azure_zone(zone: str) -> str:
@@ -96,18 +94,8 @@ def azure_zone(zone: str) -> str:
 
 
 def sanitise_tags(labels: Mapping[str, str]) -> dict[str, str]:
-    """Labels as Azure tags: forbidden characters become '_', reserved prefixes get 'x-',
-    names are cut to 512 and values to 256 characters; Styx's own tags cannot be overridden.
-    """
-    out: dict[str, str] = {}
-    for key, value in labels.items():
-        name = _TAG_FORBIDDEN.sub("_", str(key))[:512]
-        if name.lower().startswith(_TAG_RESERVED):
-            name = f"x-{name}"[:512]
-        if not name or name in (TAG_MANAGED, TAG_NODE, TAG_REQUEST):
-            continue
-        out[name] = str(value)[:256]
-    return out
+    """Labels as Azure tags (see ``AZURE_TAGS``); Styx's own tags cannot be overridden."""
+    return user_tags(labels, AZURE_TAGS)
 
 
 def _wire(obj: Any) -> Mapping[str, Any]:
@@ -131,12 +119,14 @@ def _tags(vm: Any) -> dict[str, str]:
     return dict(_wire(vm).get("tags") or {})
 
 
-class AzureProvider:
+class AzureProvider(ProviderBase):
     """Creates Styx nodes as Azure VMs. Thread-safe: one SDK client, stateless calls."""
 
     name = NAME
+    capabilities = Capabilities(stop_start=True, spot=True, multi_node=True, images=True, catalog=True)
 
-    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, env: Mapping[str, str] | None = None, clock: Clock | None = None) -> None:
+        super().__init__(clock)
         # ``env`` (default: the process environment) is read once, on first use.
         self._env = env
         # Re-entrant: building the client reads the settings under the same lock.
@@ -144,7 +134,7 @@ class AzureProvider:
         self._settings: AzureSettings | None = None
         self._client: Any = None
         self._ssh_key = ""
-        self._cred_checked: tuple[float, ProviderStatus] | None = None
+        self._credential_check = CachedCheck(self._probe_credential, _CRED_OK_TTL_S, _CRED_FAIL_TTL_S, self.clock)
 
     # -- configuration and SDK ---------------------------------------------------------
 
@@ -196,7 +186,10 @@ class AzureProvider:
                     found = False
                 if not found:
                     return ProviderStatus(False, f"the Azure SDK is not installed ({module})", INSTALL_HINT)
-            s = self.settings
+            try:
+                s = self.settings
+            except ConfigError as exc:
+                return ProviderStatus(False, exc.reason, exc.hint)
             missing = s.missing()
             if missing:
                 return ProviderStatus(
@@ -211,45 +204,27 @@ class AzureProvider:
                 return ProviderStatus(False, str(exc), "set STYX_AZURE_IMAGE to publisher:offer:sku:version")
             if s.plain_http:
                 return ProviderStatus(True)
-            return self._check_credential()
+            return self._credential_check()
         except Exception as exc:  # check() must never raise
             return ProviderStatus(False, f"check failed: {type(exc).__name__}", "see the provisioner log")
 
-    def _check_credential(self) -> ProviderStatus:
-        cached = self._cred_checked
-        if cached is not None and time.monotonic() < cached[0]:
-            return cached[1]
+    def _probe_credential(self) -> ProviderStatus:
         try:
             self._credential().get_token(ARM_SCOPE)
-            status, ttl = ProviderStatus(True), _CRED_OK_TTL_S
         except Exception as exc:
             log.info("azure credential probe failed: %s", type(exc).__name__)
-            status = ProviderStatus(
+            return ProviderStatus(
                 False,
                 "no Azure credentials found (DefaultAzureCredential)",
                 "run 'az login', or set AZURE_CLIENT_ID, AZURE_TENANT_ID and AZURE_CLIENT_SECRET, "
                 "or use a managed identity",
             )
-            ttl = _CRED_FAIL_TTL_S
-        self._cred_checked = (time.monotonic() + ttl, status)
-        return status
+        return ProviderStatus(True)
 
-    def offers(self) -> list[Offer]:
-        """None: the broker's catalog holds Azure's offers; ARM refuses sizes it lacks."""
-        return []
-
-    def create(
-        self,
-        *,
-        node_id: str,
-        offer: Offer,
-        spot: bool,
-        labels: Mapping[str, str],
-        request_id: str,
-        agent_launch: AgentLaunch,
-    ) -> str:
-        """Create (or find again) the VM of ``node_id`` and wait until it runs."""
+    def create_instance(self, request: CreateRequest) -> str:
+        """Create (or find again) the VM of the request's node and wait until it runs."""
         s = self.settings
+        offer, node_id, request_id = request.offer, request.node_id, request.request_id
         if not offer.region:
             raise ProviderError(ProviderErrorKind.INVALID, "azure offers need a region (location), e.g. eastus")
         name = vm_name(node_id)
@@ -259,7 +234,7 @@ class AzureProvider:
         if existing is not None:
             tags = _tags(existing)
             state = _provisioning_state(existing)
-            if tags.get(TAG_REQUEST) != request_id:
+            if tags.get(TAG_REQUEST) != AZURE_TAGS.value.apply(request_id):
                 raise ProviderError(
                     ProviderErrorKind.INVALID,
                     f"VM {name} already exists for another request (node ids must not be reused)",
@@ -271,7 +246,7 @@ class AzureProvider:
                 return self.instance_id(name)
             # A failed or vanishing VM of this request: clear it, then create afresh.
             self._delete(name, deadline)
-        body = self._vm_body(name, node_id, offer, spot, labels, request_id, agent_launch)
+        body = self._vm_body(name, request)
         try:
             poller = client.virtual_machines.begin_create_or_update(s.resource_group, name, body)
             poller.wait(max(deadline - time.monotonic(), 0.0))
@@ -284,7 +259,7 @@ class AzureProvider:
             error = classify(exc, f"create VM {name} ({offer.place})")
             self._cleanup_failed(name)
             raise error from exc
-        log.info("azure VM created", extra={"node_id": node_id, "vm": name, "spot": spot})
+        log.info("azure VM created", extra={"node_id": node_id, "vm": name, "spot": request.spot})
         return self.instance_id(name)
 
     def terminate(self, instance_id: str) -> None:
@@ -446,18 +421,10 @@ class AzureProvider:
                 self._ssh_key = _throwaway_ssh_key()
             return self._ssh_key
 
-    def _vm_body(
-        self,
-        name: str,
-        node_id: str,
-        offer: Offer,
-        spot: bool,
-        labels: Mapping[str, str],
-        request_id: str,
-        launch: AgentLaunch,
-    ) -> dict[str, Any]:
+    def _vm_body(self, name: str, request: CreateRequest) -> dict[str, Any]:
         """The VirtualMachine resource as ARM's wire format (plain dicts are accepted)."""
         s = self.settings
+        offer = request.offer
         subnet = s.subnet_for(offer.region)
         if not subnet:
             raise ProviderError(
@@ -467,19 +434,8 @@ class AzureProvider:
             image = s.image_reference()
         except ValueError as exc:
             raise ProviderError(ProviderErrorKind.INVALID, str(exc)) from exc
-        env = bootstrap.agent_env(
-            node_id,
-            NAME,
-            launch.scheduler_endpoint,
-            launch.broker_endpoint,
-            launch.token,
-            region=offer.region,
-            zone=offer.zone,
-            instance_type=offer.instance_type,
-        )
-        script = bootstrap.startup_script(env, ca_pem=launch.tls_ca_pem)
-        tags = sanitise_tags(labels)
-        tags.update({TAG_MANAGED: "true", TAG_NODE: node_id, TAG_REQUEST: request_id})
+        script = boot_script(NAME, request)
+        tags = instance_tags(request.node_id, request.request_id, request.labels, AZURE_TAGS)
         ip_config: dict[str, Any] = {"subnet": {"id": subnet}, "primary": True}
         if s.public_ip:
             ip_config["publicIPAddressConfiguration"] = {
@@ -527,7 +483,7 @@ class AzureProvider:
                 ],
             },
         }
-        if spot:
+        if request.spot:
             props.update({"priority": "Spot", "evictionPolicy": "Delete", "billingProfile": {"maxPrice": -1}})
         body: dict[str, Any] = {"location": offer.region, "tags": tags, "properties": props}
         zone = azure_zone(offer.zone)

@@ -22,14 +22,17 @@ Environment:
   VMs hold no Google credentials).
 - ``STYX_GCP_CREATE_TIMEOUT_SECONDS`` (default 600): bound on create (operation + RUNNING);
   ``STYX_GCP_DELETE_TIMEOUT_SECONDS`` (default 300).
+- ``STYX_GCP_CONFIG_FILE``: a YAML / JSON file with any of these settings (``project: p``);
+  the environment wins over it (``styx.provider.config``).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from styx.provider import ConfigError, ProviderConfig
 
 #: Debian 12 from Google's public image project; any image with python3 and pip works.
 DEFAULT_IMAGE = "projects/debian-cloud/global/images/family/debian-12"
@@ -43,33 +46,7 @@ CREDENTIALS_HINT = (
 )
 
 
-class ConfigError(Exception):
-    """The environment does not describe a usable GCP setup; ``hint`` says how to fix it."""
-
-    def __init__(self, reason: str, hint: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.hint = hint
-
-
-def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
-    text = env.get(name, "").strip().lower()
-    if not text:
-        return default
-    return text not in ("0", "false", "no", "off")
-
-
-def _number(env: Mapping[str, str], name: str, default: float) -> float:
-    text = env.get(name, "").strip()
-    if not text:
-        return default
-    try:
-        value = float(text)
-    except ValueError as exc:
-        raise ConfigError(f"{name}={text!r} is not a number", f"set {name} to a positive number") from exc
-    if value <= 0:
-        raise ConfigError(f"{name}={text!r} must be positive", f"set {name} to a positive number")
-    return value
+__all__ = ["ConfigError", "GcpSettings", "resolve_credentials"]
 
 
 @dataclass(frozen=True)
@@ -95,30 +72,30 @@ class GcpSettings:
         """Read the settings from ``environ`` (default os.environ); raises ConfigError naming
         the variable at fault.
         """
-        env = os.environ if environ is None else environ
-        endpoint = env.get("STYX_GCP_COMPUTE_ENDPOINT", "").strip().rstrip("/")
-        anonymous = _flag(env, "STYX_GCP_ANONYMOUS", False)
+        env = ProviderConfig.load("STYX_GCP_", environ)
+        endpoint = env.get("STYX_GCP_COMPUTE_ENDPOINT").rstrip("/")
+        anonymous = env.flag("STYX_GCP_ANONYMOUS", False)
         if anonymous and not endpoint:
             raise ConfigError(
                 "STYX_GCP_ANONYMOUS is set but STYX_GCP_COMPUTE_ENDPOINT is not: anonymous access is "
                 "only allowed against an endpoint override",
                 "unset STYX_GCP_ANONYMOUS to use your Google credentials",
             )
-        image = env.get("STYX_GCP_IMAGE", "").strip() or DEFAULT_IMAGE
+        image = env.get("STYX_GCP_IMAGE", DEFAULT_IMAGE)
         return cls(
-            project=(env.get("STYX_GCP_PROJECT") or env.get("GOOGLE_CLOUD_PROJECT") or "").strip(),
+            project=env.get("STYX_GCP_PROJECT") or env.get("GOOGLE_CLOUD_PROJECT"),
             endpoint=endpoint,
             anonymous=anonymous,
             image=image,
-            gpu_image=env.get("STYX_GCP_GPU_IMAGE", "").strip() or image,
-            disk_gb=int(_number(env, "STYX_GCP_DISK_GB", 50)),
-            disk_type=env.get("STYX_GCP_DISK_TYPE", "").strip() or DEFAULT_DISK_TYPE,
-            network=env.get("STYX_GCP_NETWORK", "").strip() or DEFAULT_NETWORK,
-            subnetwork=env.get("STYX_GCP_SUBNETWORK", "").strip(),
-            external_ip=_flag(env, "STYX_GCP_EXTERNAL_IP", True),
-            service_account=env.get("STYX_GCP_SERVICE_ACCOUNT", "").strip(),
-            create_timeout_s=_number(env, "STYX_GCP_CREATE_TIMEOUT_SECONDS", 600),
-            delete_timeout_s=_number(env, "STYX_GCP_DELETE_TIMEOUT_SECONDS", 300),
+            gpu_image=env.get("STYX_GCP_GPU_IMAGE", image),
+            disk_gb=env.integer("STYX_GCP_DISK_GB", 50, positive=True),
+            disk_type=env.get("STYX_GCP_DISK_TYPE", DEFAULT_DISK_TYPE),
+            network=env.get("STYX_GCP_NETWORK", DEFAULT_NETWORK),
+            subnetwork=env.get("STYX_GCP_SUBNETWORK"),
+            external_ip=env.flag("STYX_GCP_EXTERNAL_IP", True),
+            service_account=env.get("STYX_GCP_SERVICE_ACCOUNT"),
+            create_timeout_s=env.number("STYX_GCP_CREATE_TIMEOUT_SECONDS", 600, positive=True),
+            delete_timeout_s=env.number("STYX_GCP_DELETE_TIMEOUT_SECONDS", 300, positive=True),
         )
 
 

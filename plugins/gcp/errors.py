@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from styx.provisioner.provider import ProviderError, ProviderErrorKind
+from styx.provider import ErrorCodes, ProviderError, ProviderErrorKind, kind_of_status
 
 CAPACITY_CODES = frozenset(
     {
@@ -54,28 +54,9 @@ INVALID_CODES = frozenset(
 )
 
 
-def _kind_of_codes(codes: Iterable[str]) -> ProviderErrorKind | None:
-    normal = [c.upper() for c in codes if c]
-    for table, kind in (
-        (CAPACITY_CODES, ProviderErrorKind.CAPACITY),
-        (QUOTA_CODES, ProviderErrorKind.QUOTA),
-        (AUTH_CODES, ProviderErrorKind.AUTH),
-        (INVALID_CODES, ProviderErrorKind.INVALID),
-    ):
-        if any(c in table for c in normal):
-            return kind
-    return None
-
-
-def _kind_of_status(status: int) -> ProviderErrorKind:
-    if status in (401, 403):
-        return ProviderErrorKind.AUTH
-    if status == 429:
-        # RESOURCE_EXHAUSTED: the zone (or the API) cannot take more now; try elsewhere.
-        return ProviderErrorKind.CAPACITY
-    if 400 <= status < 500:
-        return ProviderErrorKind.INVALID
-    return ProviderErrorKind.INTERNAL
+GCE_CODES = ErrorCodes(
+    capacity=CAPACITY_CODES, quota=QUOTA_CODES, auth=AUTH_CODES, invalid=INVALID_CODES, ignore_case=True
+)
 
 
 def _reasons(errors: Iterable[Any]) -> list[str]:
@@ -102,10 +83,8 @@ def from_api_error(exc: BaseException, action: str) -> ProviderError:
         reasons = _reasons(exc.errors)
         if getattr(exc, "reason", None):
             reasons.append(str(exc.reason))
-        kind = _kind_of_codes(reasons)
         # A 403 is about permissions unless its reason says quota or rate limit.
-        if kind is None or (kind is ProviderErrorKind.INVALID and status in (401, 403)):
-            kind = _kind_of_status(status)
+        kind = GCE_CODES.kind_of(reasons, status)
         detail = exc.message or type(exc).__name__
         codes = ", ".join(r for r in reasons if r)
         return ProviderError(kind, f"{action}: HTTP {status or '?'} {codes + ': ' if codes else ''}{detail}")
@@ -126,7 +105,7 @@ def from_operation(operation: Any, action: str) -> ProviderError | None:
     if not errors and status < 400:
         return None
     codes = [str(getattr(e, "code", "") or "") for e in errors]
-    kind = _kind_of_codes(codes) or _kind_of_status(status or 500)
+    kind = GCE_CODES.kind_of_codes(codes) or kind_of_status(status or 500)
     messages = "; ".join(f"{c}: {getattr(e, 'message', '')}".strip(": ") for c, e in zip(codes, errors, strict=True))
     if not messages:
         messages = str(getattr(operation, "http_error_message", "") or f"HTTP {status}")

@@ -14,13 +14,15 @@ The exact node id and request id are also kept in the instance's metadata.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import uuid
+from dataclasses import replace
 
-LABEL_NODE_ID = "styx-node-id"
-LABEL_REQUEST_ID = "styx-request-id"
-LABEL_MANAGED = "styx-managed"
+from styx.provider import TAG_MANAGED, TAG_NODE, TAG_REQUEST, TagRules, TextRule, digest, instance_tags
+
+LABEL_NODE_ID = TAG_NODE
+LABEL_REQUEST_ID = TAG_REQUEST
+LABEL_MANAGED = TAG_MANAGED
 #: Metadata keys holding the exact ids (labels may be hashed).
 META_NODE_ID = "styx-node-id"
 META_REQUEST_ID = "styx-request-id"
@@ -30,12 +32,17 @@ MAX_LABELS = 64
 # Namespace of the requestIds Styx sends: uuid5(namespace, "<operation>:<styx request id>").
 _REQUEST_NAMESPACE = uuid.UUID("5d3c1f8e-2a4b-5c6d-9e0f-1a2b3c4d5e6f")
 _NAME_OK = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
-_VALUE_OK = re.compile(r"^[a-z0-9_-]{0,63}$")
-_KEY_OK = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
-
-
-def _digest(text: str, size: int = 10) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:size]
+#: GCE label rules: a valid key or value is kept; another is lower-cased and cleaned, a
+#: value then gets a hash of the original (so distinct values stay distinct), a key only
+#: when it is too long ("styx.dev/cluster" -> "styx_dev_cluster").
+_GCE_VALUE = TextRule(
+    63, valid=r"[a-z0-9_-]{0,63}", invalid=r"[^a-z0-9_-]+", lowercase=True, hash_changed="-h", keep=40
+)
+# A key must start with a letter ("l_" is put in front otherwise) and is hashed only when long.
+_GCE_KEY = replace(_GCE_VALUE, valid=r"[a-z][a-z0-9_-]{0,62}", strip="_", first="[a-z]", first_prefix="l_")
+GCE_LABELS = TagRules(
+    key=replace(_GCE_KEY, hash_changed="", hash_long="-", keep=50, digest_len=8), value=_GCE_VALUE, max_tags=MAX_LABELS
+)
 
 
 def request_uuid(operation: str, request_id: str) -> str:
@@ -53,27 +60,17 @@ def instance_name(node_id: str) -> str:
     if _NAME_OK.match(plain):
         return plain
     cleaned = re.sub(r"[^a-z0-9-]+", "-", node_id.lower()).strip("-")[:46].rstrip("-")
-    return f"styx-{cleaned}-{_digest(node_id)}" if cleaned else f"styx-{_digest(node_id)}"
+    return f"styx-{cleaned}-{digest(node_id)}" if cleaned else f"styx-{digest(node_id)}"
 
 
 def label_value(value: str) -> str:
     """A label value for ``value``: itself when allowed, else a cleaned prefix plus a hash."""
-    if _VALUE_OK.match(value):
-        return value
-    cleaned = re.sub(r"[^a-z0-9_-]+", "_", value.lower())[:40]
-    return f"{cleaned}-h{_digest(value)}"
+    return GCE_LABELS.value.apply(value)
 
 
 def label_key(key: str) -> str:
     """A label key for ``key`` ("styx.dev/cluster" -> "styx_dev_cluster")."""
-    if _KEY_OK.match(key):
-        return key
-    cleaned = re.sub(r"[^a-z0-9_-]+", "_", key.lower()).strip("_")
-    if not cleaned or not cleaned[0].isalpha():
-        cleaned = f"l_{cleaned}"
-    if len(cleaned) > 63:
-        cleaned = f"{cleaned[:50]}-{_digest(key, 8)}"
-    return cleaned
+    return GCE_LABELS.key.apply(key)
 
 
 def instance_labels(node_id: str, request_id: str, extra: dict[str, str]) -> dict[str, str]:
@@ -82,14 +79,7 @@ def instance_labels(node_id: str, request_id: str, extra: dict[str, str]) -> dic
     Styx's keys win over user labels of the same (cleaned) name; labels beyond GCE's limit
     of 64 are dropped in key order (they stay visible in the Styx store).
     """
-    labels: dict[str, str] = {}
-    for key, value in sorted(extra.items()):
-        labels[label_key(key)] = label_value(value)
-    own = {LABEL_MANAGED: "true", LABEL_NODE_ID: label_value(node_id), LABEL_REQUEST_ID: label_value(request_id)}
-    for key in own:
-        labels.pop(key, None)
-    kept = dict(list(labels.items())[: MAX_LABELS - len(own)])
-    return {**own, **kept}
+    return instance_tags(node_id, request_id, extra, GCE_LABELS)
 
 
 def instance_id(zone: str, name: str) -> str:

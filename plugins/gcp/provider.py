@@ -24,22 +24,18 @@ import importlib.util
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from styx.provisioner import bootstrap
-from styx.provisioner.hookspecs import hookimpl
-from styx.provisioner.provider import (
-    PLANE_LABEL,
-    AgentLaunch,
-    InstanceStatus,
-    Offer,
-    ProviderError,
-    ProviderErrorKind,
-    ProviderInstance,
-    ProviderStatus,
-)
+from styx.common.clock import Clock
+from styx.provider import ProviderError, ProviderErrorKind, ProviderStatus
+from styx.provider.base import ProviderBase
+from styx.provider.boot import boot_script
+from styx.provider.capabilities import Capabilities
+from styx.provider.check import CachedCheck
+from styx.provider.hooks import hookimpl
+from styx.provider.types import PLANE_LABEL, CreateRequest, InstanceStatus, Offer, ProviderInstance
 from styx_plugins.gcp import errors, naming
 from styx_plugins.gcp.catalog import N1_ACCELERATORS
 from styx_plugins.gcp.config import INSTALL_HINT, ConfigError, GcpSettings, resolve_credentials
@@ -81,17 +77,19 @@ class _Api:
     settings: GcpSettings
 
 
-class GcpProvider:
+class GcpProvider(ProviderBase):
     """Creates, lists and deletes Styx's Compute Engine instances."""
 
     name = NAME
+    capabilities = Capabilities(stop_start=True, spot=True, multi_node=True, images=True, catalog=True)
 
-    def __init__(self, settings: GcpSettings | None = None, poll_s: float = 1.0) -> None:
+    def __init__(self, settings: GcpSettings | None = None, poll_s: float = 1.0, clock: Clock | None = None) -> None:
+        super().__init__(clock)
         self._given = settings
         self._poll_s = poll_s
         self._lock = threading.Lock()
         self._api_cache: _Api | None = None
-        self._status: tuple[float, ProviderStatus] | None = None
+        self._check = CachedCheck(self._check_now, STATUS_TTL_S, clock=self.clock)
 
     # -- configuration ---------------------------------------------------------------------
 
@@ -102,13 +100,7 @@ class GcpProvider:
         """Enabled when google-cloud-compute is installed, settings parse, and credentials and
         a project are found. Does not import the SDK or call the API; never raises.
         """
-        with self._lock:
-            if self._status is not None and time.monotonic() - self._status[0] < STATUS_TTL_S:
-                return self._status[1]
-        status = self._check_now()
-        with self._lock:
-            self._status = (time.monotonic(), status)
-        return status
+        return self._check()
 
     def _check_now(self) -> ProviderStatus:
         try:
@@ -120,9 +112,6 @@ class GcpProvider:
             resolve_credentials(self._settings())
         except ConfigError as exc:
             return ProviderStatus(False, exc.reason, exc.hint)
-        except Exception as exc:
-            log.warning("gcp credential check failed", exc_info=exc)
-            return ProviderStatus(False, f"credential check failed ({type(exc).__name__})", "see the provisioner log")
         return ProviderStatus(True)
 
     def _api(self) -> _Api:
@@ -156,10 +145,6 @@ class GcpProvider:
 
     # -- Provider interface ----------------------------------------------------------------
 
-    def offers(self) -> list[Offer]:
-        """None here: GCP's catalog lives in the broker; GCE refuses types it lacks (INVALID)."""
-        return []
-
     def catalog(self, regions: Iterable[str] | None = None, include_unpriced: bool = False) -> list[Offer]:
         """Offers of every machine type offered in each zone of ``regions`` (default: every
         region the project sees), from machineTypes.aggregatedList (plus
@@ -192,17 +177,9 @@ class GcpProvider:
             raise errors.from_api_error(exc, "list accelerator types") from exc
         return build_catalog(machine_types, accelerator_types, wanted, include_unpriced=include_unpriced)
 
-    def create(
-        self,
-        *,
-        node_id: str,
-        offer: Offer,
-        spot: bool,
-        labels: Mapping[str, str],
-        request_id: str,
-        agent_launch: AgentLaunch,
-    ) -> str:
+    def create_instance(self, request: CreateRequest) -> str:
         """Create (or find, for a retried request) the node's VM and wait until it runs."""
+        offer, node_id, request_id = request.offer, request.node_id, request.request_id
         if not offer.zone:
             message = f"offer {offer.place} has no zone; GCE creates VMs in a zone"
             raise ProviderError(ProviderErrorKind.INVALID, message)
@@ -210,21 +187,21 @@ class GcpProvider:
         deadline = time.monotonic() + api.settings.create_timeout_s
         zone = offer.zone
         name = naming.instance_name(node_id)
-        tags = naming.instance_labels(node_id, request_id, dict(labels))
+        tags = naming.instance_labels(node_id, request_id, dict(request.labels))
         action = f"create {name} in {zone}"
         found = self._find_by_request(api, zone, tags[naming.LABEL_REQUEST_ID])
         if found is not None:
             log.info("reusing instance of this request", extra={"node_id": node_id, "instance": found.name})
             return self._await_running(api, zone, found.name, deadline, action)
-        resource = self._instance_resource(api, node_id, name, zone, offer, spot, tags, request_id, agent_launch)
-        request = api.compute.InsertInstanceRequest(
+        resource = self._instance_resource(api, request, name, tags)
+        insert = api.compute.InsertInstanceRequest(
             project=api.project,
             zone=zone,
             instance_resource=resource,
             request_id=naming.request_uuid("insert", request_id),
         )
         try:
-            operation = api.instances.insert_unary(request=request, timeout=CALL_TIMEOUT_S)
+            operation = api.instances.insert_unary(request=insert, timeout=CALL_TIMEOUT_S)
         except Exception as exc:
             if not errors.is_conflict(exc):
                 raise errors.from_api_error(exc, action) from exc
@@ -373,30 +350,10 @@ class GcpProvider:
         except Exception as exc:
             log.warning("could not delete %s/%s after a failed start: %s", zone, name, type(exc).__name__)
 
-    def _instance_resource(
-        self,
-        api: _Api,
-        node_id: str,
-        name: str,
-        zone: str,
-        offer: Offer,
-        spot: bool,
-        labels: dict[str, str],
-        request_id: str,
-        launch: AgentLaunch,
-    ) -> Any:
+    def _instance_resource(self, api: _Api, request: CreateRequest, name: str, labels: dict[str, str]) -> Any:
         c, s = api.compute, api.settings
-        env = bootstrap.agent_env(
-            node_id,
-            NAME,
-            launch.scheduler_endpoint,
-            launch.broker_endpoint,
-            launch.token,
-            region=offer.region,
-            zone=zone,
-            instance_type=offer.instance_type,
-        )
-        env["STYX_INSTANCE_ID"] = naming.instance_id(zone, name)
+        offer, zone, spot = request.offer, request.offer.zone, request.spot
+        script = boot_script(NAME, request, extra_env={"STYX_INSTANCE_ID": naming.instance_id(zone, name)})
         gpus = offer.accelerator_count > 0
         disk = c.AttachedDisk(
             boot=True,
@@ -430,9 +387,9 @@ class GcpProvider:
             labels=labels,
             metadata=c.Metadata(
                 items=[
-                    c.Items(key=naming.META_STARTUP, value=bootstrap.startup_script(env, ca_pem=launch.tls_ca_pem)),
-                    c.Items(key=naming.META_NODE_ID, value=node_id),
-                    c.Items(key=naming.META_REQUEST_ID, value=request_id),
+                    c.Items(key=naming.META_STARTUP, value=script),
+                    c.Items(key=naming.META_NODE_ID, value=request.node_id),
+                    c.Items(key=naming.META_REQUEST_ID, value=request.request_id),
                 ]
             ),
         )

@@ -24,24 +24,18 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping
 from pathlib import Path
-from typing import TypedDict, cast
+from typing import Any, TypedDict, cast
 
 from styx.agent import hardware
 from styx.agent.procgroup import stop_process_group
 from styx.agent.reaper import reap_leftovers
-from styx.provisioner.hookspecs import hookimpl
-from styx.provisioner.provider import (
-    PLANE_LABEL,
-    AgentLaunch,
-    InstanceStatus,
-    Offer,
-    ProviderError,
-    ProviderErrorKind,
-    ProviderInstance,
-    ProviderStatus,
-)
+from styx.provider import ProviderError, ProviderErrorKind, ProviderStatus
+from styx.provider.base import ProviderBase
+from styx.provider.capabilities import Capabilities
+from styx.provider.config import ConfigError, ProviderConfig
+from styx.provider.hooks import hookimpl
+from styx.provider.types import CreateRequest, InstanceStatus, Offer, ProviderInstance
 
 log = logging.getLogger(__name__)
 
@@ -56,16 +50,10 @@ def _home() -> Path:
     return Path(os.environ.get("STYX_HOME") or Path.home() / ".styx").expanduser()
 
 
-def _env_float(name: str) -> float | None:
-    text = os.environ.get(name, "").strip()
-    if not text:
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        log.warning("%s=%r is not a number; ignoring it", name, text)
-        return None
-    return value if value > 0 else None
+def _size(name: str) -> float | None:
+    """STYX_LOCAL_NODE_CPUS / _MEMORY_GIB: a positive number, None when unset."""
+    config = ProviderConfig.load("STYX_LOCAL_")
+    return config.number(name, 0.0, positive=True) if config.is_set(name) else None
 
 
 class _Record(TypedDict):
@@ -79,12 +67,14 @@ class _Record(TypedDict):
     log: str
 
 
-class LocalProvider:
+class LocalProvider(ProviderBase):
     """Runs each node as an agent process on this machine. Thread-safe."""
 
     name = NAME
+    capabilities = Capabilities(multi_node=True)
 
     def __init__(self, home: Path | None = None) -> None:
+        super().__init__()
         self._home = home
         self._lock = threading.Lock()
         # Popen handles of agents this process started, so exited ones get reaped (a
@@ -116,7 +106,11 @@ class LocalProvider:
     # -- Provider interface --------------------------------------------------------------
 
     def check(self) -> ProviderStatus:
-        """Always enabled: this machine is here."""
+        """Enabled unless a STYX_LOCAL_* setting is malformed: this machine is here."""
+        try:
+            _size("STYX_LOCAL_NODE_CPUS"), _size("STYX_LOCAL_NODE_MEMORY_GIB"), _max_nodes()
+        except ConfigError as exc:
+            return ProviderStatus(False, exc.reason, exc.hint)
         return ProviderStatus(enabled=True)
 
     def offers(self) -> list[Offer]:
@@ -127,46 +121,27 @@ class LocalProvider:
             return [self._offer]
 
     def _detect_offer(self) -> Offer:
-        cpus = _env_float("STYX_LOCAL_NODE_CPUS") or hardware.detect_cpus()
-        memory = _env_float("STYX_LOCAL_NODE_MEMORY_GIB") or round(hardware.detect_memory_gib(), 2)
+        try:
+            cpus = _size("STYX_LOCAL_NODE_CPUS") or hardware.detect_cpus()
+            memory = _size("STYX_LOCAL_NODE_MEMORY_GIB") or round(hardware.detect_memory_gib(), 2)
+            max_nodes = _max_nodes()
+        except ConfigError as exc:
+            raise ProviderError(ProviderErrorKind.INVALID, f"{exc.reason} ({exc.hint})") from None
         gpus = hardware.detect_gpus()
-        accel_name, accel_count, accel_mem = "", 0, 0.0
+        accel: dict[str, Any] = {}
         if gpus:
             # A host with mixed GPUs advertises its most common kind; the agent still
             # registers every device with its index, which is what placement uses.
-            accel_name, accel_count = Counter(g.name for g in gpus).most_common(1)[0]
-            accel_mem = max(g.memory_gib for g in gpus if g.name == accel_name)
-        try:
-            max_nodes = int(os.environ.get("STYX_LOCAL_MAX_NODES", "1") or "1")
-        except ValueError:
-            max_nodes = 1
-        return Offer(
-            provider=NAME,
-            region=REGION,
-            zone="",
-            instance_type=INSTANCE_TYPE,
-            cpus=cpus,
-            memory_gib=memory,
-            accelerator_name=accel_name,
-            accelerator_count=accel_count,
-            accelerator_memory_gib=accel_mem,
-            price_per_hour=0.0,
-            spot_price_per_hour=0.0,
-            arch=platform.machine(),
-            max_instances=max(max_nodes, 0),
-        )
+            name, count = Counter(g.name for g in gpus).most_common(1)[0]
+            memory_each = max(g.memory_gib for g in gpus if g.name == name)
+            accel = {"accelerator_name": name, "accelerator_count": count, "accelerator_memory_gib": memory_each}
+        # Price 0 (the Offer default): this machine is already paid for.
+        arch = platform.machine()
+        return Offer(NAME, REGION, "", INSTANCE_TYPE, cpus, memory, arch=arch, max_instances=max_nodes, **accel)
 
-    def create(
-        self,
-        *,
-        node_id: str,
-        offer: Offer,
-        spot: bool,
-        labels: Mapping[str, str],
-        request_id: str,
-        agent_launch: AgentLaunch,
-    ) -> str:
-        """Start an agent process for ``node_id``; a live one already started for it is reused."""
+    def create_instance(self, request: CreateRequest) -> str:
+        """Start an agent process for the node; a live one already started for it is reused."""
+        offer, node_id = request.offer, request.node_id
         if offer.instance_type != INSTANCE_TYPE:
             raise ProviderError(ProviderErrorKind.INVALID, f"local provider has only instance type {INSTANCE_TYPE!r}")
         with self._lock:
@@ -174,9 +149,10 @@ class LocalProvider:
             if existing is not None and self._alive(existing["pid"], node_id):
                 # A retried create (same request after a restart) must not start a second agent.
                 return str(existing["instance_id"])
-            return self._spawn(node_id, labels, request_id, agent_launch)
+            return self._spawn(request)
 
-    def _spawn(self, node_id: str, labels: Mapping[str, str], request_id: str, launch: AgentLaunch) -> str:
+    def _spawn(self, request: CreateRequest) -> str:
+        node_id, labels, launch = request.node_id, request.labels, request.agent_launch
         argv = [
             sys.executable, "-m", "styx.agent",
             "--node-id", node_id,
@@ -188,8 +164,8 @@ class LocalProvider:
             argv += ["--scheduler", launch.scheduler_endpoint]
         if launch.broker_endpoint:
             argv += ["--broker", launch.broker_endpoint]
-        cpus = _env_float("STYX_LOCAL_NODE_CPUS")
-        memory = _env_float("STYX_LOCAL_NODE_MEMORY_GIB")
+        cpus = _size("STYX_LOCAL_NODE_CPUS")
+        memory = _size("STYX_LOCAL_NODE_MEMORY_GIB")
         if cpus:
             argv += ["--cpus", repr(cpus)]
         if memory:
@@ -224,8 +200,8 @@ class LocalProvider:
                 "node_id": node_id,
                 "pid": proc.pid,
                 "instance_id": instance_id,
-                "request_id": request_id,
-                "plane": labels.get(PLANE_LABEL, ""),
+                "request_id": request.request_id,
+                "plane": request.plane_id,
                 "created_at": time.time(),
                 "log": str(log_path),
             },
@@ -358,6 +334,11 @@ def _proc_state(pid: int) -> str:
             return fh.read().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
         return ""
+
+
+def _max_nodes() -> int:
+    """STYX_LOCAL_MAX_NODES: most local nodes at once (default 1)."""
+    return ProviderConfig.load("STYX_LOCAL_").integer("STYX_LOCAL_MAX_NODES", 1)
 
 
 @hookimpl

@@ -19,7 +19,7 @@ pytest.importorskip("moto.server")
 from fakes.aws_moto import MotoEc2, shared_moto
 from fakes.aws_stack import tags_of
 from providers.harness import LAUNCH
-from styx.provisioner.provider import InstanceStatus, Offer, ProviderError, ProviderErrorKind
+from styx.provider import InstanceStatus, Offer, ProviderError, ProviderErrorKind
 from styx_plugins.aws.config import AwsConfig, ConfigError
 from styx_plugins.aws.provider import AwsProvider, client_token, sanitize_labels
 

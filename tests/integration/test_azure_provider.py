@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 
 from fakes.azure_compute import FakeAzureCompute
+from styx.provider import AgentLaunch, Offer, ProviderError, ProviderErrorKind
 from styx.provisioner.plugins import collect_providers, make_plugin_manager
-from styx.provisioner.provider import AgentLaunch, Offer, ProviderError, ProviderErrorKind
 from styx_plugins.azure.config import DEFAULT_IMAGE, AzureSettings
 from styx_plugins.azure.errors import kind_of
 from styx_plugins.azure.provider import AzureProvider, azure_zone, sanitise_tags, vm_name

@@ -18,8 +18,8 @@ import pytest
 
 from fakes.gcp_compute import FakeCompute
 from providers.harness import LAUNCH
+from styx.provider import InstanceStatus, Offer, ProviderError, ProviderErrorKind
 from styx.provisioner.bootstrap import parse_startup_env
-from styx.provisioner.provider import InstanceStatus, Offer, ProviderError, ProviderErrorKind
 from styx_plugins.gcp import naming
 from styx_plugins.gcp.config import DEFAULT_IMAGE, GcpSettings
 from styx_plugins.gcp.provider import GcpProvider

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from styx.provider import Offer, Provider
 from styx.provisioner import bootstrap
-from styx.provisioner.provider import Offer, Provider
 
 REGION = "us-east-1"
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from fakes.azure_compute import FakeAzureCompute
+from styx.provider import Offer, Provider
 from styx.provisioner.bootstrap import parse_startup_env
-from styx.provisioner.provider import Offer, Provider
 from styx_plugins.azure.provider import AzureProvider
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from fakes.gcp_compute import FakeCompute
+from styx.provider import Offer, Provider
 from styx.provisioner.bootstrap import parse_startup_env
-from styx.provisioner.provider import Offer, Provider
 
 PROJECT = "styx-contract"
 ZONE = "us-central1-a"

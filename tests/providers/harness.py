@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from styx.provisioner.provider import AgentLaunch, Offer, Provider
+from styx.provider import AgentLaunch, Offer, Provider
 
 LAUNCH = AgentLaunch(scheduler_endpoint="127.0.0.1:1", broker_endpoint="127.0.0.1:2", token="contract-secret")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from styx.provisioner.provider import Offer, Provider
+from styx.provider import Offer, Provider
 from styx_plugins.local.provider import LocalProvider
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from providers.harness import LAUNCH, ProviderHarness
 from styx.common.auth import node_of_join_token
-from styx.provisioner.provider import PLANE_LABEL, InstanceStatus, ProviderError
+from styx.provider import PLANE_LABEL, InstanceStatus, ProviderError
 
 
 def _create(h: ProviderHarness, node_id: str, request_id: str = "", spot: bool = False) -> str:

@@ -11,10 +11,10 @@ from sqlalchemy import Engine
 
 from helpers import wait_until
 from styx.common.errors import FailedPrecondition, InvalidArgument, NotFound
-from styx.provisioner.core import PLANE_ID, InstanceState, OperationKind, OperationState, Provisioner
-from styx.provisioner.provider import (
+from styx.provider import (
     PLANE_LABEL,
     AgentLaunch,
+    Capabilities,
     InstanceStatus,
     Offer,
     ProviderError,
@@ -22,6 +22,7 @@ from styx.provisioner.provider import (
     ProviderInstance,
     ProviderStatus,
 )
+from styx.provisioner.core import PLANE_ID, InstanceState, OperationKind, OperationState, Provisioner
 
 
 def _offer(provider: str, region: str, instance_type: str) -> Offer:
@@ -326,6 +327,8 @@ def test_unfinished_operations_resume_after_restart(engine: Engine, fake: FakePr
 
 class StoppableProvider(FakeProvider):
     """A fake whose instances can be stopped and started, like EC2 or GCE."""
+
+    capabilities = Capabilities(stop_start=True)
 
     def __init__(self) -> None:
         super().__init__()

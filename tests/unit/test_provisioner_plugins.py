@@ -9,6 +9,13 @@ from types import SimpleNamespace
 
 import pytest
 
+from styx.provider import (
+    AgentLaunch,
+    Offer,
+    Provider,
+    ProviderInstance,
+    ProviderStatus,
+)
 from styx.provisioner import hookspecs
 from styx.provisioner.plugins import (
     DISABLE_AUTOLOAD_ENV,
@@ -16,13 +23,6 @@ from styx.provisioner.plugins import (
     collect_providers,
     load_entry_points,
     make_plugin_manager,
-)
-from styx.provisioner.provider import (
-    AgentLaunch,
-    Offer,
-    Provider,
-    ProviderInstance,
-    ProviderStatus,
 )
 
 

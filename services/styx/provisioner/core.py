@@ -30,7 +30,7 @@ import threading
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     Connection,
@@ -49,16 +49,19 @@ from styx.common.faults import crash_point
 from styx.common.ids import new_id
 from styx.common.leases import Lease
 from styx.common.migrations import upgrade
-from styx.provisioner.provider import (
+from styx.provider import (
     PLANE_LABEL,
     AgentLaunch,
+    CatalogSource,
     InstanceStatus,
     Offer,
+    PowerControl,
     Provider,
     ProviderError,
     ProviderErrorKind,
     ProviderInstance,
     ProviderStatus,
+    capabilities_of,
 )
 from styx.provisioner.tables import instances, leases, operations, settings
 
@@ -138,6 +141,8 @@ class ProviderInfo:
     enabled: bool
     reason: str = ""
     hint: str = ""
+    #: The capabilities the provider declares (``Capabilities.names()``), e.g. ("spot",).
+    capabilities: tuple[str, ...] = ()
 
 
 @dataclass
@@ -327,7 +332,8 @@ class Provisioner:
         out = []
         for name in sorted(self._providers):
             status = self._status.get(name) or ProviderStatus(False, "not checked yet")
-            out.append(ProviderInfo(name, status.enabled, status.reason, status.hint))
+            caps = tuple(capabilities_of(self._providers[name]).names())
+            out.append(ProviderInfo(name, status.enabled, status.reason, status.hint, caps))
         return out
 
     def list_offers(self, provider: str = "") -> list[Offer]:
@@ -347,15 +353,15 @@ class Provisioner:
         return sorted(offers, key=lambda o: o.key)
 
     def provider_catalog(self, name: str, regions: Sequence[str] = ()) -> list[Offer]:
-        """A provider's catalog from its cloud's own APIs (providers with a ``catalog`` operation)."""
+        """A provider's catalog from its cloud's own APIs (providers declaring ``catalog``)."""
         provider = self._enabled_provider(name, "provider")
-        catalog = getattr(provider, "catalog", None)
-        if not callable(catalog):
+        if not capabilities_of(provider).catalog:
             raise FailedPrecondition(
                 f"provider {name!r} cannot list its catalog from the cloud; use `sky catalog import` instead"
             )
+        source = cast(CatalogSource, provider)  # the loader checked the declared operation exists
         try:
-            offers = catalog(list(regions) or None)
+            offers = source.catalog(list(regions) or None)
         except Exception as exc:
             kind, message = _describe_failure(name, exc)
             if kind in (ProviderErrorKind.AUTH, ProviderErrorKind.INVALID):
@@ -522,7 +528,7 @@ class Provisioner:
         return self._instance_op(request_id, node_id, OperationKind.TERMINATE)
 
     def stop_instance(self, request_id: str, node_id: str) -> Operation:
-        """Start stopping the instance of ``node_id`` (providers with a ``stop`` operation)."""
+        """Start stopping the instance of ``node_id`` (providers declaring ``stop_start``)."""
         return self._instance_op(request_id, node_id, OperationKind.STOP)
 
     def start_instance(self, request_id: str, node_id: str) -> Operation:
@@ -542,7 +548,7 @@ class Provisioner:
             raise NotFound(f"node_id: the provisioner has no instance for node {node_id!r}")
         if kind is not OperationKind.TERMINATE:
             provider = self._providers.get(row["provider"])
-            if provider is None or not callable(getattr(provider, kind.value, None)):
+            if provider is None or not capabilities_of(provider).stop_start:
                 raise FailedPrecondition(
                     f"provider {row['provider']!r} cannot {kind.value} instances; `sky down` terminates them"
                 )
@@ -752,12 +758,15 @@ class Provisioner:
                 return
             inst = _instance_from_row(row)
             provider = self._providers.get(inst.provider)
-            action = getattr(provider, op.kind.value, None)
-            if provider is None or not callable(action):
+            if provider is None or not capabilities_of(provider).stop_start:
                 self._finish(op_id, ProviderErrorKind.INVALID, f"provider {inst.provider!r} cannot {op.kind.value}")
                 return
+            power = cast(PowerControl, provider)  # declared stop_start: the loader checked both exist
             try:
-                action(inst.instance_id)
+                if stopping:
+                    power.stop(inst.instance_id)
+                else:
+                    power.start(inst.instance_id)
             except Exception as exc:
                 kind, message = _describe_failure(inst.provider, exc)
                 self._finish(op_id, kind, message)

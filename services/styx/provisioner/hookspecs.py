@@ -4,7 +4,7 @@ This module is the whole plugin API: every hook is an empty, typed function belo
 docstring saying when it is called, its parameters and how results combine. A plugin is a
 module (or object) with functions of the same names decorated with ``hookimpl``::
 
-    from styx.provisioner.hookspecs import hookimpl
+    from styx.provider import hookimpl
 
     @hookimpl
     def styx_provider():
@@ -23,16 +23,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import pluggy
+# The markers live in the plugin kit, so a plugin imports ``styx.provider`` alone.
+from styx.provider.hooks import PROJECT_NAME, hookimpl, hookspec
 
 if TYPE_CHECKING:
-    from styx.provisioner.provider import Provider
+    from styx.provider.protocol import Provider
 
-#: pluggy project name shared by the markers and the plugin manager.
-PROJECT_NAME = "styx"
-
-hookspec = pluggy.HookspecMarker(PROJECT_NAME)
-hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+__all__ = ["PROJECT_NAME", "hookimpl", "hookspec", "styx_provider"]
 
 
 @hookspec
@@ -43,7 +40,7 @@ def styx_provider() -> Provider | None:
     after all plugins are registered). Every plugin's result is collected (this is not a
     first-result hook); None results are skipped.
 
-    :return: an object implementing ``styx.provisioner.provider.Provider``. Its ``name``
+    :return: an object implementing ``styx.provider.Provider``. Its ``name``
         must be unique among loaded providers; a later duplicate is reported disabled.
         Building it must be cheap and must not fail when the provider's SDK or
         credentials are missing: import SDKs lazily and report the problem from

@@ -11,35 +11,45 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from importlib import metadata
 from typing import cast
 
 import pluggy
 
-from styx.provisioner import hookspecs
-from styx.provisioner.provider import (
-    AgentLaunch,
-    Offer,
+from styx.provider import (
+    ENTRY_POINT_GROUP,
+    CreateRequest,
     Provider,
+    ProviderBase,
     ProviderError,
     ProviderErrorKind,
     ProviderInstance,
     ProviderStatus,
+    missing_operations,
 )
+from styx.provisioner import hookspecs
 
 log = logging.getLogger(__name__)
 
-ENTRY_POINT_GROUP = "styx.providers"
+__all__ = [
+    "DISABLE_AUTOLOAD_ENV",
+    "ENTRY_POINT_GROUP",
+    "DisabledProvider",
+    "collect_providers",
+    "load_entry_points",
+    "make_plugin_manager",
+]
 DISABLE_AUTOLOAD_ENV = "STYX_DISABLE_PLUGIN_AUTOLOAD"
 
 _REQUIRED_ATTRS = ("name", "check", "offers", "create", "terminate", "list_instances")
 
 
-class DisabledProvider:
+class DisabledProvider(ProviderBase):
     """Stands in for a provider that could not be loaded; it can never create anything."""
 
     def __init__(self, name: str, reason: str, hint: str = "") -> None:
+        super().__init__()
         self.name = name
         self._status = ProviderStatus(enabled=False, reason=reason, hint=hint)
 
@@ -47,20 +57,7 @@ class DisabledProvider:
         """Always disabled, with the load failure as the reason."""
         return self._status
 
-    def offers(self) -> list[Offer]:
-        """No offers."""
-        return []
-
-    def create(
-        self,
-        *,
-        node_id: str,
-        offer: Offer,
-        spot: bool,
-        labels: Mapping[str, str],
-        request_id: str,
-        agent_launch: AgentLaunch,
-    ) -> str:
+    def create_instance(self, request: CreateRequest) -> str:
         """Refuse: the provider is not loaded."""
         raise ProviderError(ProviderErrorKind.INVALID, f"provider {self.name} is disabled: {self._status.reason}")
 
@@ -122,8 +119,9 @@ def load_entry_points(pm: pluggy.PluginManager, entry_points: Iterable[metadata.
 def collect_providers(pm: pluggy.PluginManager) -> dict[str, Provider]:
     """Call ``styx_provider`` on every plugin and return the providers by name.
 
-    A result missing an operation of the interface, or reusing a name, is replaced by a
-    ``DisabledProvider`` that says so, rather than failing the whole provisioner.
+    A result missing an operation of the interface (or one its declared capabilities
+    need), or reusing a name, is replaced by a ``DisabledProvider`` that says so, rather
+    than failing the whole provisioner.
     """
     providers: dict[str, Provider] = {}
     # Each implementation is called on its own (not through pm.hook.styx_provider()) so
@@ -142,6 +140,8 @@ def collect_providers(pm: pluggy.PluginManager) -> dict[str, Provider]:
         if result is None:
             continue
         missing = [attr for attr in _REQUIRED_ATTRS if not hasattr(result, attr)]
+        # A declared capability whose operations are absent would fail only when used.
+        missing += missing_operations(result) if not missing else []
         name = str(getattr(result, "name", "") or plugin_name)
         if missing:
             providers.setdefault(

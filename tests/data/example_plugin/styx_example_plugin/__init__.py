@@ -1,0 +1,1 @@
+"""An example Styx provider plugin (see docs/plugins.md)."""
