@@ -325,7 +325,7 @@ def test_cluster_nodes_are_provisioned_labelled_and_reserved(broker):
     (waiting,) = broker.allocate([ask(1, cpus=1, cluster="train")])
     assert waiting.outcome == WAITING and "starting" in waiting.reason
     node_ids = _up(broker, "train")
-    assert broker.get_node(node_ids[0]).labels == {"styx.dev/cluster": "train"}
+    assert broker.get_node(node_ids[0]).labels == {"styx.dev/cluster": "train", "styx.dev/arch": "x86_64"}
     a, b = broker.allocate([ask(2, cpus=4, cluster="train"), ask(3, cpus=4, cluster="train")])
     assert {a.node_id, b.node_id} == set(node_ids)
     # The shared pool never lands on cluster nodes, even when they have room.
