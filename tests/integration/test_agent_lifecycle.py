@@ -57,9 +57,12 @@ def test_next_agent_reaps_what_a_killed_supervisor_left(
     first = _start_agent(tmp_path, endpoint)
     plane.assign("t-orphan", run=FAMILY)
     pids = _family(plane, "t-orphan")
-    os.kill(pids["leader"], signal.SIGKILL)  # the supervisor leads the group
+    # Both die with no chance to act: the supervisor (it leads the group) is frozen first,
+    # else it would see the agent's death, and the agent would see the supervisor's.
+    os.kill(pids["leader"], signal.SIGSTOP)
     first.proc.kill()
     first.proc.wait(5)
+    os.kill(pids["leader"], signal.SIGKILL)
     time.sleep(0.3)
     assert pid_alive(pids["child"]), "nothing left to stop the task: the next agent must"
     second = _start_agent(tmp_path, endpoint)
@@ -178,3 +181,29 @@ def test_agent_stops_within_2s_of_sigterm_with_tasks_running(
     assert all(_group_members(g) == [] for g in groups)
     for task_id in ("t-a", "t-b"):
         assert plane.final(task_id, timeout=1).state == common_pb2.TASK_STATE_FAILED
+
+
+def test_tasks_survive_a_broker_that_is_down(tmp_path: Path, fake: tuple[FakeControlPlane, RunningServer]) -> None:
+    """Nothing listening at the broker's address (it crashed; connection refused) is not a
+    partition: no broker can mark the node LOST meanwhile and a restarted one grants fresh
+    leases, so the agent keeps its tasks running however long the broker stays down."""
+    plane, server = fake
+    plane.lease_seconds = 1.0
+    agent = _start_agent(tmp_path, f"127.0.0.1:{server.port}")
+    try:
+        wait_until(lambda: plane.heartbeats >= 1, timeout=15, message="a first heartbeat")
+        plane.assign("t-on", run=f"{ECHO_GROUP}; sleep 5; echo finished")
+        wait_until(lambda: b"leader=" in plane.log_of("t-on"), timeout=15, message="the task to start")
+        leader = int(plane.log_of("t-on").decode().split("=")[1])
+        server.stop(0)  # the control plane crashed: its port refuses connections
+        time.sleep(3.0)  # three leases
+        assert _group_members(leader), "the task was killed while the broker was down"
+        back = test_agent._serve(plane, server.port)
+        try:
+            final = plane.final("t-on", timeout=20)
+            assert final.state == common_pb2.TASK_STATE_SUCCEEDED, final
+            assert b"finished" in plane.log_of("t-on")
+        finally:
+            back.stop(0)
+    finally:
+        assert stop_process(agent.proc, timeout=15) == 0, agent.log_text()

@@ -9,7 +9,10 @@ and the scheduler re-queues a LOST node's tasks ``--node-fence-seconds`` (lease 
 margin) after the last heartbeat. So an agent that could not renew its lease for a whole
 lease kills its tasks itself before that moment (and runs nothing new until it renews):
 a partitioned node never runs a task at the same time as its re-queued attempt. It does
-the same at once when the broker no longer knows the node (deregistered: GONE).
+the same at once when the broker no longer knows the node (deregistered: GONE). Renewals
+refused because no broker listens (connection refused: it crashed) do not count: no broker
+is there to mark the node LOST, and a restarted one gives every node a fresh lease, so a
+`sky local up` long after a broker crash still finds the tasks running.
 """
 
 from __future__ import annotations
@@ -68,6 +71,10 @@ class NodeRegistration:
     instance_type: str = ""
     labels: Mapping[str, str] = field(default_factory=dict)
     address: str = ""
+
+
+class BrokerDown(Exception):
+    """A heartbeat found nothing listening at the broker's address (connection refused)."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +137,8 @@ class Agent:
         self._renewed_at = clock.monotonic()
         # Why the node is fenced (its tasks killed, new ones refused); "" while its lease holds.
         self._fenced = ""
+        # A renewal failed since the last success in a way a live broker could cause.
+        self._maybe_partitioned = False
         self._control = control
         self._stop = stop
         self._runs: dict[tuple[str, int, int], TaskRun] = {}
@@ -241,15 +250,22 @@ class Agent:
             wait = min(self.cfg.heartbeat_s, left) if left > 0 else self.cfg.heartbeat_s
             if self._clock.wait(self._stop, wait):
                 return
-            if self._clock.monotonic() >= deadline:
+            if self._clock.monotonic() >= deadline and self._maybe_partitioned:
                 self.fence(f"no lease renewal for {self._lease_s:g} s")
             sent = self._clock.monotonic()
             try:
                 # No longer than a beat: a hung call must not hold the fence check back.
                 renewal = self._control.heartbeat(self.cfg.node_id, max(self.cfg.heartbeat_s, 0.5))
+            except BrokerDown as exc:
+                # Nothing listens at the broker's address: no broker runs to mark this node
+                # LOST, and a restarted one gives every node a fresh lease. Tasks keep running.
+                log.info("heartbeat failed, the broker is down: %s", exc)
+                continue
             except Exception as exc:
+                self._maybe_partitioned = True  # a broker may be up and about to mark us LOST
                 log.info("heartbeat failed: %s", exc)
                 continue
+            self._maybe_partitioned = False
             if not renewal.known:
                 self.fence("the broker no longer knows this node")
                 log.info("broker does not know this node; registering again")
