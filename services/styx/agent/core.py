@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 # The agent must be gone within 2 s of SIGTERM, tasks stopped and reported.
 STOP_DEADLINE_S = 1.8
+HEARTBEAT_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -247,15 +248,20 @@ class Agent:
         while True:
             deadline = self._renewed_at + self._lease_s
             left = deadline - self._clock.monotonic()
-            wait = min(self.cfg.heartbeat_s, left) if left > 0 else self.cfg.heartbeat_s
+            if left > 0:
+                wait = min(self.cfg.heartbeat_s, left)
+            else:  # past the deadline: fence now if due, else beat at the normal pace
+                wait = 0.0 if self._maybe_partitioned and not self._fenced else self.cfg.heartbeat_s
             if self._clock.wait(self._stop, wait):
                 return
-            if self._clock.monotonic() >= deadline and self._maybe_partitioned:
-                self.fence(f"no lease renewal for {self._lease_s:g} s")
             sent = self._clock.monotonic()
+            if sent >= deadline and self._maybe_partitioned:
+                self.fence(f"no lease renewal for {self._lease_s:g} s")
+            # A slow broker that answers within the lease still renews it, but the call must
+            # not outlast the lease: the fence check comes right after it.
+            timeout = min(max(self.cfg.heartbeat_s, deadline - sent), HEARTBEAT_TIMEOUT_S)
             try:
-                # No longer than a beat: a hung call must not hold the fence check back.
-                renewal = self._control.heartbeat(self.cfg.node_id, max(self.cfg.heartbeat_s, 0.5))
+                renewal = self._control.heartbeat(self.cfg.node_id, timeout)
             except BrokerDown as exc:
                 # Nothing listens at the broker's address: no broker runs to mark this node
                 # LOST, and a restarted one gives every node a fresh lease. Tasks keep running.
