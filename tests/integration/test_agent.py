@@ -203,8 +203,8 @@ def agent(tmp_path: Path, fake: tuple[FakeControlPlane, RunningServer]) -> Itera
     assert TOKEN not in running.log_text()
 
 
-# Prints the task's process group id (field 5 of /proc/self/stat): the task runs under its
-# supervisor, which leads the group, so bash's own $$ is not the group id.
+# Prints the task's process group id (field 5 of /proc/self/stat), not trusting that bash
+# itself leads the group (it does today: a new session per task).
 ECHO_GROUP = 'echo leader=$(cut -d" " -f5 /proc/$$/stat)'
 
 

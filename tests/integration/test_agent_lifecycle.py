@@ -47,22 +47,35 @@ def test_killed_agent_takes_its_tasks_down(tmp_path: Path, fake: tuple[FakeContr
     assert time.monotonic() - started < 2, "a killed agent's task must stop at once"
 
 
-def test_next_agent_reaps_what_a_killed_supervisor_left(
+def _watcher_of(agent_pid: int) -> int:
+    """Pid of the agent's task watcher (a child running styx.agent.watcher)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == agent_pid and b"styx.agent.watcher" in (entry / "cmdline").read_bytes():
+                return int(entry.name)
+        except (OSError, IndexError, ValueError):
+            continue
+    raise AssertionError(f"agent {agent_pid} has no task watcher")
+
+
+def test_next_agent_reaps_what_a_killed_watcher_left(
     tmp_path: Path, fake: tuple[FakeControlPlane, RunningServer]
 ) -> None:
-    """Supervisor and agent both SIGKILLed (e.g. an OOM kill of the session): the next agent
-    of the node kills the recorded process group before it takes any work."""
+    """Watcher and agent both SIGKILLed (e.g. an OOM kill): the next agent of the node kills
+    the recorded process group before it takes any work."""
     plane, server = fake
     endpoint = f"127.0.0.1:{server.port}"
     first = _start_agent(tmp_path, endpoint)
     plane.assign("t-orphan", run=FAMILY)
     pids = _family(plane, "t-orphan")
-    # Both die with no chance to act: the supervisor (it leads the group) is frozen first,
-    # else it would see the agent's death, and the agent would see the supervisor's.
-    os.kill(pids["leader"], signal.SIGSTOP)
+    watcher = _watcher_of(first.proc.pid)
+    os.kill(watcher, signal.SIGKILL)
+    wait_until(lambda: not pid_alive(watcher), timeout=5)
     first.proc.kill()
     first.proc.wait(5)
-    os.kill(pids["leader"], signal.SIGKILL)
     time.sleep(0.3)
     assert pid_alive(pids["child"]), "nothing left to stop the task: the next agent must"
     second = _start_agent(tmp_path, endpoint)

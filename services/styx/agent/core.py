@@ -29,6 +29,7 @@ from styx.agent import hardware
 from styx.agent.hardware import HostCapacity
 from styx.agent.reaper import reap_leftovers
 from styx.agent.runner import AppendLogs, Assignment, Cancellation, RunState, StatusReport, TaskRun
+from styx.agent.watcher import TaskWatcher
 from styx.common.clock import SYSTEM_CLOCK, Clock
 
 log = logging.getLogger(__name__)
@@ -156,6 +157,8 @@ class Agent:
             address=cfg.address,
         )
         self._threads: list[threading.Thread] = []
+        # Kills this agent's tasks should it die; started with the first task.
+        self._watcher = TaskWatcher()
 
     @property
     def registration(self) -> NodeRegistration:
@@ -196,6 +199,7 @@ class Agent:
             r.join(left())
         for t in self._threads:
             t.join(left())
+        self._watcher.close()  # kills any task group that outlived the deadline
         try:
             # Without this the broker would keep placing work here until the lease ran out.
             self._control.deregister(self.cfg.node_id, "agent stopped", max(left(), 0.2))
@@ -328,6 +332,7 @@ class Agent:
                     self._report,
                     functools.partial(self._control.get_workdir, self.cfg.node_id),
                     address=self.cfg.address,
+                    watcher=self._watcher,
                 )
                 self._runs[a.key] = run
         if existing is not None:
