@@ -199,7 +199,7 @@ class Agent:
             r.join(left())
         for t in self._threads:
             t.join(left())
-        self._watcher.close()  # kills any task group that outlived the deadline
+        self._watcher.close(left())  # kills any task group that outlived the deadline
         try:
             # Without this the broker would keep placing work here until the lease ran out.
             self._control.deregister(self.cfg.node_id, "agent stopped", max(left(), 0.2))

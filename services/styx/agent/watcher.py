@@ -75,17 +75,17 @@ class TaskWatcher:
             self._live.pop(pgid, None)
             self._send(f"-{pgid}\n")
 
-    def close(self) -> None:
-        """Let the watcher exit. It kills what is still registered: call it once no task runs."""
+    def close(self, wait_s: float = 2.0) -> None:
+        """Let the watcher exit, waiting up to ``wait_s`` for it. It kills what is still
+        registered, so call it once no task should run. One that is still waiting for a
+        task to close its copy of the pipe is left to finish on its own."""
         with self._lock:
             if self._write_fd >= 0:
                 os.close(self._write_fd)
                 self._write_fd = -1
             if self._proc is not None:
-                try:
-                    self._proc.wait(2)
-                except subprocess.TimeoutExpired:
-                    self._proc.kill()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self._proc.wait(wait_s)
 
     def _start(self) -> None:
         if self._write_fd >= 0:
