@@ -266,7 +266,7 @@ class Scheduler(QueriesMixin, GangMixin, OutputsMixin):
         threading.Thread(target=self._keep_lease, name="dispatch-lease", daemon=True).start()
         last_reconcile = 0.0
         while not self._stop.is_set():
-            self._wake.wait(idle_wait_s)
+            self._clock.wait(self._wake, idle_wait_s)
             self._wake.clear()
             try:
                 while self.dispatch_once() and not self._stop.is_set():
@@ -276,7 +276,7 @@ class Scheduler(QueriesMixin, GangMixin, OutputsMixin):
                     self.reconcile()
             except Exception:
                 log.exception("dispatch pass failed; retrying")
-                self._stop.wait(1.0)
+                self._clock.wait(self._stop, 1.0)
 
     def _keep_lease(self) -> None:
         """Renew the dispatch lease on its own clock.
@@ -290,7 +290,7 @@ class Scheduler(QueriesMixin, GangMixin, OutputsMixin):
                 self.hold_dispatch_lease()
             except Exception as exc:
                 log.warning("dispatch lease renewal failed; retrying: %s", exc)
-            self._stop.wait(self._lease_s / 3)
+            self._clock.wait(self._stop, self._lease_s / 3)
 
     def stop(self) -> None:
         """End run_loop, wake every waiting stream, and hand the dispatch lease back."""
