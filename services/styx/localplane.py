@@ -206,6 +206,18 @@ def start(home: Path | None = None, timeout: float = DEFAULT_START_TIMEOUT_S) ->
             # Some process died, or a starter was killed before the plane became ready
             # (we hold the lock, so nobody is starting it now).
             dead = [s.name for s in current.services if not s.alive]
+            busy = [svc for svc in dead if not _port_free(current.plane.endpoint(svc))]
+            if busy and len(dead) == len(SERVICES):
+                # Nothing of the plane serves and its ports went to other programs (after a
+                # reboot, say): start afresh on new ports, as agents could not dial the old.
+                _stop_locked(paths, current.plane)
+                return _start_locked(paths, timeout)
+            if busy:
+                raise PlaneError(
+                    f"the {busy[0]} died and its port {current.plane.endpoint(busy[0])} is now taken by "
+                    "another program; `sky local down` stops the whole plane (and its running tasks), "
+                    "then `sky local up` starts one on new ports"
+                )
             return _restart_dead_locked(paths, current.plane, dead, timeout)
         return _start_locked(paths, timeout)
 
@@ -592,6 +604,19 @@ def _ensure_token(paths: Paths) -> str:
     with os.fdopen(fd, "w") as fh:
         fh.write(token + "\n")
     return token
+
+
+def _port_free(endpoint: str) -> bool:
+    """True when nothing listens on ``endpoint`` (host:port), so a service can bind it."""
+    host, _, port = endpoint.rpartition(":")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # SO_REUSEADDR as gRPC binds: a port left in TIME_WAIT by the dead service is free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host or HOST, int(port)))
+        except (OSError, ValueError):
+            return False
+    return True
 
 
 def _free_ports(count: int) -> list[int]:

@@ -90,3 +90,23 @@ def test_unreachable_remote_endpoint_exits_3(tmp_path) -> None:
     assert proc.returncode == 3
     assert proc.stderr == f"error: cannot reach the scheduler at {endpoint}: is it running? (sky local up)\n"
     assert not (tmp_path / "local" / "plane.json").exists()
+
+
+def test_up_after_every_service_died_and_a_port_was_taken(fresh_sky: SkyCli) -> None:
+    """All three dead and a recorded port taken by another program (after a reboot, say):
+    nothing of the plane is left to keep, so it starts afresh on new ports."""
+    import socket
+
+    fresh_sky.ok("local", "up")
+    old = fresh_sky.plane_pids()
+    for pid in old.values():
+        os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not any(pid_alive(p) for p in old.values()), timeout=10)
+    broker = json.loads((fresh_sky.home / "local" / "plane.json").read_text())["broker"]
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", int(broker.rsplit(":", 1)[1])))
+        squatter.listen()
+        fresh_sky.ok("local", "up")
+        assert json.loads((fresh_sky.home / "local" / "plane.json").read_text())["broker"] != broker
+        assert fresh_sky.ok("run", "--", "echo", "after").stdout == "after\n"
+    fresh_sky.down_and_check()

@@ -203,8 +203,8 @@ def agent(tmp_path: Path, fake: tuple[FakeControlPlane, RunningServer]) -> Itera
     assert TOKEN not in running.log_text()
 
 
-# Prints the task's process group id (field 5 of /proc/self/stat): the task runs under its
-# supervisor, which leads the group, so bash's own $$ is not the group id.
+# Prints the task's process group id (field 5 of /proc/self/stat), not trusting that bash
+# itself leads the group (it does today: a new session per task).
 ECHO_GROUP = 'echo leader=$(cut -d" " -f5 /proc/$$/stat)'
 
 
@@ -419,7 +419,7 @@ def test_restarted_agent_neither_reruns_nor_orphans_attempts(tmp_path: Path,
     plane.assign("t-mid", run=f"{ECHO_GROUP}; sleep 60")
     wait_until(lambda: b"leader=" in plane.log_of("t-mid"), timeout=15, message="t-mid to start")
     leader = int(plane.log_of("t-mid").decode().split("=")[1])
-    first.proc.kill()  # no chance to clean up: the task's supervisor takes it down
+    first.proc.kill()  # no chance to clean up: its task watcher takes the task down
     first.proc.wait(5)
     wait_until(lambda: _group_members(leader) == [], timeout=5, message="the task to die with its agent")
     second = _start_agent(tmp_path, endpoint)

@@ -47,17 +47,33 @@ def test_killed_agent_takes_its_tasks_down(tmp_path: Path, fake: tuple[FakeContr
     assert time.monotonic() - started < 2, "a killed agent's task must stop at once"
 
 
-def test_next_agent_reaps_what_a_killed_supervisor_left(
+def _watcher_of(agent_pid: int) -> int:
+    """Pid of the agent's task watcher (a child running styx.agent.watcher)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == agent_pid and b"styx.agent.watcher" in (entry / "cmdline").read_bytes():
+                return int(entry.name)
+        except (OSError, IndexError, ValueError):
+            continue
+    raise AssertionError(f"agent {agent_pid} has no task watcher")
+
+
+def test_next_agent_reaps_what_a_killed_watcher_left(
     tmp_path: Path, fake: tuple[FakeControlPlane, RunningServer]
 ) -> None:
-    """Supervisor and agent both SIGKILLed (e.g. an OOM kill of the session): the next agent
-    of the node kills the recorded process group before it takes any work."""
+    """Watcher and agent both SIGKILLed (e.g. an OOM kill): the next agent of the node kills
+    the recorded process group before it takes any work."""
     plane, server = fake
     endpoint = f"127.0.0.1:{server.port}"
     first = _start_agent(tmp_path, endpoint)
     plane.assign("t-orphan", run=FAMILY)
     pids = _family(plane, "t-orphan")
-    os.kill(pids["leader"], signal.SIGKILL)  # the supervisor leads the group
+    watcher = _watcher_of(first.proc.pid)
+    os.kill(watcher, signal.SIGKILL)
+    wait_until(lambda: not pid_alive(watcher), timeout=5)
     first.proc.kill()
     first.proc.wait(5)
     time.sleep(0.3)
@@ -178,3 +194,29 @@ def test_agent_stops_within_2s_of_sigterm_with_tasks_running(
     assert all(_group_members(g) == [] for g in groups)
     for task_id in ("t-a", "t-b"):
         assert plane.final(task_id, timeout=1).state == common_pb2.TASK_STATE_FAILED
+
+
+def test_tasks_survive_a_broker_that_is_down(tmp_path: Path, fake: tuple[FakeControlPlane, RunningServer]) -> None:
+    """Nothing listening at the broker's address (it crashed; connection refused) is not a
+    partition: no broker can mark the node LOST meanwhile and a restarted one grants fresh
+    leases, so the agent keeps its tasks running however long the broker stays down."""
+    plane, server = fake
+    plane.lease_seconds = 1.0
+    agent = _start_agent(tmp_path, f"127.0.0.1:{server.port}")
+    try:
+        wait_until(lambda: plane.heartbeats >= 1, timeout=15, message="a first heartbeat")
+        plane.assign("t-on", run=f"{ECHO_GROUP}; sleep 5; echo finished")
+        wait_until(lambda: b"leader=" in plane.log_of("t-on"), timeout=15, message="the task to start")
+        leader = int(plane.log_of("t-on").decode().split("=")[1])
+        server.stop(0)  # the control plane crashed: its port refuses connections
+        time.sleep(3.0)  # three leases
+        assert _group_members(leader), "the task was killed while the broker was down"
+        back = test_agent._serve(plane, server.port)
+        try:
+            final = plane.final("t-on", timeout=20)
+            assert final.state == common_pb2.TASK_STATE_SUCCEEDED, final
+            assert b"finished" in plane.log_of("t-on")
+        finally:
+            back.stop(0)
+    finally:
+        assert stop_process(agent.proc, timeout=15) == 0, agent.log_text()

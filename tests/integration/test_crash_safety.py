@@ -218,6 +218,43 @@ def test_killed_agent_work_is_requeued(tmp_path: Path) -> None:
         stack.stop()
 
 
+def test_a_killed_agents_task_never_overlaps_its_next_attempt(tmp_path: Path) -> None:
+    """kill -9 of an agent mid-task (issue 9): the attempt's processes die with the agent,
+    and the next attempt starts only once they are gone. Each attempt takes an exclusive
+    flock that its processes hold until they exit, so an overlap is seen by the next one."""
+    stack = make_stack(tmp_path)
+    lock, runs = tmp_path / "task.lock", tmp_path / "runs.txt"
+    # The first attempt would run for a minute (its agent is killed meanwhile); later ones end soon.
+    run = (
+        f'exec 9>{lock}; if flock -n 9; then echo "ok-$STYX_TASK_ID" >> {runs}; '
+        f'else echo "OVERLAP-$STYX_TASK_ID" >> {runs}; fi; '
+        f'if [ "$(wc -l < {runs})" -eq 1 ]; then sleep 60 & sleep 60; else sleep 1; fi'
+    )
+    try:
+        for name in ("broker", "provisioner", "scheduler"):
+            stack.start(name)
+        job = submit(stack.stub(), [common_pb2.TaskSpec(name="once", run=run)])
+        running = {common_pb2.TASK_STATE_RUNNING}
+        wait_until(lambda: count_state(stack.stub(), job.job_id, running) == 1, timeout=60, interval=0.2)
+        wait_until(runs.exists, timeout=10)
+        (task,) = task_states(stack.stub(), job.job_id).values()
+        for record in (tmp_path / "home" / "local" / "instances").glob("*.json"):
+            data = json.loads(record.read_text())
+            if data.get("node_id") == task.node_id:
+                os.kill(int(data["pid"]), signal.SIGKILL)
+        wait_until(
+            lambda: count_state(stack.stub(), job.job_id, {common_pb2.TASK_STATE_SUCCEEDED}) == 1,
+            timeout=120,
+            interval=0.5,
+            message="the task to succeed on a new node",
+        )
+        (task,) = task_states(stack.stub(), job.job_id).values()
+        assert task.attempt == 2
+        assert runs.read_text().split() == [f"ok-{task.task_id}"] * 2, "an attempt ran beside the killed one"
+    finally:
+        stack.stop()
+
+
 def test_two_scheduler_replicas_never_dispatch_twice(tmp_path: Path, postgres_fresh_url: str) -> None:
     """Two schedulers on one PostgreSQL; clients use both; the dispatching one is killed."""
     width, depth, fail = 20, 10, (1, 2)

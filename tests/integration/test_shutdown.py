@@ -82,6 +82,7 @@ def sigterm_within_budget(service: ServiceProcess) -> float:
     took = time.monotonic() - started
     assert code == 0, f"exit {code} after {took:.1f}s:\n{service.log_text()[-3000:]}"
     assert took < SHUTDOWN_BUDGET_S, f"took {took:.2f}s to stop"
+    print(f"{service.name} stopped {took:.2f}s after SIGTERM")  # shown with pytest -s
     return took
 
 

@@ -73,3 +73,37 @@ def test_lock_serialises(tmp_path: Path) -> None:
         order.append("first")
     thread.join(5)
     assert order == ["first", "second"]
+
+
+def test_a_dead_service_whose_port_was_taken_is_not_restarted_elsewhere(tmp_path: Path) -> None:
+    """Only the dead service is restarted, on its recorded port (agents dial it); when
+    another program holds that port the error says how to restart the whole plane."""
+    import socket
+
+    import pytest
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    # A live process that looks like the plane's scheduler and provisioner (their cmdline).
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "styx.scheduler styx.provisioner"])
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    try:
+        port = squatter.getsockname()[1]
+        (tmp_path / "local").mkdir()
+        record = {
+            "scheduler": "127.0.0.1:1",
+            "broker": f"127.0.0.1:{port}",
+            "provisioner": "127.0.0.1:3",
+            "pids": {"scheduler": alive.pid, "broker": dead.pid, "provisioner": alive.pid},
+            "ready": True,
+        }
+        (tmp_path / "local" / "plane.json").write_text(json.dumps(record))
+        with pytest.raises(localplane.PlaneError, match=rf"the broker died and its port 127.0.0.1:{port} is now taken"):
+            localplane.start(tmp_path, timeout=5)
+        assert alive.poll() is None, "a live service of the plane was stopped"
+    finally:
+        squatter.close()
+        alive.kill()
+        alive.wait()

@@ -145,3 +145,20 @@ def test_a_gone_nodes_task_requeues_at_once(fenced):
     clock.advance(0.1)
     sched.reconcile()
     assert sched.get_task(task_id).state == "PENDING"
+
+
+def test_cancel_job_stops_every_rank_of_a_placed_gang(engine_factory):
+    broker = Broker(engine_factory("broker"), None, lease_seconds=60)
+    for node_id in ("n1", "n2"):
+        broker.register_node(node_id, "local", "", Capacity(8, 16, []))
+    sched = Scheduler(engine_factory("scheduler"), InProcessBroker(broker))
+    specs = [TaskSpec(name="g", run="true", num_nodes=2), TaskSpec(name="after", run="true", depends_on=("g",))]
+    job_id, (gang, _) = sched.submit_job("r", "", specs)
+    assert sched.dispatch_once() == 1
+    ranks = {r.node_id: i for i, r in enumerate(sched.get_task(gang.task_id).ranks)}
+    assert sched.cancel_job(job_id).task_counts == {"CANCELLED": 2}
+    for node_id, rank in ranks.items():
+        (item,) = sched.outstanding_work(node_id)
+        assert isinstance(item, Cancel) and (item.task_id, item.rank) == (gang.task_id, rank)
+        sched.report(node_id, gang.task_id, 1, "CANCELLED", None, "", rank=rank)
+    assert broker.allocation_count() == 0

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import grpc
 
 from styx.agent import convert
-from styx.agent.core import NodeRegistration, Renewal
+from styx.agent.core import BrokerDown, NodeRegistration, Renewal
 from styx.agent.runner import Assignment, Cancellation, StatusReport
 from styx.common.clients import DEFAULT_TIMEOUT_S, open_channel
 from styx.common.ids import new_id
@@ -89,7 +89,10 @@ class ControlPlane:
         try:
             response = self._broker.Heartbeat(broker_pb2.HeartbeatRequest(node_id=node_id), timeout=timeout_s)
         except grpc.RpcError as exc:
-            raise Rejected(exc.code().name, str(exc.details())) from exc
+            details = str(exc.details())
+            if exc.code() == grpc.StatusCode.UNAVAILABLE and "connection refused" in details.lower():
+                raise BrokerDown(details) from exc
+            raise Rejected(exc.code().name, details) from exc
         return Renewal(bool(response.known), float(response.lease_seconds))
 
     def deregister(self, node_id: str, reason: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:

@@ -9,7 +9,10 @@ and the scheduler re-queues a LOST node's tasks ``--node-fence-seconds`` (lease 
 margin) after the last heartbeat. So an agent that could not renew its lease for a whole
 lease kills its tasks itself before that moment (and runs nothing new until it renews):
 a partitioned node never runs a task at the same time as its re-queued attempt. It does
-the same at once when the broker no longer knows the node (deregistered: GONE).
+the same at once when the broker no longer knows the node (deregistered: GONE). Renewals
+refused because no broker listens (connection refused: it crashed) do not count: no broker
+is there to mark the node LOST, and a restarted one gives every node a fresh lease, so a
+`sky local up` long after a broker crash still finds the tasks running.
 """
 
 from __future__ import annotations
@@ -26,12 +29,14 @@ from styx.agent import hardware
 from styx.agent.hardware import HostCapacity
 from styx.agent.reaper import reap_leftovers
 from styx.agent.runner import AppendLogs, Assignment, Cancellation, RunState, StatusReport, TaskRun
+from styx.agent.watcher import TaskWatcher
 from styx.common.clock import SYSTEM_CLOCK, Clock
 
 log = logging.getLogger(__name__)
 
 # The agent must be gone within 2 s of SIGTERM, tasks stopped and reported.
 STOP_DEADLINE_S = 1.8
+HEARTBEAT_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,10 @@ class NodeRegistration:
     instance_type: str = ""
     labels: Mapping[str, str] = field(default_factory=dict)
     address: str = ""
+
+
+class BrokerDown(Exception):
+    """A heartbeat found nothing listening at the broker's address (connection refused)."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +139,8 @@ class Agent:
         self._renewed_at = clock.monotonic()
         # Why the node is fenced (its tasks killed, new ones refused); "" while its lease holds.
         self._fenced = ""
+        # A renewal failed since the last success in a way a live broker could cause.
+        self._maybe_partitioned = False
         self._control = control
         self._stop = stop
         self._runs: dict[tuple[str, int, int], TaskRun] = {}
@@ -146,6 +157,8 @@ class Agent:
             address=cfg.address,
         )
         self._threads: list[threading.Thread] = []
+        # Kills this agent's tasks should it die; started with the first task.
+        self._watcher = TaskWatcher()
 
     @property
     def registration(self) -> NodeRegistration:
@@ -186,6 +199,7 @@ class Agent:
             r.join(left())
         for t in self._threads:
             t.join(left())
+        self._watcher.close(left())  # kills any task group that outlived the deadline
         try:
             # Without this the broker would keep placing work here until the lease ran out.
             self._control.deregister(self.cfg.node_id, "agent stopped", max(left(), 0.2))
@@ -238,18 +252,30 @@ class Agent:
         while True:
             deadline = self._renewed_at + self._lease_s
             left = deadline - self._clock.monotonic()
-            wait = min(self.cfg.heartbeat_s, left) if left > 0 else self.cfg.heartbeat_s
+            if left > 0:
+                wait = min(self.cfg.heartbeat_s, left)
+            else:  # past the deadline: fence now if due, else beat at the normal pace
+                wait = 0.0 if self._maybe_partitioned and not self._fenced else self.cfg.heartbeat_s
             if self._clock.wait(self._stop, wait):
                 return
-            if self._clock.monotonic() >= deadline:
-                self.fence(f"no lease renewal for {self._lease_s:g} s")
             sent = self._clock.monotonic()
+            if sent >= deadline and self._maybe_partitioned:
+                self.fence(f"no lease renewal for {self._lease_s:g} s")
+            # A slow broker that answers within the lease still renews it, but the call must
+            # not outlast the lease: the fence check comes right after it.
+            timeout = min(max(self.cfg.heartbeat_s, deadline - sent), HEARTBEAT_TIMEOUT_S)
             try:
-                # No longer than a beat: a hung call must not hold the fence check back.
-                renewal = self._control.heartbeat(self.cfg.node_id, max(self.cfg.heartbeat_s, 0.5))
+                renewal = self._control.heartbeat(self.cfg.node_id, timeout)
+            except BrokerDown as exc:
+                # Nothing listens at the broker's address: no broker runs to mark this node
+                # LOST, and a restarted one gives every node a fresh lease. Tasks keep running.
+                log.info("heartbeat failed, the broker is down: %s", exc)
+                continue
             except Exception as exc:
+                self._maybe_partitioned = True  # a broker may be up and about to mark us LOST
                 log.info("heartbeat failed: %s", exc)
                 continue
+            self._maybe_partitioned = False
             if not renewal.known:
                 self.fence("the broker no longer knows this node")
                 log.info("broker does not know this node; registering again")
@@ -306,6 +332,7 @@ class Agent:
                     self._report,
                     functools.partial(self._control.get_workdir, self.cfg.node_id),
                     address=self.cfg.address,
+                    watcher=self._watcher,
                 )
                 self._runs[a.key] = run
         if existing is not None:

@@ -2,8 +2,7 @@
 
 Tasks and local agents run in their own sessions, so their process group id is the
 leader's pid and one signal reaches every process they started. Used by the agent's task
-runner and by the local provider. ``spawn_supervised`` starts a task under the supervisor
-that ties the task's group to the agent's life.
+runner and by the local provider.
 """
 
 from __future__ import annotations
@@ -13,15 +12,9 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import IO
 
 log = logging.getLogger(__name__)
-
-SUPERVISOR = Path(__file__).with_name("supervise.py")
 
 
 def group_alive(pgid: int) -> bool:
@@ -89,34 +82,3 @@ def stop_process_group(pgid: int, leader: subprocess.Popen[bytes] | None, grace_
     if leader is not None:
         with contextlib.suppress(subprocess.TimeoutExpired):
             leader.wait(5)
-
-
-def spawn_supervised(
-    argv: Sequence[str], label: str, cwd: Path, env: Mapping[str, str], out: IO[bytes]
-) -> tuple[subprocess.Popen[bytes], int]:
-    """Start ``argv`` under the task supervisor (``supervise.py``), leading a new session.
-
-    Returns the supervisor's Popen (its pid is the group id) and the write end of its
-    lifeline pipe. The caller keeps that fd open while the process runs and closes it
-    afterwards; if this process dies first, the kernel closes it and the supervisor kills
-    the whole group. The fd is not inheritable, so no other child holds the pipe open.
-    """
-    read_end, write_end = os.pipe()
-    try:
-        proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", str(SUPERVISOR), str(read_end), label, "--", *argv],
-            cwd=cwd,
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # own group: a cancel reaches every child
-            close_fds=True,
-            pass_fds=(read_end,),
-        )
-    except BaseException:
-        os.close(write_end)
-        raise
-    finally:
-        os.close(read_end)
-    return proc, write_end

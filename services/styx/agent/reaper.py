@@ -1,11 +1,11 @@
 """Reap what a dead agent left behind: the process groups of its unfinished task attempts.
 
 Each attempt's state file (``<work_dir>/state/<name>.json``) records the process group of
-its supervisor (see ``supervise.py``) and, once known, its outcome. The supervisor already
-kills its group when the agent dies; this is the second line, for a supervisor that was
-itself killed with its agent (``kill -9`` of the whole session) or a platform where it
-could not run. The next agent of the node calls it at start, and the local provider when
-it finds an agent dead, before the node's tasks are re-queued elsewhere.
+its task and, once known, its outcome. The agent's task watcher (``watcher.py``) already
+kills the groups when the agent dies; this is the second line, for a watcher that was
+killed with its agent (an OOM kill, say). The next agent of the node calls it at start,
+and the local provider when it finds an agent dead, before the node's tasks are re-queued
+elsewhere.
 
 A recorded group is killed only when one of its processes still carries the attempt's
 ``STYX_TASK_ID`` in its environment, so a process group id recycled by an unrelated
@@ -46,7 +46,7 @@ def reap_leftovers(work_dir: Path) -> list[int]:
         pgid, task_id = data.get("pgid"), data.get("task_id")
         if not isinstance(pgid, int) or pgid <= 1 or not isinstance(task_id, str) or not task_id:
             continue
-        if group_alive(pgid) and _group_runs_task(pgid, task_id):
+        if group_alive(pgid) and group_runs_task(pgid, task_id):
             try:
                 os.killpg(pgid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
@@ -56,7 +56,7 @@ def reap_leftovers(work_dir: Path) -> list[int]:
     return killed
 
 
-def _group_runs_task(pgid: int, task_id: str) -> bool:
+def group_runs_task(pgid: int, task_id: str) -> bool:
     """True when a process of group ``pgid`` has ``STYX_TASK_ID=<task_id>`` in its environment
     (without /proc, e.g. macOS, the record is trusted)."""
     if not os.path.isdir("/proc/self"):

@@ -5,8 +5,8 @@ log bytes at an offset and one that reports a status, and the run does the rest:
 
 - the job's workdir archive (when it has one) is fetched and unpacked into the sandbox;
 - setup then run, each as ``["bash", "-c", script]`` (the script is ONE argv item, never
-  pasted into a shell line), under a supervisor (``supervise.py``) that leads a new session,
-  so the whole process group can be stopped and dies with the agent;
+  pasted into a shell line), in a new session so the whole process group can be stopped,
+  and registered with the agent's task watcher (``watcher.py``) so it dies with the agent;
 - stdout and stderr of both go to one log file per attempt, which a shipper thread tails
   and sends in chunks of at most 64 KiB until the processes exited and all is sent;
 - RUNNING is reported right after the first spawn, then SUCCEEDED / FAILED / CANCELLED
@@ -22,7 +22,6 @@ from __future__ import annotations
 import enum
 import json
 import logging
-import os
 import re
 import subprocess
 import threading
@@ -31,8 +30,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from styx.agent.procgroup import group_alive, spawn_supervised, stop_process_group
+from styx.agent.procgroup import group_alive, stop_process_group
 from styx.agent.taskio import AppendLogs, LogShipper, WorkdirError, task_env, unpack_workdir
+from styx.agent.watcher import TaskWatcher
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +128,11 @@ class TaskRun:
         report: Report,
         fetch_workdir: FetchWorkdir | None = None,
         address: str = "",
+        *,
+        watcher: TaskWatcher,
     ) -> None:
         self.assignment = assignment
+        self._watcher = watcher
         self._node_id = node_id
         self._address = address
         self._append = append
@@ -138,7 +141,6 @@ class TaskRun:
         name = f"{assignment.task_id}-{assignment.attempt}"
         if assignment.rank:
             name += f"-r{assignment.rank}"
-        self._label = name
         self.sandbox = work_dir / "tasks" / name
         self.log_path = work_dir / "logs" / f"{name}.log"
         self._state_path = work_dir / "state" / f"{name}.json"
@@ -257,7 +259,10 @@ class TaskRun:
                 with self._lock:
                     if self._cancel_reason is not None:
                         return self._stopped()
-                    proc, lifeline = spawn_supervised(["bash", "-c", script], self._label, cwd, env, out)
+                    proc = self._watcher.spawn(
+                        script, a.task_id, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                        stderr=subprocess.STDOUT,
+                    )  # fmt: skip
                     self._proc = proc
                 try:
                     self._write_state({"phase": phase, "pgid": proc.pid, "task_id": a.task_id})
@@ -268,9 +273,8 @@ class TaskRun:
                         deadline = time.monotonic() + a.timeout_s
                     ended = self._wait_phase(phase, proc, deadline)
                 finally:
-                    # Only once the phase is over may the supervisor see end-of-file: until
-                    # then, closing this end means "the agent died, kill the task".
-                    os.close(lifeline)
+                    # The group is stopped by now (or, on an agent crash, the watcher's job).
+                    self._watcher.release(proc.pid)
                 if ended is not None:
                     return ended
         if not reported_running:

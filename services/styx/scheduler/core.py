@@ -20,7 +20,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
-from sqlalchemy import Engine, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import Engine, and_, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from styx.common.clock import SYSTEM_CLOCK, Clock
@@ -266,7 +266,7 @@ class Scheduler(QueriesMixin, GangMixin, OutputsMixin):
         threading.Thread(target=self._keep_lease, name="dispatch-lease", daemon=True).start()
         last_reconcile = 0.0
         while not self._stop.is_set():
-            self._wake.wait(idle_wait_s)
+            self._clock.wait(self._wake, idle_wait_s)
             self._wake.clear()
             try:
                 while self.dispatch_once() and not self._stop.is_set():
@@ -276,7 +276,7 @@ class Scheduler(QueriesMixin, GangMixin, OutputsMixin):
                     self.reconcile()
             except Exception:
                 log.exception("dispatch pass failed; retrying")
-                self._stop.wait(1.0)
+                self._clock.wait(self._stop, 1.0)
 
     def _keep_lease(self) -> None:
         """Renew the dispatch lease on its own clock.
@@ -290,7 +290,7 @@ class Scheduler(QueriesMixin, GangMixin, OutputsMixin):
                 self.hold_dispatch_lease()
             except Exception as exc:
                 log.warning("dispatch lease renewal failed; retrying: %s", exc)
-            self._stop.wait(self._lease_s / 3)
+            self._clock.wait(self._stop, self._lease_s / 3)
 
     def stop(self) -> None:
         """End run_loop, wake every waiting stream, and hand the dispatch lease back."""
@@ -622,13 +622,21 @@ class Scheduler(QueriesMixin, GangMixin, OutputsMixin):
             ).all()
             self._insert_task_events(conn, "CANCELLED", CANCELLED, reason, open_tasks)
             stamp = self._clock.now()
-            ended = {"state": CANCELLED, "exit_code": None, "failure_reason": reason, "finished_at": stamp}
+            # One pass: a task with no agent work (PENDING) is over at once; a placed one ends
+            # for good when its agent confirms (agent_ended) and its allocation is released.
+            idle = cols.state == PENDING
             conn.execute(
                 update(t.tasks)
-                .where(and_(cols.job_id == job_id, cols.state == PENDING))
-                .values(**ended, agent_ended=True, released=True)
+                .where(open_tasks)
+                .values(
+                    state=CANCELLED,
+                    exit_code=None,
+                    failure_reason=reason,
+                    finished_at=stamp,
+                    agent_ended=case((idle, True), else_=cols.agent_ended),
+                    released=case((idle, True), else_=cols.released),
+                )
             )
-            conn.execute(update(t.tasks).where(and_(open_tasks, cols.state.in_(list(ACTIVE)))).values(**ended))
             for row in placed:
                 if row.num_nodes > 1 and row.ranks_json:
                     gang = self.get_task(row.task_id)  # few: a gang is one task on many nodes
