@@ -18,11 +18,12 @@ _OUTCOMES = {
     WAITING: broker_pb2.ALLOCATION_OUTCOME_WAITING,
     INFEASIBLE: broker_pb2.ALLOCATION_OUTCOME_INFEASIBLE,
 }
-# GONE (deregistered) is LOST to clients: either way the node's work is re-queued.
+# GONE: deregistered by its agent (which stopped its tasks) or its provider (instance gone),
+# so the scheduler re-queues its work at once; LOST only after its fence interval.
 _NODE_STATES = {
     "READY": common_pb2.NODE_STATE_READY,
     "LOST": common_pb2.NODE_STATE_LOST,
-    "GONE": common_pb2.NODE_STATE_LOST,
+    "GONE": common_pb2.NODE_STATE_GONE,
 }
 
 
