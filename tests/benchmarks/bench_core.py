@@ -28,20 +28,10 @@ import time
 import uuid
 from pathlib import Path
 
+from bench_skeleton import _pct, _rss_mb
+
 ROOT = Path(__file__).resolve().parents[2]
 CATALOGS = ROOT.parent / "shared" / "catalogs"
-
-
-def _pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, round(q * (len(values) - 1)))]
-
-
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def spawn_floor(n: int = 300) -> float:

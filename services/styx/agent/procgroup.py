@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +34,14 @@ def group_alive(pgid: int) -> bool:
     return True if live is None else live > 0
 
 
-def _live_members(pgid: int) -> int | None:
-    """Non-zombie processes of group ``pgid`` per /proc; None where there is no /proc."""
+def group_members(pgid: int) -> Iterator[tuple[int, str]] | None:
+    """(pid, state letter) of every process of group ``pgid`` per /proc; None without /proc."""
     if not os.path.isdir("/proc/self"):
         return None
-    count = 0
+    return _scan(str(pgid))
+
+
+def _scan(pgid: str) -> Iterator[tuple[int, str]]:
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -47,9 +51,14 @@ def _live_members(pgid: int) -> int | None:
                 fields = fh.read().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
-            count += 1
-    return count
+        if len(fields) > 2 and fields[2] == pgid:
+            yield int(entry.name), fields[0]
+
+
+def _live_members(pgid: int) -> int | None:
+    """Non-zombie processes of group ``pgid`` per /proc; None where there is no /proc."""
+    members = group_members(pgid)
+    return None if members is None else sum(1 for _, state in members if state not in ("Z", "X"))
 
 
 def signal_group(pgid: int, sig: int) -> bool:

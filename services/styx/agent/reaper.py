@@ -20,7 +20,7 @@ import os
 import signal
 from pathlib import Path
 
-from styx.agent.procgroup import group_alive
+from styx.agent.procgroup import group_alive, group_members
 
 log = logging.getLogger(__name__)
 
@@ -59,20 +59,15 @@ def reap_leftovers(work_dir: Path) -> list[int]:
 def group_runs_task(pgid: int, task_id: str) -> bool:
     """True when a process of group ``pgid`` has ``STYX_TASK_ID=<task_id>`` in its environment
     (without /proc, e.g. macOS, the record is trusted)."""
-    if not os.path.isdir("/proc/self"):
+    members = group_members(pgid)
+    if members is None:
         return True
     marker = f"STYX_TASK_ID={task_id}".encode()
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
+    for pid, _ in members:
         try:
-            with open(f"/proc/{entry.name}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-            if len(fields) < 3 or fields[2] != str(pgid):
-                continue
-            with open(f"/proc/{entry.name}/environ", "rb") as fh:
+            with open(f"/proc/{pid}/environ", "rb") as fh:
                 if marker in fh.read().split(b"\0"):
                     return True
-        except (OSError, IndexError):
+        except OSError:
             continue
     return False

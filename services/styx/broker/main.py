@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     threading.Thread(target=reconcile_loop, name="reconcile", daemon=True).start()
     write_ready_file(cfg.ready_file, cfg.host, running.port)
     log.info("serving", extra={"port": running.port, "db": cfg.db_url.split("://")[0]})
+
     def on_stop() -> None:
         stop.set()
         broker.stop()

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from styx.broker.model import offer_fits
 from styx.common.offers import Offer
-from styx.common.resources import DEFAULT_ARCH, DEFAULT_TASK_CPUS, Resources, gpu_matches, infra_parts, normalize_arch
+from styx.common.resources import DEFAULT_ARCH, DEFAULT_TASK_CPUS, Resources, normalize_arch
 
 EPS = 1e-6
 _EPS = EPS
@@ -39,24 +40,7 @@ def amount_ok(have: float, want: float, exact: bool) -> bool:
 
 def host_offer_fits(offer: Offer, res: Resources) -> bool:
     """Whether one instance of a host offer (a slice of an existing machine) holds the request."""
-    want_p, want_r, want_z = infra_parts(res.infra)
-    if (
-        (want_p and want_p != offer.provider)
-        or (want_r and want_r != offer.region)
-        or (want_z and want_z != offer.zone)
-    ):
-        return False
-    if res.instance_type and res.instance_type != offer.instance_type:
-        return False
-    if res.arch and normalize_arch(offer.arch) != normalize_arch(res.arch):
-        return False
-    if offer.cpus + _EPS < res.cpus or offer.memory_gib + _EPS < res.memory_gib:
-        return False
-    if not res.accelerators:
-        return True
-    return any(
-        offer.accelerator_count >= a.count and gpu_matches(offer.accelerator_name, a.name) for a in res.accelerators
-    )
+    return (not res.instance_type or res.instance_type == offer.instance_type) and offer_fits(offer, res)
 
 
 def provider_state(provider: str, enabled: Mapping[str, str] | None) -> str:

@@ -15,8 +15,9 @@ from styx.broker.offers import OfferBook
 from styx.broker.optimizer import Ranking, alternatives
 from styx.broker.placement import fitting, node_could_fit
 from styx.broker.provisioning import Provisioning
+from styx.common.offers import Offer
 from styx.common.placement import INFEASIBLE, WAITING, Ask, Placement
-from styx.common.resources import Capacity
+from styx.common.resources import Capacity, Resources
 
 
 class Waits:
@@ -37,13 +38,7 @@ class Waits:
         for res in alts:
             for node_id, free in pending_free.items():
                 prov = self._provisioning.pending[node_id]
-                if (
-                    offer_fits(prov.offer, res)
-                    and free.cpus + _EPS >= res.cpus
-                    and free.memory_gib + _EPS >= res.memory_gib
-                ):
-                    free.cpus -= res.cpus
-                    free.memory_gib -= res.memory_gib
+                if _absorbs(prov.offer, free, res):
                     return Placement(
                         ask.allocation_id, WAITING, reason=f"waiting for node {node_id} ({prov.offer.place}) to boot"
                     )
@@ -109,13 +104,7 @@ class Waits:
                 break
             prov = self._provisioning.pending[node_id]
             for res in alts:
-                if (
-                    offer_fits(prov.offer, res)
-                    and free.cpus + _EPS >= res.cpus
-                    and free.memory_gib + _EPS >= res.memory_gib
-                ):
-                    free.cpus -= res.cpus
-                    free.memory_gib -= res.memory_gib
+                if _absorbs(prov.offer, free, res):
                     absorbed.append(node_id)
                     break
         missing = n - fit_now - len(absorbed)
@@ -140,3 +129,12 @@ class Waits:
         if cooling:
             return Placement(ask.allocation_id, WAITING, reason="recent provisioning failures: " + "; ".join(cooling))
         return Placement(ask.allocation_id, WAITING, reason=f"waiting for {missing} more node(s) ({what})")
+
+
+def _absorbs(offer: Offer, free: Capacity, res: Resources) -> bool:
+    """Whether a booting node of ``offer`` with ``free`` left takes ``res``; if so, count it taken."""
+    if not (offer_fits(offer, res) and free.cpus + _EPS >= res.cpus and free.memory_gib + _EPS >= res.memory_gib):
+        return False
+    free.cpus -= res.cpus
+    free.memory_gib -= res.memory_gib
+    return True
