@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from styx.common.clock import SYSTEM_CLOCK, Clock
 from styx.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from styx.common.ids import new_id
+from styx.common.leases import Lease
 from styx.common.migrations import upgrade
 from styx.common.placement import Ask, Placement, rank_allocation_id
 from styx.common.store import bulk_insert
@@ -107,9 +108,8 @@ class Scheduler(QueriesMixin, GangMixin, OutputsMixin):
         self._engine = engine
         self._broker = broker
         self.starvation_s = starvation_s
-        self._lease_s = lease_s
         self.replica_id = replica_id or new_id("replica")
-        self._lease_until = 0.0
+        self._dispatch_lease = Lease(engine, t.leases, "dispatcher", self.replica_id, lease_s, clock)
         self._lock = threading.RLock()
         self._changed = threading.Condition()
         self._wake = threading.Event()
@@ -148,32 +148,7 @@ class Scheduler(QueriesMixin, GangMixin, OutputsMixin):
         """
         if self._stop.is_set():
             return False  # stopping: never take the lease back after release_dispatch_lease
-        stamp = self._clock.now()
-        if stamp < self._lease_until - self._lease_s * 2 / 3:
-            return True
-        until = stamp + self._lease_s
-        with self._engine.begin() as conn:
-            taken = conn.execute(
-                update(t.leases)
-                .where(
-                    and_(
-                        t.leases.c.name == "dispatcher",
-                        or_(t.leases.c.holder == self.replica_id, t.leases.c.expires_at < stamp),
-                    )
-                )
-                .values(holder=self.replica_id, expires_at=until)
-            ).rowcount
-            if not taken:
-                try:
-                    with conn.begin_nested():
-                        conn.execute(
-                            insert(t.leases).values(name="dispatcher", holder=self.replica_id, expires_at=until)
-                        )
-                    taken = 1
-                except IntegrityError:
-                    taken = 0
-        self._lease_until = until if taken else 0.0
-        return bool(taken)
+        return self._dispatch_lease.hold()
 
     # ---- submission ---------------------------------------------------------------------
     def submit_job(
@@ -285,12 +260,7 @@ class Scheduler(QueriesMixin, GangMixin, OutputsMixin):
         broker) outlast the lease and hand dispatching to another replica mid-run; a
         renewal every third of the lease leaves two renewals of slack.
         """
-        while not self._stop.is_set():
-            try:
-                self.hold_dispatch_lease()
-            except Exception as exc:
-                log.warning("dispatch lease renewal failed; retrying: %s", exc)
-            self._clock.wait(self._stop, self._lease_s / 3)
+        self._dispatch_lease.keep(self._stop)
 
     def stop(self) -> None:
         """End run_loop, wake every waiting stream, and hand the dispatch lease back."""
@@ -301,18 +271,7 @@ class Scheduler(QueriesMixin, GangMixin, OutputsMixin):
 
     def release_dispatch_lease(self) -> None:
         """Give the lease up so a successor (restart or other replica) dispatches at once."""
-        if not self._lease_until:
-            return
-        self._lease_until = 0.0
-        try:
-            with self._engine.begin() as conn:
-                conn.execute(
-                    update(t.leases)
-                    .where(and_(t.leases.c.name == "dispatcher", t.leases.c.holder == self.replica_id))
-                    .values(expires_at=0.0)
-                )
-        except Exception as exc:
-            log.warning("could not release the dispatch lease; it expires by itself: %s", exc)
+        self._dispatch_lease.release()
 
     def dispatch_once(self) -> int:
         """One pass over the ready set; returns how many tasks were placed.
