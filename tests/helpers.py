@@ -309,6 +309,9 @@ class InProcessBroker:
     def release(self, allocation_id: str) -> None:
         self.broker.release(allocation_id)
 
+    def release_many(self, allocation_ids: list[str]) -> None:
+        self.broker.release_many(allocation_ids)
+
     def absent_nodes(self) -> list[Any]:
         from styx.scheduler.model import AbsentNode
 

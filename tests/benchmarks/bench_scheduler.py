@@ -32,7 +32,7 @@ def bench_decision_cost(queued: int) -> None:
         """The scheduler's broker port on a broker core in this process (no sockets)."""
 
         def __init__(self, broker: Broker) -> None:
-            self.allocate, self.release = broker.allocate, broker.release
+            self.allocate, self.release, self.release_many = broker.allocate, broker.release, broker.release_many
 
         def absent_nodes(self) -> list[object]:
             return []

@@ -166,11 +166,8 @@ class Broker:
         labels: dict[str, str] | None = None,
         address: str = "",
     ) -> NodeView:
-        """Add a node or refresh its capacity; idempotent on node_id.
-
-        A node provisioned for a named cluster gets the cluster's label here, whatever the
-        agent sent, so only that cluster's tasks land on it.
-        """
+        """Add a node or refresh its capacity; idempotent on node_id. A cluster's node gets the
+        cluster's label (and a provisioned node its offer's arch) whatever the agent sent."""
         stamp = self._clock.now()
         with self._lock:
             cluster = self.clusters.cluster_of_node(node_id)
@@ -213,10 +210,9 @@ class Broker:
     def deregister_node(self, node_id: str, reason: str, instance_lost: bool = False) -> NodeView:
         """Mark a node gone now, so its work is re-queued without waiting for the lease.
 
-        ``instance_lost``: its instance vanished behind Styx's back. For a spot node that is
-        almost always a reclaim, i.e. the zone ran short of spot capacity, so that spot
-        offer cools down like a capacity error and the relaunch goes to the next zone,
-        region or provider; the attempt is marked "lost" so `sky status -v` shows it.
+        ``instance_lost``: its instance vanished. For a spot node that is a reclaim, so its
+        spot offer cools down like a capacity error and the relaunch goes elsewhere; the
+        attempt is marked "lost" (`sky status -v`).
         """
         with self._lock:
             node = self._nodes.get(node_id)
@@ -297,11 +293,9 @@ class Broker:
         results = []
         nodes = self._nodes.nodes
         index = _FreeIndex(nodes.values())
-        # Within a batch free capacity only shrinks, so once resources R found no room, every
-        # later ask for R finds none either. Its answer is reused until a provision starts
-        # (a booting node could absorb the next R). Deep queues of identical tasks then cost
-        # one dictionary lookup per ask instead of a full search.
-        # Gangs are keyed with their size: N nodes not fitting says nothing about fewer.
+        # Free capacity only shrinks within a batch, so an answer of "no room for R" is reused
+        # for later asks for R until a provision starts (a booting node could absorb them);
+        # gangs are keyed with their size (N nodes not fitting says nothing about fewer).
         unplaceable: dict[tuple[Resources, int], Placement] = {}
         for ask in asks:
             gang = ask.num_nodes > 1
@@ -332,15 +326,24 @@ class Broker:
 
     def release(self, allocation_id: str) -> bool:
         """Free an allocation; False when it was unknown or already free."""
+        return self.release_many([allocation_id]) == 1
+
+    def release_many(self, allocation_ids: Sequence[str]) -> int:
+        """Free allocations in one transaction; returns how many were live (unknown ones are skipped)."""
+        if len(allocation_ids) > 10000:
+            raise InvalidArgument(f"allocation_ids: at most 10000 per call, got {len(allocation_ids)}")
         with self._lock:
-            alloc = self._ledger.allocations.get(allocation_id)
-            if alloc is None:
-                return False
+            live = self._ledger.allocations
+            allocs = [live[i] for i in dict.fromkeys(allocation_ids) if i in live]
+            if not allocs:
+                return 0
             with self._engine.begin() as conn:
-                self._ledger.write_release(conn, allocation_id)
-            self._ledger.undo(alloc)
-            self.clusters.touch(alloc.node_id)
-            return True
+                self._ledger.write_release(conn, [a.allocation_id for a in allocs])
+            for alloc in allocs:
+                self._ledger.undo(alloc)
+            for node_id in {a.node_id for a in allocs}:
+                self.clusters.touch(node_id)
+            return len(allocs)
 
     # ---- clusters (ClusterOps) ------------------------------------------------------------------
     def create_cluster(

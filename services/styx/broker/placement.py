@@ -87,9 +87,10 @@ class Ledger:
         )
 
     @staticmethod
-    def write_release(conn: Connection, allocation_id: str) -> None:
-        """Mark an allocation released in ``conn``."""
-        conn.execute(update(t.allocations).where(t.allocations.c.allocation_id == allocation_id).values(released=True))
+    def write_release(conn: Connection, allocation_ids: Sequence[str]) -> None:
+        """Mark allocations released in ``conn``."""
+        c = t.allocations.c
+        conn.execute(update(t.allocations).where(c.allocation_id.in_(list(allocation_ids))).values(released=True))
 
     def on_nodes(self, node_ids: Sequence[str]) -> bool:
         """Whether any of these nodes holds a live allocation."""

@@ -63,9 +63,14 @@ class BrokerServicer(broker_pb2_grpc.ResourceBrokerServicer):
         return convert.placements_to_pb(self.broker.allocate(convert.asks_from_pb(request)))
 
     def Release(self, request: broker_pb2.ReleaseRequest, context: grpc.ServicerContext) -> broker_pb2.ReleaseResponse:
-        if not request.allocation_id:
-            raise InvalidArgument("allocation_id: required")
-        return broker_pb2.ReleaseResponse(released=self.broker.release(request.allocation_id))
+        ids = [i for i in (request.allocation_id, *request.allocation_ids) if i]
+        if not ids:
+            raise InvalidArgument("allocation_id: required (or allocation_ids)")
+        released = self.broker.release(request.allocation_id) if request.allocation_id else False
+        count = int(released) + (
+            self.broker.release_many(list(request.allocation_ids)) if request.allocation_ids else 0
+        )
+        return broker_pb2.ReleaseResponse(released=released, released_count=count)
 
     def GetNode(self, request: broker_pb2.GetNodeRequest, context: grpc.ServicerContext) -> common_pb2.Node:
         return convert.node_to_pb(self.broker.get_node(request.node_id))

@@ -55,6 +55,10 @@ class GrpcBroker:
         """Free an allocation."""
         self._stub.Release(broker_pb2.ReleaseRequest(allocation_id=allocation_id), timeout=DEFAULT_TIMEOUT_S)
 
+    def release_many(self, allocation_ids: list[str]) -> None:
+        """Free allocations in one call."""
+        self._stub.Release(broker_pb2.ReleaseRequest(allocation_ids=allocation_ids), timeout=DEFAULT_TIMEOUT_S)
+
     def absent_nodes(self) -> list[AbsentNode]:
         """Nodes the broker marked LOST or GONE, with their last heartbeat."""
         reply = self._stub.ListNodes(broker_pb2.ListNodesRequest(include_lost=True), timeout=DEFAULT_TIMEOUT_S)

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
-from sqlalchemy import Engine, and_, bindparam, case, func, insert, or_, select, update
+from sqlalchemy import Engine, and_, bindparam, case, func, insert, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
 from styx.common.clock import SYSTEM_CLOCK, Clock
@@ -55,6 +55,7 @@ from styx.scheduler.model import (
 )
 from styx.scheduler.outputs import OutputsMixin
 from styx.scheduler.queries import QueriesMixin, row_to_task
+from styx.scheduler.releases import ReleaseBatcher
 from styx.scheduler.stats import JobView, Stats, compute_stats
 from styx.scheduler.workqueue import Assign, Cancel, Dispatcher, WorkItem
 
@@ -85,6 +86,10 @@ class BrokerPort(Protocol):
         """Free an allocation (idempotent)."""
         ...
 
+    def release_many(self, allocation_ids: list[str]) -> None:
+        """Free allocations in one call (idempotent)."""
+        ...
+
     def absent_nodes(self) -> list[AbsentNode]:
         """Nodes the broker marked LOST (lease expired) or GONE (deregistered)."""
         ...
@@ -110,6 +115,9 @@ class Scheduler(QueriesMixin, GangMixin, OutputsMixin):
         self.starvation_s = starvation_s
         self.replica_id = replica_id or new_id("replica")
         self._dispatch_lease = Lease(engine, t.leases, "dispatcher", self.replica_id, lease_s, clock)
+        self._releases = ReleaseBatcher(
+            lambda ids: broker.release_many(ids) if broker is not None else None, self._mark_released, self._rank_ids
+        )
         self._lock = threading.RLock()
         self._changed = threading.Condition()
         self._wake = threading.Event()
@@ -752,21 +760,24 @@ class Scheduler(QueriesMixin, GangMixin, OutputsMixin):
         return bool(conn.execute(select(t.tasks.c.agent_ended).where(t.tasks.c.task_id == task_id)).scalar())
 
     def _release(self, task_id: str, attempt: int, num_nodes: int = 1) -> None:
-        if self._broker is None:
+        self._release_all([(task_id, attempt, num_nodes)])
+
+    def _release_all(self, items: Sequence[tuple[str, int, int]]) -> None:
+        """Free these attempts' allocations and mark them released, batched with concurrent callers."""
+        if self._broker is None or not items:
             return
-        try:
-            for r in range(max(1, num_nodes)):
-                self._broker.release(rank_allocation_id(f"{task_id}/{attempt}", r))
-        except Exception as exc:
-            log.warning("release of %s/%s failed, will retry: %s", task_id, attempt, exc)
-            return
-        with self._engine.begin() as conn:
-            conn.execute(
-                update(t.tasks)
-                .where(and_(t.tasks.c.task_id == task_id, t.tasks.c.attempt == attempt))
-                .values(released=True)
-            )
+        self._releases.release(items)
         self.wake()
+
+    def _mark_released(self, attempts: list[tuple[str, int]]) -> None:
+        c = t.tasks.c
+        with self._engine.begin() as conn:
+            conn.execute(update(t.tasks).where(tuple_(c.task_id, c.attempt).in_(attempts)).values(released=True))
+
+    @staticmethod
+    def _rank_ids(item: tuple[str, int, int]) -> list[str]:
+        task_id, attempt, num_nodes = item
+        return [rank_allocation_id(f"{task_id}/{attempt}", r) for r in range(max(1, num_nodes))]
 
     # ---- reconciliation ------------------------------------------------------------------
     def reconcile(self) -> None:
@@ -787,8 +798,7 @@ class Scheduler(QueriesMixin, GangMixin, OutputsMixin):
                 .where(and_(t.tasks.c.agent_ended.is_(True), t.tasks.c.released.is_(False), t.tasks.c.attempt > 0))
                 .limit(500)
             ).all()
-        for task_id, attempt, num_nodes in rows:
-            self._release(task_id, attempt, num_nodes)
+        self._release_all([(task_id, attempt, num_nodes) for task_id, attempt, num_nodes in rows])
 
     def fenced_nodes(self, absent: Sequence[AbsentNode]) -> set[str]:
         """The absent nodes whose tasks may run again elsewhere, i.e. are known dead.

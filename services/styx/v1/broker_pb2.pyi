@@ -253,16 +253,20 @@ class AllocateResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[AllocationResult, _Mapping]]] = ...) -> None: ...
 
 class ReleaseRequest(_message.Message):
-    __slots__ = ("allocation_id",)
+    __slots__ = ("allocation_id", "allocation_ids")
     ALLOCATION_ID_FIELD_NUMBER: _ClassVar[int]
+    ALLOCATION_IDS_FIELD_NUMBER: _ClassVar[int]
     allocation_id: str
-    def __init__(self, allocation_id: _Optional[str] = ...) -> None: ...
+    allocation_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, allocation_id: _Optional[str] = ..., allocation_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ReleaseResponse(_message.Message):
-    __slots__ = ("released",)
+    __slots__ = ("released", "released_count")
     RELEASED_FIELD_NUMBER: _ClassVar[int]
+    RELEASED_COUNT_FIELD_NUMBER: _ClassVar[int]
     released: bool
-    def __init__(self, released: _Optional[bool] = ...) -> None: ...
+    released_count: int
+    def __init__(self, released: _Optional[bool] = ..., released_count: _Optional[int] = ...) -> None: ...
 
 class GetNodeRequest(_message.Message):
     __slots__ = ("node_id",)
