@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy import Boolean, Column, Float, Integer, MetaData, String, Table, Text
 
+from styx.common.leases import lease_table
+
 metadata = MetaData()
 
 nodes = Table(
@@ -143,10 +145,4 @@ epoch = Table(
     Column("value", Integer, nullable=False),
 )
 
-leases = Table(
-    "broker_leases",
-    metadata,
-    Column("name", String(32), primary_key=True),
-    Column("holder", String(64), nullable=False),
-    Column("expires_at", Float, nullable=False),
-)
+leases = lease_table(metadata, "broker_leases")

@@ -11,12 +11,23 @@ from __future__ import annotations
 import logging
 import threading
 
-from sqlalchemy import Engine, Table, and_, insert, or_, select, update
+from sqlalchemy import Column, Engine, Float, MetaData, String, Table, and_, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from styx.common.clock import Clock
 
 log = logging.getLogger(__name__)
+
+
+def lease_table(metadata: MetaData, name: str) -> Table:
+    """A service's lease table (each service owns its own, in its own metadata)."""
+    return Table(
+        name,
+        metadata,
+        Column("name", String(32), primary_key=True),
+        Column("holder", String(64), nullable=False),
+        Column("expires_at", Float, nullable=False),
+    )
 
 
 class Lease:

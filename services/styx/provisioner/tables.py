@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy import Boolean, Column, Float, MetaData, String, Table, Text
 
+from styx.common.leases import lease_table
+
 metadata = MetaData()
 
 operations = Table(
@@ -51,10 +53,4 @@ settings = Table(
 )
 
 # Named leases: one replica at a time owns a role (the "reconciler") until expires_at.
-leases = Table(
-    "prov_leases",
-    metadata,
-    Column("name", String(32), primary_key=True),
-    Column("holder", String(64), nullable=False),
-    Column("expires_at", Float, nullable=False),
-)
+leases = lease_table(metadata, "prov_leases")

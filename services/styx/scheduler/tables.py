@@ -16,6 +16,8 @@ from sqlalchemy import (
     Text,
 )
 
+from styx.common.leases import lease_table
+
 metadata = MetaData()
 
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
@@ -132,13 +134,7 @@ counters = Table(
 )
 
 # Named leases: one replica at a time owns a role (e.g. "dispatcher") until expires_at.
-leases = Table(
-    "sched_leases",
-    metadata,
-    Column("name", String(32), primary_key=True),
-    Column("holder", String(64), nullable=False),
-    Column("expires_at", Float, nullable=False),
-)
+leases = lease_table(metadata, "sched_leases")
 
 # Which node ran each rank of each attempt: written when the attempt is placed and kept,
 # so output a node ships late for an earlier attempt is still accepted from that node
