@@ -104,6 +104,9 @@ def test_up_after_every_service_died_and_a_port_was_taken(fresh_sky: SkyCli) -> 
     wait_until(lambda: not any(pid_alive(p) for p in old.values()), timeout=10)
     broker = json.loads((fresh_sky.home / "local" / "plane.json").read_text())["broker"]
     with socket.socket() as squatter:
+        # The killed broker's connections may sit in TIME_WAIT on that port; a program
+        # taking the port after a reboot would not meet them, so allow binding past them.
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         squatter.bind(("127.0.0.1", int(broker.rsplit(":", 1)[1])))
         squatter.listen()
         fresh_sky.ok("local", "up")
