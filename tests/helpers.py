@@ -373,6 +373,11 @@ class ServiceStack:
             )
         return self.procs[names[-1]]
 
+    def diagnosis(self, lines: int = 30) -> str:
+        """The last log lines of every service and agent this stack started, for a failure message."""
+        logs = sorted(self.root.glob("logs/*.log")) + sorted(self.root.glob("**/vm-logs/*.log"))
+        return "\n".join(f"--- {path.name}\n{_tail(path, lines)}" for path in logs)
+
     def kill9(self, name: str) -> None:
         """SIGKILL a process and reap it (no clean shutdown, like a crash)."""
         proc = self.procs.pop(name).proc

@@ -208,8 +208,18 @@ def test_vm_deleted_behind_our_back_requeues_the_task(plane: Plane) -> None:
     marker = plane.root / "first-run"
     # The first attempt waits long enough to be interrupted; a re-run finishes at once.
     task_id = plane.submit(f"if [ -e {marker} ]; then echo second; else touch {marker}; sleep 60; fi")
-    wait_until(lambda: plane.task(task_id).state == common_pb2.TASK_STATE_RUNNING, timeout=60, message="running")
-    first_node = plane.task(task_id).node_id
+    # Stop at RUNNING or at an end: had the first attempt ended early (its node fenced or
+    # lost under load), the re-run finishes at once and RUNNING would never be seen again.
+    try:
+        first = wait_until(
+            lambda: (task := plane.task(task_id)).state in TERMINAL | {common_pb2.TASK_STATE_RUNNING} and task,
+            timeout=60,
+            message="running",
+        )
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{plane.task(task_id)}\n{plane.diagnosis()}") from None
+    assert first.state == common_pb2.TASK_STATE_RUNNING and first.attempt == 1, f"{first}\n{plane.diagnosis()}"
+    first_node = first.node_id
     (vm,) = plane.fake.styx_vms()
     assert vm.tags["styx-node-id"] == first_node
     plane.fake.delete_behind_back(vm.name)
