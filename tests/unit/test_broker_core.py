@@ -353,12 +353,19 @@ def test_cluster_down_terminates_nodes_and_refuses_more_work(broker):
     assert late.outcome == INFEASIBLE and "is down" in late.reason
 
 
-def test_idle_cluster_is_autostopped(broker):
+def test_idle_cluster_is_autostopped(engine_factory):
+    # Time moves on a fake clock: editing the in-memory view instead would be undone by a
+    # reload from the store (on PostgreSQL, whenever the lock's epoch says so).
+    from styx.common.clock import FakeClock
+
+    clock = FakeClock()
+    broker = Broker(engine_factory("broker"), RecordingProvisioner([GPU, CHEAP]), lease_seconds=3600, clock=clock)
     _up(broker, "idle", nodes=1)
     broker.set_autostop("idle", 1, True)
+    clock.advance(30)
     broker.reconcile()
     assert broker.clusters.get("idle").state == "UP"  # not idle long enough
-    broker.clusters.get("idle").last_used_at -= 120
+    clock.advance(60)
     broker.reconcile()
     view = broker.clusters.get("idle")
     assert view.state == "DOWN" and "autostopped after 1 idle minutes" in view.reason
