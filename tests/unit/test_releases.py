@@ -29,7 +29,7 @@ def test_releases_queued_while_one_is_in_flight_go_out_in_one_call() -> None:
     others = [threading.Thread(target=batcher.release, args=([(f"t{i}", 1, 1)],)) for i in range(1, 6)]
     for th in others:
         th.start()
-    wait_until(lambda: len(batcher._queue) == 5, message="five releases to queue behind the first")
+    wait_until(lambda: len(batcher._group._queue) == 5, message="five releases to queue behind the first")
     let_go.set()
     for th in [leader, *others]:
         th.join(10)

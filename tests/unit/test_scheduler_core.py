@@ -443,3 +443,31 @@ def test_only_the_node_that_ran_an_attempt_may_append_to_its_log(plane):
         sched.append_logs(task.task_id, 2, 0, b"x", node_id="n1")
     assert sched.append_logs(task.task_id, 2, 0, b"two\n", node_id="n2") == 4
     assert sched.append_logs(task.task_id, 2, 4, b"ops\n") == 8  # the shared token's holder names no node
+
+
+def test_concurrent_submits_share_a_transaction_and_keep_their_own_jobs(plane):
+    """Group commit of SubmitJob: jobs of one round get contiguous submission numbers each, a
+    request_id repeated inside the round answers with one job, and nothing is lost."""
+    import threading
+
+    sched, _, _ = plane
+    results: dict[int, tuple[str, list]] = {}
+
+    def submit(i: int) -> None:
+        request = "dup" if i in (3, 4) else f"r{i}"
+        specs = [TaskSpec(name=f"t{k}", run="true") for k in range(i % 3 + 1)]
+        results[i] = sched.submit_job(request, f"job{i}", specs)
+
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(12)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(30)
+    assert results[3][0] == results[4][0]  # one job for the repeated request_id
+    assert len({job for job, _ in results.values()}) == 11
+    for job_id, tasks in results.values():
+        stored = sched.list_tasks(job_id=job_id, limit=100, oldest_first=True)
+        assert [t.task_id for t in stored] == [t.task_id for t in tasks]
+        seqs = [t.seq for t in stored]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    assert len(sched.list_tasks(limit=1000)) == sum(len(t) for i, (_, t) in results.items() if i != 4)

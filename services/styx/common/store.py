@@ -6,6 +6,7 @@ another's; the same code runs on both backends.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -51,11 +52,17 @@ def bulk_insert(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]
     """
     if not rows:
         return
-    keys = list(rows[0])
-    compiled = insert(table).values({k: bindparam(k) for k in keys}).compile(dialect=conn.dialect)
+    keys = tuple(rows[0])
+    compiled = _compiled_insert(table, keys, conn.dialect)
     if compiled.positional:
         order = compiled.positiontup or []
         params: list[Any] = [tuple(row[k] for k in order) for row in rows]
     else:
         params = [dict(row) for row in rows] if not isinstance(rows[0], dict) else list(rows)
     conn.exec_driver_sql(str(compiled), params)
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled_insert(table: Table, keys: tuple[str, ...], dialect: Any) -> Any:
+    """The INSERT of these columns, compiled once per dialect (compiling cost more than a small insert)."""
+    return insert(table).values({k: bindparam(k) for k in keys}).compile(dialect=dialect)
