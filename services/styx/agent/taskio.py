@@ -5,14 +5,15 @@ Split from ``runner`` (which runs the attempt's processes); plain Python, no grp
 
 from __future__ import annotations
 
-import io
 import logging
 import os
-import tarfile
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Protocol
+
+from styx import workdir
+from styx.common.errors import InvalidArgument
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +53,14 @@ class WorkdirError(Exception):
 
 
 def unpack_workdir(archive: bytes, dest: Path) -> None:
-    """Unpack a gzip-compressed tar into ``dest``, refusing absolute paths, ``..``, links
-    that leave ``dest`` and device files (tarfile's "data" filter).
+    """Unpack a gzip-compressed tar into ``dest`` with ``styx.workdir.unpack``: size-checked
+    (a gzip bomb is refused before anything is written), refusing absolute paths, ``..``,
+    links that leave ``dest`` and device files (tarfile's "data" filter).
     """
     try:
-        with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
-            tar.extractall(dest, filter="data")
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise WorkdirError(f"workdir archive could not be unpacked: {exc}") from exc
+        workdir.unpack(archive, dest)
+    except InvalidArgument as exc:
+        raise WorkdirError(f"workdir archive could not be unpacked: {exc.message}") from exc
 
 
 def task_env(

@@ -23,9 +23,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from styx.common.auth import Caller, allowed, identify
-from styx.common.errors import PermissionDenied, StyxError
+from styx.common.errors import PermissionDenied, StyxError, Unauthenticated
 from styx.common.ids import new_id
 from styx.common.metrics import observe_rpc
+from styx.common.status import internal_status, to_status
+from styx.common.validation import validate
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +35,9 @@ log = logging.getLogger(__name__)
 _OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
-def _abort_handler(code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
+def _abort_handler(exc: StyxError) -> grpc.RpcMethodHandler:
     def abort(request: Any, context: grpc.ServicerContext) -> Any:
-        context.abort(code, message)
+        context.abort_with_status(to_status(exc))
 
     return grpc.unary_unary_rpc_method_handler(abort)
 
@@ -65,9 +67,11 @@ class GuardInterceptor(grpc.ServerInterceptor):
             caller: Caller | None = identify(self._token, presented) if presented else None
             if caller is None or not allowed(caller, method):
                 return _abort_handler(
-                    grpc.StatusCode.UNAUTHENTICATED,
-                    "missing or wrong token: send 'authorization: Bearer <token>' metadata "
-                    "(the sky CLI reads STYX_TOKEN or the local control plane's token file)",
+                    Unauthenticated(
+                        "missing or wrong token: send 'authorization: Bearer <token>' metadata "
+                        "(the sky CLI reads STYX_TOKEN or the local control plane's token file)",
+                        reason="BAD_TOKEN" if presented else "NO_TOKEN",
+                    )
                 )
             node = caller.node_id
         handler = continuation(handler_call_details)
@@ -89,17 +93,23 @@ def _check_node(request: Any, node: str) -> None:
 
 def _fail(context: grpc.ServicerContext, exc: Exception, method: str) -> None:
     if isinstance(exc, StyxError):
-        context.abort(exc.code, exc.message)
+        context.abort_with_status(to_status(exc))
     ref = new_id("err")
     log.error("unexpected error in %s", method, exc_info=exc, extra={"ref": ref})
-    context.abort(grpc.StatusCode.INTERNAL, f"internal error (reference {ref}); see the service log")
+    context.abort_with_status(internal_status(ref))
+
+
+def _admit(request: Any, node: str) -> None:
+    """What every request passes before its handler: the proto's rules, then the node scope."""
+    validate(request)
+    _check_node(request, node)
 
 
 def _guard_unary(fn: Callable[[Any, grpc.ServicerContext], Any], method: str, node: str) -> Callable[..., Any]:
     def wrapper(request: Any, context: grpc.ServicerContext) -> Any:
         started = time.perf_counter()
         try:
-            _check_node(request, node)
+            _admit(request, node)
             return fn(request, context)
         except Exception as exc:
             if _is_abort(context):
@@ -117,7 +127,7 @@ def _guard_stream(
     def wrapper(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         started = time.perf_counter()
         try:
-            _check_node(request, node)
+            _admit(request, node)
             yield from fn(request, context)
         except Exception as exc:
             if _is_abort(context):

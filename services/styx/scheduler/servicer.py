@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import grpc
 
+from styx import workdir
 from styx.common.errors import InvalidArgument
 from styx.scheduler import convert
 from styx.scheduler.core import Scheduler
@@ -24,6 +25,8 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
     def SubmitJob(
         self, request: scheduler_pb2.SubmitJobRequest, context: grpc.ServicerContext
     ) -> scheduler_pb2.SubmitJobResponse:
+        if request.job.workdir_archive:
+            workdir.check(request.job.workdir_archive)
         specs = [convert.spec_from_pb(s) for s in request.job.tasks]
         job_id, tasks = self.core.submit_job(request.request_id, request.job.name, specs, request.job.workdir_archive)
         return scheduler_pb2.SubmitJobResponse(job_id=job_id, tasks=[convert.task_ref_to_pb(r) for r in tasks])
@@ -68,6 +71,11 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         self, request: scheduler_pb2.WatchEventsRequest, context: grpc.ServicerContext
     ) -> Iterator[common_pb2.Event]:
         states = [convert.state_from_pb(s, f"states[{i}]") for i, s in enumerate(request.states)]
+        # A filter on an id that does not exist would follow forever and match nothing.
+        if request.task_id:
+            self.core.get_task(request.task_id)
+        if request.job_id:
+            self.core.get_job(request.job_id, 0)
         events = self.core.watch_events(
             request.after_seq, request.job_id, request.task_id, not request.no_follow, context.is_active, states
         )
