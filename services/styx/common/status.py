@@ -115,12 +115,12 @@ def details_of(err: grpc.RpcError) -> ErrorDetails:
     return out
 
 
-def error_from_rpc(err: grpc.RpcError) -> errors.StyxError:
-    """The StyxError a failed call stands for, details included. Codes without a class of
-    their own (DEADLINE_EXCEEDED, CANCELLED, INTERNAL, UNKNOWN ...) become a plain StyxError
-    whose ``code`` is the call's."""
+def error_from_rpc(err: grpc.RpcError, prefix: str = "") -> errors.StyxError:
+    """The StyxError a failed call stands for, details included, its message after
+    ``prefix``. Codes without a class of their own (DEADLINE_EXCEEDED, CANCELLED, INTERNAL,
+    UNKNOWN ...) become a plain StyxError whose ``code`` is the call's."""
     code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
-    message = str(err.details() if hasattr(err, "details") else err) or code.name
+    message = prefix + (str(err.details() if hasattr(err, "details") else err) or code.name)
     info = details_of(err)
     cls = _BY_CODE.get(code)
     if cls is None:
