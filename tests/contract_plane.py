@@ -18,9 +18,12 @@ from helpers import InProcessBroker
 from styx.broker.core import Broker
 from styx.broker.servicer import BrokerServicer
 from styx.common.clients import open_channel
+from styx.common.clock import SYSTEM_CLOCK, Clock
+from styx.common.idempotency import RequestLog
 from styx.common.offers import Offer
 from styx.common.server import RunningServer, start_server
 from styx.common.store import make_engine
+from styx.scheduler import tables
 from styx.scheduler.core import Scheduler
 from styx.scheduler.servicer import AgentGatewayServicer, SchedulerServicer
 from styx.v1 import agent_pb2, agent_pb2_grpc, broker_pb2, broker_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
@@ -64,8 +67,10 @@ class Plane:
 
 
 @contextmanager
-def serve_plane(tmp_path: Path, token: str = TOKEN) -> Iterator[Plane]:
-    """Start the plane on SQLite files under ``tmp_path``; the same path reopens the same stores."""
+def serve_plane(tmp_path: Path, token: str = TOKEN, clock: Clock = SYSTEM_CLOCK) -> Iterator[Plane]:
+    """Start the plane on SQLite files under ``tmp_path``; the same path reopens the same stores
+    (a restart), and two planes on one path at once are two replicas. Request ids are kept
+    in the scheduler's store, on ``clock``."""
     sched_engine = make_engine(f"sqlite:///{tmp_path / 'scheduler.db'}")
     broker_engine = make_engine(f"sqlite:///{tmp_path / 'broker.db'}")
     broker = Broker(broker_engine, StaticOffers())
@@ -81,7 +86,8 @@ def serve_plane(tmp_path: Path, token: str = TOKEN) -> Iterator[Plane]:
             broker_pb2.DESCRIPTOR.services_by_name["ResourceBroker"].full_name,
         ]
 
-    server = start_server("127.0.0.1", 0, token, register, max_workers=16)
+    requests = RequestLog(sched_engine, tables.requests, clock)
+    server = start_server("127.0.0.1", 0, token, register, max_workers=16, requests=requests)
     channel = open_channel(f"127.0.0.1:{server.port}", token)
     try:
         yield Plane(server, scheduler, broker, channel)

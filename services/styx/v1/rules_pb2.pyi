@@ -20,6 +20,8 @@ RULES_FIELD_NUMBER: _ClassVar[int]
 rules: _descriptor.FieldDescriptor
 MESSAGE_RULES_FIELD_NUMBER: _ClassVar[int]
 message_rules: _descriptor.FieldDescriptor
+METHOD_RULES_FIELD_NUMBER: _ClassVar[int]
+method_rules: _descriptor.FieldDescriptor
 
 class FieldRules(_message.Message):
     __slots__ = ("required", "gte", "lte", "int_lte", "max_len", "max_bytes", "max_items", "charset", "pattern", "key_pattern", "pattern_help")
@@ -52,3 +54,9 @@ class MessageRules(_message.Message):
     AT_MOST_ONE_OF_FIELD_NUMBER: _ClassVar[int]
     at_most_one_of: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, at_most_one_of: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class MethodRules(_message.Message):
+    __slots__ = ("replay_in_handler",)
+    REPLAY_IN_HANDLER_FIELD_NUMBER: _ClassVar[int]
+    replay_in_handler: bool
+    def __init__(self, replay_in_handler: _Optional[bool] = ...) -> None: ...
