@@ -25,8 +25,8 @@ from sqlalchemy import func, select
 from contract_plane import TOKEN, serve_plane
 from styx.common.clients import open_channel
 from styx.common.clock import FakeClock
-from styx.common.errors import Aborted
-from styx.common.idempotency import RETENTION_S, TAKEOVER_S, RequestLog
+from styx.common.errors import AlreadyExists
+from styx.common.idempotency import RETENTION_S, Found, RequestLog
 from styx.common.server import start_server
 from styx.common.status import details_of
 from styx.common.store import make_engine
@@ -243,18 +243,15 @@ def test_ids_are_kept_a_day_then_forgotten(tmp_path: Path) -> None:
         assert rows == 1
 
 
-def test_a_repeat_while_the_first_call_runs_is_aborted_until_its_claim_goes_stale(tmp_path: Path) -> None:
-    clock = FakeClock()
+def test_a_call_cut_off_records_nothing_and_its_retry_acts(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'r.db'}")
     tables.metadata.create_all(engine, tables=[tables.requests])
-    log = RequestLog(engine, tables.requests, clock)
-    assert log.begin("/m", "id", "d1").replay is None
-    with pytest.raises(Aborted):
-        log.begin("/m", "id", "d1")
-    clock.advance(TAKEOVER_S + 1)
-    assert log.begin("/m", "id", "d1").replay is None  # taken over: the dead call never finished
-    log.finish("/m", "id", b"reply")
-    assert log.begin("/m", "id", "d1").replay == b"reply"
-    log.forget("/m", "id")  # a finished call's record is not forgotten by a later failure
-    assert log.begin("/m", "id", "d1").replay == b"reply"
+    log = RequestLog(engine, tables.requests, FakeClock())
+    assert log.lookup("/m", "id", "d1") == Found()  # a first call that then dies records nothing
+    assert log.lookup("/m", "id", "d1") == Found()  # so its retry acts
+    log.record("/m", "id", "d1", b"reply")
+    log.record("/m", "id", "d1", b"a concurrent duplicate's reply")  # the first record wins
+    assert log.lookup("/m", "id", "d1") == Found(repeat=True, replay=b"reply")
+    with pytest.raises(AlreadyExists):
+        log.lookup("/m", "id", "d2")
     engine.dispose()

@@ -124,17 +124,13 @@ def _deduplicated(
         payload = type(request)()
         payload.CopyFrom(request)
         payload.ClearField("request_id")
-        begun = requests.begin(method, request_id, digest(method, payload.SerializeToString(deterministic=True)))
-        if begun.replay is not None:
-            return response_class.FromString(begun.replay)
-        try:
-            response = fn(request, context)
-        except BaseException:
-            if not begun.repeat:
-                requests.forget(method, request_id)
-            raise
-        if not begun.repeat:
-            requests.finish(method, request_id, None if replay_in_handler else response.SerializeToString())
+        key = digest(method, payload.SerializeToString(deterministic=True))
+        found = requests.lookup(method, request_id, key)
+        if found.replay is not None:
+            return response_class.FromString(found.replay)
+        response = fn(request, context)
+        if not found.repeat:
+            requests.record(method, request_id, key, None if replay_in_handler else response.SerializeToString())
         return response
 
     return call

@@ -19,10 +19,8 @@ def upgrade() -> None:
         sa.Column("method", sa.String(128), primary_key=True),
         sa.Column("request_id", sa.String(128), primary_key=True),
         sa.Column("digest", sa.String(64), nullable=False),
-        sa.Column("state", sa.String(8), nullable=False),
         sa.Column("response", sa.LargeBinary, nullable=True),
         sa.Column("created_at", sa.Float, nullable=False),
-        sa.Column("claimed_at", sa.Float, nullable=False),
     )
     op.create_index("ix_sched_requests_created_at", "sched_requests", ["created_at"])
 
