@@ -20,6 +20,7 @@ from styx.broker.servicer import BrokerServicer
 from styx.common.clients import open_channel
 from styx.common.clock import SYSTEM_CLOCK, Clock
 from styx.common.idempotency import RequestLog
+from styx.common.keepalive import DEFAULT, Keepalive
 from styx.common.offers import Offer
 from styx.common.server import RunningServer, start_server
 from styx.common.store import make_engine
@@ -67,7 +68,9 @@ class Plane:
 
 
 @contextmanager
-def serve_plane(tmp_path: Path, token: str = TOKEN, clock: Clock = SYSTEM_CLOCK) -> Iterator[Plane]:
+def serve_plane(
+    tmp_path: Path, token: str = TOKEN, clock: Clock = SYSTEM_CLOCK, keepalive: Keepalive = DEFAULT
+) -> Iterator[Plane]:
     """Start the plane on SQLite files under ``tmp_path``; the same path reopens the same stores
     (a restart), and two planes on one path at once are two replicas. Request ids are kept
     in the scheduler's store, on ``clock``."""
@@ -87,7 +90,7 @@ def serve_plane(tmp_path: Path, token: str = TOKEN, clock: Clock = SYSTEM_CLOCK)
         ]
 
     requests = RequestLog(sched_engine, tables.requests, clock)
-    server = start_server("127.0.0.1", 0, token, register, max_workers=16, requests=requests)
+    server = start_server("127.0.0.1", 0, token, register, max_workers=16, requests=requests, keepalive=keepalive)
     channel = open_channel(f"127.0.0.1:{server.port}", token)
     try:
         yield Plane(server, scheduler, broker, channel)

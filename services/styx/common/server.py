@@ -27,6 +27,8 @@ from styx.common.auth import Caller, allowed, identify
 from styx.common.errors import PermissionDenied, StyxError, Unauthenticated
 from styx.common.idempotency import RequestLog, digest
 from styx.common.ids import new_id
+from styx.common.keepalive import DEFAULT as DEFAULT_KEEPALIVE
+from styx.common.keepalive import Keepalive
 from styx.common.metrics import observe_rpc
 from styx.common.status import internal_status, to_status
 from styx.common.validation import validate
@@ -224,14 +226,20 @@ def start_server(
     max_workers: int = 64,
     tls: tuple[bytes, bytes] | None = None,
     requests: RequestLog | None = None,
+    keepalive: Keepalive = DEFAULT_KEEPALIVE,
 ) -> RunningServer:
     """Start serving. ``register`` adds servicers and returns their full service names.
     ``tls`` (key PEM, certificate chain PEM) serves TLS instead of plaintext. ``requests``
-    deduplicates the mutating RPCs by request_id (styx.common.idempotency)."""
+    deduplicates the mutating RPCs by request_id (styx.common.idempotency); ``keepalive``
+    is the HTTP/2 ping policy (styx.common.keepalive)."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
         interceptors=[GuardInterceptor(token, requests)],
-        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 64 * 1024 * 1024)],
+        options=[
+            ("grpc.so_reuseport", 0),
+            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+            *keepalive.server_options(),
+        ],
     )
     names = list(register(server))
     health_servicer = health.HealthServicer()

@@ -21,7 +21,7 @@ STATE_TO_PB = {
     "CANCELLED": common_pb2.TASK_STATE_CANCELLED,
     "SKIPPED": common_pb2.TASK_STATE_SKIPPED,
 }
-STATE_FROM_PB = {v: k for k, v in STATE_TO_PB.items()}
+STATE_FROM_PB: dict[int, str] = {v: k for k, v in STATE_TO_PB.items()}
 EVENT_TO_PB = {
     "SUBMITTED": common_pb2.EVENT_TYPE_SUBMITTED,
     "SCHEDULED": common_pb2.EVENT_TYPE_SCHEDULED,
