@@ -477,3 +477,11 @@ def test_garbage_task_files_give_a_one_line_usage_error(
     assert main(["launch", "--dryrun", str(path)]) == EXIT_USAGE
     err = capsys.readouterr().err
     assert needle in err and "unexpected" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_sky_api_proto_writes_the_shipped_contract(tmp_path: Path) -> None:
+    assert main(["api", "proto", str(tmp_path / "out")]) == 0
+    written = {p.name: p.read_text() for p in (tmp_path / "out" / "styx" / "v1").glob("*.proto")}
+    repo = Path(__file__).resolve().parents[2] / "proto" / "styx" / "v1"
+    assert written == {p.name: p.read_text() for p in repo.glob("*.proto")}
+    assert 'option go_package = "' in written["scheduler.proto"]
