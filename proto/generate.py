@@ -3,7 +3,8 @@ the .proto files beside them (package data of styx.v1).
 
 Run from anywhere: ``python proto/generate.py``. The generator is pinned through the
 ``test`` extra (grpcio-tools==1.85.1 in pyproject.toml; the .pyi files come from protoc's
-own ``--pyi_out``, not mypy-protobuf), so the output is reproducible; tests/unit/test_generated_code.py fails when the committed files are stale.
+own ``--pyi_out``, not mypy-protobuf), so the output is reproducible;
+tests/unit/test_generated_code.py fails when the committed files are stale.
 """
 
 from __future__ import annotations

@@ -60,6 +60,28 @@ def page_token_to_seq(token: str) -> int | None:
     return int(digits)
 
 
+_JOB_PAGE_PREFIX = "job:"
+
+
+def job_page_token(created_at: float, job_id: str) -> str:
+    """ListJobs' page token: where the page's last job sits in (created_at, job_id) order."""
+    return f"{_JOB_PAGE_PREFIX}{created_at!r}:{job_id}"
+
+
+def job_page_token_to_cursor(token: str) -> tuple[float, str] | None:
+    """The cursor in a ListJobs page token; None for "" (the first page)."""
+    if not token:
+        return None
+    stamp, sep, job_id = token.removeprefix(_JOB_PAGE_PREFIX).partition(":")
+    try:
+        value = float(stamp)
+    except ValueError:
+        value = float("nan")
+    if not token.startswith(_JOB_PAGE_PREFIX) or not sep or not job_id or value != value:
+        raise InvalidArgument("page_token: not a token ListJobs returned; pass next_page_token as given, or ''")
+    return value, job_id
+
+
 @functools.lru_cache(maxsize=4096)
 def _resources_from_bytes(data: bytes) -> Resources:
     # The tasks of a big job mostly share one ResourceRequest: convert each distinct one once.

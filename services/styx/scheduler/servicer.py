@@ -42,10 +42,13 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
     def ListJobs(
         self, request: scheduler_pb2.ListJobsRequest, context: grpc.ServicerContext
     ) -> scheduler_pb2.ListJobsResponse:
-        if request.limit > 1000:
-            raise InvalidArgument(f"limit: at most 1000, got {request.limit}")
-        jobs = self.core.list_jobs(request.limit or 100)
-        return scheduler_pb2.ListJobsResponse(jobs=[convert.job_to_pb(j) for j in jobs])
+        size = request.page_size or request.limit or 100
+        jobs = self.core.list_jobs(size, convert.job_page_token_to_cursor(request.page_token))
+        last = jobs[-1] if len(jobs) == size else None
+        return scheduler_pb2.ListJobsResponse(
+            jobs=[convert.job_to_pb(j) for j in jobs],
+            next_page_token=convert.job_page_token(last.created_at, last.job_id) if last else "",
+        )
 
     def CancelJob(self, request: scheduler_pb2.CancelJobRequest, context: grpc.ServicerContext) -> scheduler_pb2.Job:
         return convert.job_to_pb(self.core.cancel_job(request.job_id))

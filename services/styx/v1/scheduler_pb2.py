@@ -27,7 +27,7 @@ from styx.v1 import common_pb2 as styx_dot_v1_dot_common__pb2
 from styx.v1 import rules_pb2 as styx_dot_v1_dot_rules__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17styx/v1/scheduler.proto\x12\x07styx.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14styx/v1/common.proto\x1a\x13styx/v1/rules.proto\"t\n\x07JobSpec\x12\x17\n\x04name\x18\x01 \x01(\tB\t\x82\xfb\x18\x05(\x80\x01@\x02\x12,\n\x05tasks\x18\x02 \x03(\x0b\x32\x11.styx.v1.TaskSpecB\n\x82\xfb\x18\x06\x08\x01\x38\xa0\x8d\x06\x12\"\n\x0fworkdir_archive\x18\x03 \x01(\x0c\x42\t\x82\xfb\x18\x05\x30\x80\x80\x80 \"\xf9\x01\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12 \n\x05state\x18\x03 \x01(\x0e\x32\x11.styx.v1.JobState\x12\x31\n\x0btask_counts\x18\x04 \x03(\x0b\x32\x1c.styx.v1.Job.TaskCountsEntry\x12\x1c\n\x05tasks\x18\x05 \x03(\x0b\x32\r.styx.v1.Task\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a\x31\n\x0fTaskCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"I\n\rGetJobRequest\x12\x1b\n\x06job_id\x18\x01 \x01(\tB\x0b\x82\xfb\x18\x07\x08\x01(\x80\x01@\x02\x12\x1b\n\ntask_limit\x18\x02 \x01(\rB\x07\x82\xfb\x18\x03 \x90N\")\n\x0fListJobsRequest\x12\x16\n\x05limit\x18\x01 \x01(\rB\x07\x82\xfb\x18\x03 \xe8\x07\".\n\x10ListJobsResponse\x12\x1a\n\x04jobs\x18\x01 \x03(\x0b\x32\x0c.styx.v1.Job\"P\n\x10\x43\x61ncelJobRequest\x12\x1f\n\nrequest_id\x18\x01 \x01(\tB\x0b\x82\xfb\x18\x07\x08\x01(\x80\x01@\x02\x12\x1b\n\x06job_id\x18\x02 \x01(\tB\x0b\x82\xfb\x18\x07\x08\x01(\x80\x01@\x02\"Z\n\x10SubmitJobRequest\x12\x1f\n\nrequest_id\x18\x01 \x01(\tB\x0b\x82\xfb\x18\x07\x08\x01(\x80\x01@\x02\x12%\n\x03job\x18\x02 \x01(\x0b\x32\x10.styx.v1.JobSpecB\x06\x82\xfb\x18\x02\x08\x01\"A\n\x11SubmitJobResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x1c\n\x05tasks\x18\x02 \x03(\x0b\x32\r.styx.v1.Task\".\n\x0eGetTaskRequest\x12\x1c\n\x07task_id\x18\x01 \x01(\tB\x0b\x82\xfb\x18\x07\x08\x01(\x80\x01@\x02\"\x9e\x01\n\x10ListTasksRequest\x12\x19\n\x06job_id\x18\x01 \x01(\tB\t\x82\xfb\x18\x05(\x80\x01@\x02\x12\"\n\x06states\x18\x02 \x03(\x0e\x32\x12.styx.v1.TaskState\x12\x16\n\x05limit\x18\x03 \x01(\rB\x07\x82\xfb\x18\x03 \x90N\x12\x1d\n\npage_token\x18\x04 \x01(\tB\t\x82\xfb\x18\x05(\x80\x02@\x02\x12\x14\n\x0coldest_first\x18\x05 \x01(\x08\"J\n\x11ListTasksResponse\x12\x1c\n\x05tasks\x18\x01 \x03(\x0b\x32\r.styx.v1.Task\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"R\n\x11\x43\x61ncelTaskRequest\x12\x1f\n\nrequest_id\x18\x01 \x01(\tB\x0b\x82\xfb\x18\x07\x08\x01(\x80\x01@\x02\x12\x1c\n\x07task_id\x18\x02 \x01(\tB\x0b\x82\xfb\x18\x07\x08\x01(\x80\x01@\x02\"\xa5\x01\n\x12WatchEventsRequest\x12!\n\tafter_seq\x18\x01 \x01(\x04\x42\x0e\x82\xfb\x18\n \xff\xff\xff\xff\xff\xff\xff\xff\x7f\x12\x19\n\x06job_id\x18\x02 \x01(\tB\t\x82\xfb\x18\x05(\x80\x01@\x02\x12\x1a\n\x07task_id\x18\x03 \x01(\tB\t\x82\xfb\x18\x05(\x80\x01@\x02\x12\x11\n\tno_follow\x18\x04 \x01(\x08\x12\"\n\x06states\x18\x05 \x03(\x0e\x32\x12.styx.v1.TaskState\"\x88\x01\n\x11StreamLogsRequest\x12\x1c\n\x07task_id\x18\x01 \x01(\tB\x0b\x82\xfb\x18\x07\x08\x01(\x80\x01@\x02\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x0e\n\x06\x66ollow\x18\x03 \x01(\x08\x12\x1e\n\x06offset\x18\x04 \x01(\x04\x42\x0e\x82\xfb\x18\n \xff\xff\xff\xff\xff\xff\xff\xff\x7f\x12\x14\n\x04rank\x18\x05 \x01(\rB\x06\x82\xfb\x18\x02 ?\"X\n\x08LogChunk\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x0c\n\x04rank\x18\x05 \x01(\r\"\x11\n\x0fGetStatsRequest\"\xe6\x02\n\x05Stats\x12\x38\n\x0etasks_by_state\x18\x01 \x03(\x0b\x32 .styx.v1.Stats.TasksByStateEntry\x12\x12\n\njobs_total\x18\x02 \x01(\x04\x12\x18\n\x10queue_wait_p50_s\x18\x03 \x01(\x01\x12\x18\n\x10queue_wait_p99_s\x18\x04 \x01(\x01\x12\x16\n\x0erun_time_p50_s\x18\x05 \x01(\x01\x12\x16\n\x0erun_time_p99_s\x18\x06 \x01(\x01\x12/\n\x0b\x63omputed_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10throughput_per_s\x18\x08 \x01(\x01\x12+\n\x0b\x62y_priority\x18\t \x03(\x0b\x32\x16.styx.v1.PriorityStats\x1a\x33\n\x11TasksByStateEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\xcc\x01\n\rPriorityStats\x12\x10\n\x08priority\x18\x01 \x01(\x05\x12@\n\x0etasks_by_state\x18\x02 \x03(\x0b\x32(.styx.v1.PriorityStats.TasksByStateEntry\x12\x18\n\x10queue_wait_p50_s\x18\x03 \x01(\x01\x12\x18\n\x10queue_wait_p99_s\x18\x04 \x01(\x01\x1a\x33\n\x11TasksByStateEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01*\x9b\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATE_PENDING\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x32\xd9\x04\n\tScheduler\x12\x42\n\tSubmitJob\x12\x19.styx.v1.SubmitJobRequest\x1a\x1a.styx.v1.SubmitJobResponse\x12\x31\n\x07GetTask\x12\x17.styx.v1.GetTaskRequest\x1a\r.styx.v1.Task\x12.\n\x06GetJob\x12\x16.styx.v1.GetJobRequest\x1a\x0c.styx.v1.Job\x12?\n\x08ListJobs\x12\x18.styx.v1.ListJobsRequest\x1a\x19.styx.v1.ListJobsResponse\x12\x34\n\tCancelJob\x12\x19.styx.v1.CancelJobRequest\x1a\x0c.styx.v1.Job\x12\x42\n\tListTasks\x12\x19.styx.v1.ListTasksRequest\x1a\x1a.styx.v1.ListTasksResponse\x12\x37\n\nCancelTask\x12\x1a.styx.v1.CancelTaskRequest\x1a\r.styx.v1.Task\x12<\n\x0bWatchEvents\x12\x1b.styx.v1.WatchEventsRequest\x1a\x0e.styx.v1.Event0\x01\x12=\n\nStreamLogs\x12\x1a.styx.v1.StreamLogsRequest\x1a\x11.styx.v1.LogChunk0\x01\x12\x34\n\x08GetStats\x12\x18.styx.v1.GetStatsRequest\x1a\x0e.styx.v1.StatsBY\n\x0b\x64\x65v.styx.v1B\x0eSchedulerProtoP\x01Z.github.com/styx-dev/styx/gen/go/styx/v1;styxv1\xaa\x02\x07Styx.V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17styx/v1/scheduler.proto\x12\x07styx.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14styx/v1/common.proto\x1a\x13styx/v1/rules.proto\"t\n\x07JobSpec\x12\x17\n\x04name\x18\x01 \x01(\tB\t\x82\xfb\x18\x05(\x80\x01@\x02\x12,\n\x05tasks\x18\x02 \x03(\x0b\x32\x11.styx.v1.TaskSpecB\n\x82\xfb\x18\x06\x08\x01\x38\xa0\x8d\x06\x12\"\n\x0fworkdir_archive\x18\x03 \x01(\x0c\x42\t\x82\xfb\x18\x05\x30\x80\x80\x80 \"\xf9\x01\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12 \n\x05state\x18\x03 \x01(\x0e\x32\x11.styx.v1.JobState\x12\x31\n\x0btask_counts\x18\x04 \x03(\x0b\x32\x1c.styx.v1.Job.TaskCountsEntry\x12\x1c\n\x05tasks\x18\x05 \x03(\x0b\x32\r.styx.v1.Task\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a\x31\n\x0fTaskCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"I\n\rGetJobRequest\x12\x1b\n\x06job_id\x18\x01 \x01(\tB\x0b\x82\xfb\x18\x07\x08\x01(\x80\x01@\x02\x12\x1b\n\ntask_limit\x18\x02 \x01(\rB\x07\x82\xfb\x18\x03 \x90N\"d\n\x0fListJobsRequest\x12\x16\n\x05limit\x18\x01 \x01(\rB\x07\x82\xfb\x18\x03 \xe8\x07\x12\x1a\n\tpage_size\x18\x02 \x01(\rB\x07\x82\xfb\x18\x03 \xe8\x07\x12\x1d\n\npage_token\x18\x03 \x01(\tB\t\x82\xfb\x18\x05(\x80\x02@\x02\"G\n\x10ListJobsResponse\x12\x1a\n\x04jobs\x18\x01 \x03(\x0b\x32\x0c.styx.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"P\n\x10\x43\x61ncelJobRequest\x12\x1f\n\nrequest_id\x18\x01 \x01(\tB\x0b\x82\xfb\x18\x07\x08\x01(\x80\x01@\x02\x12\x1b\n\x06job_id\x18\x02 \x01(\tB\x0b\x82\xfb\x18\x07\x08\x01(\x80\x01@\x02\"Z\n\x10SubmitJobRequest\x12\x1f\n\nrequest_id\x18\x01 \x01(\tB\x0b\x82\xfb\x18\x07\x08\x01(\x80\x01@\x02\x12%\n\x03job\x18\x02 \x01(\x0b\x32\x10.styx.v1.JobSpecB\x06\x82\xfb\x18\x02\x08\x01\"A\n\x11SubmitJobResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x1c\n\x05tasks\x18\x02 \x03(\x0b\x32\r.styx.v1.Task\".\n\x0eGetTaskRequest\x12\x1c\n\x07task_id\x18\x01 \x01(\tB\x0b\x82\xfb\x18\x07\x08\x01(\x80\x01@\x02\"\x9e\x01\n\x10ListTasksRequest\x12\x19\n\x06job_id\x18\x01 \x01(\tB\t\x82\xfb\x18\x05(\x80\x01@\x02\x12\"\n\x06states\x18\x02 \x03(\x0e\x32\x12.styx.v1.TaskState\x12\x16\n\x05limit\x18\x03 \x01(\rB\x07\x82\xfb\x18\x03 \x90N\x12\x1d\n\npage_token\x18\x04 \x01(\tB\t\x82\xfb\x18\x05(\x80\x02@\x02\x12\x14\n\x0coldest_first\x18\x05 \x01(\x08\"J\n\x11ListTasksResponse\x12\x1c\n\x05tasks\x18\x01 \x03(\x0b\x32\r.styx.v1.Task\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"R\n\x11\x43\x61ncelTaskRequest\x12\x1f\n\nrequest_id\x18\x01 \x01(\tB\x0b\x82\xfb\x18\x07\x08\x01(\x80\x01@\x02\x12\x1c\n\x07task_id\x18\x02 \x01(\tB\x0b\x82\xfb\x18\x07\x08\x01(\x80\x01@\x02\"\xa5\x01\n\x12WatchEventsRequest\x12!\n\tafter_seq\x18\x01 \x01(\x04\x42\x0e\x82\xfb\x18\n \xff\xff\xff\xff\xff\xff\xff\xff\x7f\x12\x19\n\x06job_id\x18\x02 \x01(\tB\t\x82\xfb\x18\x05(\x80\x01@\x02\x12\x1a\n\x07task_id\x18\x03 \x01(\tB\t\x82\xfb\x18\x05(\x80\x01@\x02\x12\x11\n\tno_follow\x18\x04 \x01(\x08\x12\"\n\x06states\x18\x05 \x03(\x0e\x32\x12.styx.v1.TaskState\"\x88\x01\n\x11StreamLogsRequest\x12\x1c\n\x07task_id\x18\x01 \x01(\tB\x0b\x82\xfb\x18\x07\x08\x01(\x80\x01@\x02\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x0e\n\x06\x66ollow\x18\x03 \x01(\x08\x12\x1e\n\x06offset\x18\x04 \x01(\x04\x42\x0e\x82\xfb\x18\n \xff\xff\xff\xff\xff\xff\xff\xff\x7f\x12\x14\n\x04rank\x18\x05 \x01(\rB\x06\x82\xfb\x18\x02 ?\"X\n\x08LogChunk\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x0c\n\x04rank\x18\x05 \x01(\r\"\x11\n\x0fGetStatsRequest\"\xe6\x02\n\x05Stats\x12\x38\n\x0etasks_by_state\x18\x01 \x03(\x0b\x32 .styx.v1.Stats.TasksByStateEntry\x12\x12\n\njobs_total\x18\x02 \x01(\x04\x12\x18\n\x10queue_wait_p50_s\x18\x03 \x01(\x01\x12\x18\n\x10queue_wait_p99_s\x18\x04 \x01(\x01\x12\x16\n\x0erun_time_p50_s\x18\x05 \x01(\x01\x12\x16\n\x0erun_time_p99_s\x18\x06 \x01(\x01\x12/\n\x0b\x63omputed_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10throughput_per_s\x18\x08 \x01(\x01\x12+\n\x0b\x62y_priority\x18\t \x03(\x0b\x32\x16.styx.v1.PriorityStats\x1a\x33\n\x11TasksByStateEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\xcc\x01\n\rPriorityStats\x12\x10\n\x08priority\x18\x01 \x01(\x05\x12@\n\x0etasks_by_state\x18\x02 \x03(\x0b\x32(.styx.v1.PriorityStats.TasksByStateEntry\x12\x18\n\x10queue_wait_p50_s\x18\x03 \x01(\x01\x12\x18\n\x10queue_wait_p99_s\x18\x04 \x01(\x01\x1a\x33\n\x11TasksByStateEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01*\x9b\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATE_PENDING\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x32\xd9\x04\n\tScheduler\x12\x42\n\tSubmitJob\x12\x19.styx.v1.SubmitJobRequest\x1a\x1a.styx.v1.SubmitJobResponse\x12\x31\n\x07GetTask\x12\x17.styx.v1.GetTaskRequest\x1a\r.styx.v1.Task\x12.\n\x06GetJob\x12\x16.styx.v1.GetJobRequest\x1a\x0c.styx.v1.Job\x12?\n\x08ListJobs\x12\x18.styx.v1.ListJobsRequest\x1a\x19.styx.v1.ListJobsResponse\x12\x34\n\tCancelJob\x12\x19.styx.v1.CancelJobRequest\x1a\x0c.styx.v1.Job\x12\x42\n\tListTasks\x12\x19.styx.v1.ListTasksRequest\x1a\x1a.styx.v1.ListTasksResponse\x12\x37\n\nCancelTask\x12\x1a.styx.v1.CancelTaskRequest\x1a\r.styx.v1.Task\x12<\n\x0bWatchEvents\x12\x1b.styx.v1.WatchEventsRequest\x1a\x0e.styx.v1.Event0\x01\x12=\n\nStreamLogs\x12\x1a.styx.v1.StreamLogsRequest\x1a\x11.styx.v1.LogChunk0\x01\x12\x34\n\x08GetStats\x12\x18.styx.v1.GetStatsRequest\x1a\x0e.styx.v1.StatsBY\n\x0b\x64\x65v.styx.v1B\x0eSchedulerProtoP\x01Z.github.com/styx-dev/styx/gen/go/styx/v1;styxv1\xaa\x02\x07Styx.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,6 +49,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETJOBREQUEST'].fields_by_name['task_limit']._serialized_options = b'\202\373\030\003 \220N'
   _globals['_LISTJOBSREQUEST'].fields_by_name['limit']._loaded_options = None
   _globals['_LISTJOBSREQUEST'].fields_by_name['limit']._serialized_options = b'\202\373\030\003 \350\007'
+  _globals['_LISTJOBSREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTJOBSREQUEST'].fields_by_name['page_size']._serialized_options = b'\202\373\030\003 \350\007'
+  _globals['_LISTJOBSREQUEST'].fields_by_name['page_token']._loaded_options = None
+  _globals['_LISTJOBSREQUEST'].fields_by_name['page_token']._serialized_options = b'\202\373\030\005(\200\002@\002'
   _globals['_CANCELJOBREQUEST'].fields_by_name['request_id']._loaded_options = None
   _globals['_CANCELJOBREQUEST'].fields_by_name['request_id']._serialized_options = b'\202\373\030\007\010\001(\200\001@\002'
   _globals['_CANCELJOBREQUEST'].fields_by_name['job_id']._loaded_options = None
@@ -85,8 +89,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STATS_TASKSBYSTATEENTRY']._serialized_options = b'8\001'
   _globals['_PRIORITYSTATS_TASKSBYSTATEENTRY']._loaded_options = None
   _globals['_PRIORITYSTATS_TASKSBYSTATEENTRY']._serialized_options = b'8\001'
-  _globals['_JOBSTATE']._serialized_start=2243
-  _globals['_JOBSTATE']._serialized_end=2398
+  _globals['_JOBSTATE']._serialized_start=2327
+  _globals['_JOBSTATE']._serialized_end=2482
   _globals['_JOBSPEC']._serialized_start=112
   _globals['_JOBSPEC']._serialized_end=228
   _globals['_JOB']._serialized_start=231
@@ -96,39 +100,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETJOBREQUEST']._serialized_start=482
   _globals['_GETJOBREQUEST']._serialized_end=555
   _globals['_LISTJOBSREQUEST']._serialized_start=557
-  _globals['_LISTJOBSREQUEST']._serialized_end=598
-  _globals['_LISTJOBSRESPONSE']._serialized_start=600
-  _globals['_LISTJOBSRESPONSE']._serialized_end=646
-  _globals['_CANCELJOBREQUEST']._serialized_start=648
-  _globals['_CANCELJOBREQUEST']._serialized_end=728
-  _globals['_SUBMITJOBREQUEST']._serialized_start=730
-  _globals['_SUBMITJOBREQUEST']._serialized_end=820
-  _globals['_SUBMITJOBRESPONSE']._serialized_start=822
-  _globals['_SUBMITJOBRESPONSE']._serialized_end=887
-  _globals['_GETTASKREQUEST']._serialized_start=889
-  _globals['_GETTASKREQUEST']._serialized_end=935
-  _globals['_LISTTASKSREQUEST']._serialized_start=938
-  _globals['_LISTTASKSREQUEST']._serialized_end=1096
-  _globals['_LISTTASKSRESPONSE']._serialized_start=1098
-  _globals['_LISTTASKSRESPONSE']._serialized_end=1172
-  _globals['_CANCELTASKREQUEST']._serialized_start=1174
-  _globals['_CANCELTASKREQUEST']._serialized_end=1256
-  _globals['_WATCHEVENTSREQUEST']._serialized_start=1259
-  _globals['_WATCHEVENTSREQUEST']._serialized_end=1424
-  _globals['_STREAMLOGSREQUEST']._serialized_start=1427
-  _globals['_STREAMLOGSREQUEST']._serialized_end=1563
-  _globals['_LOGCHUNK']._serialized_start=1565
-  _globals['_LOGCHUNK']._serialized_end=1653
-  _globals['_GETSTATSREQUEST']._serialized_start=1655
-  _globals['_GETSTATSREQUEST']._serialized_end=1672
-  _globals['_STATS']._serialized_start=1675
-  _globals['_STATS']._serialized_end=2033
-  _globals['_STATS_TASKSBYSTATEENTRY']._serialized_start=1982
-  _globals['_STATS_TASKSBYSTATEENTRY']._serialized_end=2033
-  _globals['_PRIORITYSTATS']._serialized_start=2036
-  _globals['_PRIORITYSTATS']._serialized_end=2240
-  _globals['_PRIORITYSTATS_TASKSBYSTATEENTRY']._serialized_start=1982
-  _globals['_PRIORITYSTATS_TASKSBYSTATEENTRY']._serialized_end=2033
-  _globals['_SCHEDULER']._serialized_start=2401
-  _globals['_SCHEDULER']._serialized_end=3002
+  _globals['_LISTJOBSREQUEST']._serialized_end=657
+  _globals['_LISTJOBSRESPONSE']._serialized_start=659
+  _globals['_LISTJOBSRESPONSE']._serialized_end=730
+  _globals['_CANCELJOBREQUEST']._serialized_start=732
+  _globals['_CANCELJOBREQUEST']._serialized_end=812
+  _globals['_SUBMITJOBREQUEST']._serialized_start=814
+  _globals['_SUBMITJOBREQUEST']._serialized_end=904
+  _globals['_SUBMITJOBRESPONSE']._serialized_start=906
+  _globals['_SUBMITJOBRESPONSE']._serialized_end=971
+  _globals['_GETTASKREQUEST']._serialized_start=973
+  _globals['_GETTASKREQUEST']._serialized_end=1019
+  _globals['_LISTTASKSREQUEST']._serialized_start=1022
+  _globals['_LISTTASKSREQUEST']._serialized_end=1180
+  _globals['_LISTTASKSRESPONSE']._serialized_start=1182
+  _globals['_LISTTASKSRESPONSE']._serialized_end=1256
+  _globals['_CANCELTASKREQUEST']._serialized_start=1258
+  _globals['_CANCELTASKREQUEST']._serialized_end=1340
+  _globals['_WATCHEVENTSREQUEST']._serialized_start=1343
+  _globals['_WATCHEVENTSREQUEST']._serialized_end=1508
+  _globals['_STREAMLOGSREQUEST']._serialized_start=1511
+  _globals['_STREAMLOGSREQUEST']._serialized_end=1647
+  _globals['_LOGCHUNK']._serialized_start=1649
+  _globals['_LOGCHUNK']._serialized_end=1737
+  _globals['_GETSTATSREQUEST']._serialized_start=1739
+  _globals['_GETSTATSREQUEST']._serialized_end=1756
+  _globals['_STATS']._serialized_start=1759
+  _globals['_STATS']._serialized_end=2117
+  _globals['_STATS_TASKSBYSTATEENTRY']._serialized_start=2066
+  _globals['_STATS_TASKSBYSTATEENTRY']._serialized_end=2117
+  _globals['_PRIORITYSTATS']._serialized_start=2120
+  _globals['_PRIORITYSTATS']._serialized_end=2324
+  _globals['_PRIORITYSTATS_TASKSBYSTATEENTRY']._serialized_start=2066
+  _globals['_PRIORITYSTATS_TASKSBYSTATEENTRY']._serialized_end=2117
+  _globals['_SCHEDULER']._serialized_start=2485
+  _globals['_SCHEDULER']._serialized_end=3086
 # @@protoc_insertion_point(module_scope)
