@@ -98,12 +98,12 @@ class GrpcProvisioner:
         """Start stopping the instance behind ``node_id``."""
         from styx.common.ids import new_id
 
-        request = provisioner_pb2.TerminateRequest(request_id=new_id("stop"), node_id=node_id)
+        request = provisioner_pb2.StopRequest(request_id=new_id("stop"), node_id=node_id)
         _call(self._stub.Stop, request, timeout=self._timeout)
 
     def start(self, node_id: str) -> None:
         """Start the stopped instance behind ``node_id``."""
         from styx.common.ids import new_id
 
-        request = provisioner_pb2.TerminateRequest(request_id=new_id("start"), node_id=node_id)
+        request = provisioner_pb2.StartRequest(request_id=new_id("start"), node_id=node_id)
         _call(self._stub.Start, request, timeout=self._timeout)
