@@ -36,12 +36,12 @@ _FLOATS = (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT)
 class _Plan:
     """The compiled rules of one message type."""
 
-    checks: dict[int, _Check] = field(default_factory=dict)
+    checks: dict[FieldDescriptor, _Check] = field(default_factory=dict)
     required: list[FieldDescriptor] = field(default_factory=list)
     exclusive: list[list[FieldDescriptor]] = field(default_factory=list)
 
 
-_plans: dict[str, _Plan] = {}
+_plans: dict[Descriptor, _Plan] = {}
 
 
 def validate(message: Message) -> None:
@@ -57,28 +57,32 @@ def validate(message: Message) -> None:
 
 
 def _plan_for(desc: Descriptor) -> _Plan:
-    plan = _plans.get(desc.full_name)
+    plan = _plans.get(desc)
     if plan is None:
         plan = _compile(desc)
-        _plans[desc.full_name] = plan
+        _plans[desc] = plan
     return plan
 
 
 def _check_message(message: Message, prefix: str, out: list[tuple[str, str]]) -> None:
-    plan = _plan_for(message.DESCRIPTOR)
-    for fd in plan.required:
-        if not _is_set(message, fd):
-            out.append((prefix + fd.name, "required; set it"))
-    for group in plan.exclusive:
-        present = [fd.name for fd in group if _is_set(message, fd)]
-        if len(present) > 1:
-            out.append((prefix + present[1], f"set at most one of {', '.join(fd.name for fd in group)}"))
+    # The hot path of a 100k-task SubmitJob: keyed by descriptor objects, no work for
+    # rules a message type does not have.
+    plan = _plans.get(message.DESCRIPTOR) or _plan_for(message.DESCRIPTOR)
+    if plan.required:
+        for fd in plan.required:
+            if not _is_set(message, fd):
+                out.append((prefix + fd.name, "required; set it"))
+    if plan.exclusive:
+        for group in plan.exclusive:
+            present = [fd.name for fd in group if _is_set(message, fd)]
+            if len(present) > 1:
+                out.append((prefix + present[1], f"set at most one of {', '.join(fd.name for fd in group)}"))
+    checks = plan.checks
     for fd, value in message.ListFields():
-        check = plan.checks.get(fd.number)
+        check = checks.get(fd)
         if check is not None:
             check(value, prefix + fd.name, out)
-        if len(out) >= MAX_VIOLATIONS:
-            return
+    del out[MAX_VIOLATIONS:]
 
 
 def _is_set(message: Message, fd: FieldDescriptor) -> bool:
@@ -104,7 +108,7 @@ def _compile(desc: Descriptor) -> _Plan:
             plan.required.append(fd)
         check = _field_check(fd, rules)
         if check is not None:
-            plan.checks[fd.number] = check
+            plan.checks[fd] = check
     options = desc.GetOptions()
     if options.HasExtension(rules_pb2.message_rules):
         names = list(options.Extensions[rules_pb2.message_rules].at_most_one_of)
