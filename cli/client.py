@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 
 from styx.common.clients import open_channel
+from styx.common.status import error_from_rpc
 from styx.v1 import scheduler_pb2_grpc
 from styx_cli.config import Target
 from styx_cli.errors import CliError, rpc_error_message
@@ -26,6 +27,8 @@ STREAM_DEADLINE_S = 600.0
 # UNAVAILABLE is retried this many times: a service may be restarting, and every mutating
 # call carries a request_id, so a retry never acts twice.
 UNAVAILABLE_RETRIES = 2
+# ABORTED: the same request_id is still being handled by another call; the retry gets its result.
+_RETRIED = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED)
 
 
 def request_id() -> str:
@@ -35,6 +38,8 @@ def request_id() -> str:
 
 class SchedulerClient:
     """Calls on the scheduler with deadlines, bounded retries and CLI-friendly errors."""
+
+    service = "scheduler"
 
     def __init__(self, target: Target) -> None:
         self.target = target
@@ -59,8 +64,10 @@ class SchedulerClient:
             try:
                 return fn(request, timeout=timeout)
             except grpc.RpcError as err:
-                if err.code() == grpc.StatusCode.UNAVAILABLE and attempt < UNAVAILABLE_RETRIES:
-                    time.sleep(0.3 * (attempt + 1))
+                if err.code() in _RETRIED and attempt < UNAVAILABLE_RETRIES:
+                    # The server's RetryInfo says how long to wait; cap it, a CLI must stay snappy.
+                    hint = error_from_rpc(err).retry_after_s
+                    time.sleep(min(2.0, hint) if hint is not None else 0.3 * (attempt + 1))
                     continue
                 raise self.error(err) from None
         raise AssertionError("unreachable")  # the loop either returns or raises
@@ -81,7 +88,6 @@ class SchedulerClient:
             call.cancel()
 
     def error(self, err: grpc.RpcError) -> CliError:
-        """Map a gRPC error of this client's calls to a CliError."""
-        code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
-        details = err.details() if hasattr(err, "details") else str(err)
-        return rpc_error_message(code.name, details or "", "scheduler", self.endpoint)
+        """Map a gRPC error of this client's calls to a CliError naming the service."""
+        exc = error_from_rpc(err)
+        return rpc_error_message(exc.code.name, exc.message, self.service, self.endpoint)

@@ -89,7 +89,7 @@ def cmd_cluster_action(args: argparse.Namespace) -> int:
     names = [check_name(n) for n in args.clusters]
     with services.broker() as client:
         for name in names:
-            request = broker_pb2.ClusterActionRequest(request_id=request_id(), name=name)
+            request = getattr(broker_pb2, f"{method}Request")(request_id=request_id(), name=name)
             cluster = client.call(method, request)
             print(f"{name}: {STATE_NAMES.get(cluster.state, '?')} ({len(cluster.node_ids)} node(s) {done})")
     return EXIT_OK

@@ -173,6 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(handler="main:cmd_version")
 
+    api = sub.add_parser("api", help="the gRPC contract: `sky api proto DIR` writes the .proto files")
+    api_actions = api.add_subparsers(dest="api_action", metavar="ACTION", parser_class=_Parser, required=True)
+    proto = api_actions.add_parser("proto", help="write styx/v1/*.proto under DIR (for protoc / buf generate)")
+    proto.add_argument("dir", metavar="DIR", help="directory to write into (created if missing)")
+    proto.set_defaults(handler="api:cmd_api_proto")
+
     local = sub.add_parser("local", help="manage the local control plane (up | down | status)")
     local.add_argument("action", choices=("up", "down", "status"))
     local.add_argument("--json", action="store_true", help="status as JSON")

@@ -69,7 +69,7 @@ def state_name(value: int | str) -> str:
     if isinstance(value, int):
         from styx.v1 import common_pb2
 
-        value = common_pb2.TaskState.Name(value)
+        return common_pb2.TaskState.Name(value).removeprefix("TASK_STATE_")  # type: ignore[arg-type]
     return value.removeprefix("TASK_STATE_")
 
 

@@ -38,14 +38,6 @@ class ServiceClient(SchedulerClient):
     def __enter__(self) -> ServiceClient:
         return self
 
-    def error(self, err: Any) -> CliError:
-        """Map a gRPC error of this client's calls to a CliError naming the service."""
-        from styx_cli.errors import rpc_error_message
-
-        code = err.code() if hasattr(err, "code") else None
-        details = err.details() if hasattr(err, "details") else str(err)
-        return rpc_error_message(code.name if code else "UNKNOWN", details or "", self.service, self.endpoint)
-
 
 def endpoint_of(target: Target, service: str) -> str:
     """The configured endpoint of ``service``; a usage error saying how to set it when absent."""

@@ -1,8 +1,10 @@
-"""Regenerate the committed Python stubs under services/styx/v1 from proto/styx/v1.
+"""Regenerate the committed Python stubs under services/styx/v1 from proto/styx/v1, and copy
+the .proto files beside them (package data of styx.v1).
 
 Run from anywhere: ``python proto/generate.py``. The generator is pinned through the
-``dev`` extra (grpcio-tools and mypy-protobuf versions in pyproject.toml), so the output
-is reproducible; tests/unit/test_generated_code.py fails when the committed files are stale.
+``test`` extra (grpcio-tools==1.85.1 in pyproject.toml; the .pyi files come from protoc's
+own ``--pyi_out``, not mypy-protobuf), so the output is reproducible;
+tests/unit/test_generated_code.py fails when the committed files are stale.
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ def generate(out_dir: Path) -> None:
     code = protoc.main(args)
     if code != 0:
         raise SystemExit(f"protoc failed with exit code {code}")
+    # The contract itself ships in the package too (`sky api proto DIR` writes it out), so
+    # clients in other languages generate from the protos of the version they talk to.
+    for source in sources:
+        (out_dir / source).write_bytes((PROTO_ROOT / source).read_bytes())
 
 
 if __name__ == "__main__":

@@ -241,6 +241,7 @@ class SkyCli:
 
     def __init__(self, home: Path) -> None:
         self.home = home
+        self._plane_id = ""
 
     def __call__(self, *args: str, timeout: float = 120.0, **env: str) -> subprocess.CompletedProcess[str]:
         """Run ``sky <args>``; returns the completed process (text stdout/stderr)."""
@@ -262,11 +263,19 @@ class SkyCli:
         return json.loads(path.read_text())["pids"] if path.exists() else {}
 
     def leftover_processes(self) -> list[int]:
-        """Processes (services, agents, tasks) still running with this STYX_HOME."""
-        return processes_with_env("STYX_HOME", str(self.home))
+        """Processes still running with this STYX_HOME (services, agents) or this plane's id
+        (tasks too: they do not get STYX_HOME, but inherit STYX_LOCAL_PLANE_ID)."""
+        path = self.home / "local" / "plane.json"
+        if path.exists():
+            self._plane_id = json.loads(path.read_text()).get("plane_id", "") or self._plane_id
+        pids = set(processes_with_env("STYX_HOME", str(self.home)))
+        if self._plane_id:
+            pids |= set(processes_with_env("STYX_LOCAL_PLANE_ID", self._plane_id))
+        return sorted(pids)
 
     def down_and_check(self) -> None:
         """`sky local down`, then assert no service, agent or task process is left."""
+        self.leftover_processes()  # note the plane id while plane.json exists
         pids = self.plane_pids()
         proc = self("local", "down", timeout=90)
         assert proc.returncode == 0, proc.stderr

@@ -15,6 +15,7 @@ Environment:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -25,11 +26,12 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, TypedDict, cast
+from typing import Any, NotRequired, TypedDict, cast
 
 from styx.agent import hardware
 from styx.agent.procgroup import stop_process_group
 from styx.agent.reaper import reap_leftovers
+from styx.common.config import CREDENTIAL_ENV, TOKEN_STDIN_ENV
 from styx.provider import ProviderError, ProviderErrorKind, ProviderStatus
 from styx.provider.base import ProviderBase
 from styx.provider.capabilities import Capabilities
@@ -65,6 +67,8 @@ class _Record(TypedDict):
     request_id: str
     created_at: float
     log: str
+    # The control plane that started the agent (its plane id), for the reconcile loop.
+    plane: NotRequired[str]
 
 
 class LocalProvider(ProviderBase):
@@ -173,8 +177,12 @@ class LocalProvider(ProviderBase):
         for key, value in sorted(labels.items()):
             argv += ["--label", f"{key}={value}"]
         env = dict(os.environ)
-        env.pop("STYX_TOKEN_FILE", None)
-        env["STYX_TOKEN"] = launch.token  # env, not argv: other users can read command lines
+        for name in CREDENTIAL_ENV:
+            env.pop(name, None)
+        # The agent gets a token for its own node only (the agents' RPCs, naming this node),
+        # on its stdin: not on argv (other users read command lines) and not in its
+        # environment (its tasks, same user, read /proc/<agent>/environ).
+        env[TOKEN_STDIN_ENV] = "1"
         env["STYX_HOME"] = str(self.home)
         log_path = self.log_path(node_id)
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -182,7 +190,7 @@ class LocalProvider(ProviderBase):
             with open(log_path, "ab") as out:
                 proc = subprocess.Popen(
                     argv,
-                    stdin=subprocess.DEVNULL,
+                    stdin=subprocess.PIPE,
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     env=env,
@@ -192,6 +200,10 @@ class LocalProvider(ProviderBase):
                 )
         except OSError as exc:
             raise ProviderError(ProviderErrorKind.INTERNAL, f"could not start the agent: {exc}") from exc
+        assert proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError):
+            proc.stdin.write(launch.node_token(node_id).encode() + b"\n")
+        proc.stdin.close()
         self._children[proc.pid] = proc
         instance_id = f"pid-{proc.pid}"
         self._write_record(
@@ -236,7 +248,7 @@ class LocalProvider(ProviderBase):
                 if self._alive(record["pid"], node_id):
                     out.append(
                         ProviderInstance(
-                            record["instance_id"], node_id, InstanceStatus.RUNNING, record.get("plane", "")
+                            record["instance_id"], node_id, InstanceStatus.RUNNING, str(record.get("plane", ""))
                         )
                     )
                 else:

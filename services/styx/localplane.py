@@ -40,6 +40,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from styx.common.config import CREDENTIAL_ENV, TOKEN_STDIN_ENV
+
 SERVICES = ("scheduler", "broker", "provisioner")
 HOST = "127.0.0.1"
 # Seconds to wait for every service to answer SERVING; first start imports grpc and
@@ -273,6 +275,7 @@ def read_token(home: Path | None = None) -> str:
 def _start_locked(paths: Paths, timeout: float) -> Plane:
     for directory in (paths.local, paths.logs, paths.ready_file("x").parent, paths.home / "state"):
         directory.mkdir(parents=True, exist_ok=True)
+        directory.chmod(0o700)  # state (secret env values), logs, token: the user's alone
     token = _ensure_token(paths)
     ports = _free_ports(len(SERVICES))
     endpoints = {svc: f"{HOST}:{port}" for svc, port in zip(SERVICES, ports, strict=True)}
@@ -283,14 +286,16 @@ def _start_locked(paths: Paths, timeout: float) -> Plane:
     try:
         for svc in SERVICES:
             paths.ready_file(svc).unlink(missing_ok=True)
-            started[svc] = _spawn(paths, svc, endpoints, env)
+            started[svc] = _spawn(paths, svc, endpoints, env, token)
         plane = Plane(
             home=paths.home,
             plane_id=plane_id,
             started_at=time.time(),
             pids={svc: proc.pid for svc, proc in started.items()},
             token=token,
-            **endpoints,
+            scheduler=endpoints["scheduler"],
+            broker=endpoints["broker"],
+            provisioner=endpoints["provisioner"],
         )
         # Record before waiting: if we are interrupted while waiting, `stop` still finds them.
         _write_plane(paths, plane)
@@ -304,7 +309,9 @@ def _start_locked(paths: Paths, timeout: float) -> Plane:
             plane_id=plane_id,
             pids={svc: proc.pid for svc, proc in started.items()},
             token=token,
-            **endpoints,
+            scheduler=endpoints["scheduler"],
+            broker=endpoints["broker"],
+            provisioner=endpoints["provisioner"],
         )
         _stop_locked(paths, partial, terminate_agents=False)
         raise
@@ -321,7 +328,7 @@ def _restart_dead_locked(paths: Paths, plane: Plane, dead: list[str], timeout: f
     started: dict[str, subprocess.Popen[bytes]] = {}
     for svc in dead:
         paths.ready_file(svc).unlink(missing_ok=True)
-        started[svc] = _spawn(paths, svc, endpoints, env)
+        started[svc] = _spawn(paths, svc, endpoints, env, token)
     pids = {**plane.pids, **{svc: proc.pid for svc, proc in started.items()}}
     plane = dataclasses.replace(plane, pids=pids, ready=False, token=token)
     _write_plane(paths, plane)  # before waiting: an interrupted start is still found by `stop`
@@ -364,13 +371,15 @@ def _service_args(paths: Paths, svc: str, endpoints: dict[str, str]) -> list[str
 def _service_env(paths: Paths, token: str, plane_id: str) -> dict[str, str]:
     env = dict(os.environ)
     # Client-side settings of the user's shell must not leak into the services: flags
-    # name every endpoint explicitly, and the token comes from the plane's own file.
-    for key in ("STYX_ENDPOINT", "STYX_TOKEN_FILE"):
+    # name every endpoint explicitly. The token goes to each service's stdin (_spawn), not
+    # into its environment, where the tasks the plane runs (same user) could read it from
+    # /proc/<pid>/environ.
+    for key in ("STYX_ENDPOINT", *CREDENTIAL_ENV):
         env.pop(key, None)
     env.update(
         {
             "STYX_HOME": str(paths.home),
-            "STYX_TOKEN": token,
+            TOKEN_STDIN_ENV: "1",
             PLANE_ID_ENV: plane_id,
             "PYTHONUNBUFFERED": "1",
         }
@@ -378,20 +387,32 @@ def _service_env(paths: Paths, token: str, plane_id: str) -> dict[str, str]:
     return env
 
 
-def _spawn(paths: Paths, svc: str, endpoints: dict[str, str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    with open(paths.log_file(svc), "ab") as log:
-        # start_new_session: the service outlives the CLI and does not get the terminal's
-        # Ctrl-C; stdin from /dev/null so it never reads the user's terminal.
-        return subprocess.Popen(
-            _service_args(paths, svc, endpoints),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            env=env,
-            cwd=str(paths.home),
-            start_new_session=True,
-            close_fds=True,
-        )
+def _spawn(
+    paths: Paths, svc: str, endpoints: dict[str, str], env: dict[str, str], token: str
+) -> subprocess.Popen[bytes]:
+    # Logs, databases and everything the service creates are private (0600 / 0700).
+    previous = os.umask(0o077)
+    try:
+        with open(paths.log_file(svc), "ab") as log:
+            # start_new_session: the service outlives the CLI and does not get the terminal's
+            # Ctrl-C; stdin is a pipe that carries the token, then closes (never the terminal).
+            proc = subprocess.Popen(
+                _service_args(paths, svc, endpoints),
+                stdin=subprocess.PIPE,
+                stdout=log,
+                stderr=log,
+                env=env,
+                cwd=str(paths.home),
+                start_new_session=True,
+                close_fds=True,
+            )
+    finally:
+        os.umask(previous)
+    assert proc.stdin is not None
+    with contextlib.suppress(BrokenPipeError):
+        proc.stdin.write(token.encode() + b"\n")
+    proc.stdin.close()
+    return proc
 
 
 def _wait_healthy(paths: Paths, plane: Plane, procs: dict[str, subprocess.Popen[bytes]], timeout: float) -> None:
@@ -535,7 +556,7 @@ def _terminate_instances(endpoint: str, token: str) -> None:
 def _marked_processes(plane_id: str) -> list[int]:
     """Pids of live processes whose environment carries this plane's marker (Linux /proc)."""
     marker = f"{PLANE_ID_ENV}={plane_id}".encode()
-    found = []
+    found: list[int] = []
     proc = Path("/proc")
     if not proc.is_dir():
         return found
@@ -668,9 +689,24 @@ def _alive(pid: int, service: str = "") -> bool:
 
 @contextlib.contextmanager
 def _locked(paths: Paths) -> Iterator[None]:
-    """Hold an exclusive flock on plane.lock; waits for another `sky` that holds it."""
+    """Hold an exclusive flock on plane.lock; waits for another `sky` that holds it.
+
+    Everything the plane's files get written under here is private to the user (umask
+    0077 while the lock is held: plane.json, logs, state; the services inherit it)."""
+    previous = os.umask(0o077)
+    try:
+        with _flocked(paths):
+            yield
+    finally:
+        os.umask(previous)
+
+
+@contextlib.contextmanager
+def _flocked(paths: Paths) -> Iterator[None]:
     paths.local.mkdir(parents=True, exist_ok=True)
+    paths.local.chmod(0o700)
     with open(paths.lock_file, "a+") as fh:
+        os.fchmod(fh.fileno(), 0o600)
         deadline = time.monotonic() + LOCK_TIMEOUT_S
         while True:
             try:

@@ -10,6 +10,7 @@ Every error names the file, the key's path and what is allowed, e.g.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -111,9 +112,13 @@ def load_file(path: str | Path) -> JobFile:
     """Read and parse a task YAML file."""
     p = Path(path)
     try:
-        text = p.read_text()
+        data = p.read_bytes()
     except OSError as exc:
         raise InvalidArgument(f"{p}: cannot read: {exc.strerror or exc}") from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidArgument(f"{p}: not a UTF-8 text file (byte {exc.start} is invalid); is it a task YAML?") from None
     return parse(text, source=str(p))
 
 
@@ -128,6 +133,8 @@ def parse(text: str, source: str = "<task>") -> JobFile:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise InvalidArgument(f"{source}: not valid YAML{where}: {problem}") from exc
+    except RecursionError:
+        raise InvalidArgument(f"{source}: not a task YAML: brackets or indentation nested too deeply") from None
     if not docs:
         raise InvalidArgument(f"{source}: the file holds no task; it needs at least `run:`")
     job_name = ""
@@ -135,7 +142,7 @@ def parse(text: str, source: str = "<task>") -> JobFile:
         job_name = str(docs[0]["name"])
         docs = docs[1:]
     root = _Path(source)
-    entries = []
+    entries: list[TaskFileEntry] = []
     for i, doc in enumerate(docs):
         path = _Path(source, (f"tasks[{i}]",)) if len(docs) > 1 else root
         entries.append(_task(doc, path, i, previous=entries[-1].spec.name if entries else ""))
@@ -318,7 +325,10 @@ def _envs(value: Any, path: _Path) -> dict[str, str]:
             raise (path / str(key)).error("not a valid environment variable name")
         if isinstance(val, dict | list):
             raise (path / key).error("must be a string or number")
-        out[key] = "" if val is None else str(val).lower() if isinstance(val, bool) else str(val)
+        text = "" if val is None else str(val).lower() if isinstance(val, bool) else str(val)
+        if "\x00" in text:
+            raise (path / key).error("must not contain NUL characters (a process environment cannot hold them)")
+        out[key] = text
     return out
 
 
@@ -351,6 +361,8 @@ def _duration(value: Any, path: _Path) -> float:
         if not match:
             raise path.error(f"{value!r} is not a duration; use seconds or 30s, 10m, 2h")
         seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if not math.isfinite(seconds):
+        raise path.error(f"must be a finite number of seconds, got {value!r}")
     if seconds < 0:
         raise path.error("must not be negative")
     return seconds

@@ -16,6 +16,10 @@ from pathlib import Path
 from styx.common.errors import InvalidArgument
 
 MAX_ARCHIVE_BYTES = 64 * 1024 * 1024
+# What an archive may hold once unpacked: the packed limit alone lets a gzip bomb through
+# (300 MiB of zeros packs to 300 KiB). Checked at SubmitJob and again by the agent.
+MAX_UNPACKED_BYTES = 256 * 1024 * 1024
+MAX_MEMBERS = 100_000
 IGNORE_FILES = (".gitignore", ".styxignore")
 
 
@@ -64,8 +68,30 @@ def pack(directory: str | Path, max_bytes: int = MAX_ARCHIVE_BYTES) -> bytes:
     return buf.getvalue()
 
 
-def unpack(data: bytes, destination: str | Path) -> None:
-    """Extract an archive made by ``pack`` into ``destination`` safely."""
+def check(data: bytes, max_unpacked: int = MAX_UNPACKED_BYTES, max_members: int = MAX_MEMBERS) -> None:
+    """Raise InvalidArgument unless ``data`` is a gzip tar whose members add up to at most
+    ``max_unpacked`` bytes (their headers' sizes: what extraction writes) and number at
+    most ``max_members``. Reads the stream once and stops at the first limit passed."""
+    total = count = 0
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r|gz") as tar:
+            for member in tar:
+                total += member.size
+                count += 1
+                if total > max_unpacked:
+                    raise InvalidArgument(
+                        f"job.workdir_archive: unpacks to more than {max_unpacked // 2**20} MiB; "
+                        "list big files in .styxignore"
+                    )
+                if count > max_members:
+                    raise InvalidArgument(f"job.workdir_archive: more than {max_members} files; ignore some")
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise InvalidArgument(f"job.workdir_archive: not a gzip-compressed tar archive: {exc}") from None
+
+
+def unpack(data: bytes, destination: str | Path, max_unpacked: int = MAX_UNPACKED_BYTES) -> None:
+    """Extract an archive made by ``pack`` into ``destination`` safely (size-checked first)."""
+    check(data, max_unpacked)
     dest = Path(destination)
     dest.mkdir(parents=True, exist_ok=True)
     try:

@@ -398,7 +398,7 @@ def test_provisioned_local_agent_joins(tmp_path: Path, fake: tuple[FakeControlPl
         assert plane.final("t-prov").state == common_pb2.TASK_STATE_SUCCEEDED
         assert plane.log_of("t-prov") == b"from-provisioned\n"
         term = stub.Terminate(provisioner_pb2.TerminateRequest(request_id="t-1", node_id="prov-node"), timeout=5)
-        states = list(stub.WatchOperation(provisioner_pb2.GetOperationRequest(operation_id=term.operation_id),
+        states = list(stub.WatchOperation(provisioner_pb2.WatchOperationRequest(operation_id=term.operation_id),
                                           timeout=30))
         assert states[-1].state == provisioner_pb2.OPERATION_STATE_DONE
         assert not pid_alive(int(reg.instance_id.removeprefix("pid-")))

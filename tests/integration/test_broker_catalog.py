@@ -76,7 +76,9 @@ def test_catalog_rpcs_over_grpc(plane, tmp_path):
     reply = stub.ImportCatalog(broker_pb2.ImportCatalogRequest(request_id="imp-1", offers=offers), timeout=30)
     assert (reply.count, list(reply.providers)) == (4, ["aws"])
     with pytest.raises(grpc.RpcError) as err:
-        stub.ImportCatalog(broker_pb2.ImportCatalogRequest(offers=[common_pb2.Offer(provider="aws")]), timeout=10)
+        stub.ImportCatalog(
+            broker_pb2.ImportCatalogRequest(request_id="imp-2", offers=[common_pb2.Offer(provider="aws")]), timeout=10
+        )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "offers[0].region" in err.value.details()
 
     accels = stub.ListAccelerators(broker_pb2.ListAcceleratorsRequest(name="h100", include_disabled=True), timeout=10)

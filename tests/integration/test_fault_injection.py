@@ -157,7 +157,7 @@ def test_kill9_at_each_point_leaves_one_instance_per_cluster_and_none_after_down
     assert len(ever) == len(CLUSTERS), "an instance was created twice"
 
     for name in CLUSTERS:
-        request = broker_pb2.ClusterActionRequest(request_id=str(uuid.uuid4()), name=name)
+        request = broker_pb2.DownClusterRequest(request_id=str(uuid.uuid4()), name=name)
         p.call(lambda r=request: p.stack.broker().DownCluster(r, timeout=30))
     wait_until(
         lambda: (p.revive(), not moto.styx_instances())[1],

@@ -48,7 +48,7 @@ def _stub(service: ServiceProcess, token: str = TOKEN) -> provisioner_pb2_grpc.P
 
 def _wait_op(stub: provisioner_pb2_grpc.ProvisionerStub, op_id: str) -> provisioner_pb2.Operation:
     last = None
-    for op in stub.WatchOperation(provisioner_pb2.GetOperationRequest(operation_id=op_id), timeout=30):
+    for op in stub.WatchOperation(provisioner_pb2.WatchOperationRequest(operation_id=op_id), timeout=30):
         last = op
     assert last is not None
     return last

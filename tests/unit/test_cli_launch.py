@@ -463,3 +463,25 @@ def test_stats_per_priority_rows() -> None:
     assert ["throughput (last minute)", "2.50 tasks/s"] in rows
     prio = next(r for r in rows if r[0] == "priority 10")
     assert "2 SUCCEEDED" in prio[1] and "0.5s / 1.5s" in prio[1]
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [(b"\xff\xfe\x00garbage\x80" * 50, "not a UTF-8 text file"), (b"[" * 10_000, "nested too deeply")],
+)
+def test_garbage_task_files_give_a_one_line_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, needle: str
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(content)
+    assert main(["launch", "--dryrun", str(path)]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert needle in err and "unexpected" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_sky_api_proto_writes_the_shipped_contract(tmp_path: Path) -> None:
+    assert main(["api", "proto", str(tmp_path / "out")]) == 0
+    written = {p.name: p.read_text() for p in (tmp_path / "out" / "styx" / "v1").glob("*.proto")}
+    repo = Path(__file__).resolve().parents[2] / "proto" / "styx" / "v1"
+    assert written == {p.name: p.read_text() for p in repo.glob("*.proto")}
+    assert 'option go_package = "' in written["scheduler.proto"]

@@ -22,7 +22,7 @@ def test_generated_stubs_are_fresh(tmp_path: Path) -> None:
     committed = {
         p.name: p.read_bytes()
         for p in (REPO / "services" / "styx" / "v1").iterdir()
-        if p.suffix in (".py", ".pyi") and p.name != "__init__.py"
+        if p.suffix in (".py", ".pyi", ".proto") and p.name != "__init__.py"
     }
     assert sorted(fresh) == sorted(committed), "stub files differ: run `python proto/generate.py`"
     stale = [name for name in fresh if fresh[name] != committed[name]]
@@ -39,7 +39,7 @@ def test_every_proto_item_is_documented() -> None:
         for i, line in enumerate(lines):
             stripped = line.strip()
             is_item = re.match(r"^(service|rpc|message|enum|oneof)\s", stripped) or re.match(
-                r"^(repeated\s+|optional\s+)?[\w.<>, ]+\s+\w+\s*=\s*\d+;", stripped
+                r"^(repeated\s+|optional\s+)?[\w.<>, ]+\s+\w+\s*=\s*\d+\s*(\[.*\])?;", stripped
             )
             if not is_item:
                 continue

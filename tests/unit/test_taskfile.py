@@ -145,3 +145,32 @@ def test_arch_is_a_resource_key_with_an_alias_and_an_override(tmp_path) -> None:
     assert apply_overrides(load_file(path), arch="x86_64").tasks[0].spec.resources.arch == "x86_64"
     with pytest.raises(InvalidArgument, match="--arch: 'mips' is not an architecture"):
         apply_overrides(load_file(path), arch="mips")
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (bytes(range(256)) * 8, "not a UTF-8 text file"),
+        (b"[" * 10_000, "nested too deeply"),
+        (b"run: x\n" + b"a: " + b"{b: " * 10_000 + b"}" * 10_000 + b"\n", "nested too deeply"),
+    ],
+)
+def test_garbage_and_deep_nesting_give_a_one_line_error(tmp_path, content: bytes, needle: str) -> None:
+    path = tmp_path / "task.yaml"
+    path.write_bytes(content)
+    with pytest.raises(InvalidArgument) as err:
+        load_file(path)
+    assert needle in err.value.message and "\n" not in err.value.message
+
+
+@pytest.mark.parametrize("key", ["timeout: .nan", "timeout: .inf", "retry: {max_retries: 1, backoff: .nan}"])
+def test_nan_and_infinite_durations_are_refused(key: str) -> None:
+    with pytest.raises(InvalidArgument) as err:
+        parse(f"run: echo\n{key}\n")
+    assert "finite" in err.value.message
+
+
+def test_env_values_with_nul_are_refused() -> None:
+    with pytest.raises(InvalidArgument) as err:
+        parse('run: echo\nenvs: {A: "x\\0y"}\n')
+    assert "envs.A" in err.value.message and "NUL" in err.value.message

@@ -58,3 +58,26 @@ def test_unpack_refuses_path_traversal(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgument):
         unpack(buf.getvalue(), tmp_path / "sandbox")
     assert not (tmp_path / "escape.txt").exists()
+
+
+def _bomb(unpacked: int) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        info = tarfile.TarInfo("zeros.bin")
+        info.size = unpacked
+        tar.addfile(info, io.BytesIO(bytes(unpacked)))
+    return buf.getvalue()
+
+
+def test_a_gzip_bomb_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    data = _bomb(300 * 2**20)
+    assert len(data) < 1 * 2**20  # far under the packed limit
+    with pytest.raises(InvalidArgument) as err:
+        unpack(data, tmp_path / "out")
+    assert "unpacks to more than 256 MiB" in err.value.message
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_archive_under_the_unpacked_limit_unpacks(tmp_path: Path) -> None:
+    unpack(_bomb(2**20), tmp_path / "out")
+    assert (tmp_path / "out" / "zeros.bin").stat().st_size == 2**20

@@ -29,7 +29,8 @@ from styx.v1 import agent_pb2, agent_pb2_grpc, broker_pb2, broker_pb2_grpc
 log = logging.getLogger(__name__)
 
 WORKDIR_TIMEOUT_S = 60.0
-_RETRY = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+# ABORTED: the same request_id is still being handled (a retry after a lost reply); ask again.
+_RETRY = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED)
 T = TypeVar("T")
 
 

@@ -151,6 +151,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
     token = config.load_token()
+    # What the tasks inherit is built from os.environ: drop the credentials here as well,
+    # and keep every file the agent and its tasks write private (sandboxes, logs).
+    for name in config.CREDENTIAL_ENV:
+        os.environ.pop(name, None)
+    config.private_files()
     if args.join_token or (cfg.work_dir / NODE_TOKEN_FILE).exists():
         try:
             token = node_token(args.broker, cfg.node_id, args.join_token, cfg.work_dir, stop)

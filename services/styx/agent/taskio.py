@@ -5,21 +5,24 @@ Split from ``runner`` (which runs the attempt's processes); plain Python, no grp
 
 from __future__ import annotations
 
-import io
 import logging
 import os
-import tarfile
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Protocol
 
+from styx import workdir
+from styx.common.config import CREDENTIAL_ENV
+from styx.common.errors import InvalidArgument
+
 log = logging.getLogger(__name__)
 
 LOG_CHUNK_BYTES = 64 * 1024
 SHIP_INTERVAL_S = 0.2
-# Environment variables the agent keeps to itself: the control plane's credentials.
-PRIVATE_ENV = ("STYX_TOKEN", "STYX_TOKEN_FILE", "STYX_JOIN_TOKEN")
+# Environment variables the agent keeps to itself: the control plane's credentials, and
+# where the plane keeps its files (its token file, state, other tasks' sandboxes).
+PRIVATE_ENV = (*CREDENTIAL_ENV, "STYX_HOME", "STYX_TLS_KEY", "STYX_DB_URL")
 
 AppendLogs = Callable[[int, bytes], int]
 """``append(offset, data) -> next_offset``: store ``data`` at ``offset`` of the attempt's log."""
@@ -52,20 +55,21 @@ class WorkdirError(Exception):
 
 
 def unpack_workdir(archive: bytes, dest: Path) -> None:
-    """Unpack a gzip-compressed tar into ``dest``, refusing absolute paths, ``..``, links
-    that leave ``dest`` and device files (tarfile's "data" filter).
+    """Unpack a gzip-compressed tar into ``dest`` with ``styx.workdir.unpack``: size-checked
+    (a gzip bomb is refused before anything is written), refusing absolute paths, ``..``,
+    links that leave ``dest`` and device files (tarfile's "data" filter).
     """
     try:
-        with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
-            tar.extractall(dest, filter="data")
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise WorkdirError(f"workdir archive could not be unpacked: {exc}") from exc
+        workdir.unpack(archive, dest)
+    except InvalidArgument as exc:
+        raise WorkdirError(f"workdir archive could not be unpacked: {exc.message}") from exc
 
 
 def task_env(
     assignment: GangAssignment, node_id: str, base: Mapping[str, str] | None = None, address: str = ""
 ) -> dict[str, str]:
-    """The environment of a task's processes: the agent's own minus its credentials, plus
+    """The environment of a task's processes: the agent's own minus its credentials and
+    the plane's locations (PRIVATE_ENV), plus
     the task's envs, CUDA_VISIBLE_DEVICES (exactly the reserved GPUs, "" for none),
     STYX_TASK_ID / STYX_NODE_ID, and the gang variables STYX_NODE_RANK, STYX_NUM_NODES and
     STYX_NODE_IPS (addresses one per line, rank order; this node's ``address`` alone for a

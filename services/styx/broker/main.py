@@ -7,11 +7,13 @@ import logging
 import socket
 import threading
 
+from styx.broker import tables
 from styx.broker.catalog import Catalog, builtin_offers
 from styx.broker.core import Broker
 from styx.broker.provisioner_client import GrpcProvisioner
 from styx.broker.servicer import BrokerServicer
 from styx.common.config import add_server_flags, env, server_config
+from styx.common.idempotency import RequestLog
 from styx.common.logs import setup_logging
 from styx.common.metrics import register_gauges, serve_metrics
 from styx.common.server import run_until_signal, start_server, write_ready_file
@@ -72,7 +74,9 @@ def main(argv: list[str] | None = None) -> None:
         broker_pb2_grpc.add_ResourceBrokerServicer_to_server(BrokerServicer(broker, cfg.token), server)
         return [broker_pb2.DESCRIPTOR.services_by_name["ResourceBroker"].full_name]
 
-    running = start_server(cfg.host, cfg.port, cfg.token, register, tls=cfg.tls)
+    running = start_server(
+        cfg.host, cfg.port, cfg.token, register, tls=cfg.tls, requests=RequestLog(engine, tables.requests)
+    )
     register_gauges(
         {
             "styx_nodes": ("Nodes by provider and state.", ["provider", "state"], broker.node_counts),

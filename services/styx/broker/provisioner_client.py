@@ -8,8 +8,9 @@ from typing import Any, TypeVar
 import grpc
 
 from styx.common.clients import open_channel
-from styx.common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, StyxError, Unavailable
+from styx.common.errors import Unavailable
 from styx.common.offers import Offer, offer_from_pb, offer_to_pb
+from styx.common.status import error_from_rpc
 from styx.v1 import provisioner_pb2, provisioner_pb2_grpc
 
 _STATES = {
@@ -26,11 +27,11 @@ _KINDS = {
     provisioner_pb2.PROVIDER_ERROR_KIND_INTERNAL: "internal",
 }
 # gRPC status of a refused call -> the domain error the broker's failover understands.
-_REFUSALS: dict[grpc.StatusCode, type[StyxError]] = {
-    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
-    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
-}
+_REFUSALS = (
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+)
 T = TypeVar("T")
 
 
@@ -39,10 +40,10 @@ def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     try:
         return fn(*args, **kwargs)
     except grpc.RpcError as exc:
-        code = exc.code() if hasattr(exc, "code") else None
-        details = exc.details() if hasattr(exc, "details") else str(exc)
-        error = _REFUSALS.get(code, Unavailable) if code is not None else Unavailable
-        raise error(f"provisioner: {details}") from None
+        error = error_from_rpc(exc, prefix="provisioner: ")
+        if error.code in _REFUSALS:
+            raise error from None
+        raise Unavailable(error.message) from None
 
 
 class GrpcProvisioner:
@@ -97,12 +98,12 @@ class GrpcProvisioner:
         """Start stopping the instance behind ``node_id``."""
         from styx.common.ids import new_id
 
-        request = provisioner_pb2.TerminateRequest(request_id=new_id("stop"), node_id=node_id)
+        request = provisioner_pb2.StopRequest(request_id=new_id("stop"), node_id=node_id)
         _call(self._stub.Stop, request, timeout=self._timeout)
 
     def start(self, node_id: str) -> None:
         """Start the stopped instance behind ``node_id``."""
         from styx.common.ids import new_id
 
-        request = provisioner_pb2.TerminateRequest(request_id=new_id("start"), node_id=node_id)
+        request = provisioner_pb2.StartRequest(request_id=new_id("start"), node_id=node_id)
         _call(self._stub.Start, request, timeout=self._timeout)

@@ -131,7 +131,7 @@ class BrokerServicer(broker_pb2_grpc.ResourceBrokerServicer):
         return broker_pb2.ListClustersResponse(clusters=[convert.cluster_to_pb(v) for v in views])
 
     def DownCluster(
-        self, request: broker_pb2.ClusterActionRequest, context: grpc.ServicerContext
+        self, request: broker_pb2.DownClusterRequest, context: grpc.ServicerContext
     ) -> broker_pb2.Cluster:
         return convert.cluster_to_pb(self.broker.down_cluster(request.name))
 
@@ -140,11 +140,11 @@ class BrokerServicer(broker_pb2_grpc.ResourceBrokerServicer):
         return convert.cluster_to_pb(view)
 
     def StopCluster(
-        self, request: broker_pb2.ClusterActionRequest, context: grpc.ServicerContext
+        self, request: broker_pb2.StopClusterRequest, context: grpc.ServicerContext
     ) -> broker_pb2.Cluster:
         return convert.cluster_to_pb(self.broker.stop_cluster(request.name))
 
     def StartCluster(
-        self, request: broker_pb2.ClusterActionRequest, context: grpc.ServicerContext
+        self, request: broker_pb2.StartClusterRequest, context: grpc.ServicerContext
     ) -> broker_pb2.Cluster:
         return convert.cluster_to_pb(self.broker.start_cluster(request.name))

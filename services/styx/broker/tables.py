@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Boolean, Column, Float, Integer, MetaData, String, Table, Text
 
+from styx.common.idempotency import request_table
 from styx.common.leases import lease_table
 
 metadata = MetaData()
@@ -146,3 +147,4 @@ epoch = Table(
 )
 
 leases = lease_table(metadata, "broker_leases")
+requests = request_table(metadata, "broker_requests")

@@ -12,6 +12,8 @@ from typing import Any
 import grpc
 
 from styx.common.config import TlsConfigError
+from styx.common.keepalive import DEFAULT as DEFAULT_KEEPALIVE
+from styx.common.keepalive import Keepalive
 
 # Deadline for unary calls between services; streams set their own.
 DEFAULT_TIMEOUT_S = 10.0
@@ -105,12 +107,15 @@ def _replicas_target(endpoints: list[str]) -> str:
     return "ipv6:" + ",".join(dict.fromkeys(v6))
 
 
-def open_channel(endpoint: str, token: str) -> grpc.Channel:
+def open_channel(endpoint: str, token: str, keepalive: Keepalive = DEFAULT_KEEPALIVE) -> grpc.Channel:
     """A channel to ``endpoint`` (host:port, or several comma-separated replicas) sending
-    ``token`` on each call; TLS when the environment asks for it (``channel_credentials``)."""
+    ``token`` on each call (trimmed: a token file's newline is no part of it); TLS when
+    the environment asks for it (``channel_credentials``); keepalive pings per ``keepalive``."""
+    token = token.strip()
     options: list[tuple[str, Any]] = [
         ("grpc.max_receive_message_length", 64 * 1024 * 1024),
         ("grpc.enable_retries", 1),
+        *keepalive.client_options(),
     ]
     target = endpoint
     endpoints = split_endpoints(endpoint) if "," in endpoint else [endpoint]

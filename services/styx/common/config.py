@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,7 +91,9 @@ def add_server_flags(parser: argparse.ArgumentParser, service: str, default_port
 
 
 def server_config(args: argparse.Namespace, service: str) -> ServerConfig:
-    """Build the shared part of a service's config from parsed flags and the environment."""
+    """Build the shared part of a service's config from parsed flags and the environment
+    (and make the files the service writes private)."""
+    private_files()
     return ServerConfig(
         service=service,
         host=args.host,
@@ -128,16 +131,42 @@ def _tls_ca(prog: str) -> str:
         raise SystemExit(f"{prog}: STYX_TLS_CA: cannot read {path}: {exc.strerror}") from None
 
 
+# Set to "1" by whoever starts a service or agent with its token written to its stdin: then
+# no credential sits in the process's environment (/proc/PID/environ, readable by the
+# tasks the plane runs, since they run as the same user).
+TOKEN_STDIN_ENV = "STYX_TOKEN_STDIN"
+# Environment variables that carry or point to a credential; never passed on to tasks.
+CREDENTIAL_ENV = ("STYX_TOKEN", "STYX_TOKEN_FILE", "STYX_JOIN_TOKEN", TOKEN_STDIN_ENV)
+_stdin_token: str | None = None
+
+
 def load_token() -> str:
-    """The shared bearer token: ``STYX_TOKEN``, else the file named by ``STYX_TOKEN_FILE``.
+    """The bearer token: ``STYX_TOKEN``, else one line of stdin when ``STYX_TOKEN_STDIN=1``,
+    else the file named by ``STYX_TOKEN_FILE``; trimmed (a file's trailing newline would
+    make an invalid header). Errors name where the token was looked for, never its value.
 
     An empty token disables authentication, which only ``--insecure-no-auth`` style local
     experiments should do; the local control plane always generates one.
     """
-    token = os.environ.get("STYX_TOKEN", "")
+    global _stdin_token
+    token = os.environ.get("STYX_TOKEN", "").strip()
     if token:
         return token
+    if os.environ.get(TOKEN_STDIN_ENV) == "1":
+        if _stdin_token is None:
+            _stdin_token = sys.stdin.readline().strip()
+        return _stdin_token
     path = os.environ.get("STYX_TOKEN_FILE", "")
     if path:
-        return Path(path).read_text().strip()
+        try:
+            return Path(path).read_text().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not text"
+            raise SystemExit(f"STYX_TOKEN_FILE: cannot read {path}: {reason}") from None
     return ""
+
+
+def private_files() -> None:
+    """Make every file and directory this process creates private to its user (umask 0077):
+    state databases, logs, sandboxes, and what tasks started from here write."""
+    os.umask(0o077)

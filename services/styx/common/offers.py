@@ -71,8 +71,9 @@ def make_offer(values: Sequence[object]) -> Offer:
     """
     items = list(values)
     for i in _SHARED_AT:
-        if isinstance(items[i], str):
-            items[i] = sys.intern(items[i])  # type: ignore[arg-type]
+        value = items[i]
+        if isinstance(value, str):
+            items[i] = sys.intern(value)
     offer = object.__new__(Offer)
     for slot, value in zip(_SLOTS, items, strict=True):
         slot.__set__(offer, value)

@@ -19,13 +19,19 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf import descriptor_pool, message_factory
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
+from styx.common import reflection
 from styx.common.auth import Caller, allowed, identify
-from styx.common.errors import PermissionDenied, StyxError
+from styx.common.errors import PermissionDenied, StyxError, Unauthenticated
+from styx.common.idempotency import RequestLog, digest
 from styx.common.ids import new_id
+from styx.common.keepalive import DEFAULT as DEFAULT_KEEPALIVE
+from styx.common.keepalive import Keepalive
 from styx.common.metrics import observe_rpc
+from styx.common.status import internal_status, to_status
+from styx.common.validation import validate
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +39,9 @@ log = logging.getLogger(__name__)
 _OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
-def _abort_handler(code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
+def _abort_handler(exc: StyxError) -> grpc.RpcMethodHandler:
     def abort(request: Any, context: grpc.ServicerContext) -> Any:
-        context.abort(code, message)
+        context.abort_with_status(to_status(exc))
 
     return grpc.unary_unary_rpc_method_handler(abort)
 
@@ -48,8 +54,9 @@ class GuardInterceptor(grpc.ServerInterceptor):
     with a reference id that also appears in the log next to the traceback.
     """
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, requests: RequestLog | None = None) -> None:
         self._token = token
+        self._requests = requests
 
     def intercept_service(
         self,
@@ -65,19 +72,70 @@ class GuardInterceptor(grpc.ServerInterceptor):
             caller: Caller | None = identify(self._token, presented) if presented else None
             if caller is None or not allowed(caller, method):
                 return _abort_handler(
-                    grpc.StatusCode.UNAUTHENTICATED,
-                    "missing or wrong token: send 'authorization: Bearer <token>' metadata "
-                    "(the sky CLI reads STYX_TOKEN or the local control plane's token file)",
+                    Unauthenticated(
+                        "missing or wrong token: send 'authorization: Bearer <token>' metadata "
+                        "(the sky CLI reads STYX_TOKEN or the local control plane's token file)",
+                        reason="BAD_TOKEN" if presented else "NO_TOKEN",
+                    )
                 )
             node = caller.node_id
         handler = continuation(handler_call_details)
         if handler is None:
             return None
         if handler.unary_unary is not None:
-            return handler._replace(unary_unary=_guard_unary(handler.unary_unary, method, node))
+            fn = handler.unary_unary
+            if self._requests is not None and _has_request_id(method):
+                fn = _deduplicated(fn, method, self._requests)
+            return handler._replace(unary_unary=_guard_unary(fn, method, node))
         if handler.unary_stream is not None:
             return handler._replace(unary_stream=_guard_stream(handler.unary_stream, method, node))
         return handler
+
+
+def _method_descriptor(method: str) -> Any:
+    """The MethodDescriptor of "/package.Service/Method"; None for methods not in the pool."""
+    service, _, name = method.lstrip("/").partition("/")
+    try:
+        return descriptor_pool.Default().FindServiceByName(service).methods_by_name[name]
+    except KeyError:
+        return None
+
+
+def _has_request_id(method: str) -> bool:
+    md = _method_descriptor(method)
+    return md is not None and "request_id" in md.input_type.fields_by_name
+
+
+def _deduplicated(
+    fn: Callable[[Any, grpc.ServicerContext], Any], method: str, requests: RequestLog
+) -> Callable[..., Any]:
+    """``fn`` behind the request-id log (styx.v1.MethodRules): repeats get the first answer."""
+    from styx.v1 import rules_pb2
+
+    md = _method_descriptor(method)
+    options = md.GetOptions()
+    replay_in_handler = (
+        options.HasExtension(rules_pb2.method_rules) and options.Extensions[rules_pb2.method_rules].replay_in_handler
+    )
+    response_class = message_factory.GetMessageClass(md.output_type)
+
+    def call(request: Any, context: grpc.ServicerContext) -> Any:
+        request_id = request.request_id
+        if not request_id:  # refused by validation where required; nothing to key on otherwise
+            return fn(request, context)
+        payload = type(request)()
+        payload.CopyFrom(request)
+        payload.ClearField("request_id")
+        key = digest(method, payload.SerializeToString(deterministic=True))
+        found = requests.lookup(method, request_id, key)
+        if found.replay is not None:
+            return response_class.FromString(found.replay)
+        response = fn(request, context)
+        if not found.repeat:
+            requests.record(method, request_id, key, None if replay_in_handler else response.SerializeToString())
+        return response
+
+    return call
 
 
 def _check_node(request: Any, node: str) -> None:
@@ -89,17 +147,23 @@ def _check_node(request: Any, node: str) -> None:
 
 def _fail(context: grpc.ServicerContext, exc: Exception, method: str) -> None:
     if isinstance(exc, StyxError):
-        context.abort(exc.code, exc.message)
+        context.abort_with_status(to_status(exc))
     ref = new_id("err")
     log.error("unexpected error in %s", method, exc_info=exc, extra={"ref": ref})
-    context.abort(grpc.StatusCode.INTERNAL, f"internal error (reference {ref}); see the service log")
+    context.abort_with_status(internal_status(ref))
+
+
+def _admit(request: Any, node: str) -> None:
+    """What every request passes before its handler: the proto's rules, then the node scope."""
+    validate(request)
+    _check_node(request, node)
 
 
 def _guard_unary(fn: Callable[[Any, grpc.ServicerContext], Any], method: str, node: str) -> Callable[..., Any]:
     def wrapper(request: Any, context: grpc.ServicerContext) -> Any:
         started = time.perf_counter()
         try:
-            _check_node(request, node)
+            _admit(request, node)
             return fn(request, context)
         except Exception as exc:
             if _is_abort(context):
@@ -117,7 +181,7 @@ def _guard_stream(
     def wrapper(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         started = time.perf_counter()
         try:
-            _check_node(request, node)
+            _admit(request, node)
             yield from fn(request, context)
         except Exception as exc:
             if _is_abort(context):
@@ -161,20 +225,28 @@ def start_server(
     register: Callable[[grpc.Server], Iterable[str]],
     max_workers: int = 64,
     tls: tuple[bytes, bytes] | None = None,
+    requests: RequestLog | None = None,
+    keepalive: Keepalive = DEFAULT_KEEPALIVE,
 ) -> RunningServer:
     """Start serving. ``register`` adds servicers and returns their full service names.
-    ``tls`` (key PEM, certificate chain PEM) serves TLS instead of plaintext."""
+    ``tls`` (key PEM, certificate chain PEM) serves TLS instead of plaintext. ``requests``
+    deduplicates the mutating RPCs by request_id (styx.common.idempotency); ``keepalive``
+    is the HTTP/2 ping policy (styx.common.keepalive)."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
-        interceptors=[GuardInterceptor(token)],
-        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 64 * 1024 * 1024)],
+        interceptors=[GuardInterceptor(token, requests)],
+        options=[
+            ("grpc.so_reuseport", 0),
+            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+            *keepalive.server_options(),
+        ],
     )
     names = list(register(server))
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in [*names, ""]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    reflection.enable([*names, health.SERVICE_NAME], server)
     address = f"{host}:{port}"
     if tls is None:
         bound = server.add_insecure_port(address)

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 # The one Offer of the code base; re-exported so that a plugin needs this package alone.
+from styx.common.auth import mint_node_token
 from styx.common.offers import Offer
 
 #: Label the provisioner puts on every instance it creates (in ``create``'s ``labels``):
@@ -45,6 +46,11 @@ class AgentLaunch:
     #: PEM of the CA the control plane's TLS certificates chain to ("" when it serves
     #: plaintext); boot scripts install it so new agents verify the services they dial.
     tls_ca_pem: str = field(default="", repr=False)
+
+    def node_token(self, node_id: str) -> str:
+        """A token for ``node_id``'s agent alone (the agents' RPCs, naming that node): what an
+        agent started directly (no join step) gets instead of ``token``, which opens every RPC."""
+        return mint_node_token(self.token, node_id)
 
 
 @dataclass(frozen=True)

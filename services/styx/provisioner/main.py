@@ -10,10 +10,12 @@ from collections.abc import Callable, Sequence
 
 from styx import __version__
 from styx.common import config
+from styx.common.idempotency import RequestLog
 from styx.common.logs import setup_logging
 from styx.common.metrics import register_gauges, serve_metrics
 from styx.common.server import SHUTDOWN_DEADLINE_S, RunningServer, run_until_signal, start_server, write_ready_file
 from styx.common.store import make_engine
+from styx.provisioner import tables
 from styx.provisioner.core import PLANE_ID, Provisioner
 from styx.provisioner.plugins import collect_providers, make_plugin_manager
 from styx.provisioner.provider import AgentLaunch
@@ -118,7 +120,9 @@ def create_server(
         provisioner_pb2_grpc.add_ProvisionerServicer_to_server(ProvisionerServicer(core), server)
         return [provisioner_pb2.DESCRIPTOR.services_by_name["Provisioner"].full_name]
 
-    running = start_server(cfg.host, cfg.port, cfg.token, register, tls=cfg.tls)
+    running = start_server(
+        cfg.host, cfg.port, cfg.token, register, tls=cfg.tls, requests=RequestLog(engine, tables.requests)
+    )
 
     def instance_counts() -> dict[tuple[str, ...], float]:
         out: dict[tuple[str, ...], float] = {}

@@ -55,13 +55,13 @@ class ProvisionerServicer(provisioner_pb2_grpc.ProvisionerServicer):
         return convert.operation_to_proto(self._core.terminate(request.request_id, request.node_id))
 
     def Stop(
-        self, request: provisioner_pb2.TerminateRequest, context: grpc.ServicerContext
+        self, request: provisioner_pb2.StopRequest, context: grpc.ServicerContext
     ) -> provisioner_pb2.Operation:
         """Start stopping a node's instance."""
         return convert.operation_to_proto(self._core.stop_instance(request.request_id, request.node_id))
 
     def Start(
-        self, request: provisioner_pb2.TerminateRequest, context: grpc.ServicerContext
+        self, request: provisioner_pb2.StartRequest, context: grpc.ServicerContext
     ) -> provisioner_pb2.Operation:
         """Start a node's stopped instance."""
         return convert.operation_to_proto(self._core.start_instance(request.request_id, request.node_id))
@@ -80,7 +80,7 @@ class ProvisionerServicer(provisioner_pb2_grpc.ProvisionerServicer):
         return convert.operation_to_proto(self._core.get_operation(request.operation_id))
 
     def WatchOperation(
-        self, request: provisioner_pb2.GetOperationRequest, context: grpc.ServicerContext
+        self, request: provisioner_pb2.WatchOperationRequest, context: grpc.ServicerContext
     ) -> Iterator[provisioner_pb2.Operation]:
         """Each state of an operation until it is done or failed."""
         for op in self._core.watch_operation(request.operation_id, is_active=context.is_active):

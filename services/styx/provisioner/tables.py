@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Boolean, Column, Float, MetaData, String, Table, Text
 
+from styx.common.idempotency import request_table
 from styx.common.leases import lease_table
 
 metadata = MetaData()
@@ -54,3 +55,4 @@ settings = Table(
 
 # Named leases: one replica at a time owns a role (the "reconciler") until expires_at.
 leases = lease_table(metadata, "prov_leases")
+requests = request_table(metadata, "prov_requests")

@@ -21,7 +21,7 @@ STATE_TO_PB = {
     "CANCELLED": common_pb2.TASK_STATE_CANCELLED,
     "SKIPPED": common_pb2.TASK_STATE_SKIPPED,
 }
-STATE_FROM_PB = {v: k for k, v in STATE_TO_PB.items()}
+STATE_FROM_PB: dict[int, str] = {v: k for k, v in STATE_TO_PB.items()}
 EVENT_TO_PB = {
     "SUBMITTED": common_pb2.EVENT_TYPE_SUBMITTED,
     "SCHEDULED": common_pb2.EVENT_TYPE_SCHEDULED,
@@ -58,6 +58,28 @@ def page_token_to_seq(token: str) -> int | None:
     if not token.startswith(_PAGE_PREFIX) or not digits.isdigit():
         raise InvalidArgument("page_token: not a token ListTasks returned; pass next_page_token as given, or ''")
     return int(digits)
+
+
+_JOB_PAGE_PREFIX = "job:"
+
+
+def job_page_token(created_at: float, job_id: str) -> str:
+    """ListJobs' page token: where the page's last job sits in (created_at, job_id) order."""
+    return f"{_JOB_PAGE_PREFIX}{created_at!r}:{job_id}"
+
+
+def job_page_token_to_cursor(token: str) -> tuple[float, str] | None:
+    """The cursor in a ListJobs page token; None for "" (the first page)."""
+    if not token:
+        return None
+    stamp, sep, job_id = token.removeprefix(_JOB_PAGE_PREFIX).partition(":")
+    try:
+        value = float(stamp)
+    except ValueError:
+        value = float("nan")
+    if not token.startswith(_JOB_PAGE_PREFIX) or not sep or not job_id or value != value:
+        raise InvalidArgument("page_token: not a token ListJobs returned; pass next_page_token as given, or ''")
+    return value, job_id
 
 
 @functools.lru_cache(maxsize=4096)

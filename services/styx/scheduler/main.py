@@ -7,10 +7,12 @@ import logging
 import threading
 
 from styx.common.config import add_server_flags, env, server_config
+from styx.common.idempotency import RequestLog
 from styx.common.logs import setup_logging
 from styx.common.metrics import register_gauges, serve_metrics
 from styx.common.server import run_until_signal, start_server, write_ready_file
 from styx.common.store import make_engine
+from styx.scheduler import tables
 from styx.scheduler.broker_client import GrpcBroker
 from styx.scheduler.core import Scheduler
 from styx.scheduler.model import DEFAULT_NODE_FENCE_S
@@ -75,7 +77,8 @@ def main(argv: list[str] | None = None) -> None:
             agent_pb2.DESCRIPTOR.services_by_name["AgentGateway"].full_name,
         ]
 
-    running = start_server(cfg.host, cfg.port, cfg.token, register, max_workers=256, tls=cfg.tls)
+    requests = RequestLog(engine, tables.requests)
+    running = start_server(cfg.host, cfg.port, cfg.token, register, max_workers=256, tls=cfg.tls, requests=requests)
     register_gauges(
         {"styx_tasks": ("Tasks by state.", ["state"], lambda: {(k,): v for k, v in core.count_by_state().items()})}
     )

@@ -10,7 +10,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, select
+from sqlalchemy import Engine, and_, func, or_, select
 
 from styx.common.errors import InvalidArgument, NotFound, PermissionDenied
 from styx.scheduler import tables as t
@@ -115,10 +115,16 @@ class QueriesMixin:
         tasks = self.list_tasks(job_id=job_id, limit=task_limit, oldest_first=True)
         return JobView(job.job_id, job.name, job_state(counts), counts, job.created_at, tuple(tasks))
 
-    def list_jobs(self, limit: int = 100) -> list[JobView]:
-        """Jobs, newest first, with task counts."""
+    def list_jobs(self, limit: int = 100, before: tuple[float, str] | None = None) -> list[JobView]:
+        """Jobs, newest first (ties by job id, descending), with task counts; ``before``
+        (created_at, job_id) of the previous page's last job continues after it."""
+        c = t.jobs.c
+        query = select(t.jobs).order_by(c.created_at.desc(), c.job_id.desc()).limit(limit)
+        if before is not None:
+            stamp, job_id = before
+            query = query.where(or_(c.created_at < stamp, and_(c.created_at == stamp, c.job_id < job_id)))
         with self._engine.connect() as conn:
-            jobs = conn.execute(select(t.jobs).order_by(t.jobs.c.created_at.desc()).limit(limit)).all()
+            jobs = conn.execute(query).all()
             ids = [j.job_id for j in jobs]
             counts: dict[str, dict[str, int]] = {i: {} for i in ids}
             if ids:

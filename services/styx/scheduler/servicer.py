@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import grpc
 
+from styx import workdir
 from styx.common.errors import InvalidArgument
 from styx.scheduler import convert
 from styx.scheduler.core import Scheduler
@@ -24,6 +25,8 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
     def SubmitJob(
         self, request: scheduler_pb2.SubmitJobRequest, context: grpc.ServicerContext
     ) -> scheduler_pb2.SubmitJobResponse:
+        if request.job.workdir_archive:
+            workdir.check(request.job.workdir_archive)
         specs = [convert.spec_from_pb(s) for s in request.job.tasks]
         job_id, tasks = self.core.submit_job(request.request_id, request.job.name, specs, request.job.workdir_archive)
         return scheduler_pb2.SubmitJobResponse(job_id=job_id, tasks=[convert.task_ref_to_pb(r) for r in tasks])
@@ -39,10 +42,13 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
     def ListJobs(
         self, request: scheduler_pb2.ListJobsRequest, context: grpc.ServicerContext
     ) -> scheduler_pb2.ListJobsResponse:
-        if request.limit > 1000:
-            raise InvalidArgument(f"limit: at most 1000, got {request.limit}")
-        jobs = self.core.list_jobs(request.limit or 100)
-        return scheduler_pb2.ListJobsResponse(jobs=[convert.job_to_pb(j) for j in jobs])
+        size = request.page_size or request.limit or 100
+        jobs = self.core.list_jobs(size, convert.job_page_token_to_cursor(request.page_token))
+        last = jobs[-1] if len(jobs) == size else None
+        return scheduler_pb2.ListJobsResponse(
+            jobs=[convert.job_to_pb(j) for j in jobs],
+            next_page_token=convert.job_page_token(last.created_at, last.job_id) if last else "",
+        )
 
     def CancelJob(self, request: scheduler_pb2.CancelJobRequest, context: grpc.ServicerContext) -> scheduler_pb2.Job:
         return convert.job_to_pb(self.core.cancel_job(request.job_id))
@@ -68,6 +74,11 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         self, request: scheduler_pb2.WatchEventsRequest, context: grpc.ServicerContext
     ) -> Iterator[common_pb2.Event]:
         states = [convert.state_from_pb(s, f"states[{i}]") for i, s in enumerate(request.states)]
+        # A filter on an id that does not exist would follow forever and match nothing.
+        if request.task_id:
+            self.core.get_task(request.task_id)
+        if request.job_id:
+            self.core.get_job(request.job_id, 0)
         events = self.core.watch_events(
             request.after_seq, request.job_id, request.task_id, not request.no_follow, context.is_active, states
         )

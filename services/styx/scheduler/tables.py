@@ -16,6 +16,7 @@ from sqlalchemy import (
     Text,
 )
 
+from styx.common.idempotency import request_table
 from styx.common.leases import lease_table
 
 metadata = MetaData()
@@ -147,3 +148,4 @@ placements = Table(
     Column("rank", Integer, primary_key=True),
     Column("node_id", String(64), nullable=False),
 )
+requests = request_table(metadata, "sched_requests")

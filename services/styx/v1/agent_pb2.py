@@ -23,35 +23,61 @@ _sym_db = _symbol_database.Default()
 
 
 from styx.v1 import common_pb2 as styx_dot_v1_dot_common__pb2
+from styx.v1 import rules_pb2 as styx_dot_v1_dot_rules__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13styx/v1/agent.proto\x12\x07styx.v1\x1a\x14styx/v1/common.proto\"4\n\x11GetWorkdirRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\"\x1c\n\x0cWorkdirChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"$\n\x11WorkStreamRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"b\n\x08WorkItem\x12%\n\x06\x61ssign\x18\x01 \x01(\x0b\x32\x13.styx.v1.AssignmentH\x00\x12\'\n\x06\x63\x61ncel\x18\x02 \x01(\x0b\x32\x15.styx.v1.CancellationH\x00\x42\x06\n\x04item\"\xc2\x01\n\nAssignment\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12\x1f\n\x04spec\x18\x04 \x01(\x0b\x32\x11.styx.v1.TaskSpec\x12\x13\n\x0bgpu_indices\x18\x05 \x03(\r\x12\x13\n\x0bhas_workdir\x18\x06 \x01(\x08\x12\x0c\n\x04rank\x18\x07 \x01(\r\x12\x11\n\tnum_nodes\x18\x08 \x01(\r\x12\x16\n\x0enode_addresses\x18\t \x03(\t\"N\n\x0c\x43\x61ncellation\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0c\n\x04rank\x18\x04 \x01(\r\"\xcc\x01\n\x17ReportTaskStatusRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x0f\n\x07task_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\r\x12!\n\x05state\x18\x05 \x01(\x0e\x32\x12.styx.v1.TaskState\x12\x11\n\texit_code\x18\x06 \x01(\x05\x12\x15\n\rhas_exit_code\x18\x07 \x01(\x08\x12\x0f\n\x07message\x18\x08 \x01(\t\x12\x0c\n\x04rank\x18\t \x01(\r\"7\n\x18ReportTaskStatusResponse\x12\x1b\n\x04task\x18\x01 \x01(\x0b\x32\r.styx.v1.Task\"r\n\x11\x41ppendLogsRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x0c\n\x04rank\x18\x05 \x01(\r\x12\x0f\n\x07node_id\x18\x06 \x01(\t\")\n\x12\x41ppendLogsResponse\x12\x13\n\x0bnext_offset\x18\x01 \x01(\x04\x32\xb0\x02\n\x0c\x41gentGateway\x12=\n\nWorkStream\x12\x1a.styx.v1.WorkStreamRequest\x1a\x11.styx.v1.WorkItem0\x01\x12W\n\x10ReportTaskStatus\x12 .styx.v1.ReportTaskStatusRequest\x1a!.styx.v1.ReportTaskStatusResponse\x12\x45\n\nAppendLogs\x12\x1a.styx.v1.AppendLogsRequest\x1a\x1b.styx.v1.AppendLogsResponse\x12\x41\n\nGetWorkdir\x12\x1a.styx.v1.GetWorkdirRequest\x1a\x15.styx.v1.WorkdirChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13styx/v1/agent.proto\x12\x07styx.v1\x1a\x14styx/v1/common.proto\x1a\x13styx/v1/rules.proto\"L\n\x11GetWorkdirRequest\x12\x1b\n\x06job_id\x18\x01 \x01(\tB\x0b\x82\xfb\x18\x07\x08\x01(\x80\x01@\x02\x12\x1a\n\x07node_id\x18\x02 \x01(\tB\t\x82\xfb\x18\x05(\x80\x01@\x02\"\x1c\n\x0cWorkdirChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"1\n\x11WorkStreamRequest\x12\x1c\n\x07node_id\x18\x01 \x01(\tB\x0b\x82\xfb\x18\x07\x08\x01(\x80\x01@\x02\"b\n\x08WorkItem\x12%\n\x06\x61ssign\x18\x01 \x01(\x0b\x32\x13.styx.v1.AssignmentH\x00\x12\'\n\x06\x63\x61ncel\x18\x02 \x01(\x0b\x32\x15.styx.v1.CancellationH\x00\x42\x06\n\x04item\"\xc2\x01\n\nAssignment\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12\x1f\n\x04spec\x18\x04 \x01(\x0b\x32\x11.styx.v1.TaskSpec\x12\x13\n\x0bgpu_indices\x18\x05 \x03(\r\x12\x13\n\x0bhas_workdir\x18\x06 \x01(\x08\x12\x0c\n\x04rank\x18\x07 \x01(\r\x12\x11\n\tnum_nodes\x18\x08 \x01(\r\x12\x16\n\x0enode_addresses\x18\t \x03(\t\"N\n\x0c\x43\x61ncellation\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0c\n\x04rank\x18\x04 \x01(\r\"\x83\x02\n\x17ReportTaskStatusRequest\x12\x1f\n\nrequest_id\x18\x01 \x01(\tB\x0b\x82\xfb\x18\x07\x08\x01(\x80\x01@\x02\x12\x1a\n\x07node_id\x18\x02 \x01(\tB\t\x82\xfb\x18\x05(\x80\x01@\x02\x12\x1c\n\x07task_id\x18\x03 \x01(\tB\x0b\x82\xfb\x18\x07\x08\x01(\x80\x01@\x02\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\r\x12!\n\x05state\x18\x05 \x01(\x0e\x32\x12.styx.v1.TaskState\x12\x11\n\texit_code\x18\x06 \x01(\x05\x12\x15\n\rhas_exit_code\x18\x07 \x01(\x08\x12\x19\n\x07message\x18\x08 \x01(\tB\x08\x82\xfb\x18\x04(\x80\x80\x04\x12\x14\n\x04rank\x18\t \x01(\rB\x06\x82\xfb\x18\x02 ?\"7\n\x18ReportTaskStatusResponse\x12\x1b\n\x04task\x18\x01 \x01(\x0b\x32\r.styx.v1.Task\"\xa2\x01\n\x11\x41ppendLogsRequest\x12\x1c\n\x07task_id\x18\x01 \x01(\tB\x0b\x82\xfb\x18\x07\x08\x01(\x80\x01@\x02\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x1e\n\x06offset\x18\x03 \x01(\x04\x42\x0e\x82\xfb\x18\n \xff\xff\xff\xff\xff\xff\xff\xff\x7f\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x14\n\x04rank\x18\x05 \x01(\rB\x06\x82\xfb\x18\x02 ?\x12\x1a\n\x07node_id\x18\x06 \x01(\tB\t\x82\xfb\x18\x05(\x80\x01@\x02\")\n\x12\x41ppendLogsResponse\x12\x13\n\x0bnext_offset\x18\x01 \x01(\x04\x32\xb0\x02\n\x0c\x41gentGateway\x12=\n\nWorkStream\x12\x1a.styx.v1.WorkStreamRequest\x1a\x11.styx.v1.WorkItem0\x01\x12W\n\x10ReportTaskStatus\x12 .styx.v1.ReportTaskStatusRequest\x1a!.styx.v1.ReportTaskStatusResponse\x12\x45\n\nAppendLogs\x12\x1a.styx.v1.AppendLogsRequest\x1a\x1b.styx.v1.AppendLogsResponse\x12\x41\n\nGetWorkdir\x12\x1a.styx.v1.GetWorkdirRequest\x1a\x15.styx.v1.WorkdirChunk0\x01\x42U\n\x0b\x64\x65v.styx.v1B\nAgentProtoP\x01Z.github.com/styx-dev/styx/gen/go/styx/v1;styxv1\xaa\x02\x07Styx.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'styx.v1.agent_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
-  _globals['_GETWORKDIRREQUEST']._serialized_start=54
-  _globals['_GETWORKDIRREQUEST']._serialized_end=106
-  _globals['_WORKDIRCHUNK']._serialized_start=108
-  _globals['_WORKDIRCHUNK']._serialized_end=136
-  _globals['_WORKSTREAMREQUEST']._serialized_start=138
-  _globals['_WORKSTREAMREQUEST']._serialized_end=174
-  _globals['_WORKITEM']._serialized_start=176
-  _globals['_WORKITEM']._serialized_end=274
-  _globals['_ASSIGNMENT']._serialized_start=277
-  _globals['_ASSIGNMENT']._serialized_end=471
-  _globals['_CANCELLATION']._serialized_start=473
-  _globals['_CANCELLATION']._serialized_end=551
-  _globals['_REPORTTASKSTATUSREQUEST']._serialized_start=554
-  _globals['_REPORTTASKSTATUSREQUEST']._serialized_end=758
-  _globals['_REPORTTASKSTATUSRESPONSE']._serialized_start=760
-  _globals['_REPORTTASKSTATUSRESPONSE']._serialized_end=815
-  _globals['_APPENDLOGSREQUEST']._serialized_start=817
-  _globals['_APPENDLOGSREQUEST']._serialized_end=931
-  _globals['_APPENDLOGSRESPONSE']._serialized_start=933
-  _globals['_APPENDLOGSRESPONSE']._serialized_end=974
-  _globals['_AGENTGATEWAY']._serialized_start=977
-  _globals['_AGENTGATEWAY']._serialized_end=1281
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\013dev.styx.v1B\nAgentProtoP\001Z.github.com/styx-dev/styx/gen/go/styx/v1;styxv1\252\002\007Styx.V1'
+  _globals['_GETWORKDIRREQUEST'].fields_by_name['job_id']._loaded_options = None
+  _globals['_GETWORKDIRREQUEST'].fields_by_name['job_id']._serialized_options = b'\202\373\030\007\010\001(\200\001@\002'
+  _globals['_GETWORKDIRREQUEST'].fields_by_name['node_id']._loaded_options = None
+  _globals['_GETWORKDIRREQUEST'].fields_by_name['node_id']._serialized_options = b'\202\373\030\005(\200\001@\002'
+  _globals['_WORKSTREAMREQUEST'].fields_by_name['node_id']._loaded_options = None
+  _globals['_WORKSTREAMREQUEST'].fields_by_name['node_id']._serialized_options = b'\202\373\030\007\010\001(\200\001@\002'
+  _globals['_REPORTTASKSTATUSREQUEST'].fields_by_name['request_id']._loaded_options = None
+  _globals['_REPORTTASKSTATUSREQUEST'].fields_by_name['request_id']._serialized_options = b'\202\373\030\007\010\001(\200\001@\002'
+  _globals['_REPORTTASKSTATUSREQUEST'].fields_by_name['node_id']._loaded_options = None
+  _globals['_REPORTTASKSTATUSREQUEST'].fields_by_name['node_id']._serialized_options = b'\202\373\030\005(\200\001@\002'
+  _globals['_REPORTTASKSTATUSREQUEST'].fields_by_name['task_id']._loaded_options = None
+  _globals['_REPORTTASKSTATUSREQUEST'].fields_by_name['task_id']._serialized_options = b'\202\373\030\007\010\001(\200\001@\002'
+  _globals['_REPORTTASKSTATUSREQUEST'].fields_by_name['message']._loaded_options = None
+  _globals['_REPORTTASKSTATUSREQUEST'].fields_by_name['message']._serialized_options = b'\202\373\030\004(\200\200\004'
+  _globals['_REPORTTASKSTATUSREQUEST'].fields_by_name['rank']._loaded_options = None
+  _globals['_REPORTTASKSTATUSREQUEST'].fields_by_name['rank']._serialized_options = b'\202\373\030\002 ?'
+  _globals['_APPENDLOGSREQUEST'].fields_by_name['task_id']._loaded_options = None
+  _globals['_APPENDLOGSREQUEST'].fields_by_name['task_id']._serialized_options = b'\202\373\030\007\010\001(\200\001@\002'
+  _globals['_APPENDLOGSREQUEST'].fields_by_name['offset']._loaded_options = None
+  _globals['_APPENDLOGSREQUEST'].fields_by_name['offset']._serialized_options = b'\202\373\030\n \377\377\377\377\377\377\377\377\177'
+  _globals['_APPENDLOGSREQUEST'].fields_by_name['rank']._loaded_options = None
+  _globals['_APPENDLOGSREQUEST'].fields_by_name['rank']._serialized_options = b'\202\373\030\002 ?'
+  _globals['_APPENDLOGSREQUEST'].fields_by_name['node_id']._loaded_options = None
+  _globals['_APPENDLOGSREQUEST'].fields_by_name['node_id']._serialized_options = b'\202\373\030\005(\200\001@\002'
+  _globals['_GETWORKDIRREQUEST']._serialized_start=75
+  _globals['_GETWORKDIRREQUEST']._serialized_end=151
+  _globals['_WORKDIRCHUNK']._serialized_start=153
+  _globals['_WORKDIRCHUNK']._serialized_end=181
+  _globals['_WORKSTREAMREQUEST']._serialized_start=183
+  _globals['_WORKSTREAMREQUEST']._serialized_end=232
+  _globals['_WORKITEM']._serialized_start=234
+  _globals['_WORKITEM']._serialized_end=332
+  _globals['_ASSIGNMENT']._serialized_start=335
+  _globals['_ASSIGNMENT']._serialized_end=529
+  _globals['_CANCELLATION']._serialized_start=531
+  _globals['_CANCELLATION']._serialized_end=609
+  _globals['_REPORTTASKSTATUSREQUEST']._serialized_start=612
+  _globals['_REPORTTASKSTATUSREQUEST']._serialized_end=871
+  _globals['_REPORTTASKSTATUSRESPONSE']._serialized_start=873
+  _globals['_REPORTTASKSTATUSRESPONSE']._serialized_end=928
+  _globals['_APPENDLOGSREQUEST']._serialized_start=931
+  _globals['_APPENDLOGSREQUEST']._serialized_end=1093
+  _globals['_APPENDLOGSRESPONSE']._serialized_start=1095
+  _globals['_APPENDLOGSRESPONSE']._serialized_end=1136
+  _globals['_AGENTGATEWAY']._serialized_start=1139
+  _globals['_AGENTGATEWAY']._serialized_end=1443
 # @@protoc_insertion_point(module_scope)

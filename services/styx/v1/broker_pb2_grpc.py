@@ -119,17 +119,17 @@ class ResourceBrokerStub:
                 _registered_method=True)
         self.DownCluster = channel.unary_unary(
                 '/styx.v1.ResourceBroker/DownCluster',
-                request_serializer=styx_dot_v1_dot_broker__pb2.ClusterActionRequest.SerializeToString,
+                request_serializer=styx_dot_v1_dot_broker__pb2.DownClusterRequest.SerializeToString,
                 response_deserializer=styx_dot_v1_dot_broker__pb2.Cluster.FromString,
                 _registered_method=True)
         self.StopCluster = channel.unary_unary(
                 '/styx.v1.ResourceBroker/StopCluster',
-                request_serializer=styx_dot_v1_dot_broker__pb2.ClusterActionRequest.SerializeToString,
+                request_serializer=styx_dot_v1_dot_broker__pb2.StopClusterRequest.SerializeToString,
                 response_deserializer=styx_dot_v1_dot_broker__pb2.Cluster.FromString,
                 _registered_method=True)
         self.StartCluster = channel.unary_unary(
                 '/styx.v1.ResourceBroker/StartCluster',
-                request_serializer=styx_dot_v1_dot_broker__pb2.ClusterActionRequest.SerializeToString,
+                request_serializer=styx_dot_v1_dot_broker__pb2.StartClusterRequest.SerializeToString,
                 response_deserializer=styx_dot_v1_dot_broker__pb2.Cluster.FromString,
                 _registered_method=True)
         self.SetAutostop = channel.unary_unary(
@@ -391,17 +391,17 @@ def add_ResourceBrokerServicer_to_server(servicer, server):
             ),
             'DownCluster': grpc.unary_unary_rpc_method_handler(
                     servicer.DownCluster,
-                    request_deserializer=styx_dot_v1_dot_broker__pb2.ClusterActionRequest.FromString,
+                    request_deserializer=styx_dot_v1_dot_broker__pb2.DownClusterRequest.FromString,
                     response_serializer=styx_dot_v1_dot_broker__pb2.Cluster.SerializeToString,
             ),
             'StopCluster': grpc.unary_unary_rpc_method_handler(
                     servicer.StopCluster,
-                    request_deserializer=styx_dot_v1_dot_broker__pb2.ClusterActionRequest.FromString,
+                    request_deserializer=styx_dot_v1_dot_broker__pb2.StopClusterRequest.FromString,
                     response_serializer=styx_dot_v1_dot_broker__pb2.Cluster.SerializeToString,
             ),
             'StartCluster': grpc.unary_unary_rpc_method_handler(
                     servicer.StartCluster,
-                    request_deserializer=styx_dot_v1_dot_broker__pb2.ClusterActionRequest.FromString,
+                    request_deserializer=styx_dot_v1_dot_broker__pb2.StartClusterRequest.FromString,
                     response_serializer=styx_dot_v1_dot_broker__pb2.Cluster.SerializeToString,
             ),
             'SetAutostop': grpc.unary_unary_rpc_method_handler(
@@ -869,7 +869,7 @@ class ResourceBroker:
             request,
             target,
             '/styx.v1.ResourceBroker/DownCluster',
-            styx_dot_v1_dot_broker__pb2.ClusterActionRequest.SerializeToString,
+            styx_dot_v1_dot_broker__pb2.DownClusterRequest.SerializeToString,
             styx_dot_v1_dot_broker__pb2.Cluster.FromString,
             options,
             channel_credentials,
@@ -896,7 +896,7 @@ class ResourceBroker:
             request,
             target,
             '/styx.v1.ResourceBroker/StopCluster',
-            styx_dot_v1_dot_broker__pb2.ClusterActionRequest.SerializeToString,
+            styx_dot_v1_dot_broker__pb2.StopClusterRequest.SerializeToString,
             styx_dot_v1_dot_broker__pb2.Cluster.FromString,
             options,
             channel_credentials,
@@ -923,7 +923,7 @@ class ResourceBroker:
             request,
             target,
             '/styx.v1.ResourceBroker/StartCluster',
-            styx_dot_v1_dot_broker__pb2.ClusterActionRequest.SerializeToString,
+            styx_dot_v1_dot_broker__pb2.StartClusterRequest.SerializeToString,
             styx_dot_v1_dot_broker__pb2.Cluster.FromString,
             options,
             channel_credentials,

@@ -2,6 +2,7 @@ import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from styx.v1 import common_pb2 as _common_pb2
+from styx.v1 import rules_pb2 as _rules_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -130,7 +131,29 @@ class TerminateRequest(_message.Message):
     node_id: str
     def __init__(self, request_id: _Optional[str] = ..., node_id: _Optional[str] = ...) -> None: ...
 
+class StopRequest(_message.Message):
+    __slots__ = ("request_id", "node_id")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    node_id: str
+    def __init__(self, request_id: _Optional[str] = ..., node_id: _Optional[str] = ...) -> None: ...
+
+class StartRequest(_message.Message):
+    __slots__ = ("request_id", "node_id")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    node_id: str
+    def __init__(self, request_id: _Optional[str] = ..., node_id: _Optional[str] = ...) -> None: ...
+
 class GetOperationRequest(_message.Message):
+    __slots__ = ("operation_id",)
+    OPERATION_ID_FIELD_NUMBER: _ClassVar[int]
+    operation_id: str
+    def __init__(self, operation_id: _Optional[str] = ...) -> None: ...
+
+class WatchOperationRequest(_message.Message):
     __slots__ = ("operation_id",)
     OPERATION_ID_FIELD_NUMBER: _ClassVar[int]
     operation_id: str

@@ -57,12 +57,12 @@ class ProvisionerStub:
                 _registered_method=True)
         self.Stop = channel.unary_unary(
                 '/styx.v1.Provisioner/Stop',
-                request_serializer=styx_dot_v1_dot_provisioner__pb2.TerminateRequest.SerializeToString,
+                request_serializer=styx_dot_v1_dot_provisioner__pb2.StopRequest.SerializeToString,
                 response_deserializer=styx_dot_v1_dot_provisioner__pb2.Operation.FromString,
                 _registered_method=True)
         self.Start = channel.unary_unary(
                 '/styx.v1.Provisioner/Start',
-                request_serializer=styx_dot_v1_dot_provisioner__pb2.TerminateRequest.SerializeToString,
+                request_serializer=styx_dot_v1_dot_provisioner__pb2.StartRequest.SerializeToString,
                 response_deserializer=styx_dot_v1_dot_provisioner__pb2.Operation.FromString,
                 _registered_method=True)
         self.GetOperation = channel.unary_unary(
@@ -72,7 +72,7 @@ class ProvisionerStub:
                 _registered_method=True)
         self.WatchOperation = channel.unary_stream(
                 '/styx.v1.Provisioner/WatchOperation',
-                request_serializer=styx_dot_v1_dot_provisioner__pb2.GetOperationRequest.SerializeToString,
+                request_serializer=styx_dot_v1_dot_provisioner__pb2.WatchOperationRequest.SerializeToString,
                 response_deserializer=styx_dot_v1_dot_provisioner__pb2.Operation.FromString,
                 _registered_method=True)
         self.ListInstances = channel.unary_unary(
@@ -194,12 +194,12 @@ def add_ProvisionerServicer_to_server(servicer, server):
             ),
             'Stop': grpc.unary_unary_rpc_method_handler(
                     servicer.Stop,
-                    request_deserializer=styx_dot_v1_dot_provisioner__pb2.TerminateRequest.FromString,
+                    request_deserializer=styx_dot_v1_dot_provisioner__pb2.StopRequest.FromString,
                     response_serializer=styx_dot_v1_dot_provisioner__pb2.Operation.SerializeToString,
             ),
             'Start': grpc.unary_unary_rpc_method_handler(
                     servicer.Start,
-                    request_deserializer=styx_dot_v1_dot_provisioner__pb2.TerminateRequest.FromString,
+                    request_deserializer=styx_dot_v1_dot_provisioner__pb2.StartRequest.FromString,
                     response_serializer=styx_dot_v1_dot_provisioner__pb2.Operation.SerializeToString,
             ),
             'GetOperation': grpc.unary_unary_rpc_method_handler(
@@ -209,7 +209,7 @@ def add_ProvisionerServicer_to_server(servicer, server):
             ),
             'WatchOperation': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchOperation,
-                    request_deserializer=styx_dot_v1_dot_provisioner__pb2.GetOperationRequest.FromString,
+                    request_deserializer=styx_dot_v1_dot_provisioner__pb2.WatchOperationRequest.FromString,
                     response_serializer=styx_dot_v1_dot_provisioner__pb2.Operation.SerializeToString,
             ),
             'ListInstances': grpc.unary_unary_rpc_method_handler(
@@ -357,7 +357,7 @@ class Provisioner:
             request,
             target,
             '/styx.v1.Provisioner/Stop',
-            styx_dot_v1_dot_provisioner__pb2.TerminateRequest.SerializeToString,
+            styx_dot_v1_dot_provisioner__pb2.StopRequest.SerializeToString,
             styx_dot_v1_dot_provisioner__pb2.Operation.FromString,
             options,
             channel_credentials,
@@ -384,7 +384,7 @@ class Provisioner:
             request,
             target,
             '/styx.v1.Provisioner/Start',
-            styx_dot_v1_dot_provisioner__pb2.TerminateRequest.SerializeToString,
+            styx_dot_v1_dot_provisioner__pb2.StartRequest.SerializeToString,
             styx_dot_v1_dot_provisioner__pb2.Operation.FromString,
             options,
             channel_credentials,
@@ -438,7 +438,7 @@ class Provisioner:
             request,
             target,
             '/styx.v1.Provisioner/WatchOperation',
-            styx_dot_v1_dot_provisioner__pb2.GetOperationRequest.SerializeToString,
+            styx_dot_v1_dot_provisioner__pb2.WatchOperationRequest.SerializeToString,
             styx_dot_v1_dot_provisioner__pb2.Operation.FromString,
             options,
             channel_credentials,

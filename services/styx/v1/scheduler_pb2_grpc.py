@@ -117,7 +117,8 @@ class SchedulerServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListJobs(self, request, context):
-        """Lists jobs, newest first, with their aggregate state and task counts (no task list).
+        """Lists jobs, newest first, with their aggregate state and task counts (no task list), a
+        page at a time (page_size, page_token, next_page_token).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -16,7 +16,7 @@ depends_on = None
 def _rebuild_logs(with_rank: bool) -> None:
     """Copy sched_logs into a table with (or without) the rank in its key: a primary key
     cannot be altered on SQLite, and a copy works the same on PostgreSQL."""
-    cols = [
+    cols: list[sa.schema.SchemaItem] = [
         sa.Column("task_id", sa.String(64), primary_key=True),
         sa.Column("attempt", sa.Integer, primary_key=True),
         *([sa.Column("rank", sa.Integer, primary_key=True)] if with_rank else []),

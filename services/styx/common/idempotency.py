@@ -1,0 +1,123 @@
+"""Request-id deduplication of mutating RPCs (AIP-155), in each service's own store.
+
+The server interceptor wraps every unary method whose request has a ``request_id``:
+``RequestLog.lookup`` finds what an earlier call with the id left (the stored response to
+replay, or ALREADY_EXISTS when its payload digest differs), and after a successful call
+``record`` stores (method, request_id, digest, response). A call that failed, or whose
+process was killed mid-call, records nothing: its retry acts, which is what a client
+retrying after UNAVAILABLE needs. Two calls with the same new id at the same moment may
+both reach the handler; the first record wins, and the handlers whose effect must not
+double are idempotent on their own keys (SubmitJob keeps the request id with the job,
+clusters and nodes by name, cancellations by nature).
+
+Rows live in a table of the service's own metadata (``request_table``), so they outlive
+restarts and are shared by replicas on one PostgreSQL; they are kept ``RETENTION_S``
+(24 h) and pruned by a lookup after a prune interval has passed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import Column, Engine, Float, LargeBinary, MetaData, String, Table, and_, delete, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from styx.common.clock import SYSTEM_CLOCK, Clock
+from styx.common.errors import AlreadyExists
+
+log = logging.getLogger(__name__)
+
+RETENTION_S = 24 * 3600.0
+PRUNE_EVERY_S = 600.0
+
+
+def request_table(metadata: MetaData, name: str) -> Table:
+    """A service's request-id table (each service owns its own, in its own metadata)."""
+    return Table(
+        name,
+        metadata,
+        Column("method", String(128), primary_key=True),
+        Column("request_id", String(128), primary_key=True),
+        Column("digest", String(64), nullable=False),
+        # The serialized response; NULL for methods that must not store it (a secret in it).
+        Column("response", LargeBinary, nullable=True),
+        Column("created_at", Float, nullable=False, index=True),
+    )
+
+
+def digest(method: str, payload: bytes) -> str:
+    """What identifies a request's payload: SHA-256 of the method and the request minus its id."""
+    return hashlib.sha256(method.encode() + b"\0" + payload).hexdigest()
+
+
+@dataclass(frozen=True)
+class Found:
+    """What ``lookup`` found: ``repeat`` when an earlier call with the same payload
+    succeeded; ``replay`` its stored response (None when the method stores none)."""
+
+    repeat: bool = False
+    replay: bytes | None = None
+
+
+class RequestLog:
+    """The request ids of one service's mutating calls, in ``table`` on ``engine``."""
+
+    def __init__(
+        self, engine: Engine, table: Table, clock: Clock = SYSTEM_CLOCK, retention_s: float = RETENTION_S
+    ) -> None:
+        self._engine = engine
+        self._table = table
+        self._clock = clock
+        self.retention_s = retention_s
+        self._pruned_at = float("-inf")
+
+    def lookup(self, method: str, request_id: str, payload_digest: str) -> Found:
+        """What an earlier successful call with ``request_id`` left; AlreadyExists when it
+        had another payload."""
+        now = self._clock.now()
+        self._maybe_prune(now)
+        c = self._table.c
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                select(c.digest, c.response, c.created_at).where(and_(c.method == method, c.request_id == request_id))
+            ).first()
+        if row is None or row.created_at < now - self.retention_s:
+            return Found()
+        if row.digest != payload_digest:
+            raise AlreadyExists(
+                f"request_id: {request_id!r} was already used for a different {method.rsplit('/', 1)[-1]} "
+                "request; use a new request_id for a new request (repeat a request with the same payload)",
+                reason="REQUEST_ID_REUSED",
+                metadata={"request_id": request_id[:128], "method": method},
+            )
+        return Found(repeat=True, replay=None if row.response is None else bytes(row.response))
+
+    def record(self, method: str, request_id: str, payload_digest: str, response: bytes | None) -> None:
+        """Store a successful call (the first record of an id wins; an expired one is replaced)."""
+        now = self._clock.now()
+        c = self._table.c
+        values = {
+            "method": method,
+            "request_id": request_id,
+            "digest": payload_digest,
+            "response": response,
+            "created_at": now,
+        }
+        key = and_(c.method == method, c.request_id == request_id)
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(delete(self._table).where(and_(key, c.created_at < now - self.retention_s)))
+                conn.execute(insert(self._table).values(values))
+        except IntegrityError:
+            log.info("request %s of %s was recorded by a concurrent call first", request_id, method)
+
+    def _maybe_prune(self, now: float) -> None:
+        if now - self._pruned_at < PRUNE_EVERY_S:
+            return
+        self._pruned_at = now
+        with self._engine.begin() as conn:
+            gone = conn.execute(delete(self._table).where(self._table.c.created_at < now - self.retention_s)).rowcount
+        if gone:
+            log.info("pruned %d request ids older than %.0f h", gone, self.retention_s / 3600)
