@@ -49,7 +49,9 @@ def check_lines(providers: Sequence[dict[str, Any]], stream: TextIO) -> list[str
     for p in providers:
         name = f"{p['name']:<{width}}"
         if p["enabled"]:
-            lines.append(f"  {name}  {output.paint('enabled', 'green', stream)}")
+            # An enabled provider may still say something (e.g. which Kubernetes contexts answer).
+            note = f": {p['reason']}" if p["reason"] else ""
+            lines.append(f"  {name}  {output.paint('enabled', 'green', stream)}{note}")
             continue
         reason = p["reason"] or "no reason given"
         lines.append(f"  {name}  {output.paint('disabled', 'red', stream)}: {reason}")
