@@ -27,6 +27,9 @@ from styx_plugins.kubernetes.shapes import Shape
 
 #: Label of the pod's shape (its offer's instance type).
 SHAPE_LABEL = "styx-shape"
+#: Label of the kubeconfig context that made the pod: two contexts may reach one cluster
+#: and namespace, and each must list only its own pods (else one pod shows under two ids).
+CONTEXT_LABEL = "styx-context"
 #: Label keys: a DNS-1123 prefix "/" and a name of at most 63 characters; values: at most
 #: 63 characters of [A-Za-z0-9_.-], starting and ending alphanumeric ("" allowed).
 K8S_LABELS = TagRules(
@@ -48,10 +51,15 @@ def pod_name(node_id: str) -> str:
     return f"styx-{base[:40].strip('-')}-{digest(node_id, 10)}"
 
 
-def labels_of(request: CreateRequest, shape: Shape) -> dict[str, str]:
+def context_label(context: str) -> str:
+    """``context`` as a label value."""
+    return K8S_LABELS.value.apply(context)
+
+
+def labels_of(request: CreateRequest, shape: Shape, context: str = "") -> dict[str, str]:
     """The labels of the node's pod and secret."""
     tags = instance_tags(request.node_id, request.request_id, request.labels, K8S_LABELS)
-    return {**tags, SHAPE_LABEL: shape.instance_type}
+    return {**tags, SHAPE_LABEL: shape.instance_type, CONTEXT_LABEL: context_label(context or request.offer.region)}
 
 
 def secret_body(name: str, labels: Mapping[str, str], request: CreateRequest, context: str) -> dict[str, Any]:

@@ -39,7 +39,6 @@ from styx.provider import (
     Capabilities,
     ConfigError,
     CreateRequest,
-    InstanceStatus,
     Offer,
     ProviderBase,
     ProviderError,
@@ -48,9 +47,8 @@ from styx.provider import (
     ProviderStatus,
     clip,
     hookimpl,
-    kind_of_status,
 )
-from styx_plugins.kubernetes import pods, shapes
+from styx_plugins.kubernetes import pods, podstate, shapes
 from styx_plugins.kubernetes.config import IN_CLUSTER, INSTALL_HINT, KubeSettings
 
 log = logging.getLogger(__name__)
@@ -60,7 +58,6 @@ MANAGED = f"{TAG_MANAGED}=true"
 # Seconds one API call may take (a dead API server must not stall the reconcile loop).
 _CALL_TIMEOUT_S = 10.0
 _PROBE_TIMEOUT_S = 3.0
-_IMAGE_ERRORS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"})
 
 
 class KubernetesProvider(ProviderBase):
@@ -168,7 +165,7 @@ class KubernetesProvider(ProviderBase):
         try:
             self.api(context).list_namespaced_pod(namespace, limit=1, _request_timeout=_PROBE_TIMEOUT_S)
         except Exception as exc:
-            return _why(exc, self._server(context))
+            return podstate.why(exc, self._server(context))
         return ""
 
     def _gpu_summary(self, context: str) -> str:
@@ -193,7 +190,7 @@ class KubernetesProvider(ProviderBase):
             try:
                 nodes, live = self._cluster(context)
             except Exception as exc:
-                log.warning("kubernetes context %s: no offers (%s)", context, _why(exc, self._server(context)))
+                log.warning("kubernetes context %s: no offers (%s)", context, podstate.why(exc, self._server(context)))
                 continue
             out.extend(shapes.offers(NAME, context, nodes, live, s.gpu_price, s.cpu_price))
         return out
@@ -239,7 +236,7 @@ class KubernetesProvider(ProviderBase):
         namespace = self._namespace(context)
         api = self.api(context)
         name = pods.pod_name(request.node_id)
-        labels = pods.labels_of(request, shape)
+        labels = pods.labels_of(request, shape, context)
         where = f"k8s/{context}"
         existing = self._read_pod(api, name, namespace)
         if existing is not None:
@@ -302,7 +299,7 @@ class KubernetesProvider(ProviderBase):
             api.create_namespaced_pod(namespace, body, _request_timeout=_CALL_TIMEOUT_S)
         except Exception as exc:
             self._delete(api, name, namespace)
-            raise _error(exc, f"create pod {namespace}/{name} in k8s/{context}", self._server(context)) from exc
+            raise podstate.error(exc, f"create pod {namespace}/{name} in k8s/{context}", self._server(context)) from exc
 
     def _wait_running(self, api: Any, name: str, namespace: str, where: str) -> None:
         s = self.settings
@@ -320,14 +317,14 @@ class KubernetesProvider(ProviderBase):
                     ProviderErrorKind.INTERNAL, f"pod {namespace}/{name} in {where} exited at start ({phase})"
                 )
             waited = self.clock.monotonic() - started
-            image_error = _image_error(pod)
+            image_error = podstate.image_error(pod)
             if image_error:
                 raise ProviderError(
                     ProviderErrorKind.QUOTA,
                     f"{where}: image {s.image!r} cannot be pulled ({image_error}); set STYX_K8S_IMAGE to an image "
                     "the cluster can pull",
                 )
-            unscheduled = _unschedulable(pod)
+            unscheduled = podstate.unschedulable(pod)
             if unscheduled is not None and waited >= s.schedule_timeout_s:
                 message = self._scheduler_message(api, name, namespace) or unscheduled
                 raise ProviderError(
@@ -368,14 +365,16 @@ class KubernetesProvider(ProviderBase):
             try:
                 listed = api.list_namespaced_pod(namespace, label_selector=MANAGED, _request_timeout=_CALL_TIMEOUT_S)
             except Exception as exc:
-                raise _error(exc, f"list pods in k8s/{context}", self._server(context)) from exc
+                raise podstate.error(exc, f"list pods in k8s/{context}", self._server(context)) from exc
             for pod in listed.items:
                 labels = pod.metadata.labels or {}
+                if labels.get(pods.CONTEXT_LABEL, pods.context_label(context)) != pods.context_label(context):
+                    continue  # another context's pod in a cluster both reach: listed under that one
                 out.append(
                     ProviderInstance(
                         f"{context}/{namespace}/{pod.metadata.name}",
                         labels.get(TAG_NODE, ""),
-                        _status_of(pod),
+                        podstate.status_of(pod),
                         labels.get(PLANE_LABEL, ""),
                     )
                 )
@@ -391,9 +390,9 @@ class KubernetesProvider(ProviderBase):
         except ApiException as exc:
             if exc.status == 404:
                 return None
-            raise _error(exc, f"read pod {namespace}/{name}", "") from exc
+            raise podstate.error(exc, f"read pod {namespace}/{name}", "") from exc
         except Exception as exc:
-            raise _error(exc, f"read pod {namespace}/{name}", self._server_of(api)) from exc
+            raise podstate.error(exc, f"read pod {namespace}/{name}", self._server_of(api)) from exc
 
     @staticmethod
     def _server_of(api: Any) -> str:
@@ -408,10 +407,10 @@ class KubernetesProvider(ProviderBase):
                 delete(name, namespace, grace_period_seconds=0, _request_timeout=_CALL_TIMEOUT_S)
             except ApiException as exc:
                 if exc.status != 404 and strict:
-                    raise _error(exc, f"delete {namespace}/{name}", "") from exc
+                    raise podstate.error(exc, f"delete {namespace}/{name}", "") from exc
             except Exception as exc:
                 if strict:
-                    raise _error(exc, f"delete {namespace}/{name}", self._server_of(api)) from exc
+                    raise podstate.error(exc, f"delete {namespace}/{name}", self._server_of(api)) from exc
                 log.warning("could not delete %s/%s; the reconciler will: %s", namespace, name, exc)
 
 
@@ -420,57 +419,6 @@ def _split_id(instance_id: str) -> tuple[str, str, str]:
     if len(parts) != 3 or not all(parts):
         raise ProviderError(ProviderErrorKind.INVALID, f"{instance_id!r} is not a kubernetes instance id (CTX/NS/POD)")
     return parts[0], parts[1], parts[2]
-
-
-def _unschedulable(pod: Any) -> str | None:
-    """The PodScheduled=False message, None while scheduling is not known to have failed."""
-    for cond in (pod.status.conditions if pod.status else None) or []:
-        if cond.type == "PodScheduled" and cond.status == "False":
-            return str(cond.message or cond.reason or "unschedulable")
-    return None
-
-
-def _image_error(pod: Any) -> str:
-    for status in (pod.status.container_statuses if pod.status else None) or []:
-        waiting = status.state.waiting if status.state else None
-        if waiting is not None and waiting.reason in _IMAGE_ERRORS:
-            return f"{waiting.reason}: {clip(str(waiting.message or ''), 200)}"
-    return ""
-
-
-def _status_of(pod: Any) -> InstanceStatus:
-    if pod.metadata.deletion_timestamp:
-        return InstanceStatus.TERMINATING
-    phase = pod.status.phase if pod.status else ""
-    if phase == "Pending":
-        return InstanceStatus.PENDING
-    if phase in ("Succeeded", "Failed"):
-        return InstanceStatus.TERMINATED  # the agent is gone; the pod object is garbage
-    return InstanceStatus.RUNNING
-
-
-def _why(exc: BaseException, server: str) -> str:
-    """One line on why a call failed, never the credentials."""
-    from kubernetes.client.exceptions import ApiException
-
-    if isinstance(exc, ApiException):
-        if exc.status in (401, 403):
-            return f"{server} refused the credentials (HTTP {exc.status})"
-        return f"{server} answered HTTP {exc.status} {exc.reason}"
-    return f"cannot reach {server} ({type(exc).__name__})"
-
-
-def _error(exc: BaseException, doing: str, server: str) -> ProviderError:
-    from kubernetes.client.exceptions import ApiException
-
-    if isinstance(exc, ProviderError):
-        return exc
-    if isinstance(exc, ApiException):
-        kind = kind_of_status(int(exc.status or 0))
-        if exc.status == 403 and b"exceeded quota" in (exc.body or b"" if isinstance(exc.body, bytes) else b""):
-            kind = ProviderErrorKind.QUOTA
-        return ProviderError(kind, f"{doing}: HTTP {exc.status} {exc.reason}")
-    return ProviderError(ProviderErrorKind.INTERNAL, f"{doing}: {_why(exc, server)}")
 
 
 def _in_cluster_namespace() -> str:
