@@ -7,7 +7,7 @@ speaks the documented REST wire format of the core/v1 API, for the parts Styx us
 - discovery: ``/version``, ``/api``, ``/apis``, ``/api/v1``;
 - ``namespaces`` (get, list), ``nodes`` (get, list), ``events`` (list, ``fieldSelector``
   ``involvedObject.name=``), ``secrets`` and ``pods`` (create, get, list, delete,
-  deletecollection; pods also ``watch`` and ``log``), in a namespace or across all;
+  deletecollection; secrets also replace (PUT); pods also ``watch`` and ``log``), in a namespace or across all;
 - objects as the API returns them (``metadata.uid / resourceVersion /
   creationTimestamp``, ``kind`` / ``apiVersion``), one global resourceVersion counter,
   ``labelSelector`` (equality terms only), ``watch=true`` streaming one JSON event per line
@@ -284,6 +284,25 @@ class FakeKubernetes:
             if kind == "Pod":
                 self._log[-1] = (self._log[-1][0], "ADDED", self._log[-1][2])
                 self._schedule(ns, name)
+            return _copy(body)
+
+    def replace(self, kind: str, ns: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """PUT an existing object (secrets: the provider rewrites a leftover one)."""
+        with self._cond:
+            old = self._objects.get((kind, ns, name))
+            if old is None:
+                raise _ApiError(404, "NotFound", f'{kind.lower()}s "{name}" not found')
+            body.setdefault("metadata", {}).update(
+                name=name,
+                namespace=ns,
+                uid=old["metadata"]["uid"],
+                creationTimestamp=old["metadata"]["creationTimestamp"],
+            )
+            body["kind"], body["apiVersion"] = kind, "v1"
+            for key, value in (body.pop("stringData", None) or {}).items():
+                body.setdefault("data", {})[key] = base64.b64encode(value.encode()).decode()
+            self._objects[(kind, ns, name)] = body
+            self._stamp(body)
             return _copy(body)
 
     def get(self, kind: str, ns: str, name: str) -> dict[str, Any]:
@@ -671,6 +690,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(200, listed)
         elif len(rest) == 2 and method == "GET":
             return self._send(200, api.get(kind, ns or "", rest[1]))
+        elif len(rest) == 2 and method == "PUT" and ns is not None and kind == "Secret":
+            return self._send(200, api.replace(kind, ns, rest[1], json.loads(raw or b"{}")))
         elif len(rest) == 2 and method == "DELETE" and ns is not None:
             return self._send(200, api.delete(kind, ns, rest[1]))
         elif len(rest) == 3 and rest[2] == "log" and kind == "Pod" and ns is not None and method == "GET":
@@ -697,6 +718,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         self._route("POST")
+
+    def do_PUT(self) -> None:
+        self._route("PUT")
 
     def do_DELETE(self) -> None:
         self._route("DELETE")

@@ -150,3 +150,37 @@ def test_unreachable_api_server(tmp_path: Path) -> None:
     with pytest.raises(ProviderError) as caught:
         provider.list_instances()  # unknown is not gone: the reconciler must not drop its nodes
     assert caught.value.kind is ProviderErrorKind.INTERNAL and "cannot reach" in caught.value.message
+
+
+def test_a_leftover_secret_is_rewritten(cluster: FakeKubernetes, tmp_path: Path) -> None:
+    """A provisioner killed between the Secret and the Pod leaves the Secret: the retry rewrites it."""
+    provider = KubernetesProvider(env=env(tmp_path))
+    api = provider.api("a")
+    api.create_namespaced_secret("default", {"metadata": {"name": "styx-node-9"}, "stringData": {"STALE": "1"}})
+    instance = create(provider, offer_of(provider, "cpu001-mem0002g"), node_id="node-9", request_id="req-9")
+    (secret,) = cluster.secrets()
+    assert "STALE" not in secret["data"] and "STYX_JOIN_TOKEN" in secret["data"]
+    provider.terminate(instance)
+
+
+def test_fake_serves_list_and_watch_to_the_official_client(cluster: FakeKubernetes, tmp_path: Path) -> None:
+    """The fake's wire format as the client parses it: list resourceVersion, watch events, 404 Status."""
+    from kubernetes import watch
+    from kubernetes.client.exceptions import ApiException
+
+    provider = KubernetesProvider(env=env(tmp_path))
+    api = provider.api("a")
+    listed = api.list_namespaced_pod("default")
+    instance = create(provider, offer_of(provider, "cpu001-mem0002g"))
+    seen = []
+    for event in watch.Watch().stream(
+        api.list_namespaced_pod, "default", resource_version=listed.metadata.resource_version, timeout_seconds=5
+    ):
+        seen.append((event["type"], event["object"].status.phase))
+        if event["object"].status.phase == "Running":
+            break
+    assert seen[0] == ("ADDED", "Pending") and seen[-1] == ("MODIFIED", "Running")
+    provider.terminate(instance)
+    with pytest.raises(ApiException) as caught:
+        api.read_namespaced_pod("styx-node-1", "default")
+    assert caught.value.status == 404 and json.loads(caught.value.body)["reason"] == "NotFound"
