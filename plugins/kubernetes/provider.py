@@ -64,7 +64,7 @@ class KubernetesProvider(ProviderBase):
     """Creates Styx nodes as pods. Thread-safe: one API client per context, stateless calls."""
 
     name = NAME
-    capabilities = Capabilities(multi_node=True, images=True)
+    capabilities = Capabilities(multi_node=True)
 
     def __init__(self, env: Mapping[str, str] | None = None, clock: Clock | None = None) -> None:
         super().__init__(clock)

@@ -140,6 +140,7 @@ def test_show_gpus_and_check_list_the_cluster(home: Path, cluster: FakeKubernete
     assert shown.returncode == 0, shown.stderr
     row = next(line for line in shown.stdout.splitlines() if line.startswith("A100"))
     assert "kubernetes" in row and "1, 2, 4" in row, shown.stdout
+    assert re.search(r"kubernetes: fake: reachable, A100 [0-4]/4 free", shown.stdout + shown.stderr), shown
     checked = sky(home, cluster, "check", "kubernetes")
     assert checked.returncode == 0, checked.stderr
     assert "enabled" in checked.stdout and "fake: reachable" in checked.stdout
