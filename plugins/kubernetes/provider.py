@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import threading
 from collections import Counter
 from collections.abc import Mapping
@@ -89,6 +90,13 @@ class KubernetesProvider(ProviderBase):
         s = self.settings
         if s.in_cluster:
             return {IN_CLUSTER: s.namespace or _in_cluster_namespace()}
+        if not os.path.isfile(s.kubeconfig):
+            # Checked before importing the client (about a second of CPU), which every
+            # provisioner without a cluster would otherwise pay on each check.
+            raise ConfigError(
+                f"no kubeconfig at {s.kubeconfig}",
+                "set STYX_K8S_KUBECONFIG (or KUBECONFIG) to a kubeconfig file, or run in a pod",
+            )
         from kubernetes import config
 
         try:
