@@ -49,7 +49,9 @@ def check_lines(providers: Sequence[dict[str, Any]], stream: TextIO) -> list[str
     for p in providers:
         name = f"{p['name']:<{width}}"
         if p["enabled"]:
-            lines.append(f"  {name}  {output.paint('enabled', 'green', stream)}")
+            # An enabled provider may still say something (e.g. which Kubernetes contexts answer).
+            note = f": {p['reason']}" if p["reason"] else ""
+            lines.append(f"  {name}  {output.paint('enabled', 'green', stream)}{note}")
             continue
         reason = p["reason"] or "no reason given"
         lines.append(f"  {name}  {output.paint('disabled', 'red', stream)}: {reason}")
@@ -301,9 +303,25 @@ def cmd_show_gpus(args: argparse.Namespace) -> int:
         output.info(f"no accelerator offered{where} by an enabled provider{more}")
         return EXIT_OK
     output.print_table(ACCELERATOR_COLUMNS, accelerator_rows(data))
+    for line in _provider_notes({e["provider"] for item in data for e in item["by_provider"]}):
+        output.info(line)
     if not args.all:
         output.info("enabled providers only; --all also shows disabled ones (sky check says why)")
     return EXIT_OK
+
+
+def _provider_notes(names: set[str]) -> list[str]:
+    """What the shown providers' checks say now (e.g. a cluster's free GPUs); [] when the
+    provisioner cannot be asked: the table stands on its own."""
+    from styx.v1 import provisioner_pb2
+    from styx_cli import services
+
+    try:
+        with services.provisioner() as client:
+            reply = client.call("ListProviders", provisioner_pb2.ListProvidersRequest())
+    except Exception:
+        return []
+    return [f"{p.name}: {p.reason}" for p in reply.providers if p.name in names and p.enabled and p.reason]
 
 
 def _no_such_gpu(name: str, accels: Sequence[Any], include_disabled: bool) -> None:

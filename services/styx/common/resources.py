@@ -137,13 +137,18 @@ def gpu_matches(device_name: str, wanted: str) -> bool:
     return wanted.upper() in tokens or device_name.upper() == wanted.upper()
 
 
+#: Short provider names accepted in ``infra`` (SkyPilot's spelling): ``k8s/CONTEXT``.
+PROVIDER_ALIASES = {"k8s": "kubernetes"}
+
+
 def infra_parts(infra: str) -> tuple[str, str, str]:
     """Split "provider/region/zone" into three strings ("" where absent)."""
     parts = [p.strip() for p in infra.strip().strip("/").split("/")] if infra.strip() else []
     if len(parts) > 3 or any(not p for p in parts):
         raise InvalidArgument(f"infra: {infra!r} is not provider[/region[/zone]], e.g. aws/us-east-1")
     parts += [""] * (3 - len(parts))
-    return parts[0].lower(), parts[1], parts[2]
+    provider = parts[0].lower()
+    return PROVIDER_ALIASES.get(provider, provider), parts[1], parts[2]
 
 
 # ---- protobuf edges (one place for both directions; used by CLI, scheduler, broker) ----

@@ -1,0 +1,1 @@
+"""The kubernetes provider plugin of Styx (see provider.py)."""
