@@ -103,6 +103,17 @@ def test_up_after_every_service_died_and_a_port_was_taken(fresh_sky: SkyCli) -> 
         os.kill(pid, signal.SIGKILL)
     wait_until(lambda: not any(pid_alive(p) for p in old.values()), timeout=10)
     broker = json.loads((fresh_sky.home / "local" / "plane.json").read_text())["broker"]
+
+    def refused() -> bool:
+        # A killed process shows as a zombie while its other threads still hold its file
+        # table, listening socket included: wait for the socket itself to be gone.
+        try:
+            socket.create_connection(("127.0.0.1", int(broker.rsplit(":", 1)[1])), timeout=1).close()
+        except ConnectionRefusedError:
+            return True
+        return False
+
+    wait_until(refused, timeout=10, message="the killed broker's listening socket to close")
     with socket.socket() as squatter:
         # The killed broker's connections may sit in TIME_WAIT on that port; a program
         # taking the port after a reboot would not meet them, so allow binding past them.
