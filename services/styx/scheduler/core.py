@@ -792,11 +792,13 @@ class Scheduler(QueriesMixin, GangMixin, OutputsMixin):
             self._record_events(conn, events)
         for node, item in pushes:
             self.dispatcher.send(node, item)
+        # Successors made ready here need no freed capacity when the node has room: wake the
+        # dispatcher before the release's broker call, which wakes it again once done.
+        self.wake()
+        self._notify()
         self._release_early(releases)
         if release:
             self._release(rec.task_id, attempt, rec.spec.num_nodes)
-        self.wake()
-        self._notify()
         return rec
 
     def _agent_ended(self, conn: Any, task_id: str) -> bool:
