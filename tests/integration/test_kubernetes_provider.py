@@ -184,3 +184,32 @@ def test_fake_serves_list_and_watch_to_the_official_client(cluster: FakeKubernet
     with pytest.raises(ApiException) as caught:
         api.read_namespaced_pod("styx-node-1", "default")
     assert caught.value.status == 404 and json.loads(caught.value.body)["reason"] == "NotFound"
+
+
+def test_an_orphan_secret_is_collected_once_it_is_old_and_podless(cluster: FakeKubernetes, tmp_path: Path) -> None:
+    """A provisioner killed between a node's Secret and its Pod, with no retry coming, left a
+    Secret no instance record owns: the reconciler's listing deletes it after a grace period
+    (on the injected clock), and never touches a Secret whose pod exists."""
+    from styx.provider import CreateRequest
+    from styx_plugins.kubernetes import pods, shapes
+
+    clock = FakeClock()
+    provider = KubernetesProvider(env=env(tmp_path), clock=clock)
+    offer = offer_of(provider, "cpu001-mem0002g")
+    running = create(provider, offer, node_id="node-1", request_id="req-1")
+    request = CreateRequest("node-2", offer, False, {}, "req-2", LAUNCH)
+    shape = shapes.parse_shape(offer.instance_type)
+    assert shape is not None
+    body = pods.secret_body("styx-node-2", pods.labels_of(request, shape, "a"), request, "a", clock.now())
+    provider.api("a").create_namespaced_secret("default", body)
+    assert sorted(s["metadata"]["name"] for s in cluster.secrets()) == ["styx-node-1", "styx-node-2"]
+
+    clock.advance(60)
+    assert [i.instance_id for i in provider.list_instances()] == [running]
+    assert len(cluster.secrets()) == 2  # young: perhaps its pod is being created right now
+
+    clock.advance(300)
+    assert [i.instance_id for i in provider.list_instances()] == [running]
+    assert [s["metadata"]["name"] for s in cluster.secrets()] == ["styx-node-1"]  # the pod's own stays
+    provider.terminate(running)
+    assert cluster.pods() == [] and cluster.secrets() == []
