@@ -30,6 +30,7 @@ import os
 import threading
 from collections import Counter
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from styx.common.clock import Clock
@@ -95,7 +96,7 @@ class KubernetesProvider(ProviderBase):
         """Context -> namespace of every context Styx uses; ``ConfigError`` when there are none."""
         s = self.settings
         if s.in_cluster:
-            return {IN_CLUSTER: s.namespace or _in_cluster_namespace()}
+            return {IN_CLUSTER: s.namespace or _in_cluster_namespace(s.service_account_dir)}
         if not os.path.isfile(s.kubeconfig):
             # Checked before importing the client (about a second of CPU), which every
             # provisioner without a cluster would otherwise pay on each check.
@@ -130,8 +131,18 @@ class KubernetesProvider(ProviderBase):
             from kubernetes import client, config
 
             cfg = client.Configuration()
-            if context == IN_CLUSTER and self.settings.in_cluster:
-                config.load_incluster_config(client_configuration=cfg)
+            s = self.settings
+            if context == IN_CLUSTER and s.in_cluster:
+                from kubernetes.config.incluster_config import InClusterConfigLoader
+
+                sa = Path(s.service_account_dir)
+                try:
+                    InClusterConfigLoader(str(sa / "token"), str(sa / "ca.crt"), environ=s.env).load_and_set(cfg)
+                except config.ConfigException as exc:
+                    raise ConfigError(
+                        f"in-cluster config: {clip(str(exc), 160)}",
+                        f"mount a service account token at {sa} (or set STYX_K8S_KUBECONFIG)",
+                    ) from None
             else:
                 config.load_kube_config(self.settings.kubeconfig, context=context, client_configuration=cfg)
             cfg.retries = 1  # fail over quickly from a dead API server instead of retrying 3x
@@ -468,9 +479,9 @@ def _split_id(instance_id: str) -> tuple[str, str, str]:
     return parts[0], parts[1], parts[2]
 
 
-def _in_cluster_namespace() -> str:
+def _in_cluster_namespace(service_account_dir: str) -> str:
     try:
-        with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace") as fh:
+        with open(Path(service_account_dir) / "namespace") as fh:
             return fh.read().strip() or "default"
     except OSError:
         return "default"

@@ -213,3 +213,57 @@ def test_an_orphan_secret_is_collected_once_it_is_old_and_podless(cluster: FakeK
     assert [s["metadata"]["name"] for s in cluster.secrets()] == ["styx-node-1"]  # the pod's own stays
     provider.terminate(running)
     assert cluster.pods() == [] and cluster.secrets() == []
+
+
+def test_in_cluster_config_uses_the_mounted_service_account_over_verified_tls(tmp_path: Path) -> None:
+    """A provisioner in a pod (no kubeconfig, KUBERNETES_SERVICE_HOST set) reaches the API
+    server over HTTPS, verifying it with the mounted ca.crt, authenticated by the mounted
+    token, in the mounted namespace: offers, a pod and its cleanup all work there."""
+    pytest.importorskip("cryptography.x509")
+    from pki import make_pki
+
+    pki = make_pki(tmp_path / "pki")
+    token = "sa-token-" + os.urandom(8).hex()
+    nodes = [FakeNode("n1", cpus=4, memory_gib=16)]
+    fake = FakeKubernetes(
+        nodes, tmp_path / "kubelet", base_env={"PATH": os.environ["PATH"]}, namespaces=("team-a",),
+        tls=(pki["cert"], pki["key"]), token=token,
+    ).start()
+    sa = tmp_path / "serviceaccount"
+    sa.mkdir()
+    (sa / "token").write_text(token)
+    (sa / "ca.crt").write_bytes(pki["ca"].read_bytes())
+    (sa / "namespace").write_text("team-a")
+    sleeper = tmp_path / "sleeper"
+    sleeper.write_text("#!/bin/sh\nexec sleep 60\n")
+    sleeper.chmod(0o755)
+    in_pod = {
+        "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+        "KUBERNETES_SERVICE_PORT": str(fake.port),
+        "STYX_K8S_KUBECONFIG": str(tmp_path / "no-kubeconfig"),
+        "STYX_K8S_SERVICE_ACCOUNT_DIR": str(sa),
+        "STYX_K8S_AGENT_COMMAND": str(sleeper),
+        "STYX_K8S_POLL_SECONDS": "0.05",
+    }
+    try:
+        provider = KubernetesProvider(env=in_pod)
+        status = provider.check()
+        assert status.enabled, status
+        assert status.reason.startswith("in-cluster: reachable")
+        instance = create(provider, offer_of(provider, "cpu001-mem0002g", region="in-cluster"))
+        assert instance == "in-cluster/team-a/styx-node-1"
+        assert [p["metadata"]["namespace"] for p in fake.pods()] == ["team-a"]
+        provider.terminate(instance)
+        assert fake.pods() == [] and fake.secrets() == []
+
+        # The CA is really checked: an unrelated CA in the mount makes the server unverifiable.
+        (sa / "ca.crt").write_bytes(pki["other_ca"].read_bytes())
+        untrusted = KubernetesProvider(env=in_pod).check()
+        assert not untrusted.enabled and "CERTIFICATE_VERIFY_FAILED" in untrusted.reason, untrusted
+        # And so is the token: a wrong one is refused by the API server.
+        (sa / "ca.crt").write_bytes(pki["ca"].read_bytes())
+        (sa / "token").write_text("not-the-token")
+        refused = KubernetesProvider(env=in_pod).check()
+        assert not refused.enabled, refused
+    finally:
+        fake.close()
