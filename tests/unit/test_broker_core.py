@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from styx.broker.core import Broker
+from styx.common.clock import FakeClock
 from styx.common.offers import Offer
 from styx.common.placement import INFEASIBLE, PLACED, WAITING, Ask
 from styx.common.resources import Accelerator, Capacity, GpuDevice, Resources
@@ -47,7 +48,10 @@ GPU = Offer("aws", "us-east-1", "us-east-1a", "p4d.24xlarge", 96, 1152, "A100", 
 
 @pytest.fixture
 def broker(engine_factory):
-    return Broker(engine_factory("broker"), RecordingProvisioner([GPU, CHEAP]), lease_seconds=0.2)
+    # A fake clock: with the system clock a 0.2 s lease ran out between a register and the
+    # next reconcile on a loaded machine, and the node was LOST (a flaky
+    # test_cluster_stop_and_start). Tests about leases advance the clock themselves.
+    return Broker(engine_factory("broker"), RecordingProvisioner([GPU, CHEAP]), lease_seconds=0.2, clock=FakeClock())
 
 
 def ask(i: int, **res) -> Ask:
@@ -125,7 +129,6 @@ def test_failed_provision_cools_the_offer_down(broker):
 
 
 def test_silent_nodes_are_lost_and_come_back(engine_factory):
-    from styx.common.clock import FakeClock
 
     clock = FakeClock()
     broker = Broker(engine_factory("broker"), RecordingProvisioner([CHEAP]), lease_seconds=0.2, clock=clock)
@@ -356,7 +359,6 @@ def test_cluster_down_terminates_nodes_and_refuses_more_work(broker):
 def test_idle_cluster_is_autostopped(engine_factory):
     # Time moves on a fake clock: editing the in-memory view instead would be undone by a
     # reload from the store (on PostgreSQL, whenever the lock's epoch says so).
-    from styx.common.clock import FakeClock
 
     clock = FakeClock()
     broker = Broker(engine_factory("broker"), RecordingProvisioner([GPU, CHEAP]), lease_seconds=3600, clock=clock)

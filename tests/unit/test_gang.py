@@ -275,3 +275,71 @@ def test_each_rank_appends_only_its_own_log(plane):
     with pytest.raises(PermissionDenied):
         sched.append_logs(task_id, 1, 0, b"r0?\n", rank=0, node_id=by_rank[1])
     assert sched.append_logs(task_id, 1, 0, b"r0\n", rank=0, node_id=by_rank[0]) == 3
+
+
+class TwoContexts:
+    """Offers the same pod shape in two Kubernetes contexts (a first, then b) and lets the
+    test fail any operation, as a pod that stays unschedulable fails after its timeout."""
+
+    def __init__(self) -> None:
+        self.offers = [
+            Offer("kubernetes", "a", "", "cpu004-mem0008g", 4, 8, price_per_hour=0.1),
+            Offer("kubernetes", "b", "", "cpu004-mem0008g", 4, 8, price_per_hour=0.2),
+        ]
+        self.calls: list[tuple[str, str]] = []  # (node id, region)
+        self.failed: dict[str, str] = {}
+        self.terminated: list[str] = []
+
+    def list_offers(self) -> list[Offer]:
+        return self.offers
+
+    def provision(self, request_id: str, node_id: str, offer: Offer, spot: bool) -> str:
+        self.calls.append((node_id, offer.region))
+        return f"op-{node_id}"
+
+    def operation_state(self, operation_id: str) -> tuple[str, str, str]:
+        node_id = operation_id.removeprefix("op-")
+        if node_id in self.failed:
+            return "failed", self.failed[node_id], "quota"
+        return "running", "", ""
+
+    def terminate(self, node_id: str) -> None:
+        self.terminated.append(node_id)
+
+
+def test_a_gang_whose_node_fails_is_provisioned_again_whole_in_one_place(engine_factory):
+    """All or nothing per place: when one rank's node fails (a pod unschedulable in context
+    a), its sibling that already booted there is released too, and the whole gang goes to
+    context b; before, the booted sibling was kept and the gang ended split over a and b."""
+    prov = TwoContexts()
+    broker = Broker(engine_factory("broker"), prov)
+    (first,) = broker.allocate([gang(1, 2, cpus=2)])
+    assert first.outcome == WAITING and [r for _, r in prov.calls] == ["a", "a"]
+    (booted, stuck) = (n for n, _ in prov.calls)
+    broker.register_node(booted, "kubernetes", f"a/default/{booted}", Capacity(4, 8), region="a")
+    prov.failed[stuck] = "a: pod unschedulable for 30 s: 0/1 nodes are available"
+    broker.reconcile()  # polls the operations: the stuck one failed
+
+    assert broker.get_node(booted).state == "GONE"
+    assert prov.terminated == [booted]  # the failed one's provider cleaned up after itself
+    (again,) = broker.allocate([gang(1, 2, cpus=2)])
+    assert again.outcome == WAITING and [r for _, r in prov.calls[2:]] == ["b", "b"]
+    for node_id, _ in prov.calls[2:]:
+        broker.register_node(node_id, "kubernetes", f"b/default/{node_id}", Capacity(4, 8), region="b")
+    (placed,) = broker.allocate([gang(1, 2, cpus=2)])
+    assert placed.outcome == PLACED
+    assert {broker.get_node(n.node_id).region for n in placed.nodes} == {"b"}
+    attempts = {a.node_id: a for a in broker.list_attempts()}
+    assert attempts[stuck].error.startswith("a: pod unschedulable")
+    assert attempts[booted].state == "registered"  # it did boot; its release is a termination
+
+
+def test_a_single_tasks_failed_node_releases_nothing_else(engine_factory):
+    prov = TwoContexts()
+    broker = Broker(engine_factory("broker"), prov)
+    one, two = broker.allocate([Ask("s1", "t1", Resources(cpus=3)), Ask("s2", "t2", Resources(cpus=3))])
+    assert one.outcome == two.outcome == WAITING and len(prov.calls) == 2
+    prov.failed[prov.calls[0][0]] = "no capacity"
+    broker.reconcile()
+    assert prov.terminated == []  # the other ask's node is no sibling
+    assert prov.calls[1][0] not in [a.node_id for a in broker.list_attempts() if a.state == "failed"]

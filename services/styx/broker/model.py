@@ -124,6 +124,8 @@ class _Provision:
     offer: Offer
     spot: bool
     created_at: float
+    #: The allocation it was started for: the provisions of one gang share it.
+    allocation_id: str = ""
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from styx.broker import tables as t
 from styx.broker.launch_order import FleetView, OfferKey
 from styx.broker.model import (
     ABSENT,
+    GONE,
     READY,
     ProvisionerPort,
     _kind_of,
@@ -103,7 +104,9 @@ class Provisioning:
                 if row.node_id in self._nodes.nodes:
                     continue  # registered; the crash came before its row said so
                 offer = Offer(**json.loads(row.offer_json))
-                pending[row.node_id] = _Provision(row.node_id, row.operation_id, offer, row.spot, row.created_at)
+                pending[row.node_id] = _Provision(
+                    row.node_id, row.operation_id, offer, row.spot, row.created_at, row.allocation_id
+                )
             recent = select(c.offer_json, c.error, c.error_kind, c.updated_at, c.spot, c.state).where(
                 c.state.in_([FAILED, "lost"]), c.updated_at > stamp - self._cooldown_s
             )
@@ -152,7 +155,7 @@ class Provisioning:
                     hourly_price=hourly_price,
                 )
             )
-        prov = _Provision(node_id, "", offer, spot, stamp)
+        prov = _Provision(node_id, "", offer, spot, stamp, ask.allocation_id)
         if conn is None:
             self.started(prov)
         return prov
@@ -216,21 +219,59 @@ class Provisioning:
         return started[0], started[1].offer, started[1].hourly_price, ""
 
     def fail(self, node_id: str, error: str, kind: str = "") -> None:
-        """Record a failed attempt and cool its scope down (under the lock)."""
+        """Record a failed attempt and cool its scope down (under the lock).
+
+        A gang is provisioned all or nothing: the other nodes started for the same
+        allocation (its siblings) fail with it and are terminated, those still booting and
+        those that registered but hold nothing yet, so the next round provisions the whole
+        gang in one place instead of completing it elsewhere (a gang split over two
+        Kubernetes clusters or regions could not reach itself).
+        """
         prov = self.pending.get(node_id)
         if prov is None:
             return
         stamp = self._clock.now()
+        booting = [p.node_id for p in self.pending.values() if p.allocation_id == prov.allocation_id]
+        booting = [n for n in booting if n != node_id] if prov.allocation_id else []
+        why = f"gang sibling {node_id} failed: {error}"
         with self._engine.begin() as conn:
             conn.execute(
                 update(t.provisions)
                 .where(t.provisions.c.node_id == node_id)
                 .values(state=FAILED, error=error, error_kind=kind, updated_at=stamp)
             )
+            idle = self._idle_registered_siblings(conn, prov.allocation_id) if prov.allocation_id else []
+            if booting:
+                conn.execute(
+                    update(t.provisions)
+                    .where(t.provisions.c.node_id.in_(booting), t.provisions.c.state.in_([INTENT, PENDING]))
+                    .values(state=FAILED, error=why, error_kind="", updated_at=stamp)
+                )
+            gone = [n for n in idle if self._nodes.mark_gone(conn, n)]
+            for sibling in [*booting, *gone]:
+                self.stage_terminate(conn, sibling)
         crash_point("broker.failover")
         del self.pending[node_id]
+        for sibling in booting:
+            self.pending.pop(sibling, None)
+        for sibling in gone:
+            self._nodes.set_state(sibling, GONE)
         self._cooling[_scope_key(prov.offer, kind)] = (stamp + self._cooldown_s, error)
         log.warning("provisioning failed", extra={"node_id": node_id, "error": error, "kind": kind})
+        if booting or gone:
+            log.warning("gang siblings released", extra={"node_id": node_id, "siblings": [*booting, *gone]})
+
+    def _idle_registered_siblings(self, conn: Connection, allocation_id: str) -> list[str]:
+        """Nodes provisioned for ``allocation_id`` that registered and hold nothing yet."""
+        c = t.provisions.c
+        rows = conn.execute(select(c.node_id).where(c.allocation_id == allocation_id, c.state == REGISTERED))
+        out = []
+        for (node_id,) in rows:
+            node = self._nodes.nodes.get(node_id)
+            busy = node is None or node.used_cpus or node.used_memory_gib or node.used_gpus
+            if node is not None and node.state == READY and not busy:
+                out.append(node_id)
+        return out
 
     def stage_registered(self, conn: Connection, node_id: str) -> bool:
         """Write that ``node_id``'s provision registered, in ``conn``; True when it was in flight."""
