@@ -63,6 +63,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         memory=args.memory,
         gpus=args.gpus,
         arch=getattr(args, "arch", None),
+        image_id=getattr(args, "image_id", None),
         priority=args.priority,
         envs=args.env,
         workdir=args.workdir or "",

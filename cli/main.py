@@ -42,6 +42,8 @@ class _Parser(argparse.ArgumentParser):
 
 # --arch on run and launch (the task YAML's resources.arch).
 ARCH_HELP = "x86_64 or arm64 (alias aarch64) for new nodes; default x86_64 unless an instance type is named"
+# --image-id on run and launch (the task YAML's resources.image_id).
+IMAGE_HELP = "container image new nodes run (kubernetes pods; it must hold the Styx agent)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cpus", metavar="N[+]", help="CPUs to reserve; N+ means at least N")
     run.add_argument("--memory", metavar="GiB[+]", help="memory in GiB to reserve; GiB+ means at least")
     run.add_argument("--arch", metavar="ARCH", help=ARCH_HELP)
+    run.add_argument("--image-id", metavar="docker:IMAGE", help=IMAGE_HELP)
     run.add_argument(
         "--gpus",
         metavar="NAME:COUNT",
@@ -207,6 +210,7 @@ def _add_task_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cpus", metavar="N[+]", help="override CPUs of every task; N+ means at least N")
     parser.add_argument("--memory", metavar="GiB[+]", help="override memory of every task")
     parser.add_argument("--arch", metavar="ARCH", help="override the CPU architecture of every task: " + ARCH_HELP)
+    parser.add_argument("--image-id", metavar="docker:IMAGE", help="override every task's image_id: " + IMAGE_HELP)
     parser.add_argument(
         "--gpus",
         metavar="NAME:COUNT",
@@ -317,10 +321,22 @@ def _handler(spec: str) -> Callable[[argparse.Namespace], int]:
     return fn
 
 
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse ``argv``; usage errors exit 2 through ``parser.error``."""
+    args, extras = parser.parse_known_args(argv)
+    if extras and extras[0] == "--" and getattr(args, "entrypoint", None) == []:
+        # `sky exec CLUSTER --env A=1 -- CMD`: argparse gives the command positional its
+        # empty match right after CLUSTER, so the command after options comes back unparsed.
+        args.entrypoint, extras = extras[1:], []
+    if extras:
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sky`` console script; returns the process exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)
     if not getattr(args, "handler", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE

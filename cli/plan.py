@@ -89,6 +89,7 @@ def build_job(args: argparse.Namespace) -> LaunchJob:
             use_spot=args.use_spot,
             infra=args.infra,
             arch=getattr(args, "arch", None),
+            image_id=getattr(args, "image_id", None),
             envs=parse_envs(args.env),
         )
         tasks = list(job.tasks)
@@ -211,6 +212,8 @@ def resources_text(res: Any, instance_type: str = "") -> str:
         parts.append(f"infra={res.infra}")
     if getattr(res, "arch", ""):
         parts.append(f"arch={res.arch}")
+    if getattr(res, "image_id", ""):
+        parts.append(f"image={res.image_id}")
     if res.use_spot:
         parts.append("spot")
     if res.disk_gb:

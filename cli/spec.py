@@ -49,13 +49,14 @@ def build_task_spec(
     memory: str | None = None,
     gpus: Sequence[str] | None = None,
     arch: str | None = None,
+    image_id: str | None = None,
     priority: int = 0,
     envs: Sequence[str] | None = None,
     workdir: str = "",
 ) -> Any:
     """A styx.v1.TaskSpec from ``sky run`` flags; bad values raise CliError (exit 2) naming the flag."""
     from styx.common.errors import InvalidArgument
-    from styx.common.resources import parse_accelerator, parse_amount, parse_arch
+    from styx.common.resources import parse_accelerator, parse_amount, parse_arch, parse_image_id
     from styx.v1 import common_pb2
 
     resources = common_pb2.ResourceRequest()
@@ -70,6 +71,8 @@ def build_task_spec(
                 resources.accelerators.add(name=accel.name, count=accel.count)
         if arch is not None:
             resources.arch = parse_arch(arch, "--arch")
+        if image_id is not None:
+            resources.image_id = parse_image_id(image_id, "--image-id")
     except InvalidArgument as exc:
         raise CliError(exc.message, EXIT_USAGE) from None
     return common_pb2.TaskSpec(

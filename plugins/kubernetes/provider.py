@@ -72,7 +72,8 @@ class KubernetesProvider(ProviderBase):
     """Creates Styx nodes as pods. Thread-safe: one API client per context, stateless calls."""
 
     name = NAME
-    capabilities = Capabilities(multi_node=True)
+    # images: a node pod runs the task's image_id (which must hold the agent).
+    capabilities = Capabilities(multi_node=True, images=True)
 
     def __init__(self, env: Mapping[str, str] | None = None, clock: Clock | None = None) -> None:
         super().__init__(clock)
@@ -271,7 +272,7 @@ class KubernetesProvider(ProviderBase):
             self._create(api, request, shape, context, namespace, name, labels)
         instance_id = f"{context}/{namespace}/{name}"
         try:
-            self._wait_running(api, name, namespace, where)
+            self._wait_running(api, name, namespace, where, request.image)
         except ProviderError:
             self._delete(api, name, namespace)
             raise
@@ -299,7 +300,7 @@ class KubernetesProvider(ProviderBase):
             best = max(of_model, key=lambda n: (n.free_gpus, n.name))
             gpu_resource, selector = best.gpu_resource, best.gpu_label
         secret = pods.secret_body(name, labels, request, context, self.clock.now())
-        image = self.settings.image
+        image = request.image or self.settings.image
         body = pods.pod_body(
             name,
             labels,
@@ -326,7 +327,7 @@ class KubernetesProvider(ProviderBase):
             self._delete(api, name, namespace)
             raise podstate.error(exc, f"create pod {namespace}/{name} in k8s/{context}", self._server(context)) from exc
 
-    def _wait_running(self, api: Any, name: str, namespace: str, where: str) -> None:
+    def _wait_running(self, api: Any, name: str, namespace: str, where: str, task_image: str) -> None:
         s = self.settings
         started = self.clock.monotonic()
         wake = threading.Event()
@@ -344,10 +345,10 @@ class KubernetesProvider(ProviderBase):
             waited = self.clock.monotonic() - started
             image_error = podstate.image_error(pod)
             if image_error:
+                fix = "check the task's image_id" if task_image else "set STYX_K8S_IMAGE to one the cluster can pull"
                 raise ProviderError(
                     ProviderErrorKind.QUOTA,
-                    f"{where}: image {s.image!r} cannot be pulled ({image_error}); set STYX_K8S_IMAGE to an image "
-                    "the cluster can pull",
+                    f"{where}: image {task_image or s.image!r} cannot be pulled; {fix} ({image_error})",
                 )
             unscheduled = podstate.unschedulable(pod)
             if unscheduled is not None and waited >= s.schedule_timeout_s:

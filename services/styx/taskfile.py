@@ -25,6 +25,7 @@ from styx.common.resources import (
     parse_accelerator,
     parse_amount,
     parse_arch,
+    parse_image_id,
 )
 from styx.scheduler.model import MAX_NODES_PER_TASK, RetryPolicy, TaskSpec
 
@@ -47,6 +48,7 @@ RESOURCE_KEYS = {
     "accelerators": "A100:8, {A100: 8} or a list of alternatives",
     "instance_type": "a provider's instance type",
     "arch": "x86_64 or arm64 (alias aarch64); default x86_64 for new instances",
+    "image_id": "docker:IMAGE, the container image new (kubernetes) nodes run",
     "infra": "provider[/region[/zone]]",
     "cloud": "provider (older form of infra)",
     "region": "region (older form of infra)",
@@ -229,6 +231,11 @@ def _resources(doc: Mapping[str, Any], path: _Path, allow_alternatives: bool) ->
         arch = parse_arch(arch, "arch")
     except InvalidArgument as exc:
         raise (path / "arch").error(exc.message.split(": ", 1)[1]) from exc
+    image = doc.get("image_id") or ""
+    try:
+        image = parse_image_id(image if isinstance(image, str) else repr(image), "image_id")
+    except InvalidArgument as exc:
+        raise (path / "image_id").error(exc.message.split(": ", 1)[1]) from exc
     res = Resources(
         cpus=cpus,
         cpus_at_least=cpus_plus,
@@ -239,6 +246,7 @@ def _resources(doc: Mapping[str, Any], path: _Path, allow_alternatives: bool) ->
         infra=infra,
         disk_gb=float(disk),
         arch=arch,
+        image_id=image,
     )
     return res, instance_type
 
@@ -379,6 +387,7 @@ def apply_overrides(
     infra: str | None = None,
     envs: Mapping[str, str] | None = None,
     arch: str | None = None,
+    image_id: str | None = None,
 ) -> JobFile:
     """Apply command-line overrides (``--cpus``, ``--gpus``, ``--env`` ...) to every task."""
     edits: list[Callable[[Resources], Resources]] = []
@@ -399,6 +408,9 @@ def apply_overrides(
     if arch is not None:
         wanted = parse_arch(arch, "--arch")
         edits.append(lambda r: replace(r, arch=wanted))
+    if image_id is not None:
+        image = parse_image_id(image_id, "--image-id")
+        edits.append(lambda r: replace(r, image_id=image))
     tasks = []
     for entry in job.tasks:
         res = entry.spec.resources

@@ -259,6 +259,68 @@ def test_unreachable_api_server_is_reported_by_check(tmp_path: Path, cluster: Fa
         run_sky(["local", "down"], home)
 
 
+def test_a_tasks_image_id_is_its_node_pods_image(home: Path, cluster: FakeKubernetes) -> None:
+    """``image_id: docker:IMAGE`` becomes the node pod's image, the node runs only tasks of
+    that image, and a provider that cannot run an image is not offered (one line says so)."""
+    launched = sky(
+        home, cluster, "launch", "-c", "img", "--infra", "k8s", "--image-id", "docker:acme/train:1.2",
+        "--", "echo from-image",
+    )  # fmt: skip
+    assert launched.returncode == 0, launched.stdout + launched.stderr
+    assert "from-image" in launched.stdout
+    (pod,) = styx_pods(cluster)
+    assert pod["spec"]["containers"][0]["image"] == "acme/train:1.2"
+    # The node carries the image: a task naming another image does not land on it.
+    other = sky(home, cluster, "exec", "img", "--image-id", "docker:acme/other:2", "--", "true")
+    assert other.returncode != 0 and "docker:acme/other:2" in other.stderr, other.stdout + other.stderr
+    assert sky(home, cluster, "down", "img").returncode == 0
+    wait_until(lambda: not styx_pods(cluster), timeout=30, message="the image pod to go")
+
+    local = sky(home, cluster, "launch", "--infra", "local", "--image-id", "docker:acme/train:1.2", "--", "true")
+    assert local.returncode != 0 and "no enabled provider in local runs a per-task image" in local.stderr, local.stderr
+    assert "Traceback" not in local.stderr
+    bad = sky(home, cluster, "launch", "--image-id", "acme/train", "--", "true")
+    assert bad.returncode == 2 and "--image-id: 'acme/train' is not docker:IMAGE" in bad.stderr, bad.stderr
+
+
+def test_an_image_the_cluster_cannot_pull_names_the_tasks_image(tmp_path: Path, cluster: FakeKubernetes) -> None:
+    # A plane of its own: the failed pull cools the context down for that plane.
+    own = tmp_path / "home"
+    try:
+        cluster.unpullable.add("registry.invalid/nope:1")
+        pulled = sky(
+            own,
+            cluster,
+            "launch",
+            "--detach",
+            "--infra",
+            "k8s",
+            "--image-id",
+            "docker:registry.invalid/nope:1",
+            "--",
+            "true",
+        )
+        assert pulled.returncode == 0, pulled.stdout + pulled.stderr
+        job_id = pulled.stdout.split()[0]
+        task_id = re.search(r"\bt-[0-9a-f]+\b", pulled.stdout)
+        assert job_id.startswith("j-") and task_id, pulled.stdout
+        # The attempt fails with the task's image named; with no other place in k8s the task
+        # waits out the cooldown (as for any capacity failure) until it is cancelled.
+
+        def failed_attempt() -> str | None:
+            out = sky(own, cluster, "status", "-v", task_id.group(0)).stdout
+            return out if "cannot be pulled" in out else None
+
+        shown = wait_until(failed_attempt, timeout=60, message="the failed attempt")
+        assert "image 'registry.invalid/nope:1' cannot be pulled" in shown and "check the task's image_id" in shown, (
+            shown
+        )
+        assert sky(own, cluster, "cancel", job_id).returncode == 0
+        wait_until(lambda: not styx_pods(cluster), timeout=30, message="no pod left")
+    finally:
+        run_sky(["local", "down"], own, **k8s_env(cluster))
+
+
 # Last: the failed attempt cools the context down for the rest of this plane's life.
 def test_unschedulable_pod_fails_over_to_local_within_30s(home: Path, cluster: FakeKubernetes) -> None:
     # A taint the offers do not know about: the cluster looks free, the scheduler refuses.

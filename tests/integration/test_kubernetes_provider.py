@@ -100,7 +100,8 @@ def test_image_that_cannot_be_pulled_fails_fast_and_cleans_up(cluster: FakeKuber
     with pytest.raises(ProviderError) as caught:
         create(provider, offer_of(provider, "cpu001-mem0002g"))
     assert caught.value.kind is ProviderErrorKind.QUOTA
-    assert "image 'registry.invalid/styx:1' cannot be pulled (ImagePullBackOff" in caught.value.message
+    assert "image 'registry.invalid/styx:1' cannot be pulled; set STYX_K8S_IMAGE" in caught.value.message
+    assert "(ImagePullBackOff" in caught.value.message
     assert "STYX_K8S_IMAGE" in caught.value.message
     assert cluster.pods() == [] and cluster.secrets() == []
 

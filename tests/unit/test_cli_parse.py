@@ -8,6 +8,7 @@ import pytest
 
 from styx_cli.errors import EXIT_USAGE, CliError
 from styx_cli.main import build_parser, main
+from styx_cli.main import parse as parse_argv
 from styx_cli.spec import build_task_spec, command_to_script, parse_envs
 
 
@@ -153,3 +154,12 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 
     assert main(["version"]) == 0
     assert __version__ in capsys.readouterr().out
+
+
+def test_exec_takes_options_between_the_cluster_and_the_command() -> None:
+    """`sky exec CLUSTER --cpus 1 -- CMD` used to fail: "unrecognized arguments: -- CMD"."""
+    args = parse_argv(build_parser(), ["exec", "img", "--cpus", "1", "--", "echo", "hi"])
+    assert args.cluster == "img" and args.cpus == "1" and args.entrypoint == ["echo", "hi"]
+    with pytest.raises(SystemExit) as caught:
+        parse_argv(build_parser(), ["exec", "img", "--bogus", "x"])
+    assert caught.value.code == EXIT_USAGE

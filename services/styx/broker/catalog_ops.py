@@ -33,7 +33,7 @@ from styx.common.clock import Clock
 from styx.common.errors import InvalidArgument, ResourceExhausted
 from styx.common.memory import trim
 from styx.common.offers import Offer
-from styx.common.resources import Resources, infra_parts, parse_arch
+from styx.common.resources import Resources, infra_parts, parse_arch, parse_image_id
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +79,12 @@ class CatalogService:
         for alt in alts:
             infra_parts(alt.infra)  # InvalidArgument names the field
             parse_arch(alt.arch, "resources.arch")
+            parse_image_id(alt.image_id, "resources.image_id")
         if res.any_of and res.ordered:
             raise InvalidArgument("resources: set any_of or ordered, not both")
         self._book.refresh()
         with self._lock:
-            offers, enabled = self._book.host_offers(), self._book.enabled()
+            offers, enabled = self._book.host_offers(), self._book.enabled(res)
             fleet, live = self._fleet(alts)
         ranking = rank(
             self.catalog,

@@ -34,7 +34,7 @@ from styx.broker.provisioning import Provisioning
 from styx.common.clock import Clock
 from styx.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from styx.common.placement import INFEASIBLE, WAITING, Ask, Placement
-from styx.common.resources import Resources
+from styx.common.resources import IMAGE_LABEL, Resources
 
 log = logging.getLogger(__name__)
 
@@ -300,6 +300,16 @@ class Clusters:
                 ask.allocation_id,
                 INFEASIBLE,
                 reason=f"cluster {name!r}: only {able} of its nodes can hold the task; it needs {ask.num_nodes}",
+            )
+        if nodes and not able and ask.resources.image_id and not any(
+            n.labels.get(IMAGE_LABEL, "") == ask.resources.image_id for n in nodes
+        ):
+            ran = sorted({n.labels.get(IMAGE_LABEL, "") or "the provider's default image" for n in nodes})
+            return Placement(
+                ask.allocation_id,
+                INFEASIBLE,
+                reason=f"cluster {name!r} nodes run {', '.join(ran)}, not image_id {ask.resources.image_id}; "
+                "launch a cluster with that image (sky launch -c NEW --image-id ...)",
             )
         if nodes and not able:
             biggest = max(nodes, key=lambda n: n.total.cpus)

@@ -51,7 +51,7 @@ from styx.common.leases import Lease
 from styx.common.migrations import upgrade
 from styx.common.offers import Offer
 from styx.common.placement import Ask, Placement
-from styx.common.resources import Capacity, Resources, normalize_arch
+from styx.common.resources import IMAGE_LABEL, Capacity, Resources, normalize_arch
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +177,11 @@ class Broker:
                 labels[ARCH_LABEL] = normalize_arch(booting.offer.arch)
             elif known is not None and known.arch:
                 labels.setdefault(ARCH_LABEL, known.arch)  # an agent's re-registration keeps it
+            # Which image a node runs is the broker's record, never the agent's claim.
+            labels.pop(IMAGE_LABEL, None)
+            image = booting.image_id if booting is not None else (known.labels.get(IMAGE_LABEL, "") if known else "")
+            if image:
+                labels[IMAGE_LABEL] = image
             view = NodeView(
                 node_id=node_id,
                 provider=provider or "local",

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import bisect
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from styx.common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from styx.common.offers import Offer
-from styx.common.resources import Capacity, Resources, gpu_matches, infra_parts, normalize_arch
+from styx.common.resources import IMAGE_LABEL, Capacity, Resources, gpu_matches, infra_parts, normalize_arch
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,18 @@ class ProvisionerPort(Protocol):
         """
         ...
 
-    def provision(self, request_id: str, node_id: str, offer: Offer, spot: bool) -> str:
-        """Start creating a node; return the operation id.
+    def list_capabilities(self) -> dict[str, tuple[str, ...]]:
+        """Every loaded provider -> the capabilities it declares (e.g. "images").
+
+        Optional for test doubles: without it no provider runs a per-task image_id.
+        """
+        ...
+
+    def provision(
+        self, request_id: str, node_id: str, offer: Offer, spot: bool, labels: Mapping[str, str] | None = None
+    ) -> str:
+        """Start creating a node; return the operation id. ``labels`` go onto the instance
+        (optional for test doubles that are never asked for an image).
 
         Raise ``Unavailable`` when the provisioner cannot be reached (the ask waits), other
         ``StyxError`` when it refuses the offer (the broker fails over to the next offer).
@@ -99,7 +109,10 @@ class NodeView:
         return self.labels.get(ARCH_LABEL, "")
 
     def runs(self, res: Resources) -> bool:
-        """Whether a request's architecture (when it names one) is the node's (unknown: any)."""
+        """Whether a request's architecture (when it names one) is the node's (unknown: any),
+        and its image_id (when it names one) the image the node was started with."""
+        if res.image_id and self.labels.get(IMAGE_LABEL, "") != res.image_id:
+            return False
         return not res.arch or not self.arch or normalize_arch(self.arch) == normalize_arch(res.arch)
 
     def free_gpus(self, name: str) -> list[int]:
@@ -126,6 +139,8 @@ class _Provision:
     created_at: float
     #: The allocation it was started for: the provisions of one gang share it.
     allocation_id: str = ""
+    #: The image_id the node is to run ("" : the provider's default).
+    image_id: str = ""
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ class OfferBook:
         self.known = False  # whether the provisioner ever answered ListOffers
         self._providers: dict[str, str] | None = None
         self._providers_at = 0.0
+        self._capabilities: dict[str, tuple[str, ...]] = {}
         self._refreshing = threading.Lock()
         self._memo: dict[tuple[Resources, int], Ranking] | None = None
 
@@ -60,6 +61,8 @@ class OfferBook:
             if stale_providers and lister is not None:
                 try:
                     self._providers, self._providers_at = dict(lister()), stamp
+                    caps = getattr(self._provisioner, "list_capabilities", None)
+                    self._capabilities = dict(caps()) if caps is not None else {}
                 except Exception as exc:
                     log.warning("cannot list providers: %s", exc)
         finally:
@@ -69,13 +72,25 @@ class OfferBook:
         """The provisioner's offers as last read ([] without a provisioner)."""
         return self._offers
 
-    def enabled(self) -> dict[str, str] | None:
-        """provider -> "" (enabled) or why disabled; None when the provisioner cannot say."""
+    def enabled(self, res: Resources | None = None) -> dict[str, str] | None:
+        """provider -> "" (enabled) or why disabled; None when the provisioner cannot say.
+
+        For ``res`` naming an image_id, providers that do not run per-task images
+        (capability "images") count as disabled, with that as the reason.
+        """
         if self._provisioner is None:
             return {}
         if getattr(self._provisioner, "list_providers", None) is None:
             return None
-        return self._providers if self._providers is not None else {}
+        providers = self._providers if self._providers is not None else {}
+        image = _image_of(res) if res is not None else ""
+        if not image:
+            return providers
+        cannot = f"runs no per-task image ({image}); kubernetes does"
+        return {
+            name: why or ("" if "images" in self._capabilities.get(name, ()) else cannot)
+            for name, why in providers.items()
+        } | {name: cannot for name in self.catalog.providers if name not in providers}
 
     # ---- ranking ----------------------------------------------------------------------------
     def batch(self, on: bool) -> None:
@@ -91,7 +106,7 @@ class OfferBook:
                 self.catalog,
                 res,
                 num_nodes=num_nodes,
-                enabled=self.enabled(),
+                enabled=self.enabled(res),
                 host_offers=self._offers,
                 limit=_FAILOVER_DEPTH,
                 explain=False,
@@ -109,7 +124,12 @@ class OfferBook:
     def explain_infeasible(self, res: Resources) -> str:
         """The reasons every offer fails ``res``, for an INFEASIBLE answer."""
         host = [o for o in self._offers if o.provider not in self.catalog.providers]
-        return _explain(self.catalog, res, host, self.enabled())
+        return _explain(self.catalog, res, host, self.enabled(res))
+
+
+def _image_of(res: Resources) -> str:
+    """The image_id ``res`` (or, for alternatives, the first of them) names; "" for none."""
+    return res.image_id or next((a.image_id for a in (*res.any_of, *res.ordered) if a.image_id), "")
 
 
 def _explain(catalog: Catalog, res: Resources, host: Iterable[Offer], enabled: dict[str, str] | None) -> str:
@@ -119,6 +139,16 @@ def _explain(catalog: Catalog, res: Resources, host: Iterable[Offer], enabled: d
     if not in_infra and not any(_in_infra(a, o.provider, o.region, o.zone) for a in alts for o in host):
         where = f" in {res.infra}" if res.infra else ""
         return f"no enabled provider offers capacity{where}; `sky check` shows providers"
+    image = _image_of(res)
+    if image and enabled is not None:
+        wanted = {infra_parts(a.infra)[0] for a in alts}
+        named = sorted(p for p in enabled if "" in wanted or p in wanted)
+        if not any(not enabled[p] for p in named):
+            where = f" in {res.infra}" if res.infra else ""
+            return (
+                f"image_id {image}: no enabled provider{where} runs a per-task image "
+                f"({', '.join(named) or 'none'} cannot); kubernetes nodes do (`sky check kubernetes`)"
+            )
     ranking = rank(catalog, res, enabled=enabled, host_offers=host, limit=1, explain=True)
     # Host offers read "local/local host has 4 CPUs, ..."; catalog families "aws p4d: 8x A100, ...".
     # Machines that exist (host offers) first: on a local plane they are what matters.

@@ -101,6 +101,7 @@ def alternatives(res: Resources) -> tuple[str, list[Resources]]:
                 max_hourly_cost=alt.max_hourly_cost or res.max_hourly_cost,
                 cluster=res.cluster,
                 arch=alt.arch or res.arch,
+                image_id=alt.image_id or res.image_id,
                 any_of=(),
                 ordered=(),
             )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import grpc
@@ -67,12 +67,19 @@ class GrpcProvisioner:
             out[p.name] = why
         return out
 
-    def provision(self, request_id: str, node_id: str, offer: Offer, spot: bool) -> str:
+    def list_capabilities(self) -> dict[str, tuple[str, ...]]:
+        """Provider name -> the capabilities it declares."""
+        reply = _call(self._stub.ListProviders, provisioner_pb2.ListProvidersRequest(), timeout=self._timeout)
+        return {p.name: tuple(p.capabilities) for p in reply.providers}
+
+    def provision(
+        self, request_id: str, node_id: str, offer: Offer, spot: bool, labels: Mapping[str, str] | None = None
+    ) -> str:
         """Start creating a node; returns the operation id."""
         op = _call(
             self._stub.Provision,
             provisioner_pb2.ProvisionRequest(
-                request_id=request_id, offer=offer_to_pb(offer), node_id=node_id, use_spot=spot
+                request_id=request_id, offer=offer_to_pb(offer), node_id=node_id, use_spot=spot, labels=labels or {}
             ),
             timeout=self._timeout,
         )

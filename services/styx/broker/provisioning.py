@@ -45,7 +45,7 @@ from styx.broker.model import (
 )
 from styx.broker.nodes import NodeRegistry
 from styx.broker.offers import OfferBook
-from styx.broker.optimizer import Ranked, Ranking
+from styx.broker.optimizer import Ranked, Ranking, alternatives
 from styx.broker.placement import node_could_fit
 from styx.common.clock import Clock
 from styx.common.errors import StyxError, Unavailable
@@ -53,7 +53,7 @@ from styx.common.faults import crash_point
 from styx.common.ids import new_id
 from styx.common.offers import Offer
 from styx.common.placement import Ask
-from styx.common.resources import Resources
+from styx.common.resources import IMAGE_LABEL, Resources
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ class Provisioning:
                     continue  # registered; the crash came before its row said so
                 offer = Offer(**json.loads(row.offer_json))
                 pending[row.node_id] = _Provision(
-                    row.node_id, row.operation_id, offer, row.spot, row.created_at, row.allocation_id
+                    row.node_id, row.operation_id, offer, row.spot, row.created_at, row.allocation_id, row.image_id
                 )
             recent = select(c.offer_json, c.error, c.error_kind, c.updated_at, c.spot, c.state).where(
                 c.state.in_([FAILED, "lost"]), c.updated_at > stamp - self._cooldown_s
@@ -128,7 +128,13 @@ class Provisioning:
 
     # ---- intents (under the broker's lock) ----------------------------------------------------
     def start(
-        self, ask: Ask, offer: Offer, spot: bool, hourly_price: float, conn: Connection | None = None
+        self,
+        ask: Ask,
+        offer: Offer,
+        spot: bool,
+        hourly_price: float,
+        conn: Connection | None = None,
+        image_id: str = "",
     ) -> _Provision:
         """Commit an intent for a node of ``offer`` (``drain`` sends it); returns it.
 
@@ -153,9 +159,10 @@ class Provisioning:
                     allocation_id=ask.allocation_id,
                     task_id=ask.task_id,
                     hourly_price=hourly_price,
+                    image_id=image_id,
                 )
             )
-        prov = _Provision(node_id, "", offer, spot, stamp, ask.allocation_id)
+        prov = _Provision(node_id, "", offer, spot, stamp, ask.allocation_id, image_id)
         if conn is None:
             self.started(prov)
         return prov
@@ -182,7 +189,8 @@ class Provisioning:
                 continue
             if fleet.at_limit(ranked.offer):
                 continue
-            return (self.start(ask, ranked.offer, ranked.spot, ranked.hourly_price, conn), ranked), skipped
+            image = alternatives(ask.resources)[1][ranked.alternative].image_id
+            return (self.start(ask, ranked.offer, ranked.spot, ranked.hourly_price, conn, image), ranked), skipped
         return None, skipped
 
     def fleet(self) -> FleetView:
@@ -329,7 +337,11 @@ class Provisioning:
         for prov in self._claim(only):
             crash_point("broker.after_intent_commit")
             try:
-                operation_id = self._provisioner.provision(prov.node_id, prov.node_id, prov.offer, prov.spot)
+                node, offer, spot = prov.node_id, prov.offer, prov.spot
+                if prov.image_id:
+                    operation_id = self._provisioner.provision(node, node, offer, spot, {IMAGE_LABEL: prov.image_id})
+                else:  # test doubles that never see an image take no labels
+                    operation_id = self._provisioner.provision(node, node, offer, spot)
             except Unavailable as exc:
                 log.warning("provision request failed: %s", exc)
             except StyxError as exc:

@@ -61,6 +61,8 @@ provisions = Table(
     Column("error_kind", String(16), nullable=False, default=""),
     Column("hourly_price", Float, nullable=False, default=0.0),
     Column("updated_at", Float, nullable=False, default=0.0),
+    # The task's image_id, sent to the provisioner as the instance's IMAGE_LABEL.
+    Column("image_id", String(512), nullable=False, default=""),
 )
 
 # Imported catalog offers (ImportCatalog); they replace the built-in offers of their provider.

@@ -58,6 +58,8 @@ class Resources:
     # CPU architecture (ARCHES); "": x86_64 for new catalog instances unless instance_type
     # names one, any architecture for machines that already exist.
     arch: str = ""
+    # The container image new nodes run ("docker:IMAGE"); "": the provider's default.
+    image_id: str = ""
 
     def __post_init__(self) -> None:
         # Stores rebuild Resources from JSON (asdict output): turn nested dicts and lists
@@ -121,6 +123,26 @@ def parse_arch(text: str, field_name: str) -> str:
     return _ARCH_ALIASES[value]
 
 
+#: The only image kind a task names today: a container image a node runs as.
+IMAGE_PREFIX = "docker:"
+#: Label (node, and instance request) carrying the image_id a node was started with.
+IMAGE_LABEL = "styx.dev/image"
+
+
+def parse_image_id(text: str, field_name: str) -> str:
+    """A task's ``image_id``: "docker:IMAGE" with a reference a registry could hold; "" stays unset."""
+    value = str(text or "").strip()
+    if not value:
+        return ""
+    ref = value.removeprefix(IMAGE_PREFIX)
+    if not value.startswith(IMAGE_PREFIX) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,500}", ref):
+        raise InvalidArgument(
+            f"{field_name}: {text!r} is not docker:IMAGE, e.g. docker:ghcr.io/acme/train:1.2 "
+            "(the image must hold the Styx agent; only kubernetes nodes run one)"
+        )
+    return value
+
+
 def normalize_arch(text: str) -> str:
     """An offer's architecture in the request's spelling ("aarch64" -> "arm64"); unknown names
     are kept (lower-case) so they match nothing a request can ask for, and "" stays ""."""
@@ -169,6 +191,7 @@ def resources_from_pb(msg: Any) -> Resources:
         ordered=tuple(resources_from_pb(a) for a in msg.ordered),
         cluster=msg.cluster,
         arch=normalize_arch(msg.arch),
+        image_id=msg.image_id,
     )
 
 
@@ -191,4 +214,5 @@ def resources_to_pb(res: Resources) -> Any:
         ordered=[resources_to_pb(a) for a in res.ordered],
         cluster=res.cluster,
         arch=res.arch,
+        image_id=res.image_id,
     )

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 # The one Offer of the code base; re-exported so that a plugin needs this package alone.
 from styx.common.auth import mint_node_token
 from styx.common.offers import Offer
+from styx.common.resources import IMAGE_LABEL, IMAGE_PREFIX
 
 #: Label the provisioner puts on every instance it creates (in ``create``'s ``labels``):
 #: the id of the control plane that owns it. Providers tag it like any label and report
@@ -68,6 +69,13 @@ class CreateRequest:
     def plane_id(self) -> str:
         """The owning control plane's id (the ``PLANE_LABEL`` label), "" when absent."""
         return str(self.labels.get(PLANE_LABEL, ""))
+
+    @property
+    def image(self) -> str:
+        """The container image the task asked the node to run (its ``image_id`` without
+        "docker:"); "" for the provider's default. Only providers declaring the "images"
+        capability are asked for one."""
+        return str(self.labels.get(IMAGE_LABEL, "")).removeprefix(IMAGE_PREFIX)
 
 
 class InstanceStatus(enum.Enum):

@@ -42,7 +42,13 @@ offer_from_proto = offer_from_pb
 
 def provider_info_to_proto(info: core.ProviderInfo) -> provisioner_pb2.ProviderInfo:
     """Domain provider info -> ``styx.v1.ProviderInfo``."""
-    return provisioner_pb2.ProviderInfo(name=info.name, enabled=info.enabled, reason=info.reason, hint=info.hint)
+    return provisioner_pb2.ProviderInfo(
+        name=info.name,
+        enabled=info.enabled,
+        reason=info.reason,
+        hint=info.hint,
+        capabilities=sorted(info.capabilities),
+    )
 
 
 def instance_to_proto(inst: core.Instance) -> provisioner_pb2.Instance:

@@ -14,7 +14,14 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from styx.common.errors import InvalidArgument
-from styx.common.resources import DEFAULT_TASK_CPUS, Accelerator, Resources, infra_parts, parse_arch
+from styx.common.resources import (
+    DEFAULT_TASK_CPUS,
+    Accelerator,
+    Resources,
+    infra_parts,
+    parse_arch,
+    parse_image_id,
+)
 
 PENDING, SCHEDULED, RUNNING = "PENDING", "SCHEDULED", "RUNNING"
 SUCCEEDED, FAILED, CANCELLED, SKIPPED = "SUCCEEDED", "FAILED", "CANCELLED", "SKIPPED"
@@ -345,6 +352,7 @@ def _normalize_resources(res: Resources) -> tuple[Resources, str]:
     try:
         infra_parts(res.infra)
         parse_arch(res.arch, "arch")
+        parse_image_id(res.image_id, "image_id")
     except InvalidArgument as exc:
         return res, exc.message
     if res.cpus == 0:

@@ -73,7 +73,7 @@ class AcceleratorRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
 
 class ResourceRequest(_message.Message):
-    __slots__ = ("cpus", "cpus_at_least", "memory_gib", "memory_at_least", "accelerators", "use_spot", "infra", "disk_gb", "max_hourly_cost", "instance_type", "any_of", "ordered", "cluster", "arch")
+    __slots__ = ("cpus", "cpus_at_least", "memory_gib", "memory_at_least", "accelerators", "use_spot", "infra", "disk_gb", "max_hourly_cost", "instance_type", "any_of", "ordered", "cluster", "arch", "image_id")
     CPUS_FIELD_NUMBER: _ClassVar[int]
     CPUS_AT_LEAST_FIELD_NUMBER: _ClassVar[int]
     MEMORY_GIB_FIELD_NUMBER: _ClassVar[int]
@@ -88,6 +88,7 @@ class ResourceRequest(_message.Message):
     ORDERED_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_FIELD_NUMBER: _ClassVar[int]
     ARCH_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
     cpus: float
     cpus_at_least: bool
     memory_gib: float
@@ -102,7 +103,8 @@ class ResourceRequest(_message.Message):
     ordered: _containers.RepeatedCompositeFieldContainer[ResourceRequest]
     cluster: str
     arch: str
-    def __init__(self, cpus: _Optional[float] = ..., cpus_at_least: _Optional[bool] = ..., memory_gib: _Optional[float] = ..., memory_at_least: _Optional[bool] = ..., accelerators: _Optional[_Iterable[_Union[AcceleratorRequest, _Mapping]]] = ..., use_spot: _Optional[bool] = ..., infra: _Optional[str] = ..., disk_gb: _Optional[float] = ..., max_hourly_cost: _Optional[float] = ..., instance_type: _Optional[str] = ..., any_of: _Optional[_Iterable[_Union[ResourceRequest, _Mapping]]] = ..., ordered: _Optional[_Iterable[_Union[ResourceRequest, _Mapping]]] = ..., cluster: _Optional[str] = ..., arch: _Optional[str] = ...) -> None: ...
+    image_id: str
+    def __init__(self, cpus: _Optional[float] = ..., cpus_at_least: _Optional[bool] = ..., memory_gib: _Optional[float] = ..., memory_at_least: _Optional[bool] = ..., accelerators: _Optional[_Iterable[_Union[AcceleratorRequest, _Mapping]]] = ..., use_spot: _Optional[bool] = ..., infra: _Optional[str] = ..., disk_gb: _Optional[float] = ..., max_hourly_cost: _Optional[float] = ..., instance_type: _Optional[str] = ..., any_of: _Optional[_Iterable[_Union[ResourceRequest, _Mapping]]] = ..., ordered: _Optional[_Iterable[_Union[ResourceRequest, _Mapping]]] = ..., cluster: _Optional[str] = ..., arch: _Optional[str] = ..., image_id: _Optional[str] = ...) -> None: ...
 
 class TaskSpec(_message.Message):
     __slots__ = ("name", "resources", "setup", "run", "envs", "workdir", "priority", "depends_on", "retry", "timeout_s", "num_nodes")

@@ -27,7 +27,7 @@ from styx.v1 import common_pb2 as styx_dot_v1_dot_common__pb2
 from styx.v1 import rules_pb2 as styx_dot_v1_dot_rules__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19styx/v1/provisioner.proto\x12\x07styx.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14styx/v1/common.proto\x1a\x13styx/v1/rules.proto\"K\n\x0cProviderInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0c\n\x04hint\x18\x04 \x01(\t\"\x16\n\x14ListProvidersRequest\"A\n\x15ListProvidersResponse\x12(\n\tproviders\x18\x01 \x03(\x0b\x32\x15.styx.v1.ProviderInfo\"/\n\x11ListOffersRequest\x12\x1a\n\x08provider\x18\x01 \x01(\tB\x08\x82\xfb\x18\x04(@@\x02\"4\n\x12ListOffersResponse\x12\x1e\n\x06offers\x18\x01 \x03(\x0b\x32\x0e.styx.v1.Offer\"\xfe\x01\n\x10ProvisionRequest\x12\x1f\n\nrequest_id\x18\x01 \x01(\tB\x0b\x82\xfb\x18\x07\x08\x01(\x80\x01@\x02\x12%\n\x05offer\x18\x02 \x01(\x0b\x32\x0e.styx.v1.OfferB\x06\x82\xfb\x18\x02\x08\x01\x12\x1c\n\x07node_id\x18\x03 \x01(\tB\x0b\x82\xfb\x18\x07\x08\x01(\x80\x01@\x02\x12\x10\n\x08use_spot\x18\x04 \x01(\x08\x12\x43\n\x06labels\x18\x05 \x03(\x0b\x32%.styx.v1.ProvisionRequest.LabelsEntryB\x0c\x82\xfb\x18\x08(\x80\x08\x38\x80\x02@\x02\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"Q\n\x10TerminateRequest\x12\x1f\n\nrequest_id\x18\x01 \x01(\tB\x0b\x82\xfb\x18\x07\x08\x01(\x80\x01@\x02\x12\x1c\n\x07node_id\x18\x02 \x01(\tB\x0b\x82\xfb\x18\x07\x08\x01(\x80\x01@\x02\"L\n\x0bStopRequest\x12\x1f\n\nrequest_id\x18\x01 \x01(\tB\x0b\x82\xfb\x18\x07\x08\x01(\x80\x01@\x02\x12\x1c\n\x07node_id\x18\x02 \x01(\tB\x0b\x82\xfb\x18\x07\x08\x01(\x80\x01@\x02\"M\n\x0cStartRequest\x12\x1f\n\nrequest_id\x18\x01 \x01(\tB\x0b\x82\xfb\x18\x07\x08\x01(\x80\x01@\x02\x12\x1c\n\x07node_id\x18\x02 \x01(\tB\x0b\x82\xfb\x18\x07\x08\x01(\x80\x01@\x02\"8\n\x13GetOperationRequest\x12!\n\x0coperation_id\x18\x01 \x01(\tB\x0b\x82\xfb\x18\x07\x08\x01(\x80\x01@\x02\":\n\x15WatchOperationRequest\x12!\n\x0coperation_id\x18\x01 \x01(\tB\x0b\x82\xfb\x18\x07\x08\x01(\x80\x01@\x02\"J\n\rProviderError\x12(\n\x04kind\x18\x01 \x01(\x0e\x32\x1a.styx.v1.ProviderErrorKind\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xc6\x01\n\x08Instance\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x1d\n\x05offer\x18\x04 \x01(\x0b\x32\x0e.styx.v1.Offer\x12%\n\x05state\x18\x05 \x01(\x0e\x32\x16.styx.v1.InstanceState\x12\x0c\n\x04spot\x18\x06 \x01(\x08\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xac\x02\n\tOperation\x12\x14\n\x0coperation_id\x18\x01 \x01(\t\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.styx.v1.OperationKind\x12&\n\x05state\x18\x03 \x01(\x0e\x32\x17.styx.v1.OperationState\x12\x0f\n\x07node_id\x18\x04 \x01(\t\x12#\n\x08instance\x18\x05 \x01(\x0b\x32\x11.styx.v1.Instance\x12%\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x16.styx.v1.ProviderError\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"X\n\x19GetProviderCatalogRequest\x12\x1c\n\x08provider\x18\x01 \x01(\tB\n\x82\xfb\x18\x06\x08\x01(@@\x02\x12\x1d\n\x07regions\x18\x02 \x03(\tB\x0c\x82\xfb\x18\x08(\x80\x01\x38\xe8\x07@\x02\"N\n\x14ListInstancesRequest\x12\x1a\n\x08provider\x18\x01 \x01(\tB\x08\x82\xfb\x18\x04(@@\x02\x12\x1a\n\x12include_terminated\x18\x02 \x01(\x08\"=\n\x15ListInstancesResponse\x12$\n\tinstances\x18\x01 \x03(\x0b\x32\x11.styx.v1.Instance*\xa1\x01\n\x0eOperationState\x12\x1f\n\x1bOPERATION_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17OPERATION_STATE_PENDING\x10\x01\x12\x1b\n\x17OPERATION_STATE_RUNNING\x10\x02\x12\x18\n\x14OPERATION_STATE_DONE\x10\x03\x12\x1a\n\x16OPERATION_STATE_FAILED\x10\x04*\xda\x01\n\x11ProviderErrorKind\x12#\n\x1fPROVIDER_ERROR_KIND_UNSPECIFIED\x10\x00\x12 \n\x1cPROVIDER_ERROR_KIND_CAPACITY\x10\x01\x12\x1d\n\x19PROVIDER_ERROR_KIND_QUOTA\x10\x02\x12\x1c\n\x18PROVIDER_ERROR_KIND_AUTH\x10\x03\x12\x1f\n\x1bPROVIDER_ERROR_KIND_INVALID\x10\x04\x12 \n\x1cPROVIDER_ERROR_KIND_INTERNAL\x10\x05*\x9e\x01\n\rOperationKind\x12\x1e\n\x1aOPERATION_KIND_UNSPECIFIED\x10\x00\x12\x1c\n\x18OPERATION_KIND_PROVISION\x10\x01\x12\x1c\n\x18OPERATION_KIND_TERMINATE\x10\x02\x12\x17\n\x13OPERATION_KIND_STOP\x10\x03\x12\x18\n\x14OPERATION_KIND_START\x10\x04*\xc2\x01\n\rInstanceState\x12\x1e\n\x1aINSTANCE_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16INSTANCE_STATE_PENDING\x10\x01\x12\x1a\n\x16INSTANCE_STATE_RUNNING\x10\x02\x12\x1e\n\x1aINSTANCE_STATE_TERMINATING\x10\x03\x12\x1d\n\x19INSTANCE_STATE_TERMINATED\x10\x04\x12\x1a\n\x16INSTANCE_STATE_STOPPED\x10\x05\x32\xb3\x05\n\x0bProvisioner\x12N\n\rListProviders\x12\x1d.styx.v1.ListProvidersRequest\x1a\x1e.styx.v1.ListProvidersResponse\x12\x45\n\nListOffers\x12\x1a.styx.v1.ListOffersRequest\x1a\x1b.styx.v1.ListOffersResponse\x12:\n\tProvision\x12\x19.styx.v1.ProvisionRequest\x1a\x12.styx.v1.Operation\x12:\n\tTerminate\x12\x19.styx.v1.TerminateRequest\x1a\x12.styx.v1.Operation\x12\x30\n\x04Stop\x12\x14.styx.v1.StopRequest\x1a\x12.styx.v1.Operation\x12\x32\n\x05Start\x12\x15.styx.v1.StartRequest\x1a\x12.styx.v1.Operation\x12@\n\x0cGetOperation\x12\x1c.styx.v1.GetOperationRequest\x1a\x12.styx.v1.Operation\x12\x46\n\x0eWatchOperation\x12\x1e.styx.v1.WatchOperationRequest\x1a\x12.styx.v1.Operation0\x01\x12N\n\rListInstances\x12\x1d.styx.v1.ListInstancesRequest\x1a\x1e.styx.v1.ListInstancesResponse\x12U\n\x12GetProviderCatalog\x12\".styx.v1.GetProviderCatalogRequest\x1a\x1b.styx.v1.ListOffersResponseB[\n\x0b\x64\x65v.styx.v1B\x10ProvisionerProtoP\x01Z.github.com/styx-dev/styx/gen/go/styx/v1;styxv1\xaa\x02\x07Styx.V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19styx/v1/provisioner.proto\x12\x07styx.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14styx/v1/common.proto\x1a\x13styx/v1/rules.proto\"a\n\x0cProviderInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0c\n\x04hint\x18\x04 \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x05 \x03(\t\"\x16\n\x14ListProvidersRequest\"A\n\x15ListProvidersResponse\x12(\n\tproviders\x18\x01 \x03(\x0b\x32\x15.styx.v1.ProviderInfo\"/\n\x11ListOffersRequest\x12\x1a\n\x08provider\x18\x01 \x01(\tB\x08\x82\xfb\x18\x04(@@\x02\"4\n\x12ListOffersResponse\x12\x1e\n\x06offers\x18\x01 \x03(\x0b\x32\x0e.styx.v1.Offer\"\xfe\x01\n\x10ProvisionRequest\x12\x1f\n\nrequest_id\x18\x01 \x01(\tB\x0b\x82\xfb\x18\x07\x08\x01(\x80\x01@\x02\x12%\n\x05offer\x18\x02 \x01(\x0b\x32\x0e.styx.v1.OfferB\x06\x82\xfb\x18\x02\x08\x01\x12\x1c\n\x07node_id\x18\x03 \x01(\tB\x0b\x82\xfb\x18\x07\x08\x01(\x80\x01@\x02\x12\x10\n\x08use_spot\x18\x04 \x01(\x08\x12\x43\n\x06labels\x18\x05 \x03(\x0b\x32%.styx.v1.ProvisionRequest.LabelsEntryB\x0c\x82\xfb\x18\x08(\x80\x08\x38\x80\x02@\x02\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"Q\n\x10TerminateRequest\x12\x1f\n\nrequest_id\x18\x01 \x01(\tB\x0b\x82\xfb\x18\x07\x08\x01(\x80\x01@\x02\x12\x1c\n\x07node_id\x18\x02 \x01(\tB\x0b\x82\xfb\x18\x07\x08\x01(\x80\x01@\x02\"L\n\x0bStopRequest\x12\x1f\n\nrequest_id\x18\x01 \x01(\tB\x0b\x82\xfb\x18\x07\x08\x01(\x80\x01@\x02\x12\x1c\n\x07node_id\x18\x02 \x01(\tB\x0b\x82\xfb\x18\x07\x08\x01(\x80\x01@\x02\"M\n\x0cStartRequest\x12\x1f\n\nrequest_id\x18\x01 \x01(\tB\x0b\x82\xfb\x18\x07\x08\x01(\x80\x01@\x02\x12\x1c\n\x07node_id\x18\x02 \x01(\tB\x0b\x82\xfb\x18\x07\x08\x01(\x80\x01@\x02\"8\n\x13GetOperationRequest\x12!\n\x0coperation_id\x18\x01 \x01(\tB\x0b\x82\xfb\x18\x07\x08\x01(\x80\x01@\x02\":\n\x15WatchOperationRequest\x12!\n\x0coperation_id\x18\x01 \x01(\tB\x0b\x82\xfb\x18\x07\x08\x01(\x80\x01@\x02\"J\n\rProviderError\x12(\n\x04kind\x18\x01 \x01(\x0e\x32\x1a.styx.v1.ProviderErrorKind\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xc6\x01\n\x08Instance\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x1d\n\x05offer\x18\x04 \x01(\x0b\x32\x0e.styx.v1.Offer\x12%\n\x05state\x18\x05 \x01(\x0e\x32\x16.styx.v1.InstanceState\x12\x0c\n\x04spot\x18\x06 \x01(\x08\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xac\x02\n\tOperation\x12\x14\n\x0coperation_id\x18\x01 \x01(\t\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.styx.v1.OperationKind\x12&\n\x05state\x18\x03 \x01(\x0e\x32\x17.styx.v1.OperationState\x12\x0f\n\x07node_id\x18\x04 \x01(\t\x12#\n\x08instance\x18\x05 \x01(\x0b\x32\x11.styx.v1.Instance\x12%\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x16.styx.v1.ProviderError\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"X\n\x19GetProviderCatalogRequest\x12\x1c\n\x08provider\x18\x01 \x01(\tB\n\x82\xfb\x18\x06\x08\x01(@@\x02\x12\x1d\n\x07regions\x18\x02 \x03(\tB\x0c\x82\xfb\x18\x08(\x80\x01\x38\xe8\x07@\x02\"N\n\x14ListInstancesRequest\x12\x1a\n\x08provider\x18\x01 \x01(\tB\x08\x82\xfb\x18\x04(@@\x02\x12\x1a\n\x12include_terminated\x18\x02 \x01(\x08\"=\n\x15ListInstancesResponse\x12$\n\tinstances\x18\x01 \x03(\x0b\x32\x11.styx.v1.Instance*\xa1\x01\n\x0eOperationState\x12\x1f\n\x1bOPERATION_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17OPERATION_STATE_PENDING\x10\x01\x12\x1b\n\x17OPERATION_STATE_RUNNING\x10\x02\x12\x18\n\x14OPERATION_STATE_DONE\x10\x03\x12\x1a\n\x16OPERATION_STATE_FAILED\x10\x04*\xda\x01\n\x11ProviderErrorKind\x12#\n\x1fPROVIDER_ERROR_KIND_UNSPECIFIED\x10\x00\x12 \n\x1cPROVIDER_ERROR_KIND_CAPACITY\x10\x01\x12\x1d\n\x19PROVIDER_ERROR_KIND_QUOTA\x10\x02\x12\x1c\n\x18PROVIDER_ERROR_KIND_AUTH\x10\x03\x12\x1f\n\x1bPROVIDER_ERROR_KIND_INVALID\x10\x04\x12 \n\x1cPROVIDER_ERROR_KIND_INTERNAL\x10\x05*\x9e\x01\n\rOperationKind\x12\x1e\n\x1aOPERATION_KIND_UNSPECIFIED\x10\x00\x12\x1c\n\x18OPERATION_KIND_PROVISION\x10\x01\x12\x1c\n\x18OPERATION_KIND_TERMINATE\x10\x02\x12\x17\n\x13OPERATION_KIND_STOP\x10\x03\x12\x18\n\x14OPERATION_KIND_START\x10\x04*\xc2\x01\n\rInstanceState\x12\x1e\n\x1aINSTANCE_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16INSTANCE_STATE_PENDING\x10\x01\x12\x1a\n\x16INSTANCE_STATE_RUNNING\x10\x02\x12\x1e\n\x1aINSTANCE_STATE_TERMINATING\x10\x03\x12\x1d\n\x19INSTANCE_STATE_TERMINATED\x10\x04\x12\x1a\n\x16INSTANCE_STATE_STOPPED\x10\x05\x32\xb3\x05\n\x0bProvisioner\x12N\n\rListProviders\x12\x1d.styx.v1.ListProvidersRequest\x1a\x1e.styx.v1.ListProvidersResponse\x12\x45\n\nListOffers\x12\x1a.styx.v1.ListOffersRequest\x1a\x1b.styx.v1.ListOffersResponse\x12:\n\tProvision\x12\x19.styx.v1.ProvisionRequest\x1a\x12.styx.v1.Operation\x12:\n\tTerminate\x12\x19.styx.v1.TerminateRequest\x1a\x12.styx.v1.Operation\x12\x30\n\x04Stop\x12\x14.styx.v1.StopRequest\x1a\x12.styx.v1.Operation\x12\x32\n\x05Start\x12\x15.styx.v1.StartRequest\x1a\x12.styx.v1.Operation\x12@\n\x0cGetOperation\x12\x1c.styx.v1.GetOperationRequest\x1a\x12.styx.v1.Operation\x12\x46\n\x0eWatchOperation\x12\x1e.styx.v1.WatchOperationRequest\x1a\x12.styx.v1.Operation0\x01\x12N\n\rListInstances\x12\x1d.styx.v1.ListInstancesRequest\x1a\x1e.styx.v1.ListInstancesResponse\x12U\n\x12GetProviderCatalog\x12\".styx.v1.GetProviderCatalogRequest\x1a\x1b.styx.v1.ListOffersResponseB[\n\x0b\x64\x65v.styx.v1B\x10ProvisionerProtoP\x01Z.github.com/styx-dev/styx/gen/go/styx/v1;styxv1\xaa\x02\x07Styx.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -69,50 +69,50 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETPROVIDERCATALOGREQUEST'].fields_by_name['regions']._serialized_options = b'\202\373\030\010(\200\0018\350\007@\002'
   _globals['_LISTINSTANCESREQUEST'].fields_by_name['provider']._loaded_options = None
   _globals['_LISTINSTANCESREQUEST'].fields_by_name['provider']._serialized_options = b'\202\373\030\004(@@\002'
-  _globals['_OPERATIONSTATE']._serialized_start=1814
-  _globals['_OPERATIONSTATE']._serialized_end=1975
-  _globals['_PROVIDERERRORKIND']._serialized_start=1978
-  _globals['_PROVIDERERRORKIND']._serialized_end=2196
-  _globals['_OPERATIONKIND']._serialized_start=2199
-  _globals['_OPERATIONKIND']._serialized_end=2357
-  _globals['_INSTANCESTATE']._serialized_start=2360
-  _globals['_INSTANCESTATE']._serialized_end=2554
+  _globals['_OPERATIONSTATE']._serialized_start=1836
+  _globals['_OPERATIONSTATE']._serialized_end=1997
+  _globals['_PROVIDERERRORKIND']._serialized_start=2000
+  _globals['_PROVIDERERRORKIND']._serialized_end=2218
+  _globals['_OPERATIONKIND']._serialized_start=2221
+  _globals['_OPERATIONKIND']._serialized_end=2379
+  _globals['_INSTANCESTATE']._serialized_start=2382
+  _globals['_INSTANCESTATE']._serialized_end=2576
   _globals['_PROVIDERINFO']._serialized_start=114
-  _globals['_PROVIDERINFO']._serialized_end=189
-  _globals['_LISTPROVIDERSREQUEST']._serialized_start=191
-  _globals['_LISTPROVIDERSREQUEST']._serialized_end=213
-  _globals['_LISTPROVIDERSRESPONSE']._serialized_start=215
-  _globals['_LISTPROVIDERSRESPONSE']._serialized_end=280
-  _globals['_LISTOFFERSREQUEST']._serialized_start=282
-  _globals['_LISTOFFERSREQUEST']._serialized_end=329
-  _globals['_LISTOFFERSRESPONSE']._serialized_start=331
-  _globals['_LISTOFFERSRESPONSE']._serialized_end=383
-  _globals['_PROVISIONREQUEST']._serialized_start=386
-  _globals['_PROVISIONREQUEST']._serialized_end=640
-  _globals['_PROVISIONREQUEST_LABELSENTRY']._serialized_start=595
-  _globals['_PROVISIONREQUEST_LABELSENTRY']._serialized_end=640
-  _globals['_TERMINATEREQUEST']._serialized_start=642
-  _globals['_TERMINATEREQUEST']._serialized_end=723
-  _globals['_STOPREQUEST']._serialized_start=725
-  _globals['_STOPREQUEST']._serialized_end=801
-  _globals['_STARTREQUEST']._serialized_start=803
-  _globals['_STARTREQUEST']._serialized_end=880
-  _globals['_GETOPERATIONREQUEST']._serialized_start=882
-  _globals['_GETOPERATIONREQUEST']._serialized_end=938
-  _globals['_WATCHOPERATIONREQUEST']._serialized_start=940
-  _globals['_WATCHOPERATIONREQUEST']._serialized_end=998
-  _globals['_PROVIDERERROR']._serialized_start=1000
-  _globals['_PROVIDERERROR']._serialized_end=1074
-  _globals['_INSTANCE']._serialized_start=1077
-  _globals['_INSTANCE']._serialized_end=1275
-  _globals['_OPERATION']._serialized_start=1278
-  _globals['_OPERATION']._serialized_end=1578
-  _globals['_GETPROVIDERCATALOGREQUEST']._serialized_start=1580
-  _globals['_GETPROVIDERCATALOGREQUEST']._serialized_end=1668
-  _globals['_LISTINSTANCESREQUEST']._serialized_start=1670
-  _globals['_LISTINSTANCESREQUEST']._serialized_end=1748
-  _globals['_LISTINSTANCESRESPONSE']._serialized_start=1750
-  _globals['_LISTINSTANCESRESPONSE']._serialized_end=1811
-  _globals['_PROVISIONER']._serialized_start=2557
-  _globals['_PROVISIONER']._serialized_end=3248
+  _globals['_PROVIDERINFO']._serialized_end=211
+  _globals['_LISTPROVIDERSREQUEST']._serialized_start=213
+  _globals['_LISTPROVIDERSREQUEST']._serialized_end=235
+  _globals['_LISTPROVIDERSRESPONSE']._serialized_start=237
+  _globals['_LISTPROVIDERSRESPONSE']._serialized_end=302
+  _globals['_LISTOFFERSREQUEST']._serialized_start=304
+  _globals['_LISTOFFERSREQUEST']._serialized_end=351
+  _globals['_LISTOFFERSRESPONSE']._serialized_start=353
+  _globals['_LISTOFFERSRESPONSE']._serialized_end=405
+  _globals['_PROVISIONREQUEST']._serialized_start=408
+  _globals['_PROVISIONREQUEST']._serialized_end=662
+  _globals['_PROVISIONREQUEST_LABELSENTRY']._serialized_start=617
+  _globals['_PROVISIONREQUEST_LABELSENTRY']._serialized_end=662
+  _globals['_TERMINATEREQUEST']._serialized_start=664
+  _globals['_TERMINATEREQUEST']._serialized_end=745
+  _globals['_STOPREQUEST']._serialized_start=747
+  _globals['_STOPREQUEST']._serialized_end=823
+  _globals['_STARTREQUEST']._serialized_start=825
+  _globals['_STARTREQUEST']._serialized_end=902
+  _globals['_GETOPERATIONREQUEST']._serialized_start=904
+  _globals['_GETOPERATIONREQUEST']._serialized_end=960
+  _globals['_WATCHOPERATIONREQUEST']._serialized_start=962
+  _globals['_WATCHOPERATIONREQUEST']._serialized_end=1020
+  _globals['_PROVIDERERROR']._serialized_start=1022
+  _globals['_PROVIDERERROR']._serialized_end=1096
+  _globals['_INSTANCE']._serialized_start=1099
+  _globals['_INSTANCE']._serialized_end=1297
+  _globals['_OPERATION']._serialized_start=1300
+  _globals['_OPERATION']._serialized_end=1600
+  _globals['_GETPROVIDERCATALOGREQUEST']._serialized_start=1602
+  _globals['_GETPROVIDERCATALOGREQUEST']._serialized_end=1690
+  _globals['_LISTINSTANCESREQUEST']._serialized_start=1692
+  _globals['_LISTINSTANCESREQUEST']._serialized_end=1770
+  _globals['_LISTINSTANCESRESPONSE']._serialized_start=1772
+  _globals['_LISTINSTANCESRESPONSE']._serialized_end=1833
+  _globals['_PROVISIONER']._serialized_start=2579
+  _globals['_PROVISIONER']._serialized_end=3270
 # @@protoc_insertion_point(module_scope)

@@ -69,16 +69,18 @@ INSTANCE_STATE_TERMINATED: InstanceState
 INSTANCE_STATE_STOPPED: InstanceState
 
 class ProviderInfo(_message.Message):
-    __slots__ = ("name", "enabled", "reason", "hint")
+    __slots__ = ("name", "enabled", "reason", "hint", "capabilities")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ENABLED_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     HINT_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     name: str
     enabled: bool
     reason: str
     hint: str
-    def __init__(self, name: _Optional[str] = ..., enabled: _Optional[bool] = ..., reason: _Optional[str] = ..., hint: _Optional[str] = ...) -> None: ...
+    capabilities: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., enabled: _Optional[bool] = ..., reason: _Optional[str] = ..., hint: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListProvidersRequest(_message.Message):
     __slots__ = ()
