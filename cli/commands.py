@@ -66,6 +66,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         priority=args.priority,
         envs=args.env,
         workdir=args.workdir or "",
+        secrets=args.secret,
+        env_files=args.env_file,
     )
     with connect() as client:
         reply = client.call(

@@ -68,6 +68,12 @@ def build_job(args: argparse.Namespace) -> LaunchJob:
                 # A workdir in a YAML file is relative to the file, as in SkyPilot.
                 workdir = (path.resolve().parent / Path(dirs[0]).expanduser()).resolve()
         else:
+            if len(entry) == 1 and Path(entry[0]).is_dir():
+                raise CliError(
+                    f"sky launch: {entry[0]} is a directory, not a task YAML; give DIR/task.yaml, "
+                    f"or ship it with --workdir {entry[0]} -- CMD",
+                    EXIT_USAGE,
+                )
             if not entry:
                 raise CliError(
                     "sky launch: give a task YAML file or a command, e.g. sky launch task.yaml "
@@ -89,7 +95,8 @@ def build_job(args: argparse.Namespace) -> LaunchJob:
             use_spot=args.use_spot,
             infra=args.infra,
             arch=getattr(args, "arch", None),
-            envs=parse_envs(args.env),
+            envs=parse_envs(args.env, env_files=args.env_file),
+            secrets=parse_envs(args.secret, "--secret"),
         )
         tasks = list(job.tasks)
         if args.gpus is not None:
@@ -149,7 +156,7 @@ def task_to_pb(entry: Any) -> Any:
     from styx.common.resources import resources_to_pb
     from styx.scheduler.convert import spec_to_pb
 
-    msg = spec_to_pb(entry.spec)
+    msg = spec_to_pb(entry.spec, reveal_secrets=True)
     fields = msg.resources.DESCRIPTOR.fields_by_name
     if entry.instance_type and "instance_type" in fields:
         msg.resources.instance_type = entry.instance_type
