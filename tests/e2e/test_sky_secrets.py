@@ -18,8 +18,11 @@ from helpers import SkyCli
 
 YAML_SECRET = "yaml-s3cr3t-5f0c1e9a77"
 CLI_SECRET = "cli-t0ken-8d2b44e1c3"
-# Prints the hashes of both secrets and of an env, so the test sees they arrived.
-HASHER = "import hashlib, os; print(*(hashlib.sha256(os.environ.get(k, '-').encode()).hexdigest() for k in ('API_KEY', 'CLI_TOKEN')))"
+# Prints the hashes of both secrets, so the test sees they arrived without seeing them.
+HASHER = (
+    "import hashlib, os\n"
+    "print(*(hashlib.sha256(os.environ.get(k, '-').encode()).hexdigest() for k in ('API_KEY', 'CLI_TOKEN')))"
+)
 
 
 def _sha(text: str) -> str:
