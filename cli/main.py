@@ -153,10 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(handler="commands:cmd_status")
 
     logs = sub.add_parser("logs", help="print a task's output")
-    logs.add_argument("task", help="task id")
+    logs.add_argument("task", help="task id (or the job id of a one-task job)")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the task ends")
     logs.add_argument("--attempt", type=int, default=0, help="attempt to show (default: the latest)")
     logs.add_argument("--rank", type=int, default=0, help="node rank of a multi-node task to show (default 0)")
+    logs.add_argument("--tail", type=int, metavar="N", help="start from the last N lines (0: only new output)")
     logs.set_defaults(handler="commands:cmd_logs")
 
     cancel = sub.add_parser("cancel", help="cancel jobs (j-...) or tasks (t-...)")
