@@ -43,7 +43,7 @@ def test_the_env_key_wins_and_a_bad_or_other_key_is_clear(tmp_path: Path, monkey
     assert not (tmp_path / "unused.key").exists()
     sealed = box.seal({"K": VALUE})
     assert SecretBox(key.encode()).open(sealed) == {"K": VALUE}
-    with pytest.raises(SecretOpenError, match="key .* changed"):
+    with pytest.raises(SecretOpenError, match=r"key .* changed"):
         SecretBox(Fernet.generate_key()).open(sealed)
     monkeypatch.setenv("STYX_SECRET_KEY", "not-a-key")
     with pytest.raises(SecretKeyError, match="not a Fernet key"):
