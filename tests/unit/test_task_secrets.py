@@ -122,3 +122,16 @@ def test_dotenv_files(tmp_path: Path) -> None:
         parse_env_file(str(path))
     with pytest.raises(CliError, match="cannot read"):
         parse_env_file(str(tmp_path / "missing.env"))
+
+
+def test_the_schedulers_request_digests_are_keyed(engine_factory) -> None:
+    """A SubmitJob's digest covers its secrets: a plain SHA-256 of the request would let
+    anyone holding the store check guesses of a secret offline; an HMAC does not."""
+    from styx.common.idempotency import RequestLog, digest
+    from styx.scheduler import tables
+
+    box = SecretBox(Fernet.generate_key())
+    log = RequestLog(engine_factory("scheduler"), tables.requests, digest_key=box.derive(b"request-digest"))
+    payload = b"payload with a secret"
+    assert log.digest("M", payload) == log.digest("M", payload) != digest("M", payload)
+    assert box.derive(b"request-digest") != SecretBox(Fernet.generate_key()).derive(b"request-digest")

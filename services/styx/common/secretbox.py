@@ -13,6 +13,8 @@ request validator) stay cheap to import.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import tempfile
 from collections.abc import Mapping
@@ -48,6 +50,7 @@ class SecretBox:
     def __init__(self, key: bytes) -> None:
         from cryptography.fernet import Fernet
 
+        self._key = key
         try:
             self._fernet = Fernet(key)
         except (ValueError, TypeError):
@@ -64,6 +67,11 @@ class SecretBox:
         if text:
             return cls(text.encode())
         return cls(_read_or_create_key(key_file or default_key_file()))
+
+    def derive(self, purpose: bytes) -> bytes:
+        """A key for another use (HMAC-SHA256 of ``purpose`` under this key), e.g. the
+        request-digest key of the scheduler's request log."""
+        return hmac.new(self._key, purpose, hashlib.sha256).digest()
 
     def seal(self, values: Mapping[str, str]) -> dict[str, str]:
         """Each value encrypted (a Fernet token as text); keys are kept as they are."""

@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
             agent_pb2.DESCRIPTOR.services_by_name["AgentGateway"].full_name,
         ]
 
-    requests = RequestLog(engine, tables.requests)
+    requests = RequestLog(engine, tables.requests, digest_key=secrets.derive(b"request-digest"))
     running = start_server(cfg.host, cfg.port, cfg.token, register, max_workers=256, tls=cfg.tls, requests=requests)
     register_gauges(
         {"styx_tasks": ("Tasks by state.", ["state"], lambda: {(k,): v for k, v in core.count_by_state().items()})}
