@@ -121,3 +121,15 @@ def test_a_secret_wins_over_an_env_and_sky_run_takes_secret(sky: SkyCli) -> None
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == _sha(YAML_SECRET)
+
+
+def test_a_plane_keyed_by_styx_secret_key_keeps_no_key_file_and_tasks_never_see_it(fresh_sky: SkyCli) -> None:
+    from cryptography.fernet import Fernet
+
+    key = Fernet.generate_key().decode()
+    probe = "import hashlib, os; print('KEY' if 'STYX_SECRET_KEY' in os.environ else 'NOKEY', os.environ['S'])"
+    proc = fresh_sky("run", "--secret", "S=given", "--", sys.executable, "-c", probe, STYX_SECRET_KEY=key)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["NOKEY", "given"]
+    assert not (fresh_sky.home / "local" / "secret.key").exists(), "STYX_SECRET_KEY should win over the key file"
+    assert key not in "".join(p.read_text(errors="replace") for p in _every_file(fresh_sky.home))
