@@ -430,8 +430,9 @@ def apply_overrides(
             if key not in given[kind]:
                 flag = "--env" if kind == "envs" else "--secret"
                 also = " or --env-file FILE" if kind == "envs" else ""
+                what = "environment variable" if kind == "envs" else "secret"
                 raise InvalidArgument(
-                    f"{where}: {kind[:-1]} {key} has no value; give it with {flag} {key}=VALUE ({flag} {key} "
+                    f"{where}: {what} {key} has no value; give it with {flag} {key}=VALUE ({flag} {key} "
                     f"copies it from this shell){also}, or write {key}: '' in the file for an empty value"
                 )
         spec = replace(entry.spec, resources=res, envs=given["envs"], secrets=given["secrets"])
