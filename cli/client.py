@@ -44,7 +44,7 @@ class SchedulerClient:
     def __init__(self, target: Target) -> None:
         self.target = target
         self.endpoint = target.scheduler
-        self._channel = open_channel(target.scheduler, target.token)
+        self._channel = open_channel(target.scheduler, target.token, tls_ca=target.tls_ca, plaintext=target.plaintext)
         self.stub = scheduler_pb2_grpc.SchedulerStub(self._channel)
 
     def close(self) -> None:

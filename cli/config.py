@@ -30,6 +30,10 @@ class Target:
     token: str = field(default="", repr=False)
     # True when this is the embedded plane under STYX_HOME (started on demand).
     local: bool = False
+    #: CA file the plane's certificates chain to ("" : STYX_TLS_CA / STYX_TLS decide).
+    tls_ca: str = ""
+    #: The plane is known to serve plaintext (the local one without TLS): ignore STYX_TLS_*.
+    plaintext: bool = False
 
 
 def styx_home(env: Mapping[str, str] | None = None) -> Path:
@@ -113,4 +117,6 @@ def resolve_target(env: Mapping[str, str] | None = None) -> Target:
         provisioner=plane.provisioner,
         token=plane.token,
         local=True,
+        tls_ca=plane.tls_ca,
+        plaintext=not plane.tls,
     )

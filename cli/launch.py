@@ -263,7 +263,7 @@ def rank_offers(job: plan.LaunchJob) -> RankedPlan | None:
     if not target.broker:
         output.info("no broker endpoint configured (STYX_BROKER_ENDPOINT); offers cannot be ranked")
         return None
-    channel = open_channel(target.broker, target.token)
+    channel = open_channel(target.broker, target.token, tls_ca=target.tls_ca, plaintext=target.plaintext)
     result = RankedPlan()
     try:
         stub = broker_pb2_grpc.ResourceBrokerStub(channel)

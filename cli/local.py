@@ -8,7 +8,7 @@ import time
 
 from styx_cli import output
 from styx_cli.config import styx_home
-from styx_cli.errors import EXIT_OK, EXIT_UNREACHABLE, CliError
+from styx_cli.errors import EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, CliError
 
 
 def cmd_local(args: argparse.Namespace) -> int:
@@ -16,12 +16,14 @@ def cmd_local(args: argparse.Namespace) -> int:
     from styx import localplane
 
     home = styx_home()
+    if args.action != "up" and getattr(args, "tls", None) is not None:
+        raise CliError("--tls / --no-tls go with `sky local up`", EXIT_USAGE)
     if args.action == "up":
         before = localplane.status(home)
         if not before.running:
             output.info("starting the local control plane (scheduler, broker, provisioner) ...")
         try:
-            localplane.ensure(home)
+            localplane.ensure(home, tls=getattr(args, "tls", None))
         except localplane.PlaneError as exc:
             raise CliError(f"cannot start the local control plane: {exc}", EXIT_UNREACHABLE) from exc
         return _print_status(localplane.status(home, check_health=True), as_json=False)
@@ -45,6 +47,8 @@ def _print_status(st: object, as_json: bool) -> int:
                 {
                     "home": str(st.home),
                     "running": st.running,
+                    "tls": bool(st.plane and st.plane.tls),
+                    "tls_ca": st.plane.tls_ca if st.plane else "",
                     "services": [
                         {
                             "name": s.name,
@@ -76,4 +80,7 @@ def _print_status(st: object, as_json: bool) -> int:
         note = " (stale: run sky local up)"
     title = f"local control plane in {st.home}{note}"
     output.print_kv(title, rows)
+    if st.plane.tls:
+        ca = st.plane.tls_ca or "as STYX_TLS_CA / STYX_TLS say"
+        print(f"TLS: on; clients verify against {ca}")
     return EXIT_OK if st.running else EXIT_UNREACHABLE

@@ -184,6 +184,15 @@ def build_parser() -> argparse.ArgumentParser:
     local = sub.add_parser("local", help="manage the local control plane (up | down | status)")
     local.add_argument("action", choices=("up", "down", "status"))
     local.add_argument("--json", action="store_true", help="status as JSON")
+    tls = local.add_mutually_exclusive_group()
+    tls.add_argument(
+        "--tls",
+        dest="tls",
+        action="store_true",
+        default=None,
+        help="up: serve TLS with a CA made for this home (kept in STYX_HOME/local/tls; later starts keep TLS)",
+    )
+    tls.add_argument("--no-tls", dest="tls", action="store_false", help="up: serve plaintext (forgets the local CA)")
     local.set_defaults(handler="local:cmd_local")
     return parser
 

@@ -32,7 +32,7 @@ class ServiceClient(SchedulerClient):
         self.target = target
         self.service = service
         self.endpoint = endpoint
-        self._channel = open_channel(endpoint, target.token)
+        self._channel = open_channel(endpoint, target.token, tls_ca=target.tls_ca, plaintext=target.plaintext)
         self.stub = stub_class(self._channel)
 
     def __enter__(self) -> ServiceClient:

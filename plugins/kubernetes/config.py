@@ -6,7 +6,9 @@ Environment (``STYX_K8S_CONFIG_FILE`` may hold any of them as YAML / JSON, ``ima
 - ``STYX_K8S_KUBECONFIG``: the kubeconfig file (default ``$KUBECONFIG``, else
   ``~/.kube/config``). Each of its contexts is a region (``infra: k8s/CONTEXT``).
   Without a kubeconfig, inside a pod (``KUBERNETES_SERVICE_HOST`` set), the in-cluster
-  service account is used as the one region ``in-cluster``.
+  service account is used as the one region ``in-cluster``: its token, CA and namespace
+  from ``STYX_K8S_SERVICE_ACCOUNT_DIR`` (default ``SERVICE_ACCOUNT_DIR``, where the
+  kubelet mounts them).
 - ``STYX_K8S_CONTEXTS``: only these contexts (comma-separated; default: all).
 - ``STYX_K8S_NAMESPACE``: namespace of Styx pods (default: the context's, else ``default``).
 - ``STYX_K8S_IMAGE``: the agent image (default ``DEFAULT_IMAGE``, built from deploy/ with
@@ -39,6 +41,8 @@ INSTALL_HINT = "pip install 'styx[kubernetes]'"
 #: The region name of the in-cluster configuration.
 IN_CLUSTER = "in-cluster"
 PREFIX = "STYX_K8S_"
+#: Where the kubelet mounts a pod's service account (token, ca.crt, namespace).
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,9 @@ class KubeSettings:
     start_timeout_s: float
     poll_s: float
     in_cluster: bool
+    service_account_dir: str
+    #: The environment the settings came from (in-cluster config reads the service host from it).
+    env: Mapping[str, str]
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> KubeSettings:
@@ -79,4 +86,6 @@ class KubeSettings:
             start_timeout_s=c.number("STYX_K8S_START_TIMEOUT_SECONDS", 600.0, positive=True),
             poll_s=c.number("STYX_K8S_POLL_SECONDS", 1.0, positive=True),
             in_cluster=in_cluster,
+            service_account_dir=c.get("STYX_K8S_SERVICE_ACCOUNT_DIR", SERVICE_ACCOUNT_DIR),
+            env=dict(env),
         )

@@ -62,7 +62,14 @@ def labels_of(request: CreateRequest, shape: Shape, context: str = "") -> dict[s
     return {**tags, SHAPE_LABEL: shape.instance_type, CONTEXT_LABEL: context_label(context or request.offer.region)}
 
 
-def secret_body(name: str, labels: Mapping[str, str], request: CreateRequest, context: str) -> dict[str, Any]:
+#: Annotation on a node's Secret: when (epoch seconds, provider clock) it was last written.
+#: A replace keeps ``creationTimestamp``, so orphan collection goes by this instead.
+WRITTEN_AT = "styx.dev/written-at"
+
+
+def secret_body(
+    name: str, labels: Mapping[str, str], request: CreateRequest, context: str, written_at: float
+) -> dict[str, Any]:
     """The Secret with the agent's settings."""
     env = agent_env("kubernetes", request, region=context)
     if request.agent_launch.tls_ca_pem:
@@ -70,7 +77,7 @@ def secret_body(name: str, labels: Mapping[str, str], request: CreateRequest, co
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": name, "labels": dict(labels)},
+        "metadata": {"name": name, "labels": dict(labels), "annotations": {WRITTEN_AT: f"{written_at:.0f}"}},
         "type": "Opaque",
         "stringData": env,
     }

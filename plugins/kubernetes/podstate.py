@@ -45,7 +45,24 @@ def why(exc: BaseException, server: str) -> str:
         if exc.status in (401, 403):
             return f"{server} refused the credentials (HTTP {exc.status})"
         return f"{server} answered HTTP {exc.status} {exc.reason}"
+    if _caused_by_tls(exc):
+        return f"cannot verify {server}'s TLS certificate (CERTIFICATE_VERIFY_FAILED): check the CA it is given"
     return f"cannot reach {server} ({type(exc).__name__})"
+
+
+def _caused_by_tls(exc: BaseException) -> bool:
+    """Whether a TLS verification failure is behind ``exc`` (urllib3 wraps it in MaxRetryError)."""
+    import ssl
+
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(seen):
+            return True
+        reason = getattr(seen, "reason", None)
+        seen = reason if isinstance(reason, BaseException) else (seen.__cause__ or seen.__context__)
+    return False
 
 
 def error(exc: BaseException, doing: str, server: str) -> ProviderError:

@@ -17,7 +17,9 @@ provider. The pod and Secret are deleted first, and the broker tries the next of
 
 Instance ids are ``CONTEXT/NAMESPACE/POD``. ``terminate`` deletes the pod and its Secret;
 ``list_instances`` lists Styx-labelled pods of every context, so the reconciler deletes
-the ones no record owns.
+the ones no record owns; it also deletes node Secrets that have had no pod
+for ``ORPHAN_SECRET_AGE_S`` (a crash between the Secret and the Pod), which no instance
+record can own.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import os
 import threading
 from collections import Counter
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from styx.common.clock import Clock
@@ -59,6 +62,10 @@ MANAGED = f"{TAG_MANAGED}=true"
 # Seconds one API call may take (a dead API server must not stall the reconcile loop).
 _CALL_TIMEOUT_S = 10.0
 _PROBE_TIMEOUT_S = 3.0
+# A node Secret with no pod of its name, last written longer ago than this, is an orphan
+# (a provisioner died between the Secret and the Pod and no retry came): far above the
+# few milliseconds between the two creates, and a late retry writes the Secret again.
+ORPHAN_SECRET_AGE_S = 300.0
 
 
 class KubernetesProvider(ProviderBase):
@@ -89,7 +96,7 @@ class KubernetesProvider(ProviderBase):
         """Context -> namespace of every context Styx uses; ``ConfigError`` when there are none."""
         s = self.settings
         if s.in_cluster:
-            return {IN_CLUSTER: s.namespace or _in_cluster_namespace()}
+            return {IN_CLUSTER: s.namespace or _in_cluster_namespace(s.service_account_dir)}
         if not os.path.isfile(s.kubeconfig):
             # Checked before importing the client (about a second of CPU), which every
             # provisioner without a cluster would otherwise pay on each check.
@@ -124,8 +131,18 @@ class KubernetesProvider(ProviderBase):
             from kubernetes import client, config
 
             cfg = client.Configuration()
-            if context == IN_CLUSTER and self.settings.in_cluster:
-                config.load_incluster_config(client_configuration=cfg)
+            s = self.settings
+            if context == IN_CLUSTER and s.in_cluster:
+                from kubernetes.config.incluster_config import InClusterConfigLoader
+
+                sa = Path(s.service_account_dir)
+                try:
+                    InClusterConfigLoader(str(sa / "token"), str(sa / "ca.crt"), environ=s.env).load_and_set(cfg)
+                except config.ConfigException as exc:
+                    raise ConfigError(
+                        f"in-cluster config: {clip(str(exc), 160)}",
+                        f"mount a service account token at {sa} (or set STYX_K8S_KUBECONFIG)",
+                    ) from None
             else:
                 config.load_kube_config(self.settings.kubeconfig, context=context, client_configuration=cfg)
             cfg.retries = 1  # fail over quickly from a dead API server instead of retrying 3x
@@ -281,7 +298,7 @@ class KubernetesProvider(ProviderBase):
                 )
             best = max(of_model, key=lambda n: (n.free_gpus, n.name))
             gpu_resource, selector = best.gpu_resource, best.gpu_label
-        secret = pods.secret_body(name, labels, request, context)
+        secret = pods.secret_body(name, labels, request, context, self.clock.now())
         image = self.settings.image
         body = pods.pod_body(
             name,
@@ -374,6 +391,7 @@ class KubernetesProvider(ProviderBase):
                 listed = api.list_namespaced_pod(namespace, label_selector=MANAGED, _request_timeout=_CALL_TIMEOUT_S)
             except Exception as exc:
                 raise podstate.error(exc, f"list pods in k8s/{context}", self._server(context)) from exc
+            self._collect_orphan_secrets(api, context, namespace, {p.metadata.name for p in listed.items})
             for pod in listed.items:
                 labels = pod.metadata.labels or {}
                 if labels.get(pods.CONTEXT_LABEL, pods.context_label(context)) != pods.context_label(context):
@@ -389,6 +407,38 @@ class KubernetesProvider(ProviderBase):
         return out
 
     # -- helpers -------------------------------------------------------------------------
+
+    def _collect_orphan_secrets(self, api: Any, context: str, namespace: str, pod_names: set[str]) -> None:
+        """Delete this context's Styx node Secrets that have had no pod for a while.
+
+        Best effort: a Secret that cannot be listed or deleted now is tried next pass. Any
+        plane's orphan goes: a Secret without its pod serves nobody, and a create that comes
+        back for it later writes it again (``_create`` replaces or creates it).
+        """
+        try:
+            listed = api.list_namespaced_secret(namespace, label_selector=MANAGED, _request_timeout=_CALL_TIMEOUT_S)
+        except Exception as exc:
+            log.warning("kubernetes context %s: cannot list secrets (%s)", context, podstate.why(exc, ""))
+            return
+        now = self.clock.now()
+        for secret in listed.items:
+            meta = secret.metadata
+            labels = meta.labels or {}
+            if meta.name in pod_names or labels.get(pods.CONTEXT_LABEL, pods.context_label(context)) != (
+                pods.context_label(context)
+            ):
+                continue
+            try:
+                written = float((meta.annotations or {}).get(pods.WRITTEN_AT, ""))
+            except ValueError:
+                written = 0.0  # no stamp (written by hand): old
+            if now - written < ORPHAN_SECRET_AGE_S:
+                continue
+            log.info("deleting orphan node secret", extra={"secret": f"{context}/{namespace}/{meta.name}"})
+            try:
+                api.delete_namespaced_secret(meta.name, namespace, _request_timeout=_CALL_TIMEOUT_S)
+            except Exception as exc:
+                log.warning("could not delete orphan secret %s/%s: %s", namespace, meta.name, exc)
 
     def _read_pod(self, api: Any, name: str, namespace: str) -> Any | None:
         from kubernetes.client.exceptions import ApiException
@@ -429,9 +479,9 @@ def _split_id(instance_id: str) -> tuple[str, str, str]:
     return parts[0], parts[1], parts[2]
 
 
-def _in_cluster_namespace() -> str:
+def _in_cluster_namespace(service_account_dir: str) -> str:
     try:
-        with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace") as fh:
+        with open(Path(service_account_dir) / "namespace") as fh:
             return fh.read().strip() or "default"
     except OSError:
         return "default"

@@ -12,6 +12,8 @@ Layout under the Styx home (``$STYX_HOME``, default ``~/.styx``)::
                         "pids": {"scheduler": 123, ...}, "plane_id": ..., "started_at": ...}
     local/plane.lock   flock'ed while starting or stopping, so two ``sky`` runs that race
                        start one plane, not two
+    local/tls/         with ``sky local up --tls``: the plane's private CA and certificate
+                       (``styx.localtls``); while it is there, the plane serves TLS
     local/logs/<svc>.log   each service's stderr (JSON log lines)
     local/run/<svc>.ready  ready files the services write once serving
     state/<svc>.db     each service's SQLite store (kept across restarts)
@@ -30,6 +32,7 @@ import fcntl
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -39,8 +42,12 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from styx.common.config import CREDENTIAL_ENV, TOKEN_STDIN_ENV
+
+if TYPE_CHECKING:
+    import grpc
 
 SERVICES = ("scheduler", "broker", "provisioner")
 HOST = "127.0.0.1"
@@ -89,6 +96,11 @@ class Paths:
         return self.local / "token"
 
     @property
+    def tls_dir(self) -> Path:
+        """Directory of the plane's own CA and certificate (``sky local up --tls``)."""
+        return self.local / "tls"
+
+    @property
     def logs(self) -> Path:
         """Directory of the services' log files."""
         return self.local / "logs"
@@ -122,6 +134,11 @@ class Plane:
     ready: bool = False
     # repr=False: the token must never end up in a log line or an error message.
     token: str = field(default="", repr=False)
+    #: CA file the services' certificates chain to, when they serve TLS with a private CA.
+    tls_ca: str = ""
+    #: Whether the services serve TLS (then clients verify against ``tls_ca`` or, when
+    #: that is empty, as STYX_TLS / STYX_TLS_CA in the environment say).
+    tls: bool = False
 
     def endpoint(self, service: str) -> str:
         """host:port of ``service`` ("scheduler", "broker" or "provisioner")."""
@@ -137,6 +154,8 @@ class Plane:
             "plane_id": self.plane_id,
             "started_at": self.started_at,
             "ready": self.ready,
+            "tls": self.tls,
+            "tls_ca": self.tls_ca,
         }
 
 
@@ -177,19 +196,29 @@ class PlaneStatus:
 # ---------------------------------------------------------------------------- public API
 
 
-def ensure(home: Path | None = None, timeout: float = DEFAULT_START_TIMEOUT_S) -> Plane:
+def ensure(home: Path | None = None, timeout: float = DEFAULT_START_TIMEOUT_S, tls: bool | None = None) -> Plane:
     """Return the running plane of ``home``, starting one first when none is running.
 
     The fast path (plane.json present, every pid alive) takes no lock and imports no grpc.
+    ``tls`` as for :func:`start`.
     """
     paths = Paths(_home(home))
     plane = _read_plane(paths)
     if plane is not None and plane.ready and all(_alive(pid, svc) for svc, pid in plane.pids.items()):
+        _check_tls_wish(plane, tls)
         return plane
-    return start(paths.home, timeout=timeout)
+    return start(paths.home, timeout=timeout, tls=tls)
 
 
-def start(home: Path | None = None, timeout: float = DEFAULT_START_TIMEOUT_S) -> Plane:
+def _check_tls_wish(plane: Plane, tls: bool | None) -> None:
+    if tls is not None and tls != plane.tls:
+        now, wanted = ("with", "") if plane.tls else ("without", " --tls")
+        raise PlaneError(
+            f"the local control plane is running {now} TLS; `sky local down`, then `sky local up{wanted}`"
+        )
+
+
+def start(home: Path | None = None, timeout: float = DEFAULT_START_TIMEOUT_S, tls: bool | None = None) -> Plane:
     """Start the plane of ``home`` and wait until every service answers SERVING.
 
     Idempotent: when the plane is already running it is returned unchanged. A stale plane
@@ -198,11 +227,18 @@ def start(home: Path | None = None, timeout: float = DEFAULT_START_TIMEOUT_S) ->
     the tasks they run are left alone, so nothing runs twice. Stored state (the SQLite
     files) survives either way. Raises :class:`PlaneError` naming the log file of a
     service that died or did not become healthy in ``timeout`` seconds.
+
+    ``tls``: True serves TLS with the home's own CA (made under ``local/tls`` when absent),
+    False plaintext (and forgets that CA), None as the home did last time (TLS while
+    ``local/tls`` is there). ``STYX_TLS_CERT`` / ``STYX_TLS_KEY`` in the environment
+    instead serve the user's own certificate (then ``STYX_TLS_CA`` or ``STYX_TLS=1`` say
+    how to verify it). A running plane is returned as is, unless ``tls`` contradicts it.
     """
     paths = Paths(_home(home))
     with _locked(paths):
         current = status(paths.home)
         if current.running and current.plane is not None:
+            _check_tls_wish(current.plane, tls)
             return current.plane
         if current.plane is not None:
             # Some process died, or a starter was killed before the plane became ready
@@ -213,15 +249,16 @@ def start(home: Path | None = None, timeout: float = DEFAULT_START_TIMEOUT_S) ->
                 # Nothing of the plane serves and its ports went to other programs (after a
                 # reboot, say): start afresh on new ports, as agents could not dial the old.
                 _stop_locked(paths, current.plane)
-                return _start_locked(paths, timeout)
+                return _start_locked(paths, timeout, tls)
             if busy:
                 raise PlaneError(
                     f"the {busy[0]} died and its port {current.plane.endpoint(busy[0])} is now taken by "
                     "another program; `sky local down` stops the whole plane (and its running tasks), "
                     "then `sky local up` starts one on new ports"
                 )
+            _check_tls_wish(current.plane, tls)
             return _restart_dead_locked(paths, current.plane, dead, timeout)
-        return _start_locked(paths, timeout)
+        return _start_locked(paths, timeout, tls)
 
 
 def stop(home: Path | None = None) -> bool:
@@ -250,7 +287,7 @@ def status(home: Path | None = None, check_health: bool = False) -> PlaneStatus:
         alive = bool(pid) and _alive(pid, svc)
         health = ""
         if check_health:
-            health = _health(plane.endpoint(svc), timeout=2.0) if alive else "UNREACHABLE"
+            health = _health(plane, svc, timeout=2.0) if alive else "UNREACHABLE"
         services.append(
             ServiceStatus(
                 name=svc,
@@ -272,7 +309,7 @@ def read_token(home: Path | None = None) -> str:
 # ---------------------------------------------------------------------------- start
 
 
-def _start_locked(paths: Paths, timeout: float) -> Plane:
+def _start_locked(paths: Paths, timeout: float, tls: bool | None) -> Plane:
     for directory in (paths.local, paths.logs, paths.ready_file("x").parent, paths.home / "state"):
         directory.mkdir(parents=True, exist_ok=True)
         directory.chmod(0o700)  # state (secret env values), logs, token: the user's alone
@@ -280,7 +317,8 @@ def _start_locked(paths: Paths, timeout: float) -> Plane:
     ports = _free_ports(len(SERVICES))
     endpoints = {svc: f"{HOST}:{port}" for svc, port in zip(SERVICES, ports, strict=True)}
     plane_id = uuid.uuid4().hex
-    env = _service_env(paths, token, plane_id)
+    serves_tls, tls_ca, tls_env = _tls_setup(paths, tls)
+    env = {**_service_env(paths, token, plane_id), **tls_env}
 
     started: dict[str, subprocess.Popen[bytes]] = {}
     try:
@@ -296,6 +334,8 @@ def _start_locked(paths: Paths, timeout: float) -> Plane:
             scheduler=endpoints["scheduler"],
             broker=endpoints["broker"],
             provisioner=endpoints["provisioner"],
+            tls=serves_tls,
+            tls_ca=tls_ca,
         )
         # Record before waiting: if we are interrupted while waiting, `stop` still finds them.
         _write_plane(paths, plane)
@@ -312,6 +352,8 @@ def _start_locked(paths: Paths, timeout: float) -> Plane:
             scheduler=endpoints["scheduler"],
             broker=endpoints["broker"],
             provisioner=endpoints["provisioner"],
+            tls=serves_tls,
+            tls_ca=tls_ca,
         )
         _stop_locked(paths, partial, terminate_agents=False)
         raise
@@ -324,7 +366,8 @@ def _restart_dead_locked(paths: Paths, plane: Plane, dead: list[str], timeout: f
     endpoints = {svc: plane.endpoint(svc) for svc in SERVICES}
     for directory in (paths.local, paths.logs, paths.ready_file("x").parent, paths.home / "state"):
         directory.mkdir(parents=True, exist_ok=True)
-    env = _service_env(paths, token, plane.plane_id or uuid.uuid4().hex)
+    _, _, tls_env = _tls_setup(paths, plane.tls)
+    env = {**_service_env(paths, token, plane.plane_id or uuid.uuid4().hex), **tls_env}
     started: dict[str, subprocess.Popen[bytes]] = {}
     for svc in dead:
         paths.ready_file(svc).unlink(missing_ok=True)
@@ -368,13 +411,37 @@ def _service_args(paths: Paths, svc: str, endpoints: dict[str, str]) -> list[str
     return args
 
 
+def _tls_setup(paths: Paths, tls: bool | None) -> tuple[bool, str, dict[str, str]]:
+    """Whether the plane serves TLS, the CA its clients verify against, and the services'
+    extra environment (see :func:`start` for what ``tls`` means)."""
+    if os.environ.get("STYX_TLS_CERT") or os.environ.get("STYX_TLS_KEY"):
+        if tls is False:
+            raise PlaneError("STYX_TLS_CERT / STYX_TLS_KEY are set: unset them for a plaintext plane")
+        verify = {k: os.environ[k] for k in ("STYX_TLS", "STYX_TLS_CA", "STYX_TLS_SERVER_NAME") if k in os.environ}
+        return True, os.environ.get("STYX_TLS_CA", ""), verify
+    if tls is False:
+        shutil.rmtree(paths.tls_dir, ignore_errors=True)
+        return False, "", {}
+    if tls is None and not paths.tls_dir.is_dir():
+        return False, "", {}
+    from styx import localtls
+
+    try:
+        files = localtls.ensure(paths.tls_dir)
+    except (localtls.TlsSetupError, OSError) as exc:
+        raise PlaneError(f"cannot set up TLS in {paths.tls_dir}: {exc}") from None
+    return True, str(files.ca), files.service_env()
+
+
 def _service_env(paths: Paths, token: str, plane_id: str) -> dict[str, str]:
     env = dict(os.environ)
     # Client-side settings of the user's shell must not leak into the services: flags
     # name every endpoint explicitly. The token goes to each service's stdin (_spawn), not
     # into its environment, where the tasks the plane runs (same user) could read it from
     # /proc/<pid>/environ.
-    for key in ("STYX_ENDPOINT", *CREDENTIAL_ENV):
+    # TLS settings come from _tls_setup alone: a STYX_TLS_CA meant for a remote plane would
+    # make the services dial their plaintext peers with TLS.
+    for key in ("STYX_ENDPOINT", "STYX_TLS", "STYX_TLS_CA", "STYX_TLS_SERVER_NAME", *CREDENTIAL_ENV):
         env.pop(key, None)
     env.update(
         {
@@ -428,7 +495,7 @@ def _wait_healthy(paths: Paths, plane: Plane, procs: dict[str, subprocess.Popen[
                     f"the {svc} {how} while starting; see its log: "
                     f"{paths.log_file(svc)}{_last_line(paths.log_file(svc))}"
                 )
-            if _health(plane.endpoint(svc), timeout=1.0) == "SERVING":
+            if _health(plane, svc, timeout=1.0) == "SERVING":
                 pending.discard(svc)
         if not pending:
             return
@@ -441,12 +508,12 @@ def _wait_healthy(paths: Paths, plane: Plane, procs: dict[str, subprocess.Popen[
         time.sleep(0.1)
 
 
-def _health(endpoint: str, timeout: float) -> str:
-    """Ask the standard health service; "UNREACHABLE" when it does not answer."""
+def _health(plane: Plane, svc: str, timeout: float) -> str:
+    """Ask ``svc``'s standard health service; "UNREACHABLE" when it does not answer."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    with grpc.insecure_channel(endpoint) as channel:
+    with _channel(plane, plane.endpoint(svc), "") as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=""), timeout=timeout
@@ -480,7 +547,7 @@ def _stop_locked(paths: Paths, plane: Plane, terminate_agents: bool = True) -> N
     if terminate_agents and plane.pids.get("provisioner") and _alive(plane.pids["provisioner"], "provisioner"):
         # Ask the provisioner first: it owns the agents and records their termination.
         with contextlib.suppress(Exception):
-            _terminate_instances(plane.provisioner, plane.token or _ensure_token(paths))
+            _terminate_instances(plane, plane.token or _ensure_token(paths))
     live = {svc: pid for svc, pid in plane.pids.items() if pid and _alive(pid, svc)}
     for pid in live.values():
         with contextlib.suppress(ProcessLookupError):
@@ -517,16 +584,23 @@ def _wait_gone(pids: dict[str, int], grace: float) -> None:
         time.sleep(0.05)
 
 
-def _terminate_instances(endpoint: str, token: str) -> None:
+def _channel(plane: Plane, endpoint: str, token: str) -> grpc.Channel:
+    """A channel to one of ``plane``'s services: TLS exactly when the plane serves it (a
+    STYX_TLS_CA meant for some remote plane must not turn plaintext calls into TLS)."""
+    from styx.common.clients import open_channel
+
+    return open_channel(endpoint, token, tls_ca=plane.tls_ca, plaintext=not plane.tls)
+
+
+def _terminate_instances(plane: Plane, token: str) -> None:
     """Terminate every live instance the provisioner owns and wait for the operations."""
     import grpc
 
-    from styx.common.clients import open_channel
     from styx.v1 import provisioner_pb2, provisioner_pb2_grpc
 
     deadline = time.monotonic() + TERMINATE_AGENTS_TIMEOUT_S
     done = (provisioner_pb2.OPERATION_STATE_DONE, provisioner_pb2.OPERATION_STATE_FAILED)
-    with open_channel(endpoint, token) as channel:
+    with _channel(plane, plane.provisioner, token) as channel:
         stub = provisioner_pb2_grpc.ProvisionerStub(channel)
         instances = stub.ListInstances(provisioner_pb2.ListInstancesRequest(), timeout=5).instances
         ops = []
@@ -598,6 +672,8 @@ def _read_plane(paths: Paths) -> Plane | None:
             started_at=float(data.get("started_at", 0.0)),
             ready=bool(data.get("ready", False)),
             token=token,
+            tls=bool(data.get("tls", False)),
+            tls_ca=str(data.get("tls_ca", "")),
         )
     except FileNotFoundError:
         return None

@@ -12,7 +12,10 @@ speaks the documented REST wire format of the core/v1 API, for the parts Styx us
   creationTimestamp``, ``kind`` / ``apiVersion``), one global resourceVersion counter,
   ``labelSelector`` (equality terms only), ``watch=true`` streaming one JSON event per line
   (``ADDED`` of the current objects first when no resourceVersion is given);
-- errors as ``Status`` bodies: 404 NotFound, 409 AlreadyExists, 422 Invalid.
+- errors as ``Status`` bodies: 404 NotFound, 409 AlreadyExists, 422 Invalid, and 401
+  Unauthorized when ``token`` is set and a request lacks ``Authorization: Bearer <token>``;
+- HTTPS when ``tls`` names a certificate chain and key, as a pod's service account sees
+  the API server at ``KUBERNETES_SERVICE_HOST``.
 
 The scheduler: a created pod is bound to the first node (in the order given) whose
 allocatable cpu / memory / ``nvidia.com/gpu`` / ``amd.com/gpu`` minus the requests of the
@@ -161,8 +164,14 @@ class FakeKubernetes:
         work_dir: Path,
         base_env: Mapping[str, str] | None = None,
         namespaces: tuple[str, ...] = ("default",),
+        tls: tuple[Path, Path] | None = None,
+        token: str = "",
     ) -> None:
         self.nodes = list(nodes)
+        #: (certificate chain, key) PEM files: serve HTTPS, as a real API server does.
+        self.tls = tls
+        #: When set, every request must carry ``Authorization: Bearer <token>`` (else 401).
+        self.token = token
         self.work_dir = work_dir
         self.base_env = dict(base_env if base_env is not None else os.environ)
         self.namespaces = set(namespaces)
@@ -186,6 +195,12 @@ class FakeKubernetes:
             api = fake
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if self.tls is not None:
+            import ssl
+
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(str(self.tls[0]), str(self.tls[1]))
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
@@ -205,7 +220,7 @@ class FakeKubernetes:
     @property
     def url(self) -> str:
         """The server's base URL."""
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def kubeconfig(self, path: Path, contexts: Mapping[str, str] | None = None, current: str = "") -> Path:
         """Write a kubeconfig with one context per entry (context -> namespace), all here."""
@@ -638,6 +653,11 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""  # kubectl sends DeleteOptions bodies
         self.api.requests.append((method, url.path))
+        if self.api.token:
+            # The scheme is case-insensitive (RFC 7235); the in-cluster loader sends "bearer".
+            scheme, _, credential = (self.headers.get("Authorization") or "").partition(" ")
+            if scheme.lower() != "bearer" or credential != self.api.token:
+                return self._send(401, _status_body(401, "Unauthorized", "Unauthorized"))
         try:
             self._dispatch(method, url.path.strip("/").split("/"), query, raw)
         except _ApiError as exc:

@@ -184,3 +184,86 @@ def test_fake_serves_list_and_watch_to_the_official_client(cluster: FakeKubernet
     with pytest.raises(ApiException) as caught:
         api.read_namespaced_pod("styx-node-1", "default")
     assert caught.value.status == 404 and json.loads(caught.value.body)["reason"] == "NotFound"
+
+
+def test_an_orphan_secret_is_collected_once_it_is_old_and_podless(cluster: FakeKubernetes, tmp_path: Path) -> None:
+    """A provisioner killed between a node's Secret and its Pod, with no retry coming, left a
+    Secret no instance record owns: the reconciler's listing deletes it after a grace period
+    (on the injected clock), and never touches a Secret whose pod exists."""
+    from styx.provider import CreateRequest
+    from styx_plugins.kubernetes import pods, shapes
+
+    clock = FakeClock()
+    provider = KubernetesProvider(env=env(tmp_path), clock=clock)
+    offer = offer_of(provider, "cpu001-mem0002g")
+    running = create(provider, offer, node_id="node-1", request_id="req-1")
+    request = CreateRequest("node-2", offer, False, {}, "req-2", LAUNCH)
+    shape = shapes.parse_shape(offer.instance_type)
+    assert shape is not None
+    body = pods.secret_body("styx-node-2", pods.labels_of(request, shape, "a"), request, "a", clock.now())
+    provider.api("a").create_namespaced_secret("default", body)
+    assert sorted(s["metadata"]["name"] for s in cluster.secrets()) == ["styx-node-1", "styx-node-2"]
+
+    clock.advance(60)
+    assert [i.instance_id for i in provider.list_instances()] == [running]
+    assert len(cluster.secrets()) == 2  # young: perhaps its pod is being created right now
+
+    clock.advance(300)
+    assert [i.instance_id for i in provider.list_instances()] == [running]
+    assert [s["metadata"]["name"] for s in cluster.secrets()] == ["styx-node-1"]  # the pod's own stays
+    provider.terminate(running)
+    assert cluster.pods() == [] and cluster.secrets() == []
+
+
+def test_in_cluster_config_uses_the_mounted_service_account_over_verified_tls(tmp_path: Path) -> None:
+    """A provisioner in a pod (no kubeconfig, KUBERNETES_SERVICE_HOST set) reaches the API
+    server over HTTPS, verifying it with the mounted ca.crt, authenticated by the mounted
+    token, in the mounted namespace: offers, a pod and its cleanup all work there."""
+    pytest.importorskip("cryptography.x509")
+    from pki import make_pki
+
+    pki = make_pki(tmp_path / "pki")
+    token = "sa-token-" + os.urandom(8).hex()
+    nodes = [FakeNode("n1", cpus=4, memory_gib=16)]
+    fake = FakeKubernetes(
+        nodes, tmp_path / "kubelet", base_env={"PATH": os.environ["PATH"]}, namespaces=("team-a",),
+        tls=(pki["cert"], pki["key"]), token=token,
+    ).start()
+    sa = tmp_path / "serviceaccount"
+    sa.mkdir()
+    (sa / "token").write_text(token)
+    (sa / "ca.crt").write_bytes(pki["ca"].read_bytes())
+    (sa / "namespace").write_text("team-a")
+    sleeper = tmp_path / "sleeper"
+    sleeper.write_text("#!/bin/sh\nexec sleep 60\n")
+    sleeper.chmod(0o755)
+    in_pod = {
+        "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+        "KUBERNETES_SERVICE_PORT": str(fake.port),
+        "STYX_K8S_KUBECONFIG": str(tmp_path / "no-kubeconfig"),
+        "STYX_K8S_SERVICE_ACCOUNT_DIR": str(sa),
+        "STYX_K8S_AGENT_COMMAND": str(sleeper),
+        "STYX_K8S_POLL_SECONDS": "0.05",
+    }
+    try:
+        provider = KubernetesProvider(env=in_pod)
+        status = provider.check()
+        assert status.enabled, status
+        assert status.reason.startswith("in-cluster: reachable")
+        instance = create(provider, offer_of(provider, "cpu001-mem0002g", region="in-cluster"))
+        assert instance == "in-cluster/team-a/styx-node-1"
+        assert [p["metadata"]["namespace"] for p in fake.pods()] == ["team-a"]
+        provider.terminate(instance)
+        assert fake.pods() == [] and fake.secrets() == []
+
+        # The CA is really checked: an unrelated CA in the mount makes the server unverifiable.
+        (sa / "ca.crt").write_bytes(pki["other_ca"].read_bytes())
+        untrusted = KubernetesProvider(env=in_pod).check()
+        assert not untrusted.enabled and "CERTIFICATE_VERIFY_FAILED" in untrusted.reason, untrusted
+        # And so is the token: a wrong one is refused by the API server.
+        (sa / "ca.crt").write_bytes(pki["ca"].read_bytes())
+        (sa / "token").write_text("not-the-token")
+        refused = KubernetesProvider(env=in_pod).check()
+        assert not refused.enabled, refused
+    finally:
+        fake.close()

@@ -126,7 +126,7 @@ def test_pod_manifest_keeps_secrets_out_and_names_the_command() -> None:
     req = request()
     shape = shapes.Shape(4, 16, 1, "A100")
     name = pods.pod_name(req.node_id)
-    secret = pods.secret_body(name, {}, req, "ctx")
+    secret = pods.secret_body(name, {}, req, "ctx", 1_700_000_000.0)
     assert secret["stringData"]["STYX_NODE_ID"] == "node-1" and "shared-secret" not in str(secret)
     body = pods.pod_body(
         name,
@@ -154,7 +154,7 @@ def test_pod_manifest_keeps_secrets_out_and_names_the_command() -> None:
 def test_tls_ca_is_mounted_from_the_secret() -> None:
     req = request()
     req = CreateRequest(req.node_id, req.offer, False, {}, "r", AgentLaunch("a:1", "b:2", "t", tls_ca_pem="PEM"))
-    secret = pods.secret_body("s", {}, req, "ctx")
+    secret = pods.secret_body("s", {}, req, "ctx", 1_700_000_000.0)
     body = pods.pod_body("s", {}, req, shapes.Shape(1, 2), image="i", command="c", env_keys=tuple(secret["stringData"]))
     env = {e["name"]: e for e in body["spec"]["containers"][0]["env"]}
     assert env["STYX_TLS_CA"]["value"] == f"{pods.CA_DIR}/{pods.CA_KEY}" and pods.CA_KEY not in env

@@ -15,18 +15,18 @@ from __future__ import annotations
 
 import logging
 import threading
-import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select, text, update
+from sqlalchemy import Connection, Engine, select, update
 
 from styx.broker import tables as t
+from styx.common.store import pg_advisory
 
 log = logging.getLogger(__name__)
 
-_KEY = zlib.crc32(b"styx-broker-view")
+_KEY = "broker-view"
 
 
 class ViewLock:
@@ -71,7 +71,7 @@ class ViewLock:
             return
         try:
             conn = self._connection()
-            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _KEY})
+            pg_advisory(conn, _KEY, scope="session")
             epoch = conn.execute(select(t.epoch.c.value).where(t.epoch.c.name == "view")).scalar_one()
             if epoch != self._epoch:
                 # Another replica changed the store (or this one lost track: first use, a
@@ -96,7 +96,7 @@ class ViewLock:
                             .values(value=t.epoch.c.value + 1)
                             .returning(t.epoch.c.value)
                         ).scalar_one()
-                    self._conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _KEY})
+                    pg_advisory(self._conn, _KEY, scope="session", unlock=True)
                 except Exception:
                     # A lost connection drops its advisory lock with it; others reload anyway.
                     self._epoch = None

@@ -38,14 +38,15 @@ class _TokenInterceptor(
         return continuation(self._details(details), request)
 
 
-def channel_credentials() -> grpc.ChannelCredentials | None:
-    """TLS credentials from the environment; None for plaintext.
+def channel_credentials(tls_ca: str = "") -> grpc.ChannelCredentials | None:
+    """TLS credentials from ``tls_ca`` or the environment; None for plaintext.
 
-    ``STYX_TLS_CA``: PEM file of the CA that signed the services' certificates (a private
-    CA); ``STYX_TLS=1``: TLS verified against the system's roots. ``STYX_TLS_SERVER_NAME``
-    overrides the name checked against the certificate (when dialing an IP address).
+    ``tls_ca`` (else ``STYX_TLS_CA``): PEM file of the CA that signed the services'
+    certificates (a private CA, e.g. the local plane's); ``STYX_TLS=1``: TLS verified
+    against the system's roots. ``STYX_TLS_SERVER_NAME`` overrides the name checked
+    against the certificate (when dialing an IP address).
     """
-    ca = os.environ.get("STYX_TLS_CA", "")
+    ca = tls_ca or os.environ.get("STYX_TLS_CA", "")
     if ca:
         try:
             return grpc.ssl_channel_credentials(root_certificates=Path(ca).read_bytes())
@@ -107,10 +108,17 @@ def _replicas_target(endpoints: list[str]) -> str:
     return "ipv6:" + ",".join(dict.fromkeys(v6))
 
 
-def open_channel(endpoint: str, token: str, keepalive: Keepalive = DEFAULT_KEEPALIVE) -> grpc.Channel:
+def open_channel(
+    endpoint: str,
+    token: str,
+    keepalive: Keepalive = DEFAULT_KEEPALIVE,
+    tls_ca: str = "",
+    plaintext: bool = False,
+) -> grpc.Channel:
     """A channel to ``endpoint`` (host:port, or several comma-separated replicas) sending
     ``token`` on each call (trimmed: a token file's newline is no part of it); TLS when
-    the environment asks for it (``channel_credentials``); keepalive pings per ``keepalive``."""
+    ``tls_ca`` names a CA file or the environment asks for it (``channel_credentials``),
+    unless ``plaintext`` (a peer known to serve plaintext); keepalive pings per ``keepalive``."""
     token = token.strip()
     options: list[tuple[str, Any]] = [
         ("grpc.max_receive_message_length", 64 * 1024 * 1024),
@@ -122,7 +130,7 @@ def open_channel(endpoint: str, token: str, keepalive: Keepalive = DEFAULT_KEEPA
     if len(endpoints) > 1:
         target = _replicas_target(endpoints)
         options.append(("grpc.service_config", _REPLICAS_SERVICE_CONFIG))
-    credentials = channel_credentials()
+    credentials = None if plaintext else channel_credentials(tls_ca)
     if credentials is None:
         channel = grpc.insecure_channel(target, options=options)
     else:

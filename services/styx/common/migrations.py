@@ -8,10 +8,11 @@ advisory lock makes concurrent replicas take turns.
 
 from __future__ import annotations
 
-import zlib
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine
+
+from styx.common.store import pg_advisory
 
 
 def _config(service: str, connection: Connection) -> object:
@@ -31,8 +32,7 @@ def upgrade(engine: Engine, service: str, revision: str = "head") -> None:
     from alembic import command
 
     with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": zlib.crc32(service.encode())})
+        pg_advisory(conn, f"migrate-{service}")
         command.upgrade(_config(service, conn), revision)  # type: ignore[arg-type]
 
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, bindparam, create_engine, event, insert
+from sqlalchemy import Connection, Engine, Table, bindparam, create_engine, event, insert, text
 from sqlalchemy.engine import make_url
 
 from styx.common.errors import InvalidArgument
@@ -66,3 +66,18 @@ def bulk_insert(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]
 def _compiled_insert(table: Table, keys: tuple[str, ...], dialect: Any) -> Any:
     """The INSERT of these columns, compiled once per dialect (compiling cost more than a small insert)."""
     return insert(table).values({k: bindparam(k) for k in keys}).compile(dialect=dialect)
+
+
+def pg_advisory(conn: Connection, name: str, *, scope: str = "xact", unlock: bool = False) -> None:
+    """Take (or, with ``unlock``, release) the PostgreSQL advisory lock called ``name``.
+
+    Advisory locks are database-wide, so the key mixes in the current schema: two Styx
+    deployments (or two test runs) in different schemas of one database never wait on
+    each other. ``scope`` is "xact" (released at commit) or "session". A no-op elsewhere.
+    """
+    if conn.dialect.name != "postgresql":
+        return
+    if scope not in ("xact", "session") or (unlock and scope != "session"):
+        raise ValueError(f"bad advisory lock scope {scope!r} (unlock={unlock})")
+    fn = "pg_advisory_unlock" if unlock else ("pg_advisory_xact_lock" if scope == "xact" else "pg_advisory_lock")
+    conn.execute(text(f"SELECT {fn}(hashtextextended(current_schema() || ':' || :name, 0))"), {"name": name})

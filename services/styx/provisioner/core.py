@@ -27,7 +27,6 @@ import os
 import re
 import socket
 import threading
-import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, cast
@@ -38,7 +37,6 @@ from sqlalchemy import (
     insert,
     or_,
     select,
-    text,
     update,
 )
 from sqlalchemy.exc import IntegrityError
@@ -49,6 +47,7 @@ from styx.common.faults import crash_point
 from styx.common.ids import new_id
 from styx.common.leases import Lease
 from styx.common.migrations import upgrade
+from styx.common.store import pg_advisory
 from styx.provider import (
     PLANE_LABEL,
     AgentLaunch,
@@ -502,9 +501,7 @@ class Provisioner:
         """
         if offer.max_instances <= 0:
             return ""
-        if conn.dialect.name == "postgresql":
-            key = zlib.crc32(f"{offer.provider}/{offer.region}/{offer.zone}/{offer.instance_type}".encode())
-            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+        pg_advisory(conn, f"admit-{offer.provider}/{offer.region}/{offer.zone}/{offer.instance_type}")
         live = conn.execute(
             select(instances.c.node_id).where(
                 instances.c.provider == offer.provider,

@@ -11,11 +11,11 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, insert, literal, select, text
+from sqlalchemy import Engine, and_, func, insert, literal, select
 
 from styx.common.clock import Clock
 from styx.common.errors import FailedPrecondition, InvalidArgument, PermissionDenied
-from styx.common.store import bulk_insert
+from styx.common.store import bulk_insert, pg_advisory
 from styx.scheduler import tables as t
 from styx.scheduler.model import (
     TERMINAL,
@@ -157,10 +157,9 @@ class OutputsMixin:
 
     @staticmethod
     def _lock_events(conn: Any) -> None:
-        if conn.dialect.name == "postgresql":
-            # Serialize event writers across replicas until commit, so seq order is commit
-            # order and a watcher that read seq N can never later find an uncommitted N-1.
-            conn.execute(text("SELECT pg_advisory_xact_lock(717001)"))
+        # Serialize event writers across replicas until commit, so seq order is commit
+        # order and a watcher that read seq N can never later find an uncommitted N-1.
+        pg_advisory(conn, "scheduler-events")
 
     def _insert_task_events(self, conn: Any, kind: str, state: str, message: str, where: Any) -> None:
         """One event per task matching ``where``, written by the database itself
