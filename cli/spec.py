@@ -78,6 +78,8 @@ def parse_env_file(path: str) -> dict[str, str]:
         if not sep or not key:
             raise CliError(f"{where}: not KEY=VALUE", EXIT_USAGE)
         _check_name(key, where)
+        if "\x00" in value:
+            raise CliError(f"{where}: the value of {key} holds a NUL character, which no environment can", EXIT_USAGE)
         out[key] = _dotenv_value(value, where)
     return out
 
