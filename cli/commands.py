@@ -67,6 +67,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         priority=args.priority,
         envs=args.env,
         workdir=args.workdir or "",
+        secrets=args.secret,
+        env_files=args.env_file,
     )
     with connect() as client:
         reply = client.call(
@@ -111,17 +113,25 @@ def report_end(task: Any) -> None:
         output.error(f"task {task.task_id} {state.lower()}{reason}")
 
 
-def follow(client: SchedulerClient, task_id: str, out: BinaryIO, only_attempt: int = 0, rank: int = 0) -> Any:
+def follow(
+    client: SchedulerClient,
+    task_id: str,
+    out: BinaryIO,
+    only_attempt: int = 0,
+    rank: int = 0,
+    start: tuple[int, int] = (0, 0),
+) -> Any:
     """Write the task's output to ``out`` as it arrives; return the task once it is terminal.
 
     Tracks (attempt, offset) so a reopened stream (deadline, retry of the task) neither
     repeats nor skips bytes; after the task ends, drains whatever output arrived last.
     With ``only_attempt``, prints that attempt only and returns once its output is complete.
-    ``rank`` picks the node of a multi-node task (0 for one-node tasks).
+    ``rank`` picks the node of a multi-node task (0 for one-node tasks). ``start`` is the
+    (attempt, offset) already printed (``sky logs --tail``).
     """
     if only_attempt:
         return _follow_attempt(client, task_id, out, only_attempt, rank)
-    attempt, offset = 0, 0
+    attempt, offset = start
 
     def pump(follow_flag: bool) -> None:
         nonlocal attempt, offset
@@ -260,25 +270,62 @@ def cmd_queue(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    """sky logs: print a task's output; with --follow, until the task ends."""
+    """sky logs: print a task's output (a one-task job's, given the job id); with --follow,
+    until the task ends; with --tail N, from its last N lines."""
+    if args.attempt < 0 or (args.tail is not None and args.tail < 0):
+        raise CliError("--attempt and --tail: must be 0 or more", EXIT_USAGE)
     out = sys.stdout.buffer
     with connect() as client:
+        task = _task_of(client, args.task)
+        if args.attempt > max(task.attempt, 0) and (not args.follow or task.state in _TERMINAL):
+            tried = f"{task.attempt} attempt(s)" if task.attempt else "not run yet"
+            raise CliError(f"{task.task_id}: no attempt {args.attempt}; the task has {tried} (see: sky status -v)")
+        start = (0, 0)
+        if args.tail is not None:
+            start = _print_tail(client, task, args, out)
         if args.follow:
             try:
-                task = follow(client, args.task, out, only_attempt=args.attempt, rank=args.rank)
+                follow(client, task.task_id, out, only_attempt=args.attempt, rank=args.rank, start=start)
             except KeyboardInterrupt:
                 return EXIT_INTERRUPTED
             # Exit 0 whatever the task's outcome: the logs were printed; `sky run` and
             # `sky status` report outcomes.
-            del task
             return EXIT_OK
-        # Without --follow, look the task up first so an unknown id is a clean NOT_FOUND.
-        client.call("GetTask", scheduler_pb2.GetTaskRequest(task_id=args.task))
-        request = scheduler_pb2.StreamLogsRequest(task_id=args.task, attempt=args.attempt, follow=False, rank=args.rank)
-        for chunk in client.stream("StreamLogs", request):
-            out.write(chunk.data)
+        if args.tail is None:
+            request = scheduler_pb2.StreamLogsRequest(
+                task_id=task.task_id, attempt=args.attempt, follow=False, rank=args.rank
+            )
+            for chunk in client.stream("StreamLogs", request):
+                out.write(chunk.data)
         out.flush()
     return EXIT_OK
+
+
+def _task_of(client: SchedulerClient, ident: str) -> Any:
+    """The task ``sky logs`` shows: a task id's, or the only task of a job id's job."""
+    if not ident.startswith("j-"):
+        # Looked up first, so an unknown id is a clean NOT_FOUND before any stream.
+        return client.call("GetTask", scheduler_pb2.GetTaskRequest(task_id=ident))
+    job = client.call("GetJob", scheduler_pb2.GetJobRequest(job_id=ident))
+    if len(job.tasks) != 1:
+        more = ", ..." if len(job.tasks) > 5 else ""
+        names = ", ".join(f"{t.task_id} ({t.spec.name})" for t in job.tasks[:5])
+        raise CliError(f"{ident} has {len(job.tasks)} tasks; give a task id to sky logs: {names}{more}")
+    return job.tasks[0]
+
+
+def _print_tail(client: SchedulerClient, task: Any, args: argparse.Namespace, out: BinaryIO) -> tuple[int, int]:
+    """Print the last ``args.tail`` lines written so far; returns the (attempt, offset) read."""
+    request = scheduler_pb2.StreamLogsRequest(task_id=task.task_id, attempt=args.attempt, follow=False, rank=args.rank)
+    data = bytearray()
+    attempt = args.attempt or task.attempt
+    for chunk in client.stream("StreamLogs", request):
+        attempt = chunk.attempt or attempt
+        data += chunk.data
+    lines = bytes(data).splitlines(keepends=True)
+    out.write(b"".join(lines[len(lines) - args.tail :] if args.tail else []))
+    out.flush()
+    return attempt, len(data)
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:

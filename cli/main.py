@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--priority", type=int, default=0, help="higher runs first (default 0)")
     run.add_argument("--env", metavar="KEY[=VALUE]", action="append", help="environment variable for the task")
+    _add_secret_options(run)
     run.add_argument("--workdir", help="working directory on the node (default: the task's sandbox)")
     run.add_argument("-d", "--detach", action="store_true", help="print the task id and return at once")
     run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD ...", help="the command to run")
@@ -155,10 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(handler="commands:cmd_status")
 
     logs = sub.add_parser("logs", help="print a task's output")
-    logs.add_argument("task", help="task id")
+    logs.add_argument("task", help="task id (or the job id of a one-task job)")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the task ends")
     logs.add_argument("--attempt", type=int, default=0, help="attempt to show (default: the latest)")
     logs.add_argument("--rank", type=int, default=0, help="node rank of a multi-node task to show (default 0)")
+    logs.add_argument("--tail", type=int, metavar="N", help="start from the last N lines (0: only new output)")
     logs.set_defaults(handler="commands:cmd_logs")
 
     cancel = sub.add_parser("cancel", help="cancel jobs (j-...) or tasks (t-...)")
@@ -228,6 +230,7 @@ def _add_task_options(parser: argparse.ArgumentParser) -> None:
         action="append",
         help="environment variable for every task (KEY alone copies it from this shell)",
     )
+    _add_secret_options(parser)
     parser.add_argument("--infra", metavar="PROVIDER[/REGION[/ZONE]]", help="where tasks may run, e.g. local")
     parser.add_argument("--priority", type=int, help="override the priority of every task (higher runs first)")
     parser.add_argument("--retries", type=int, metavar="N", help="retry each failed task up to N times")
@@ -241,6 +244,19 @@ def _add_task_options(parser: argparse.ArgumentParser) -> None:
         "--dryrun", action="store_true", help="print the plan (tasks in order, resources, offers) without submitting"
     )
     parser.add_argument("-y", "--yes", action="store_true", help="accepted for SkyPilot compatibility (no prompt)")
+
+
+def _add_secret_options(parser: argparse.ArgumentParser) -> None:
+    """--env-file and --secret, shared by sky run, launch and exec."""
+    parser.add_argument(
+        "--env-file", metavar="FILE", action="append", help="dotenv file of KEY=VALUE lines (--env wins over it)"
+    )
+    parser.add_argument(
+        "--secret",
+        metavar="KEY[=VALUE]",
+        action="append",
+        help="secret environment variable, redacted in every output (KEY alone copies it from this shell)",
+    )
 
 
 def _add_catalog_commands(sub: Any) -> None:

@@ -132,6 +132,8 @@ def task_to_dict(task: Any) -> dict[str, Any]:
         "finished_at": _iso(_ts(task, "finished_at")),
         "retry_at": _iso(_ts(task, "retry_at")),
         "depends_on": list(spec.depends_on),
+        # The scheduler sends each secret's key with "<redacted>", never its value.
+        "secrets": dict(spec.secrets),
         "_created": _ts(task, "created_at"),
         "_started": _ts(task, "started_at"),
         "_finished": _ts(task, "finished_at"),

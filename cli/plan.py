@@ -68,6 +68,12 @@ def build_job(args: argparse.Namespace) -> LaunchJob:
                 # A workdir in a YAML file is relative to the file, as in SkyPilot.
                 workdir = (path.resolve().parent / Path(dirs[0]).expanduser()).resolve()
         else:
+            if len(entry) == 1 and Path(entry[0]).is_dir():
+                raise CliError(
+                    f"sky launch: {entry[0]} is a directory, not a task YAML; give DIR/task.yaml, "
+                    f"or ship it with --workdir {entry[0]} -- CMD",
+                    EXIT_USAGE,
+                )
             if not entry:
                 raise CliError(
                     "sky launch: give a task YAML file or a command, e.g. sky launch task.yaml "
@@ -90,7 +96,8 @@ def build_job(args: argparse.Namespace) -> LaunchJob:
             infra=args.infra,
             arch=getattr(args, "arch", None),
             image_id=getattr(args, "image_id", None),
-            envs=parse_envs(args.env),
+            envs=parse_envs(args.env, env_files=args.env_file),
+            secrets=parse_envs(args.secret, "--secret"),
         )
         tasks = list(job.tasks)
         if args.gpus is not None:
@@ -150,7 +157,7 @@ def task_to_pb(entry: Any) -> Any:
     from styx.common.resources import resources_to_pb
     from styx.scheduler.convert import spec_to_pb
 
-    msg = spec_to_pb(entry.spec)
+    msg = spec_to_pb(entry.spec, reveal_secrets=True)
     fields = msg.resources.DESCRIPTOR.fields_by_name
     if entry.instance_type and "instance_type" in fields:
         msg.resources.instance_type = entry.instance_type

@@ -27,13 +27,14 @@ from styx.common.resources import (
     parse_arch,
     parse_image_id,
 )
-from styx.scheduler.model import MAX_NODES_PER_TASK, RetryPolicy, TaskSpec
+from styx.scheduler.model import ENV_NAME, ENV_NAME_RULE, MAX_NODES_PER_TASK, RetryPolicy, TaskSpec
 
 TASK_KEYS = {
     "name": "task name",
     "resources": "what the task needs (cpus, memory, accelerators, infra ...)",
     "num_nodes": "nodes to run on at once, 1-64 (each gets the resources)",
-    "envs": "environment variables",
+    "envs": "environment variables (a key with no value must be given with --env or --env-file)",
+    "secrets": "environment variables redacted in every output and encrypted at rest (--secret)",
     "workdir": "local directory shipped with the job",
     "setup": "commands run before `run`",
     "run": "commands to run",
@@ -80,6 +81,9 @@ class TaskFileEntry:
     instance_type: str = ""
     any_of: tuple[ResourceChoice, ...] = ()
     ordered: tuple[ResourceChoice, ...] = ()
+    # Keys of envs / secrets written with no value ("HF_TOKEN:"), as (kind, key, where):
+    # the command line must give them (apply_overrides checks).
+    unset: tuple[tuple[str, str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -105,9 +109,13 @@ class _Path:
     def __truediv__(self, part: str) -> _Path:
         return _Path(self.source, (*self.parts, part))
 
-    def error(self, message: str) -> InvalidArgument:
+    def where(self) -> str:
+        """``file: key.path`` (or just the file at the top)."""
         where = ".".join(self.parts).replace(".[", "[")
-        return InvalidArgument(f"{self.source}: {where}: {message}" if where else f"{self.source}: {message}")
+        return f"{self.source}: {where}" if where else self.source
+
+    def error(self, message: str) -> InvalidArgument:
+        return InvalidArgument(f"{self.where()}: {message}")
 
 
 def load_file(path: str | Path) -> JobFile:
@@ -178,19 +186,23 @@ def _task(doc: Any, path: _Path, index: int, previous: str) -> TaskFileEntry:
         depends_on = tuple(deps)
     else:
         depends_on = (previous,) if previous else ()
+    envs, unset_envs = _envs(doc.get("envs"), path / "envs")
+    secrets, unset_secrets = _envs(doc.get("secrets"), path / "secrets")
     spec = TaskSpec(
         name=name,
         run=run,
         resources=resources,
         setup=_str(doc, "setup", path),
-        envs=_envs(doc.get("envs"), path / "envs"),
+        envs=envs,
+        secrets=secrets,
         priority=_int(doc, "priority", path, default=0),
         depends_on=depends_on,
         retry=_retry(doc.get("retry"), path / "retry"),
         timeout_s=_duration(doc.get("timeout"), path / "timeout"),
         num_nodes=num_nodes,
     )
-    return TaskFileEntry(spec, _str(doc, "workdir", path), instance_type, any_of, ordered)
+    unset = tuple(("envs", k, w) for k, w in unset_envs) + tuple(("secrets", k, w) for k, w in unset_secrets)
+    return TaskFileEntry(spec, _str(doc, "workdir", path), instance_type, any_of, ordered, unset)
 
 
 def _resources(doc: Mapping[str, Any], path: _Path, allow_alternatives: bool) -> tuple[Resources, str]:
@@ -322,22 +334,28 @@ def _accelerators(value: Any, path: _Path) -> tuple[Accelerator, ...]:
     return tuple(out)
 
 
-def _envs(value: Any, path: _Path) -> dict[str, str]:
+def _envs(value: Any, path: _Path) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """``envs`` / ``secrets``: the values, and the keys written without one (with where)."""
     if value is None:
-        return {}
+        return {}, []
     if not isinstance(value, dict):
         raise path.error("must be a mapping of NAME: value")
     out = {}
+    unset = []
     for key, val in value.items():
-        if not isinstance(key, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
-            raise (path / str(key)).error("not a valid environment variable name")
+        if not isinstance(key, str) or not ENV_NAME.match(key):
+            raise (path / str(key)).error(f"not a valid environment variable name ({ENV_NAME_RULE})")
         if isinstance(val, dict | list):
             raise (path / key).error("must be a string or number")
-        text = "" if val is None else str(val).lower() if isinstance(val, bool) else str(val)
+        if val is None:
+            # SkyPilot's "must be given with --env": a placeholder, never an empty value.
+            unset.append((key, (path / key).where()))
+            continue
+        text = str(val).lower() if isinstance(val, bool) else str(val)
         if "\x00" in text:
             raise (path / key).error("must not contain NUL characters (a process environment cannot hold them)")
         out[key] = text
-    return out
+    return out, unset
 
 
 def _retry(value: Any, path: _Path) -> RetryPolicy:
@@ -388,8 +406,11 @@ def apply_overrides(
     envs: Mapping[str, str] | None = None,
     arch: str | None = None,
     image_id: str | None = None,
+    secrets: Mapping[str, str] | None = None,
 ) -> JobFile:
-    """Apply command-line overrides (``--cpus``, ``--gpus``, ``--env`` ...) to every task."""
+    """Apply command-line overrides (``--cpus``, ``--gpus``, ``--env``, ``--secret`` ...) to
+    every task. InvalidArgument names a key the file left without a value that the
+    overrides do not give either."""
     edits: list[Callable[[Resources], Resources]] = []
     if cpus is not None:
         value, plus = parse_amount(cpus, "--cpus")
@@ -416,8 +437,18 @@ def apply_overrides(
         res = entry.spec.resources
         for edit in edits:
             res = edit(res)
-        spec = replace(entry.spec, resources=res, envs={**entry.spec.envs, **(envs or {})})
-        tasks.append(replace(entry, spec=spec))
+        given = {"envs": {**entry.spec.envs, **(envs or {})}, "secrets": {**entry.spec.secrets, **(secrets or {})}}
+        for kind, key, where in entry.unset:
+            if key not in given[kind]:
+                flag = "--env" if kind == "envs" else "--secret"
+                also = " or --env-file FILE" if kind == "envs" else ""
+                what = "environment variable" if kind == "envs" else "secret"
+                raise InvalidArgument(
+                    f"{where}: {what} {key} has no value; give it with {flag} {key}=VALUE ({flag} {key} "
+                    f"copies it from this shell){also}, or write {key}: '' in the file for an empty value"
+                )
+        spec = replace(entry.spec, resources=res, envs=given["envs"], secrets=given["secrets"])
+        tasks.append(replace(entry, spec=spec, unset=()))
     if len(tasks) == 1 and name:
         tasks[0] = replace(tasks[0], spec=replace(tasks[0].spec, name=name))
     return JobFile(name=name or job.name, tasks=tuple(tasks))

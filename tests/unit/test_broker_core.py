@@ -110,9 +110,13 @@ def test_spot_ranks_by_spot_price_and_requests_spot(broker):
 
 
 def test_infeasible_names_the_request_and_offers(broker):
-    (res,) = broker.allocate([ask(1, cpus=4, accelerators=(Accelerator("H100", 8),))])
+    # A known accelerator in a count no offer has: the offers are explained (an unknown
+    # name gets a one-line "did you mean" instead: test_unknown_accelerators.py).
+    (res,) = broker.allocate([ask(1, cpus=4, accelerators=(Accelerator("A100", 16),))])
     assert res.outcome == INFEASIBLE
-    assert "H100:8" in res.reason and "p4d.24xlarge" in res.reason
+    assert "A100:16" in res.reason and "p4d.24xlarge" in res.reason
+    (typo,) = broker.allocate([ask(3, cpus=4, accelerators=(Accelerator("H100", 8),))])
+    assert typo.outcome == INFEASIBLE and typo.reason.startswith("unknown accelerator H100; did you mean A100?")
     (pinned,) = broker.allocate([ask(2, cpus=1, infra="gcp")])
     assert pinned.outcome == INFEASIBLE and "in gcp" in pinned.reason
 
@@ -385,8 +389,10 @@ def test_clusters_survive_a_broker_restart(broker, engine_factory):
 def test_infeasible_cluster_is_refused_at_creation(broker):
     from styx.common.errors import InvalidArgument
 
-    with pytest.raises(InvalidArgument, match="H100:8"):
-        broker.create_cluster("big", Resources(accelerators=(Accelerator("H100", 8),)), 1, 0, False)
+    with pytest.raises(InvalidArgument, match="A100:16"):
+        broker.create_cluster("big", Resources(accelerators=(Accelerator("A100", 16),)), 1, 0, False)
+    with pytest.raises(InvalidArgument, match="unknown accelerator H100; did you mean A100"):
+        broker.create_cluster("typo", Resources(accelerators=(Accelerator("H100", 8),)), 1, 0, False)
     with pytest.raises(InvalidArgument, match="name"):
         broker.create_cluster("Bad_Name", Resources(), 1, 0, False)
 

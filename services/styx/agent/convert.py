@@ -25,7 +25,8 @@ def work_item_from_proto(item: agent_pb2.WorkItem) -> Assignment | Cancellation 
             attempt=a.attempt,
             setup=a.spec.setup,
             run=a.spec.run,
-            envs=dict(a.spec.envs),
+            # Secrets are environment variables like envs, and win over an env of the same name.
+            envs={**a.spec.envs, **a.spec.secrets},
             workdir=a.spec.workdir,
             gpu_indices=tuple(a.gpu_indices),
             has_workdir=a.has_workdir,

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from styx.common import config
 from styx.common.logs import setup_logging
+from styx.common.secretbox import KEY_ENV as SECRET_KEY_ENV
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     token = config.load_token()
     # What the tasks inherit is built from os.environ: drop the credentials here as well,
     # and keep every file the agent and its tasks write private (sandboxes, logs).
-    for name in config.CREDENTIAL_ENV:
+    for name in (*config.CREDENTIAL_ENV, SECRET_KEY_ENV):
         os.environ.pop(name, None)
     config.private_files()
     if args.join_token or (cfg.work_dir / NODE_TOKEN_FILE).exists():

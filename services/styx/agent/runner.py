@@ -23,6 +23,7 @@ import enum
 import json
 import logging
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -302,7 +303,10 @@ class TaskRun:
         if cancelled:
             return self._stopped()
         if code < 0:
-            return self._status(RunState.FAILED, None, f"{phase} killed by signal {-code}")
+            # Exit 128+N, as shells report a child killed by signal N (README's promise).
+            return self._status(
+                RunState.FAILED, 128 - code, f"{phase} killed by signal {-code} ({_signal_name(-code)})"
+            )
         if code != 0:
             return self._status(RunState.FAILED, code, f"{phase} exited with {code}")
         return None
@@ -377,3 +381,11 @@ class TaskRun:
         tmp = self._state_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data))
         tmp.replace(self._state_path)
+
+
+def _signal_name(number: int) -> str:
+    """SIGKILL for 9; "signal N" for numbers this platform does not name."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"

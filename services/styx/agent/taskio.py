@@ -15,6 +15,7 @@ from typing import Protocol
 from styx import workdir
 from styx.common.config import CREDENTIAL_ENV
 from styx.common.errors import InvalidArgument
+from styx.common.secretbox import KEY_ENV as SECRET_KEY_ENV
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,7 @@ LOG_CHUNK_BYTES = 64 * 1024
 SHIP_INTERVAL_S = 0.2
 # Environment variables the agent keeps to itself: the control plane's credentials, and
 # where the plane keeps its files (its token file, state, other tasks' sandboxes).
-PRIVATE_ENV = (*CREDENTIAL_ENV, "STYX_HOME", "STYX_TLS_KEY", "STYX_DB_URL")
+PRIVATE_ENV = (*CREDENTIAL_ENV, "STYX_HOME", "STYX_TLS_KEY", "STYX_DB_URL", SECRET_KEY_ENV)
 
 AppendLogs = Callable[[int, bytes], int]
 """``append(offset, data) -> next_offset``: store ``data`` at ``offset`` of the attempt's log."""

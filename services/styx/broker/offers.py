@@ -8,6 +8,7 @@ waits on the network.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import threading
 from collections.abc import Iterable
@@ -17,7 +18,7 @@ from styx.broker.model import _FAILOVER_DEPTH, ProvisionerPort, _in_infra, descr
 from styx.broker.optimizer import Ranking, alternatives, describe_request, rank
 from styx.common.clock import Clock
 from styx.common.offers import Offer
-from styx.common.resources import Resources, infra_parts
+from styx.common.resources import Resources, gpu_matches, infra_parts
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,9 @@ def _image_of(res: Resources) -> str:
 def _explain(catalog: Catalog, res: Resources, host: Iterable[Offer], enabled: dict[str, str] | None) -> str:
     host = list(host)
     _, alts = alternatives(res)
+    unknown = unknown_accelerators(catalog, [a.name for alt in alts for a in alt.accelerators], host)
+    if unknown:
+        return unknown
     in_infra = [p for p in catalog.providers for a in alts if infra_parts(a.infra)[0] in ("", p)]
     if not in_infra and not any(_in_infra(a, o.provider, o.region, o.zone) for a in alts for o in host):
         where = f" in {res.infra}" if res.infra else ""
@@ -159,3 +163,22 @@ def _explain(catalog: Catalog, res: Resources, host: Iterable[Offer], enabled: d
     more = len(ranking.rejections) - 6
     tail = f" (+{more} more; `sky launch --dryrun` lists them)" if more > 0 else ""
     return f"no enabled provider can satisfy {describe(res)} ({describe_request(res)}): {shown}{tail}"
+
+
+def unknown_accelerators(catalog: Catalog, names: Iterable[str], host: Iterable[Offer]) -> str:
+    """When no name of ``names`` is an accelerator of the catalog (any provider, enabled or
+    not) or of an existing machine: a one-line reason with the closest known names
+    (difflib); else "". A typo is then refused at once, not explained family by family."""
+    wanted = sorted(set(names))
+    host_names = {o.accelerator_name for o in host if o.accelerator_name}
+    if not wanted or any(
+        n.upper() in catalog.accelerator_names or any(gpu_matches(h, n) for h in host_names) for n in wanted
+    ):
+        return ""
+    spelled = {**catalog.accelerator_names, **{h.upper(): h for h in host_names}}
+    close = []
+    for name in wanted:
+        close += [spelled[c] for c in difflib.get_close_matches(name.upper(), spelled, n=3, cutoff=0.5)]
+    hint = f"; did you mean {', '.join(dict.fromkeys(close))}?" if close else ""
+    what = "accelerator" if len(wanted) == 1 else "accelerators"
+    return f"unknown {what} {', '.join(wanted)}{hint} (`sky show-gpus` lists the catalog's accelerators)"

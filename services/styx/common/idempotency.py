@@ -18,6 +18,7 @@ restarts and are shared by replicas on one PostgreSQL; they are kept ``RETENTION
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 from dataclasses import dataclass
 
@@ -65,13 +66,27 @@ class RequestLog:
     """The request ids of one service's mutating calls, in ``table`` on ``engine``."""
 
     def __init__(
-        self, engine: Engine, table: Table, clock: Clock = SYSTEM_CLOCK, retention_s: float = RETENTION_S
+        self,
+        engine: Engine,
+        table: Table,
+        clock: Clock = SYSTEM_CLOCK,
+        retention_s: float = RETENTION_S,
+        digest_key: bytes = b"",
     ) -> None:
+        # With a key, digests are HMACs: a store holding requests with secrets in them (the
+        # scheduler's SubmitJob) then keeps nothing a guessed secret can be checked against.
+        self._digest_key = digest_key
         self._engine = engine
         self._table = table
         self._clock = clock
         self.retention_s = retention_s
         self._pruned_at = float("-inf")
+
+    def digest(self, method: str, payload: bytes) -> str:
+        """The stored identity of a payload: ``digest()``, or its HMAC under ``digest_key``."""
+        if not self._digest_key:
+            return digest(method, payload)
+        return hmac.new(self._digest_key, method.encode() + b"\0" + payload, hashlib.sha256).hexdigest()
 
     def lookup(self, method: str, request_id: str, payload_digest: str) -> Found:
         """What an earlier successful call with ``request_id`` left; AlreadyExists when it

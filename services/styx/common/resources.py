@@ -94,6 +94,8 @@ class Capacity:
 def parse_amount(text: str, field_name: str) -> tuple[float, bool]:
     """Parse "4", "4+" or "0.5" into (amount, at_least). Raises InvalidArgument naming the field."""
     match = _AMOUNT.match(str(text))
+    if not match and _AMOUNT.match(str(text).strip().removeprefix("-")):
+        raise InvalidArgument(f"{field_name}: must be a positive number (N or N+), got {text!r}")
     if not match:
         raise InvalidArgument(f"{field_name}: {text!r} is not a number; use N or N+ (at least N), e.g. 4 or 4+")
     value = float(match.group(1))

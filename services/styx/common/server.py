@@ -25,7 +25,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from styx.common import reflection
 from styx.common.auth import Caller, allowed, identify
 from styx.common.errors import PermissionDenied, StyxError, Unauthenticated
-from styx.common.idempotency import RequestLog, digest
+from styx.common.idempotency import RequestLog
 from styx.common.ids import new_id
 from styx.common.keepalive import DEFAULT as DEFAULT_KEEPALIVE
 from styx.common.keepalive import Keepalive
@@ -126,7 +126,7 @@ def _deduplicated(
         payload = type(request)()
         payload.CopyFrom(request)
         payload.ClearField("request_id")
-        key = digest(method, payload.SerializeToString(deterministic=True))
+        key = requests.digest(method, payload.SerializeToString(deterministic=True))
         found = requests.lookup(method, request_id, key)
         if found.replay is not None:
             return response_class.FromString(found.replay)

@@ -22,6 +22,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from styx.common.errors import InvalidArgument, quote
+from styx.common.secretbox import REDACTED
 from styx.v1 import rules_pb2
 
 DEFAULT_MAX_LEN = 65536
@@ -216,17 +217,19 @@ def _string_check(rules: rules_pb2.FieldRules) -> _Check:
     charset = rules.charset
     pattern = re.compile(rules.pattern) if rules.pattern else None
     help_text = rules.pattern_help or f"the pattern {rules.pattern}"
+    # A secret's value is never quoted back (it would reach the client, and the logs).
+    shown: Callable[[str], str] = (lambda _value: REDACTED) if rules.secret else quote
 
     def check_string(value: str, path: str, out: list[tuple[str, str]]) -> None:
         if len(value) > max_len:
-            out.append((path, f"at most {max_len} characters, got {len(value)}: {quote(value)}"))
+            out.append((path, f"at most {max_len} characters, got {len(value)}: {shown(value)}"))
         elif charset == rules_pb2.CHARSET_TEXT and "\x00" in value:
-            out.append((path, f"must not contain NUL characters: {quote(value)}"))
+            out.append((path, f"must not contain NUL characters: {shown(value)}"))
         elif charset == rules_pb2.CHARSET_LINE and not value.isprintable():
             bad = next(c for c in value if not c.isprintable())
             out.append((path, f"must be printable text; U+{ord(bad):04X} is a control or format character"))
         elif pattern is not None and value and not pattern.fullmatch(value):
-            out.append((path, f"{quote(value)} must be {help_text}"))
+            out.append((path, f"{shown(value)} must be {help_text}"))
 
     return check_string
 

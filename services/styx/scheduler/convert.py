@@ -6,6 +6,7 @@ import functools
 
 from styx.common.errors import InvalidArgument
 from styx.common.resources import Resources, resources_from_pb, resources_to_pb
+from styx.common.secretbox import redacted
 from styx.common.timeutil import to_timestamp
 from styx.scheduler.model import Event, RetryPolicy, TaskRecord, TaskSpec
 from styx.scheduler.stats import JobView, Stats
@@ -107,11 +108,13 @@ def spec_from_pb(msg: common_pb2.TaskSpec) -> TaskSpec:
         ),
         timeout_s=msg.timeout_s,
         num_nodes=msg.num_nodes,
+        secrets=dict(msg.secrets),
     )
 
 
-def spec_to_pb(spec: TaskSpec) -> common_pb2.TaskSpec:
-    """TaskSpec -> message."""
+def spec_to_pb(spec: TaskSpec, reveal_secrets: bool = False) -> common_pb2.TaskSpec:
+    """TaskSpec -> message. Secrets show as REDACTED unless ``reveal_secrets`` (a client's
+    own submission, or an agent's assignment once the scheduler opened them)."""
     return common_pb2.TaskSpec(
         name=spec.name,
         resources=resources_to_pb(spec.resources),
@@ -129,6 +132,7 @@ def spec_to_pb(spec: TaskSpec) -> common_pb2.TaskSpec:
         ),
         timeout_s=spec.timeout_s,
         num_nodes=spec.num_nodes if spec.num_nodes > 1 else 0,
+        secrets=spec.secrets if reveal_secrets else redacted(spec.secrets),
     )
 
 
@@ -227,7 +231,7 @@ def work_item_to_pb(item: WorkItem) -> agent_pb2.WorkItem:
             task_id=item.task_id,
             job_id=item.job_id,
             attempt=item.attempt,
-            spec=spec_to_pb(item.spec),
+            spec=spec_to_pb(item.spec, reveal_secrets=True),
             gpu_indices=list(item.gpu_indices),
             has_workdir=item.has_workdir,
             rank=item.rank,

@@ -18,7 +18,7 @@ import logging
 import queue
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from sqlalchemy import Engine, and_, bindparam, case, func, insert, or_, select, tuple_, update
@@ -31,6 +31,7 @@ from styx.common.ids import new_id
 from styx.common.leases import Lease
 from styx.common.migrations import upgrade
 from styx.common.placement import Ask, Placement, rank_allocation_id
+from styx.common.secretbox import SecretBox, SecretOpenError
 from styx.common.store import bulk_insert
 from styx.scheduler import tables as t
 from styx.scheduler.gangs import GangMixin
@@ -148,8 +149,12 @@ class Scheduler(QueriesMixin, GangMixin, OutputsMixin):
         replica_id: str = "",
         clock: Clock = SYSTEM_CLOCK,
         node_fence_s: float = DEFAULT_NODE_FENCE_S,
+        secrets: SecretBox | None = None,
     ) -> None:
         self._clock = clock
+        # Seals tasks' secrets for the store; without one (tests), a key that lives as long
+        # as this object, made on the first job that has secrets.
+        self._secret_box = secrets
         self.node_fence_s = node_fence_s
         self._engine = engine
         self._broker = broker
@@ -216,6 +221,9 @@ class Scheduler(QueriesMixin, GangMixin, OutputsMixin):
                 f"{MAX_WORKDIR_BYTES // 2**20} MiB limit; exclude large files with .styxignore"
             )
         specs = validate_job(specs)
+        if any(s.secrets for s in specs):
+            box = self.secret_box
+            specs = [replace(s, secrets=box.seal(s.secrets)) if s.secrets else s for s in specs]
         job_name = name or specs[0].name
         sub = _Submission(new_id("j"), request_id, job_name, specs, workdir)
         outcome = self._submits.run(sub)
@@ -224,6 +232,31 @@ class Scheduler(QueriesMixin, GangMixin, OutputsMixin):
         self._notify()
         self.wake()
         return sub.job_id, outcome
+
+    @property
+    def secret_box(self) -> SecretBox:
+        """What seals and opens the secrets of this scheduler's tasks."""
+        if self._secret_box is None:
+            from cryptography.fernet import Fernet
+
+            self._secret_box = SecretBox(Fernet.generate_key())
+        return self._secret_box
+
+    def reveal(self, node_id: str, item: WorkItem) -> WorkItem | None:
+        """The work item as the agent gets it: an assignment's secrets opened.
+
+        None when they cannot be opened (the key changed since they were sealed): the
+        attempt then fails with the reason instead of running without them.
+        """
+        if not isinstance(item, Assign) or not item.spec.secrets:
+            return item
+        try:
+            opened = self.secret_box.open(item.spec.secrets)
+        except SecretOpenError as exc:
+            log.warning("secrets of %s cannot be opened; failing attempt %d", item.task_id, item.attempt)
+            self.report(node_id, item.task_id, item.attempt, FAILED, None, str(exc), item.rank)
+            return None
+        return replace(item, spec=replace(item.spec, secrets=opened))
 
     def _write_submissions(self, subs: Sequence[_Submission]) -> list[list[TaskRecord] | str | BaseException]:
         """One group-commit round of SubmitJob: every job of the round in one transaction.

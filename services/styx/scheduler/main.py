@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import logging
 import threading
+from pathlib import Path
 
 from styx.common.config import add_server_flags, env, server_config
 from styx.common.idempotency import RequestLog
 from styx.common.logs import setup_logging
 from styx.common.metrics import register_gauges, serve_metrics
+from styx.common.secretbox import SecretBox, SecretKeyError
 from styx.common.server import run_until_signal, start_server, write_ready_file
 from styx.common.store import make_engine
 from styx.scheduler import tables
@@ -49,6 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
         "killed them itself; keep it a few seconds over the broker's --lease-seconds "
         "(STYX_NODE_FENCE_SECONDS, default %(default)s)",
     )
+    parser.add_argument(
+        "--secret-key-file",
+        type=Path,
+        default=env("SECRET_KEY_FILE") or None,
+        help="Fernet key that encrypts tasks' secrets in the store, created 0600 when missing; "
+        "STYX_SECRET_KEY (the key itself) wins (STYX_SECRET_KEY_FILE, default $STYX_HOME/local/secret.key)",
+    )
     return parser
 
 
@@ -60,6 +69,10 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--broker is required (or set STYX_BROKER_ENDPOINT)")
     cfg = server_config(args, "scheduler")
     setup_logging("scheduler", cfg.log_level)
+    try:
+        secrets = SecretBox.from_env_or_file(args.secret_key_file)
+    except SecretKeyError as exc:
+        parser.error(str(exc))
     engine = make_engine(cfg.db_url)
     core = Scheduler(
         engine,
@@ -67,6 +80,7 @@ def main(argv: list[str] | None = None) -> None:
         starvation_s=args.starvation_seconds,
         lease_s=args.dispatch_lease_seconds,
         node_fence_s=args.node_fence_seconds,
+        secrets=secrets,
     )
 
     def register(server: object) -> list[str]:
@@ -77,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
             agent_pb2.DESCRIPTOR.services_by_name["AgentGateway"].full_name,
         ]
 
-    requests = RequestLog(engine, tables.requests)
+    requests = RequestLog(engine, tables.requests, digest_key=secrets.derive(b"request-digest"))
     running = start_server(cfg.host, cfg.port, cfg.token, register, max_workers=256, tls=cfg.tls, requests=requests)
     register_gauges(
         {"styx_tasks": ("Tasks by state.", ["state"], lambda: {(k,): v for k, v in core.count_by_state().items()})}

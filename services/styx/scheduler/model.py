@@ -50,9 +50,13 @@ class AbsentNode:
     node_id: str
     gone: bool
     last_heartbeat: float
+
+
 MAX_NODES_PER_TASK = 64
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-_ENV = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# An environment variable's name (envs, secrets): a shell identifier.
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ENV_NAME_RULE = "letters, digits and '_', not starting with a digit"
 _PRIORITY_RANGE = (-1_000_000, 1_000_000)
 
 
@@ -92,10 +96,16 @@ class TaskSpec:
     timeout_s: float = 0.0
     # Nodes the task runs on at once (a gang); 1 for ordinary tasks.
     num_nodes: int = 1
+    # Secret environment variables. Plain text in a client (the task file, --secret);
+    # inside the scheduler, from submission on, each value is sealed (styx.common.secretbox)
+    # and is opened only for the agent's assignment.
+    secrets: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
         """Serialize for the store (by hand: dataclasses.asdict is ten times slower)."""
         extra: dict[str, Any] = {"num_nodes": self.num_nodes} if self.num_nodes > 1 else {}
+        if self.secrets:
+            extra["secrets"] = self.secrets
         return json.dumps(
             {
                 **extra,
@@ -277,9 +287,12 @@ def validate_job(specs: list[TaskSpec], max_tasks: int = MAX_TASKS_PER_JOB) -> l
         names.add(name)
         if not spec.run.strip():
             raise InvalidArgument(f"{path}.run: must not be empty; give the command to run")
-        for key in spec.envs:
-            if not _ENV.match(key):
-                raise InvalidArgument(f"{path}.envs: {key!r} is not a valid environment variable name")
+        for what, keys in (("envs", spec.envs), ("secrets", spec.secrets)):
+            for key in keys:
+                if not ENV_NAME.match(key):
+                    raise InvalidArgument(
+                        f"{path}.{what}: {key!r} is not a valid environment variable name ({ENV_NAME_RULE})"
+                    )
         if not _PRIORITY_RANGE[0] <= spec.priority <= _PRIORITY_RANGE[1]:
             raise InvalidArgument(f"{path}.priority: must be within {_PRIORITY_RANGE}, got {spec.priority}")
         res = _validate_resources(spec.resources, f"{path}.resources")
@@ -302,6 +315,7 @@ def validate_job(specs: list[TaskSpec], max_tasks: int = MAX_TASKS_PER_JOB) -> l
                 retry=retry,
                 timeout_s=spec.timeout_s,
                 num_nodes=num_nodes,
+                secrets=dict(spec.secrets),
             )
         )
     for i, spec in enumerate(out):

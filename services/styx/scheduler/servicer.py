@@ -110,7 +110,9 @@ class AgentGatewayServicer(agent_pb2_grpc.AgentGatewayServicer):
         self, request: agent_pb2.WorkStreamRequest, context: grpc.ServicerContext
     ) -> Iterator[agent_pb2.WorkItem]:
         for item in self.core.work_stream(request.node_id, context.is_active):
-            yield convert.work_item_to_pb(item)
+            revealed = self.core.reveal(request.node_id, item)
+            if revealed is not None:
+                yield convert.work_item_to_pb(revealed)
 
     def ReportTaskStatus(
         self, request: agent_pb2.ReportTaskStatusRequest, context: grpc.ServicerContext

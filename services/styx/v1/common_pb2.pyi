@@ -107,8 +107,15 @@ class ResourceRequest(_message.Message):
     def __init__(self, cpus: _Optional[float] = ..., cpus_at_least: _Optional[bool] = ..., memory_gib: _Optional[float] = ..., memory_at_least: _Optional[bool] = ..., accelerators: _Optional[_Iterable[_Union[AcceleratorRequest, _Mapping]]] = ..., use_spot: _Optional[bool] = ..., infra: _Optional[str] = ..., disk_gb: _Optional[float] = ..., max_hourly_cost: _Optional[float] = ..., instance_type: _Optional[str] = ..., any_of: _Optional[_Iterable[_Union[ResourceRequest, _Mapping]]] = ..., ordered: _Optional[_Iterable[_Union[ResourceRequest, _Mapping]]] = ..., cluster: _Optional[str] = ..., arch: _Optional[str] = ..., image_id: _Optional[str] = ...) -> None: ...
 
 class TaskSpec(_message.Message):
-    __slots__ = ("name", "resources", "setup", "run", "envs", "workdir", "priority", "depends_on", "retry", "timeout_s", "num_nodes")
+    __slots__ = ("name", "resources", "setup", "run", "envs", "workdir", "priority", "depends_on", "retry", "timeout_s", "num_nodes", "secrets")
     class EnvsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class SecretsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -126,6 +133,7 @@ class TaskSpec(_message.Message):
     RETRY_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
     NUM_NODES_FIELD_NUMBER: _ClassVar[int]
+    SECRETS_FIELD_NUMBER: _ClassVar[int]
     name: str
     resources: ResourceRequest
     setup: str
@@ -137,7 +145,8 @@ class TaskSpec(_message.Message):
     retry: RetryPolicy
     timeout_s: float
     num_nodes: int
-    def __init__(self, name: _Optional[str] = ..., resources: _Optional[_Union[ResourceRequest, _Mapping]] = ..., setup: _Optional[str] = ..., run: _Optional[str] = ..., envs: _Optional[_Mapping[str, str]] = ..., workdir: _Optional[str] = ..., priority: _Optional[int] = ..., depends_on: _Optional[_Iterable[str]] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., timeout_s: _Optional[float] = ..., num_nodes: _Optional[int] = ...) -> None: ...
+    secrets: _containers.ScalarMap[str, str]
+    def __init__(self, name: _Optional[str] = ..., resources: _Optional[_Union[ResourceRequest, _Mapping]] = ..., setup: _Optional[str] = ..., run: _Optional[str] = ..., envs: _Optional[_Mapping[str, str]] = ..., workdir: _Optional[str] = ..., priority: _Optional[int] = ..., depends_on: _Optional[_Iterable[str]] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., timeout_s: _Optional[float] = ..., num_nodes: _Optional[int] = ..., secrets: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class RetryPolicy(_message.Message):
     __slots__ = ("max_retries", "backoff_s", "max_backoff_s", "exit_codes")

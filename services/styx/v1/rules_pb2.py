@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13styx/v1/rules.proto\x12\x07styx.v1\x1a google/protobuf/descriptor.proto\"\x8a\x02\n\nFieldRules\x12\x10\n\x08required\x18\x01 \x01(\x08\x12\x10\n\x03gte\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03lte\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x14\n\x07int_lte\x18\x04 \x01(\x04H\x02\x88\x01\x01\x12\x0f\n\x07max_len\x18\x05 \x01(\r\x12\x11\n\tmax_bytes\x18\x06 \x01(\x04\x12\x11\n\tmax_items\x18\x07 \x01(\r\x12!\n\x07\x63harset\x18\x08 \x01(\x0e\x32\x10.styx.v1.Charset\x12\x0f\n\x07pattern\x18\t \x01(\t\x12\x13\n\x0bkey_pattern\x18\n \x01(\t\x12\x14\n\x0cpattern_help\x18\x0b \x01(\tB\x06\n\x04_gteB\x06\n\x04_lteB\n\n\x08_int_lte\"&\n\x0cMessageRules\x12\x16\n\x0e\x61t_most_one_of\x18\x01 \x03(\t\"(\n\x0bMethodRules\x12\x19\n\x11replay_in_handler\x18\x01 \x01(\x08*F\n\x07\x43harset\x12\x17\n\x13\x43HARSET_UNSPECIFIED\x10\x00\x12\x10\n\x0c\x43HARSET_TEXT\x10\x01\x12\x10\n\x0c\x43HARSET_LINE\x10\x02:C\n\x05rules\x12\x1d.google.protobuf.FieldOptions\x18\xb0\x8f\x03 \x01(\x0b\x32\x13.styx.v1.FieldRules:O\n\rmessage_rules\x12\x1f.google.protobuf.MessageOptions\x18\xb0\x8f\x03 \x01(\x0b\x32\x15.styx.v1.MessageRules:L\n\x0cmethod_rules\x12\x1e.google.protobuf.MethodOptions\x18\xb0\x8f\x03 \x01(\x0b\x32\x14.styx.v1.MethodRulesBU\n\x0b\x64\x65v.styx.v1B\nRulesProtoP\x01Z.github.com/styx-dev/styx/gen/go/styx/v1;styxv1\xaa\x02\x07Styx.V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13styx/v1/rules.proto\x12\x07styx.v1\x1a google/protobuf/descriptor.proto\"\x9a\x02\n\nFieldRules\x12\x10\n\x08required\x18\x01 \x01(\x08\x12\x10\n\x03gte\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03lte\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x14\n\x07int_lte\x18\x04 \x01(\x04H\x02\x88\x01\x01\x12\x0f\n\x07max_len\x18\x05 \x01(\r\x12\x11\n\tmax_bytes\x18\x06 \x01(\x04\x12\x11\n\tmax_items\x18\x07 \x01(\r\x12!\n\x07\x63harset\x18\x08 \x01(\x0e\x32\x10.styx.v1.Charset\x12\x0f\n\x07pattern\x18\t \x01(\t\x12\x13\n\x0bkey_pattern\x18\n \x01(\t\x12\x14\n\x0cpattern_help\x18\x0b \x01(\t\x12\x0e\n\x06secret\x18\x0c \x01(\x08\x42\x06\n\x04_gteB\x06\n\x04_lteB\n\n\x08_int_lte\"&\n\x0cMessageRules\x12\x16\n\x0e\x61t_most_one_of\x18\x01 \x03(\t\"(\n\x0bMethodRules\x12\x19\n\x11replay_in_handler\x18\x01 \x01(\x08*F\n\x07\x43harset\x12\x17\n\x13\x43HARSET_UNSPECIFIED\x10\x00\x12\x10\n\x0c\x43HARSET_TEXT\x10\x01\x12\x10\n\x0c\x43HARSET_LINE\x10\x02:C\n\x05rules\x12\x1d.google.protobuf.FieldOptions\x18\xb0\x8f\x03 \x01(\x0b\x32\x13.styx.v1.FieldRules:O\n\rmessage_rules\x12\x1f.google.protobuf.MessageOptions\x18\xb0\x8f\x03 \x01(\x0b\x32\x15.styx.v1.MessageRules:L\n\x0cmethod_rules\x12\x1e.google.protobuf.MethodOptions\x18\xb0\x8f\x03 \x01(\x0b\x32\x14.styx.v1.MethodRulesBU\n\x0b\x64\x65v.styx.v1B\nRulesProtoP\x01Z.github.com/styx-dev/styx/gen/go/styx/v1;styxv1\xaa\x02\x07Styx.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,12 +33,12 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'styx.v1.rules_pb2', _global
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\013dev.styx.v1B\nRulesProtoP\001Z.github.com/styx-dev/styx/gen/go/styx/v1;styxv1\252\002\007Styx.V1'
-  _globals['_CHARSET']._serialized_start=417
-  _globals['_CHARSET']._serialized_end=487
+  _globals['_CHARSET']._serialized_start=433
+  _globals['_CHARSET']._serialized_end=503
   _globals['_FIELDRULES']._serialized_start=67
-  _globals['_FIELDRULES']._serialized_end=333
-  _globals['_MESSAGERULES']._serialized_start=335
-  _globals['_MESSAGERULES']._serialized_end=373
-  _globals['_METHODRULES']._serialized_start=375
-  _globals['_METHODRULES']._serialized_end=415
+  _globals['_FIELDRULES']._serialized_end=349
+  _globals['_MESSAGERULES']._serialized_start=351
+  _globals['_MESSAGERULES']._serialized_end=389
+  _globals['_METHODRULES']._serialized_start=391
+  _globals['_METHODRULES']._serialized_end=431
 # @@protoc_insertion_point(module_scope)

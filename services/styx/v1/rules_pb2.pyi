@@ -24,7 +24,7 @@ METHOD_RULES_FIELD_NUMBER: _ClassVar[int]
 method_rules: _descriptor.FieldDescriptor
 
 class FieldRules(_message.Message):
-    __slots__ = ("required", "gte", "lte", "int_lte", "max_len", "max_bytes", "max_items", "charset", "pattern", "key_pattern", "pattern_help")
+    __slots__ = ("required", "gte", "lte", "int_lte", "max_len", "max_bytes", "max_items", "charset", "pattern", "key_pattern", "pattern_help", "secret")
     REQUIRED_FIELD_NUMBER: _ClassVar[int]
     GTE_FIELD_NUMBER: _ClassVar[int]
     LTE_FIELD_NUMBER: _ClassVar[int]
@@ -36,6 +36,7 @@ class FieldRules(_message.Message):
     PATTERN_FIELD_NUMBER: _ClassVar[int]
     KEY_PATTERN_FIELD_NUMBER: _ClassVar[int]
     PATTERN_HELP_FIELD_NUMBER: _ClassVar[int]
+    SECRET_FIELD_NUMBER: _ClassVar[int]
     required: bool
     gte: float
     lte: float
@@ -47,7 +48,8 @@ class FieldRules(_message.Message):
     pattern: str
     key_pattern: str
     pattern_help: str
-    def __init__(self, required: _Optional[bool] = ..., gte: _Optional[float] = ..., lte: _Optional[float] = ..., int_lte: _Optional[int] = ..., max_len: _Optional[int] = ..., max_bytes: _Optional[int] = ..., max_items: _Optional[int] = ..., charset: _Optional[_Union[Charset, str]] = ..., pattern: _Optional[str] = ..., key_pattern: _Optional[str] = ..., pattern_help: _Optional[str] = ...) -> None: ...
+    secret: bool
+    def __init__(self, required: _Optional[bool] = ..., gte: _Optional[float] = ..., lte: _Optional[float] = ..., int_lte: _Optional[int] = ..., max_len: _Optional[int] = ..., max_bytes: _Optional[int] = ..., max_items: _Optional[int] = ..., charset: _Optional[_Union[Charset, str]] = ..., pattern: _Optional[str] = ..., key_pattern: _Optional[str] = ..., pattern_help: _Optional[str] = ..., secret: _Optional[bool] = ...) -> None: ...
 
 class MessageRules(_message.Message):
     __slots__ = ("at_most_one_of",)
