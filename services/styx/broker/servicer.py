@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 
 from styx.broker import convert
 from styx.broker.core import Broker
 from styx.common.auth import mint_node_token
 from styx.common.errors import InvalidArgument
+from styx.common.pagination import page
 from styx.v1 import broker_pb2, broker_pb2_grpc, common_pb2
 
 
@@ -78,8 +81,8 @@ class BrokerServicer(broker_pb2_grpc.ResourceBrokerServicer):
     def ListNodes(
         self, request: broker_pb2.ListNodesRequest, context: grpc.ServicerContext
     ) -> broker_pb2.ListNodesResponse:
-        nodes = self.broker.list_nodes(include_lost=request.include_lost)
-        return broker_pb2.ListNodesResponse(nodes=[convert.node_to_pb(n) for n in nodes])
+        nodes, token = page(self.broker.list_nodes(include_lost=request.include_lost), request, _node_key)
+        return broker_pb2.ListNodesResponse(nodes=[convert.node_to_pb(n) for n in nodes], next_page_token=token)
 
     def Optimize(
         self, request: broker_pb2.OptimizeRequest, context: grpc.ServicerContext
@@ -99,18 +102,27 @@ class BrokerServicer(broker_pb2_grpc.ResourceBrokerServicer):
     def ListCatalogs(
         self, request: broker_pb2.ListCatalogsRequest, context: grpc.ServicerContext
     ) -> broker_pb2.ListCatalogsResponse:
-        return convert.catalogs_to_pb(self.broker.list_catalogs())
+        catalogs, token = page(self.broker.list_catalogs(), request, _provider_key)
+        reply = convert.catalogs_to_pb(catalogs)
+        reply.next_page_token = token
+        return reply
 
     def ListAccelerators(
         self, request: broker_pb2.ListAcceleratorsRequest, context: grpc.ServicerContext
     ) -> broker_pb2.ListAcceleratorsResponse:
-        return convert.accelerators_to_pb(self.broker.list_accelerators(request.name, request.include_disabled))
+        accels, token = page(self.broker.list_accelerators(request.name, request.include_disabled), request, _name_key)
+        reply = convert.accelerators_to_pb(accels)
+        reply.next_page_token = token
+        return reply
 
     def ListProvisioningAttempts(
         self, request: broker_pb2.ListProvisioningAttemptsRequest, context: grpc.ServicerContext
     ) -> broker_pb2.ListProvisioningAttemptsResponse:
         attempts = self.broker.list_attempts(request.task_id, request.allocation_id, request.node_id, request.limit)
-        return convert.attempts_to_pb(attempts)
+        shown, token = page(attempts, request, _newest_first)
+        reply = convert.attempts_to_pb(shown)
+        reply.next_page_token = token
+        return reply
 
     def CreateCluster(
         self, request: broker_pb2.CreateClusterRequest, context: grpc.ServicerContext
@@ -127,24 +139,40 @@ class BrokerServicer(broker_pb2_grpc.ResourceBrokerServicer):
     def ListClusters(
         self, request: broker_pb2.ListClustersRequest, context: grpc.ServicerContext
     ) -> broker_pb2.ListClustersResponse:
-        views = self.broker.list_clusters(request.include_down)
-        return broker_pb2.ListClustersResponse(clusters=[convert.cluster_to_pb(v) for v in views])
+        views, token = page(self.broker.list_clusters(request.include_down), request, _name_key)
+        return broker_pb2.ListClustersResponse(
+            clusters=[convert.cluster_to_pb(v) for v in views], next_page_token=token
+        )
 
-    def DownCluster(
-        self, request: broker_pb2.DownClusterRequest, context: grpc.ServicerContext
-    ) -> broker_pb2.Cluster:
+    def DownCluster(self, request: broker_pb2.DownClusterRequest, context: grpc.ServicerContext) -> broker_pb2.Cluster:
         return convert.cluster_to_pb(self.broker.down_cluster(request.name))
 
     def SetAutostop(self, request: broker_pb2.SetAutostopRequest, context: grpc.ServicerContext) -> broker_pb2.Cluster:
         view = self.broker.set_autostop(request.name, request.idle_minutes, request.down)
         return convert.cluster_to_pb(view)
 
-    def StopCluster(
-        self, request: broker_pb2.StopClusterRequest, context: grpc.ServicerContext
-    ) -> broker_pb2.Cluster:
+    def StopCluster(self, request: broker_pb2.StopClusterRequest, context: grpc.ServicerContext) -> broker_pb2.Cluster:
         return convert.cluster_to_pb(self.broker.stop_cluster(request.name))
 
     def StartCluster(
         self, request: broker_pb2.StartClusterRequest, context: grpc.ServicerContext
     ) -> broker_pb2.Cluster:
         return convert.cluster_to_pb(self.broker.start_cluster(request.name))
+
+
+# Sort keys of the List RPCs' pages (unique per item; see styx.common.pagination).
+def _node_key(node: Any) -> str:
+    return str(node.node_id)
+
+
+def _provider_key(info: Any) -> str:
+    return str(info.provider)
+
+
+def _name_key(item: Any) -> str:
+    return str(item.name)
+
+
+def _newest_first(attempt: Any) -> str:
+    # Newest first, as list_attempts orders them: the inverted start time sorts ascending.
+    return f"{1e12 - attempt.started_at:020.6f}/{attempt.node_id}"

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import grpc
 
+from styx.common.pagination import page
 from styx.provisioner import convert
 from styx.provisioner.core import Provisioner
 from styx.v1 import provisioner_pb2, provisioner_pb2_grpc
@@ -25,15 +26,19 @@ class ProvisionerServicer(provisioner_pb2_grpc.ProvisionerServicer):
         self, request: provisioner_pb2.ListProvidersRequest, context: grpc.ServicerContext
     ) -> provisioner_pb2.ListProvidersResponse:
         """Every loaded provider with its status."""
-        infos = self._core.list_providers()
-        return provisioner_pb2.ListProvidersResponse(providers=[convert.provider_info_to_proto(i) for i in infos])
+        infos, token = page(self._core.list_providers(), request, lambda i: str(i.name))
+        return provisioner_pb2.ListProvidersResponse(
+            providers=[convert.provider_info_to_proto(i) for i in infos], next_page_token=token
+        )
 
     def ListOffers(
         self, request: provisioner_pb2.ListOffersRequest, context: grpc.ServicerContext
     ) -> provisioner_pb2.ListOffersResponse:
         """Offers of enabled providers."""
-        offers = self._core.list_offers(request.provider)
-        return provisioner_pb2.ListOffersResponse(offers=[convert.offer_to_proto(o) for o in offers])
+        offers, token = page(self._core.list_offers(request.provider), request, lambda o: "/".join(o.key))
+        return provisioner_pb2.ListOffersResponse(
+            offers=[convert.offer_to_proto(o) for o in offers], next_page_token=token
+        )
 
     def Provision(
         self, request: provisioner_pb2.ProvisionRequest, context: grpc.ServicerContext
@@ -54,24 +59,20 @@ class ProvisionerServicer(provisioner_pb2_grpc.ProvisionerServicer):
         """Start terminating a node's instance."""
         return convert.operation_to_proto(self._core.terminate(request.request_id, request.node_id))
 
-    def Stop(
-        self, request: provisioner_pb2.StopRequest, context: grpc.ServicerContext
-    ) -> provisioner_pb2.Operation:
+    def Stop(self, request: provisioner_pb2.StopRequest, context: grpc.ServicerContext) -> provisioner_pb2.Operation:
         """Start stopping a node's instance."""
         return convert.operation_to_proto(self._core.stop_instance(request.request_id, request.node_id))
 
-    def Start(
-        self, request: provisioner_pb2.StartRequest, context: grpc.ServicerContext
-    ) -> provisioner_pb2.Operation:
+    def Start(self, request: provisioner_pb2.StartRequest, context: grpc.ServicerContext) -> provisioner_pb2.Operation:
         """Start a node's stopped instance."""
         return convert.operation_to_proto(self._core.start_instance(request.request_id, request.node_id))
 
     def GetProviderCatalog(
         self, request: provisioner_pb2.GetProviderCatalogRequest, context: grpc.ServicerContext
-    ) -> provisioner_pb2.ListOffersResponse:
+    ) -> provisioner_pb2.GetProviderCatalogResponse:
         """A provider's catalog from its cloud's APIs."""
         offers = self._core.provider_catalog(request.provider, list(request.regions))
-        return provisioner_pb2.ListOffersResponse(offers=[convert.offer_to_proto(o) for o in offers])
+        return provisioner_pb2.GetProviderCatalogResponse(offers=[convert.offer_to_proto(o) for o in offers])
 
     def GetOperation(
         self, request: provisioner_pb2.GetOperationRequest, context: grpc.ServicerContext
@@ -90,5 +91,9 @@ class ProvisionerServicer(provisioner_pb2_grpc.ProvisionerServicer):
         self, request: provisioner_pb2.ListInstancesRequest, context: grpc.ServicerContext
     ) -> provisioner_pb2.ListInstancesResponse:
         """Instances the provisioner owns."""
-        found = self._core.list_instances(request.provider, request.include_terminated)
-        return provisioner_pb2.ListInstancesResponse(instances=[convert.instance_to_proto(i) for i in found])
+        found, token = page(
+            self._core.list_instances(request.provider, request.include_terminated), request, lambda i: str(i.node_id)
+        )
+        return provisioner_pb2.ListInstancesResponse(
+            instances=[convert.instance_to_proto(i) for i in found], next_page_token=token
+        )

@@ -60,7 +60,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             raise InvalidArgument(f"limit: at most 10000, got {request.limit}")
         states = [convert.state_from_pb(s, f"states[{i}]") for i, s in enumerate(request.states)]
         after = convert.page_token_to_seq(request.page_token)
-        limit = request.limit or 1000
+        limit = request.page_size or request.limit or 1000
         tasks = self.core.list_tasks(request.job_id, states, limit, request.oldest_first, after)
         return scheduler_pb2.ListTasksResponse(
             tasks=[convert.task_to_pb(r) for r in tasks],

@@ -101,16 +101,22 @@ class GetClusterRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class ListClustersRequest(_message.Message):
-    __slots__ = ("include_down",)
+    __slots__ = ("include_down", "page_size", "page_token")
     INCLUDE_DOWN_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     include_down: bool
-    def __init__(self, include_down: _Optional[bool] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, include_down: _Optional[bool] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListClustersResponse(_message.Message):
-    __slots__ = ("clusters",)
+    __slots__ = ("clusters", "next_page_token")
     CLUSTERS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     clusters: _containers.RepeatedCompositeFieldContainer[Cluster]
-    def __init__(self, clusters: _Optional[_Iterable[_Union[Cluster, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, clusters: _Optional[_Iterable[_Union[Cluster, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class DownClusterRequest(_message.Message):
     __slots__ = ("request_id", "name")
@@ -292,16 +298,22 @@ class GetNodeRequest(_message.Message):
     def __init__(self, node_id: _Optional[str] = ...) -> None: ...
 
 class ListNodesRequest(_message.Message):
-    __slots__ = ("include_lost",)
+    __slots__ = ("include_lost", "page_size", "page_token")
     INCLUDE_LOST_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     include_lost: bool
-    def __init__(self, include_lost: _Optional[bool] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, include_lost: _Optional[bool] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListNodesResponse(_message.Message):
-    __slots__ = ("nodes",)
+    __slots__ = ("nodes", "next_page_token")
     NODES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     nodes: _containers.RepeatedCompositeFieldContainer[_common_pb2.Node]
-    def __init__(self, nodes: _Optional[_Iterable[_Union[_common_pb2.Node, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, nodes: _Optional[_Iterable[_Union[_common_pb2.Node, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class OptimizeRequest(_message.Message):
     __slots__ = ("resources", "num_nodes", "limit", "include_disabled")
@@ -366,8 +378,12 @@ class ImportCatalogResponse(_message.Message):
     def __init__(self, count: _Optional[int] = ..., providers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListCatalogsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class CatalogInfo(_message.Message):
     __slots__ = ("provider", "offers", "imported", "imported_at", "regions")
@@ -384,18 +400,24 @@ class CatalogInfo(_message.Message):
     def __init__(self, provider: _Optional[str] = ..., offers: _Optional[int] = ..., imported: _Optional[bool] = ..., imported_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., regions: _Optional[int] = ...) -> None: ...
 
 class ListCatalogsResponse(_message.Message):
-    __slots__ = ("catalogs",)
+    __slots__ = ("catalogs", "next_page_token")
     CATALOGS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     catalogs: _containers.RepeatedCompositeFieldContainer[CatalogInfo]
-    def __init__(self, catalogs: _Optional[_Iterable[_Union[CatalogInfo, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, catalogs: _Optional[_Iterable[_Union[CatalogInfo, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class ListAcceleratorsRequest(_message.Message):
-    __slots__ = ("name", "include_disabled")
+    __slots__ = ("name", "include_disabled", "page_size", "page_token")
     NAME_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_DISABLED_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     name: str
     include_disabled: bool
-    def __init__(self, name: _Optional[str] = ..., include_disabled: _Optional[bool] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, name: _Optional[str] = ..., include_disabled: _Optional[bool] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class AcceleratorOffer(_message.Message):
     __slots__ = ("count", "cheapest", "cheapest_spot_price_per_hour")
@@ -422,22 +444,28 @@ class AcceleratorInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., counts: _Optional[_Iterable[int]] = ..., providers: _Optional[_Iterable[str]] = ..., offers: _Optional[_Iterable[_Union[AcceleratorOffer, _Mapping]]] = ..., memory_gib: _Optional[float] = ...) -> None: ...
 
 class ListAcceleratorsResponse(_message.Message):
-    __slots__ = ("accelerators",)
+    __slots__ = ("accelerators", "next_page_token")
     ACCELERATORS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     accelerators: _containers.RepeatedCompositeFieldContainer[AcceleratorInfo]
-    def __init__(self, accelerators: _Optional[_Iterable[_Union[AcceleratorInfo, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, accelerators: _Optional[_Iterable[_Union[AcceleratorInfo, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class ListProvisioningAttemptsRequest(_message.Message):
-    __slots__ = ("task_id", "allocation_id", "node_id", "limit")
+    __slots__ = ("task_id", "allocation_id", "node_id", "limit", "page_size", "page_token")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     ALLOCATION_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     allocation_id: str
     node_id: str
     limit: int
-    def __init__(self, task_id: _Optional[str] = ..., allocation_id: _Optional[str] = ..., node_id: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, task_id: _Optional[str] = ..., allocation_id: _Optional[str] = ..., node_id: _Optional[str] = ..., limit: _Optional[int] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ProvisioningAttempt(_message.Message):
     __slots__ = ("node_id", "allocation_id", "task_id", "offer", "spot", "hourly_price", "state", "error", "error_kind", "operation_id", "started_at", "updated_at")
@@ -468,7 +496,9 @@ class ProvisioningAttempt(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., allocation_id: _Optional[str] = ..., task_id: _Optional[str] = ..., offer: _Optional[_Union[_common_pb2.Offer, _Mapping]] = ..., spot: _Optional[bool] = ..., hourly_price: _Optional[float] = ..., state: _Optional[_Union[ProvisioningAttemptState, str]] = ..., error: _Optional[str] = ..., error_kind: _Optional[_Union[_provisioner_pb2.ProviderErrorKind, str]] = ..., operation_id: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ListProvisioningAttemptsResponse(_message.Message):
-    __slots__ = ("attempts",)
+    __slots__ = ("attempts", "next_page_token")
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     attempts: _containers.RepeatedCompositeFieldContainer[ProvisioningAttempt]
-    def __init__(self, attempts: _Optional[_Iterable[_Union[ProvisioningAttempt, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, attempts: _Optional[_Iterable[_Union[ProvisioningAttempt, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

@@ -83,7 +83,7 @@ class ProvisionerStub:
         self.GetProviderCatalog = channel.unary_unary(
                 '/styx.v1.Provisioner/GetProviderCatalog',
                 request_serializer=styx_dot_v1_dot_provisioner__pb2.GetProviderCatalogRequest.SerializeToString,
-                response_deserializer=styx_dot_v1_dot_provisioner__pb2.ListOffersResponse.FromString,
+                response_deserializer=styx_dot_v1_dot_provisioner__pb2.GetProviderCatalogResponse.FromString,
                 _registered_method=True)
 
 
@@ -220,7 +220,7 @@ def add_ProvisionerServicer_to_server(servicer, server):
             'GetProviderCatalog': grpc.unary_unary_rpc_method_handler(
                     servicer.GetProviderCatalog,
                     request_deserializer=styx_dot_v1_dot_provisioner__pb2.GetProviderCatalogRequest.FromString,
-                    response_serializer=styx_dot_v1_dot_provisioner__pb2.ListOffersResponse.SerializeToString,
+                    response_serializer=styx_dot_v1_dot_provisioner__pb2.GetProviderCatalogResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -493,7 +493,7 @@ class Provisioner:
             target,
             '/styx.v1.Provisioner/GetProviderCatalog',
             styx_dot_v1_dot_provisioner__pb2.GetProviderCatalogRequest.SerializeToString,
-            styx_dot_v1_dot_provisioner__pb2.ListOffersResponse.FromString,
+            styx_dot_v1_dot_provisioner__pb2.GetProviderCatalogResponse.FromString,
             options,
             channel_credentials,
             insecure,
