@@ -260,7 +260,9 @@ class SshProvider(ProviderBase):
     ) -> None:
         conn = await self.sessions.connect(host)
         base, node_id, launch = record["base"], request.node_id, request.agent_launch
-        await remote.run(conn, sh_join(["mkdir", "-p", "-m", "700", f"{base}/wheels", f"{base}/home"]), host, "mkdir")
+        # umask: every folder made here is private, ~/.styx-ssh included (the node's logs live there).
+        mkdir = "umask 077 && " + sh_join(["mkdir", "-p", f"{base}/wheels", f"{base}/home"])
+        await remote.run(conn, mkdir, host, "mkdir")
         async with conn.start_sftp_client() as sftp:
             await sftp.put([str(p) for p in wheels.wheels_in(wheel_dir)], f"{base}/wheels/")
         install = " && ".join(
@@ -423,6 +425,56 @@ class SshProvider(ProviderBase):
             self._ensure_tunnels(record)
             status = InstanceStatus.RUNNING if record.get("started") else InstanceStatus.PENDING
             out.append(ProviderInstance(record["instance_id"], record["node_id"], status, str(record.get("plane", ""))))
+        return out
+
+    # -- whole pools (sky ssh up / down) ---------------------------------------------------
+
+    def prepare(self, pool: Pool) -> dict[str, HostInfo | ProviderError]:
+        """Probe every host afresh, refuse ones without python3 >= 3.11, and build the
+        agent's wheel set each needs (cached): what ``sky ssh up`` does before a launch."""
+        found = self.probe_hosts(list(pool.hosts), fresh=True)
+        for host in pool.hosts:
+            info = found[host.name]
+            if isinstance(info, HostInfo):
+                try:
+                    remote.require_python(info, host)
+                    assert info.python is not None
+                    wheels.wheel_set(info.python, info.machine)
+                except ProviderError as exc:
+                    found[host.name] = exc
+        return found
+
+    def sweep(self, pool: Pool) -> dict[str, list[str] | ProviderError]:
+        """Stop every Styx agent under ~/.styx-ssh on the pool's hosts and remove the folder
+        (``sky ssh down``): host name -> the node ids removed, or why the host was not reached."""
+        found = self.probe_hosts(list(pool.hosts), fresh=True)
+        out: dict[str, list[str] | ProviderError] = {}
+        for host in pool.hosts:
+            info = found[host.name]
+            if isinstance(info, ProviderError):
+                out[host.name] = info
+                continue
+            root = f"{info.home.rstrip('/')}/{ROOT_DIR}"
+
+            async def stop(host: Host = host, root: str = root) -> str:
+                try:
+                    conn = await self.sessions.connect(host)
+                    argv = ["sh", "-c", remote.SWEEP, "sh", root, str(STOP_GRACE_S), remote.STOP_AGENT]
+                    return await remote.run(conn, sh_join(argv), host, "removing Styx", timeout_s=STOP_GRACE_S + 120)
+                finally:
+                    for node_id in [n for n, (h, _) in self._tunnels.items() if h == host]:
+                        for listener in self._tunnels.pop(node_id)[1]:
+                            listener.close()
+                    self._release(host)
+
+            try:
+                removed = self.sessions.run(stop(), timeout_s=STOP_GRACE_S + 150).split()
+            except ProviderError as exc:
+                out[host.name] = exc
+                continue
+            for node_id in removed:
+                self._records.delete(node_id)
+            out[host.name] = removed
         return out
 
     def close(self) -> None:

@@ -196,3 +196,16 @@ REACH = (
     "except OSError:\n"
     "    print('no')\n"
 )
+
+#: Stops every node folder under ROOT (``sh -c SWEEP sh ROOT GRACE_S STOP_AGENT``) and
+#: prints the node ids it removed: what ``sky ssh down`` leaves behind on a host (nothing).
+SWEEP = """root=$1; grace=$2; stop=$3
+[ -d "$root" ] || exit 0
+for d in "$root"/*/; do
+  [ -d "$d" ] || continue
+  n=$(basename -- "$d")
+  sh -c "$stop" sh "${d%/}" "$n" "$grace"
+  echo "$n"
+done
+rmdir -- "$root" 2>/dev/null || true
+"""
