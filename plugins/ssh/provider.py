@@ -58,7 +58,7 @@ from styx.provider import (
     clip,
     hookimpl,
 )
-from styx_plugins.ssh import records, remote, wheels
+from styx_plugins.ssh import install, records, remote, wheels
 from styx_plugins.ssh.pools import Host, Pool, PoolError, load_pools, pools_path
 from styx_plugins.ssh.remote import HostInfo, sh_join
 from styx_plugins.ssh.session import INSTALL_HINT, Sessions
@@ -260,89 +260,19 @@ class SshProvider(ProviderBase):
     ) -> None:
         conn = await self.sessions.connect(host)
         base, node_id, launch = record["base"], request.node_id, request.agent_launch
-        # umask: every folder made here is private, ~/.styx-ssh included (the node's logs live there).
-        mkdir = "umask 077 && " + sh_join(["mkdir", "-p", f"{base}/wheels", f"{base}/home"])
-        await remote.run(conn, mkdir, host, "mkdir")
-        async with conn.start_sftp_client() as sftp:
-            await sftp.put([str(p) for p in wheels.wheels_in(wheel_dir)], f"{base}/wheels/")
-        install = " && ".join(
-            [
-                sh_join(["python3", "-m", "venv", "--without-pip", f"{base}/venv"]),
-                sh_join([f"{base}/venv/bin/python", "-c", remote.EXTRACT_WHEELS, f"{base}/wheels"]),
-                sh_join(["rm", "-rf", f"{base}/wheels"]),
-            ]
-        )
-        await remote.run(conn, install, host, "installing the agent", timeout_s=300)
-        scheduler, broker = launch.scheduler_endpoint, launch.broker_endpoint
-        if await self._needs_tunnel(conn, host, base, [scheduler, broker]):
-            ports = await self._open_tunnels(conn, host, node_id, [scheduler, broker], [0, 0])
-            record["tunnels"] = {"targets": [scheduler, broker], "ports": ports}
-            scheduler, broker = (f"127.0.0.1:{p}" for p in ports)
+        await install.install(conn, host, base, wheel_dir)
+        endpoints = (launch.scheduler_endpoint, launch.broker_endpoint)
+        if await install.needs_tunnel(conn, host, base, endpoints, self._tunnel_mode):
+            listeners, ports = await install.forward(conn, host, list(endpoints), [0, 0])
+            self._tunnels[node_id] = (host, listeners)
+            record["tunnels"] = {"targets": list(endpoints), "ports": ports}
             self._records.write(node_id, record)
-        argv = [
-            f"{base}/venv/bin/python", "-m", "styx.agent",
-            "--node-id", node_id,
-            "--provider", NAME,
-            "--region", host.pool,
-            "--instance-type", host.name,
-            "--instance-id", record["instance_id"],
-            "--scheduler", scheduler,
-            "--broker", broker,
-            "--address", host.ip,
-            "--work-dir", f"{base}/work",
-            "--cpus", repr(info.cpus),
-            "--memory-gib", repr(info.memory_gib),
-        ]  # fmt: skip
-        for key, value in sorted(request.labels.items()):
-            argv += ["--label", f"{key}={value}"]
-        async with conn.start_sftp_client() as sftp:
-            import asyncssh
-
-            private = asyncssh.SFTPAttrs(permissions=0o600)
-            async with sftp.open(f"{base}/token", "w", private) as fh:
-                await fh.write(launch.node_token(node_id) + "\n")
-            if launch.tls_ca_pem:
-                async with sftp.open(f"{base}/ca.pem", "w", private) as fh:
-                    await fh.write(launch.tls_ca_pem)
-                argv = ["env", f"STYX_TLS_CA={base}/ca.pem", *argv]
-        pid = await remote.run(conn, sh_join(["sh", "-c", remote.START_AGENT, "sh", base, *argv]), host, "start agent")
-        record["started"], record["pid"] = True, int(pid.strip() or 0)
+            endpoints = (f"127.0.0.1:{ports[0]}", f"127.0.0.1:{ports[1]}")
+        argv = install.agent_argv(base, host, node_id, record["instance_id"], endpoints, info, request.labels)
+        env = await install.write_secrets(conn, base, launch.node_token(node_id), launch.tls_ca_pem)
+        record["pid"] = await install.start(conn, host, base, [*env, *argv])
+        record["started"] = True
         self._records.write(node_id, record)
-
-    async def _needs_tunnel(self, conn: Any, host: Host, base: str, endpoints: list[str]) -> bool:
-        if self._tunnel_mode in ("always", "never"):
-            return self._tunnel_mode == "always"
-        for endpoint in endpoints:
-            address, _, port = endpoint.rpartition(":")
-            address = address.strip("[]")
-            if address in ("", "localhost", "0.0.0.0") or address.startswith("127.") or address == "::1":
-                return True
-            argv = [f"{base}/venv/bin/python", "-c", remote.REACH, address, port]
-            if (await remote.run(conn, sh_join(argv), host, "reaching the control plane")).strip() != "yes":
-                return True
-        return False
-
-    async def _open_tunnels(
-        self, conn: Any, host: Host, node_id: str, targets: list[str], ports: list[int]
-    ) -> list[int]:
-        """Reverse-forward 127.0.0.1:PORT on the host to each target; the ports listened on."""
-        listeners, out = [], []
-        try:
-            for target, port in zip(targets, ports, strict=True):
-                address, _, dest = target.rpartition(":")
-                listener = await conn.forward_remote_port(
-                    "127.0.0.1", port, address.strip("[]") or "127.0.0.1", int(dest)
-                )
-                listeners.append(listener)
-                out.append(int(listener.get_port()))
-        except Exception as exc:
-            for listener in listeners:
-                listener.close()
-            raise ProviderError(
-                ProviderErrorKind.INTERNAL, f"{host.where}: reverse tunnel refused ({clip(str(exc))})"
-            ) from None
-        self._tunnels[node_id] = (host, listeners)
-        return out
 
     def _ensure_tunnels(self, record: Mapping[str, Any]) -> None:
         """Re-open a node's reverse tunnels on their old ports when this process lost them."""
@@ -356,7 +286,8 @@ class SshProvider(ProviderBase):
 
         async def reopen() -> None:
             conn = await self.sessions.connect(host)
-            await self._open_tunnels(conn, host, record["node_id"], list(tunnels["targets"]), list(tunnels["ports"]))
+            listeners, _ = await install.forward(conn, host, list(tunnels["targets"]), list(tunnels["ports"]))
+            self._tunnels[record["node_id"]] = (host, listeners)
 
         try:
             self.sessions.run(reopen(), timeout_s=self._connect_timeout * 2 + 10)

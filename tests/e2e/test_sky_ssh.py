@@ -174,7 +174,6 @@ def test_ssh_up_and_down(home: Path, sshd_pair: SshdHosts) -> None:
 )
 def test_bad_pools_fail_short_and_leave_nothing(home: Path, sshd_pair: SshdHosts, infra: str, wanted: str) -> None:
     launched = sky(home, "launch", "--infra", infra, "--", "true", timeout=90)
-    print(infra, "->", launched.stderr)
     assert launched.returncode != 0, launched.stdout
     assert re.search(wanted, launched.stderr) and "Traceback" not in launched.stderr, launched.stderr
     assert not styx_left(sshd_pair)
