@@ -166,16 +166,18 @@ def test_ssh_up_and_down(home: Path, sshd_pair: SshdHosts) -> None:
 @pytest.mark.parametrize(
     ("infra", "wanted"),
     [
-        ("ssh/nope", r"ssh/nope"),
-        ("ssh/dead", r"ssh/dead"),
-        ("ssh/badkey", r"ssh/badkey"),
-        ("ssh/mitm", r"ssh/mitm"),
+        ("ssh/nope", r"ssh/nope; ssh: no region 'nope' \(it has: pair, dead, badkey, mitm\)"),
+        ("ssh/dead", r"ssh/dead; ssh: dead: 0/1 hosts up; ssh/dead root@\S+: cannot connect"),
+        ("ssh/badkey", r"ssh/badkey; ssh: badkey: 0/1 hosts up; .*login refused with key .*check `user`"),
+        ("ssh/mitm", r"ssh/mitm; ssh: mitm: 0/1 hosts up; .*host key does not match .*ssh-keygen -R"),
     ],
 )
 def test_bad_pools_fail_short_and_leave_nothing(home: Path, sshd_pair: SshdHosts, infra: str, wanted: str) -> None:
     launched = sky(home, "launch", "--infra", infra, "--", "true", timeout=90)
     assert launched.returncode != 0, launched.stdout
     assert re.search(wanted, launched.stderr) and "Traceback" not in launched.stderr, launched.stderr
+    # The reason is one line (besides the job's submitted/summary lines).
+    assert len([ln for ln in launched.stderr.splitlines() if infra in ln]) == 1, launched.stderr
     assert not styx_left(sshd_pair)
 
 

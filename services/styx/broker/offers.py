@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from styx.broker.catalog import Catalog
 from styx.broker.model import _FAILOVER_DEPTH, ProvisionerPort, _in_infra, describe
@@ -37,6 +37,7 @@ class OfferBook:
         self.known = False  # whether the provisioner ever answered ListOffers
         self._providers: dict[str, str] | None = None
         self._providers_at = 0.0
+        self._notes: dict[str, str] = {}
         self._refreshing = threading.Lock()
         self._memo: dict[tuple[Resources, int], Ranking] | None = None
 
@@ -60,6 +61,7 @@ class OfferBook:
             if stale_providers and lister is not None:
                 try:
                     self._providers, self._providers_at = dict(lister()), stamp
+                    self._notes = dict(getattr(self._provisioner, "notes", None) or {})
                 except Exception as exc:
                     log.warning("cannot list providers: %s", exc)
         finally:
@@ -109,16 +111,22 @@ class OfferBook:
     def explain_infeasible(self, res: Resources) -> str:
         """The reasons every offer fails ``res``, for an INFEASIBLE answer."""
         host = [o for o in self._offers if o.provider not in self.catalog.providers]
-        return _explain(self.catalog, res, host, self.enabled())
+        return _explain(self.catalog, res, host, self.enabled(), self._notes)
 
 
-def _explain(catalog: Catalog, res: Resources, host: Iterable[Offer], enabled: dict[str, str] | None) -> str:
+def _explain(
+    catalog: Catalog,
+    res: Resources,
+    host: Iterable[Offer],
+    enabled: dict[str, str] | None,
+    notes: Mapping[str, str] | None = None,
+) -> str:
     host = list(host)
     _, alts = alternatives(res)
     in_infra = [p for p in catalog.providers for a in alts if infra_parts(a.infra)[0] in ("", p)]
     if not in_infra and not any(_in_infra(a, o.provider, o.region, o.zone) for a in alts for o in host):
         where = f" in {res.infra}" if res.infra else ""
-        return f"no enabled provider offers capacity{where}; `sky check` shows providers"
+        return f"no enabled provider offers capacity{where}{_note(res.infra, notes or {})}; `sky check` shows providers"
     ranking = rank(catalog, res, enabled=enabled, host_offers=host, limit=1, explain=True)
     # Host offers read "local/local host has 4 CPUs, ..."; catalog families "aws p4d: 8x A100, ...".
     # Machines that exist (host offers) first: on a local plane they are what matters.
@@ -129,3 +137,20 @@ def _explain(catalog: Catalog, res: Resources, host: Iterable[Offer], enabled: d
     more = len(ranking.rejections) - 6
     tail = f" (+{more} more; `sky launch --dryrun` lists them)" if more > 0 else ""
     return f"no enabled provider can satisfy {describe(res)} ({describe_request(res)}): {shown}{tail}"
+
+
+def _note(infra: str, notes: Mapping[str, str]) -> str:
+    """ "; PROVIDER: what its check says" for the provider an infra names ("" when none).
+
+    A note listing regions as ``REGION: ...`` parts separated by " | " (the SSH provider's
+    pools) is narrowed to the part of the region the infra names."""
+    provider, region, _ = infra_parts(infra) if infra else ("", "", "")
+    note = notes.get(provider, "")
+    if not note:
+        return ""
+    parts = note.split(" | ")
+    if region and len(parts) > 1:
+        mine = [p for p in parts if p.startswith(f"{region}: ")]
+        note = mine[0] if mine else f"no region {region!r} (it has: {', '.join(p.split(': ')[0] for p in parts)})"
+    note = " ".join(note.split())
+    return f"; {provider}: {note if len(note) <= 300 else note[:297] + '...'}"
