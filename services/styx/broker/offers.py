@@ -22,6 +22,10 @@ from styx.common.resources import Resources, infra_parts
 log = logging.getLogger(__name__)
 
 
+# Seconds a caller waits for the first ListOffers / ListProviders answer another started.
+_FIRST_WAIT_S = 15.0
+
+
 class OfferBook:
     """Cached host offers and provider status, the current catalog, and ranking over both."""
 
@@ -50,9 +54,16 @@ class OfferBook:
         stale_offers = not self.known or stamp - self._offers_at > self._ttl_s
         lister = getattr(self._provisioner, "list_providers", None)  # optional on test doubles
         stale_providers = lister is not None and (self._providers is None or stamp - self._providers_at > self._ttl_s)
-        if not (stale_offers or stale_providers) or not self._refreshing.acquire(blocking=False):
+        if not (stale_offers or stale_providers):
+            return
+        # Before the first answer there is nothing to serve: wait for a refresh in flight
+        # (another caller's) instead of answering "no offers" (`sky show-gpus` on a fresh plane).
+        first = not self.known or (lister is not None and self._providers is None)
+        if not self._refreshing.acquire(blocking=first, timeout=_FIRST_WAIT_S if first else -1):
             return
         try:
+            if first and self.known and (lister is None or self._providers is not None):
+                return  # the refresh we waited for answered
             if stale_offers:
                 try:
                     self._offers, self._offers_at, self.known = self._provisioner.list_offers(), stamp, True
