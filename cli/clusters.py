@@ -28,8 +28,9 @@ def check_name(name: str, flag: str = "CLUSTER") -> str:
     return name
 
 
-def ensure_cluster(name: str, resources: Any, idle_minutes: int, down: bool) -> Any:
-    """sky launch -c: create the cluster (or reuse a live one); returns the Cluster message."""
+def ensure_cluster(name: str, resources: Any, idle_minutes: int, down: bool, num_nodes: int = 1) -> Any:
+    """sky launch -c: create the cluster of ``num_nodes`` nodes (or reuse a live one); returns
+    the Cluster message."""
     from styx.v1 import broker_pb2
     from styx_cli import services
 
@@ -37,7 +38,7 @@ def ensure_cluster(name: str, resources: Any, idle_minutes: int, down: bool) -> 
         request_id=request_id(),
         name=name,
         resources=resources,
-        num_nodes=1,
+        num_nodes=max(1, num_nodes),
         idle_minutes=idle_minutes,
         autostop_down=down,
     )

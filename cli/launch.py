@@ -47,7 +47,9 @@ def cmd_launch(args: argparse.Namespace) -> int:
         else:
             # The cluster's nodes must hold the job's biggest task.
             biggest = max(tasks, key=lambda t: (t.resources.cpus, t.resources.memory_gib))
-            clusters.ensure_cluster(cluster, biggest.resources, args.idle_minutes, args.down)
+            # ... and its widest gang: a 2-node task needs a 2-node cluster.
+            widest = max(t.num_nodes or 1 for t in tasks)
+            clusters.ensure_cluster(cluster, biggest.resources, args.idle_minutes, args.down, widest)
         clusters.pin(tasks, cluster)
     request = scheduler_pb2.SubmitJobRequest(
         request_id=request_id(),

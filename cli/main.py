@@ -184,6 +184,19 @@ def build_parser() -> argparse.ArgumentParser:
     proto.add_argument("dir", metavar="DIR", help="directory to write into (created if missing)")
     proto.set_defaults(handler="api:cmd_api_proto")
 
+    ssh = sub.add_parser(
+        "ssh",
+        help="SSH node pools: check and prepare hosts (up) or remove Styx from them (down)",
+        description="Pools live in $STYX_HOME/ssh_node_pools.yaml (or STYX_SSH_NODE_POOLS), SkyPilot's format: "
+        "POOL: {hosts: [ADDR | {ip, user, identity_file, port}], user, identity_file, password, proxy_jump, "
+        "accept_new_host_keys, known_hosts}. up: connect to each host, probe CPUs, memory and GPUs, build the "
+        "agent's wheels. down: terminate the pool's Styx nodes and remove ~/.styx-ssh from its hosts. "
+        "Launch on a pool with: sky launch --infra ssh/POOL.",
+    )
+    ssh.add_argument("action", choices=("up", "down"))
+    ssh.add_argument("pool", nargs="?", metavar="POOL", help="only this pool (default: every pool)")
+    ssh.set_defaults(handler="ssh:cmd_ssh")
+
     local = sub.add_parser("local", help="manage the local control plane (up | down | status)")
     local.add_argument("action", choices=("up", "down", "status"))
     local.add_argument("--json", action="store_true", help="status as JSON")
@@ -232,6 +245,9 @@ def _add_task_options(parser: argparse.ArgumentParser) -> None:
     )
     _add_secret_options(parser)
     parser.add_argument("--infra", metavar="PROVIDER[/REGION[/ZONE]]", help="where tasks may run, e.g. local")
+    parser.add_argument(
+        "--num-nodes", type=int, metavar="N", help="run every task on N nodes at once (a gang; the YAML's num_nodes)"
+    )
     parser.add_argument("--priority", type=int, help="override the priority of every task (higher runs first)")
     parser.add_argument("--retries", type=int, metavar="N", help="retry each failed task up to N times")
     parser.add_argument(

@@ -393,7 +393,8 @@ def job_summary_lines(job: dict[str, Any], stream: TextIO) -> list[str]:
             parts.append(f"attempt {task['attempt']}")
         parts.append(task["task_id"])
         if task["failure_reason"] and task["state"] != "SUCCEEDED":
-            parts.append(one_line(task["failure_reason"], 100))
+            # Long enough for the why and the fix (an SSH host's refused key, say); one line.
+            parts.append(one_line(task["failure_reason"], 400))
         lines.append("  ".join(parts))
     return lines
 

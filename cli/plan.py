@@ -111,6 +111,13 @@ def build_job(args: argparse.Namespace) -> LaunchJob:
         raise CliError(exc.message, EXIT_USAGE) from None
     if args.priority is not None:
         tasks = [replace(t, spec=replace(t.spec, priority=args.priority)) for t in tasks]
+    num_nodes = getattr(args, "num_nodes", None)
+    if num_nodes is not None:
+        from styx.scheduler.model import MAX_NODES_PER_TASK
+
+        if not 1 <= num_nodes <= MAX_NODES_PER_TASK:
+            raise CliError(f"--num-nodes: must be 1-{MAX_NODES_PER_TASK}, got {num_nodes}", EXIT_USAGE)
+        tasks = [replace(t, spec=replace(t.spec, num_nodes=num_nodes)) for t in tasks]
     if args.retries is not None:
         if args.retries < 0:
             raise CliError(f"--retries: must be 0 or more, got {args.retries}", EXIT_USAGE)

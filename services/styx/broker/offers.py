@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from styx.broker.catalog import Catalog
 from styx.broker.model import _FAILOVER_DEPTH, ProvisionerPort, _in_infra, describe
@@ -21,6 +21,10 @@ from styx.common.offers import Offer
 from styx.common.resources import Resources, gpu_matches, infra_parts
 
 log = logging.getLogger(__name__)
+
+
+# Seconds a caller waits for the first ListOffers / ListProviders answer another started.
+_FIRST_WAIT_S = 15.0
 
 
 class OfferBook:
@@ -39,6 +43,7 @@ class OfferBook:
         self._providers: dict[str, str] | None = None
         self._providers_at = 0.0
         self._capabilities: dict[str, tuple[str, ...]] = {}
+        self._notes: dict[str, str] = {}
         self._refreshing = threading.Lock()
         self._memo: dict[tuple[Resources, int], Ranking] | None = None
 
@@ -51,9 +56,16 @@ class OfferBook:
         stale_offers = not self.known or stamp - self._offers_at > self._ttl_s
         lister = getattr(self._provisioner, "list_providers", None)  # optional on test doubles
         stale_providers = lister is not None and (self._providers is None or stamp - self._providers_at > self._ttl_s)
-        if not (stale_offers or stale_providers) or not self._refreshing.acquire(blocking=False):
+        if not (stale_offers or stale_providers):
+            return
+        # Before the first answer there is nothing to serve: wait for a refresh in flight
+        # (another caller's) instead of answering "no offers" (`sky show-gpus` on a fresh plane).
+        first = not self.known or (lister is not None and self._providers is None)
+        if not self._refreshing.acquire(blocking=first, timeout=_FIRST_WAIT_S if first else -1):
             return
         try:
+            if first and self.known and (lister is None or self._providers is not None):
+                return  # the refresh we waited for answered
             if stale_offers:
                 try:
                     self._offers, self._offers_at, self.known = self._provisioner.list_offers(), stamp, True
@@ -64,6 +76,7 @@ class OfferBook:
                     self._providers, self._providers_at = dict(lister()), stamp
                     caps = getattr(self._provisioner, "list_capabilities", None)
                     self._capabilities = dict(caps()) if caps is not None else {}
+                    self._notes = dict(getattr(self._provisioner, "notes", None) or {})
                 except Exception as exc:
                     log.warning("cannot list providers: %s", exc)
         finally:
@@ -125,7 +138,7 @@ class OfferBook:
     def explain_infeasible(self, res: Resources) -> str:
         """The reasons every offer fails ``res``, for an INFEASIBLE answer."""
         host = [o for o in self._offers if o.provider not in self.catalog.providers]
-        return _explain(self.catalog, res, host, self.enabled(res))
+        return _explain(self.catalog, res, host, self.enabled(res), self._notes)
 
 
 def _image_of(res: Resources) -> str:
@@ -133,7 +146,13 @@ def _image_of(res: Resources) -> str:
     return res.image_id or next((a.image_id for a in (*res.any_of, *res.ordered) if a.image_id), "")
 
 
-def _explain(catalog: Catalog, res: Resources, host: Iterable[Offer], enabled: dict[str, str] | None) -> str:
+def _explain(
+    catalog: Catalog,
+    res: Resources,
+    host: Iterable[Offer],
+    enabled: dict[str, str] | None,
+    notes: Mapping[str, str] | None = None,
+) -> str:
     host = list(host)
     _, alts = alternatives(res)
     unknown = unknown_accelerators(catalog, [a.name for alt in alts for a in alt.accelerators], host)
@@ -142,7 +161,7 @@ def _explain(catalog: Catalog, res: Resources, host: Iterable[Offer], enabled: d
     in_infra = [p for p in catalog.providers for a in alts if infra_parts(a.infra)[0] in ("", p)]
     if not in_infra and not any(_in_infra(a, o.provider, o.region, o.zone) for a in alts for o in host):
         where = f" in {res.infra}" if res.infra else ""
-        return f"no enabled provider offers capacity{where}; `sky check` shows providers"
+        return f"no enabled provider offers capacity{where}{_note(res.infra, notes or {})}; `sky check` shows providers"
     image = _image_of(res)
     if image and enabled is not None:
         wanted = {infra_parts(a.infra)[0] for a in alts}
@@ -182,3 +201,20 @@ def unknown_accelerators(catalog: Catalog, names: Iterable[str], host: Iterable[
     hint = f"; did you mean {', '.join(dict.fromkeys(close))}?" if close else ""
     what = "accelerator" if len(wanted) == 1 else "accelerators"
     return f"unknown {what} {', '.join(wanted)}{hint} (`sky show-gpus` lists the catalog's accelerators)"
+
+
+def _note(infra: str, notes: Mapping[str, str]) -> str:
+    """ "; PROVIDER: what its check says" for the provider an infra names ("" when none).
+
+    A note listing regions as ``REGION: ...`` parts separated by " | " (the SSH provider's
+    pools) is narrowed to the part of the region the infra names."""
+    provider, region, _ = infra_parts(infra) if infra else ("", "", "")
+    note = notes.get(provider, "")
+    if not note:
+        return ""
+    parts = note.split(" | ")
+    if region and len(parts) > 1:
+        mine = [p for p in parts if p.startswith(f"{region}: ")]
+        note = mine[0] if mine else f"no region {region!r} (it has: {', '.join(p.split(': ')[0] for p in parts)})"
+    note = " ".join(note.split())
+    return f"; {provider}: {note if len(note) <= 300 else note[:297] + '...'}"

@@ -52,6 +52,9 @@ class GrpcProvisioner:
     def __init__(self, endpoint: str, token: str, timeout_s: float = 5.0) -> None:
         self._stub = provisioner_pb2_grpc.ProvisionerStub(open_channel(endpoint, token))
         self._timeout = timeout_s
+        #: Enabled provider -> what its check says (e.g. which SSH hosts or contexts answer),
+        #: as of the last ``list_providers``: quoted when a request's infra has no offers.
+        self.notes: dict[str, str] = {}
 
     def list_offers(self) -> list[Offer]:
         """Offers of every enabled provider."""
@@ -65,6 +68,7 @@ class GrpcProvisioner:
         for p in reply.providers:
             why = "" if p.enabled else (p.reason or "disabled") + (f"; {p.hint}" if p.hint else "")
             out[p.name] = why
+        self.notes = {p.name: p.reason for p in reply.providers if p.enabled and p.reason}
         return out
 
     def list_capabilities(self) -> dict[str, tuple[str, ...]]:
