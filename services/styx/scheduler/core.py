@@ -64,6 +64,10 @@ from styx.scheduler.workqueue import Assign, Cancel, Dispatcher, WorkItem
 log = logging.getLogger(__name__)
 
 DISPATCH_BATCH = 2000
+# However a pass is woken, the whole ready set goes to the broker at least this often, so a
+# capacity change this process cannot see (another replica's release, a node the broker
+# booted, a cluster torn down) is found within this time.
+FULL_PASS_S = 0.5
 MAX_WORKDIR_BYTES = 64 * 1024 * 1024
 # Most tasks one SubmitJob group-commit round writes (one transaction; a bigger job goes alone).
 MAX_GROUP_TASKS = 2000
@@ -167,6 +171,13 @@ class Scheduler(QueriesMixin, GangMixin, OutputsMixin):
         self._changed = threading.Condition()
         self._wake = threading.Event()
         self._stop = threading.Event()
+        # Incremental dispatch: the broker's "waiting" answers stay true until capacity may
+        # have grown, so a pass re-sends them only after a release, a new node or FULL_PASS_S
+        # (see dispatch_once). A cache of answers, not state: losing it costs one full pass.
+        self._capacity_epoch = 0
+        self._waiting: set[str] = set()
+        self._waiting_epoch = -1
+        self._full_pass_at = float("-inf")
         self.dispatcher = Dispatcher()
         upgrade(engine, "scheduler")
         with engine.begin() as conn:
@@ -287,6 +298,13 @@ class Scheduler(QueriesMixin, GangMixin, OutputsMixin):
         """Ask the dispatch loop for a pass now (new work, freed capacity, new node)."""
         self._wake.set()
 
+    def capacity_freed(self) -> None:
+        """Capacity may have grown (a release, a node joined): the next pass re-sends every
+        waiting task, then runs. An unlocked counter is enough: any change of it counts,
+        and two bumps that race still change it."""
+        self._capacity_epoch += 1
+        self._wake.set()
+
     def run_loop(self, idle_wait_s: float = 0.5, reconcile_every_s: float = 2.0) -> None:
         """Dispatch until stop(); passes run on wake-ups and at least every idle_wait_s."""
         threading.Thread(target=self._keep_lease, name="dispatch-lease", daemon=True).start()
@@ -295,7 +313,7 @@ class Scheduler(QueriesMixin, GangMixin, OutputsMixin):
             self._clock.wait(self._wake, idle_wait_s)
             self._wake.clear()
             try:
-                while self.dispatch_once() and not self._stop.is_set():
+                while self.dispatch_once(incremental=True) and not self._stop.is_set():
                     pass
                 if self._clock.now() - last_reconcile >= reconcile_every_s:
                     last_reconcile = self._clock.now()
@@ -324,8 +342,13 @@ class Scheduler(QueriesMixin, GangMixin, OutputsMixin):
         """Give the lease up so a successor (restart or other replica) dispatches at once."""
         self._dispatch_lease.release()
 
-    def dispatch_once(self) -> int:
+    def dispatch_once(self, incremental: bool = False) -> int:
         """One pass over the ready set; returns how many tasks were placed.
+
+        ``incremental`` (the dispatch loop's passes) leaves out tasks the broker answered
+        "waiting" since capacity last grew as far as this process knows
+        (``capacity_freed``), for at most FULL_PASS_S: a pass woken by each of many
+        submissions then sends the broker only the new tasks, not the whole waiting queue.
 
         The pass reads only the light columns of the ready set (ids, attempt, resources)
         and parses full specs only for what the broker placed, so a pass over a deep
@@ -351,16 +374,32 @@ class Scheduler(QueriesMixin, GangMixin, OutputsMixin):
         if not rows:
             return 0
         rows = self._starvation_cut(rows, stamp)
-        asks = [Ask(f"{r[0]}/{r[1] + 1}", r[0], resources_from_json(r[4]), r[5]) for r in rows]
+        epoch = self._capacity_epoch
+        if not incremental or epoch != self._waiting_epoch or stamp >= self._full_pass_at:
+            self._waiting, self._waiting_epoch, self._full_pass_at = set(), epoch, stamp + FULL_PASS_S
+        # Tasks the broker answered "waiting" since capacity last grew would wait again:
+        # leave them out, so a pass woken by a submission sends only the new tasks.
+        asks = [
+            Ask(alloc, r[0], resources_from_json(r[4]), r[5])
+            for r in rows
+            if (alloc := f"{r[0]}/{r[1] + 1}") not in self._waiting
+        ]
+        if not asks:
+            return 0
         results = self._broker.allocate(asks)
+        self._waiting.update(r.allocation_id for r in results if r.outcome == "waiting")
         placed = {r.allocation_id: r for r in results if r.outcome == "placed"}
         infeasible = {r.allocation_id.rsplit("/", 1)[0]: r for r in results if r.outcome == "infeasible"}
         if not placed and not infeasible:
             return 0
+        if infeasible:
+            self.wake()  # tasks behind a full batch of settled ones get their pass now
         orphans = self._apply_placements(placed, infeasible)
         for allocation_id in orphans:
             for r in range(max(1, len(placed[allocation_id].nodes))):
                 self._broker.release(rank_allocation_id(allocation_id, r))
+        if orphans:
+            self.capacity_freed()
         return len(placed) - len(orphans)
 
     def _starvation_cut(self, ready: list[Any], stamp: float) -> list[Any]:
@@ -438,16 +477,24 @@ class Scheduler(QueriesMixin, GangMixin, OutputsMixin):
             if updates:
                 conn.execute(update(t.tasks).where(t.tasks.c.task_id == bindparam("k_task_id")), updates)
                 bulk_insert(conn, t.placements, ran)
-            for task_id, res in infeasible.items():
-                rec = pending.get(task_id)
-                if rec is not None:
-                    self._finish(conn, rec, FAILED, None, res.reason, stamp, events, agent_ended=True, released=True)
+            failed = [(pending[task_id], res.reason) for task_id, res in infeasible.items() if task_id in pending]
+            if failed:  # one executemany: a pass may settle a whole batch of infeasible tasks
+                conn.execute(
+                    update(t.tasks).where(t.tasks.c.task_id == bindparam("k_task_id")),
+                    [
+                        {"k_task_id": rec.task_id, "state": FAILED, "exit_code": None, "failure_reason": why,
+                         "finished_at": stamp, "agent_ended": True, "released": True}
+                        for rec, why in failed
+                    ],
+                )  # fmt: skip
+                for rec, why in failed:
+                    rec.state, rec.exit_code, rec.failure_reason, rec.finished_at = FAILED, None, why, stamp
+                    events.append((_EVENT_FOR_STATE[FAILED], rec, why))
                     ended.append(rec)
             self._resolve_dependents(conn, ended, events)
             self._record_events(conn, events)
         for node_id, item in sends:
             self.dispatcher.send(node_id, item)
-        self.wake()
         self._notify()
         return orphans
 
@@ -532,53 +579,68 @@ class Scheduler(QueriesMixin, GangMixin, OutputsMixin):
         unblocked = False
         while frontier:
             skipped: set[tuple[str, str]] = set()
-            by_job: dict[str, list[str]] = {}
-            for job_id, name in frontier:
-                by_job.setdefault(job_id, []).append(name)
-            for job_id, names in by_job.items():
-                dependents = conn.execute(
-                    select(t.tasks)
-                    .join(t.deps, t.deps.c.task_id == t.tasks.c.task_id)
-                    .where(
-                        and_(
-                            t.deps.c.job_id == job_id,
-                            t.deps.c.dep_name.in_(names),
-                            t.tasks.c.state == PENDING,
-                            t.tasks.c.blocked.is_(True),
-                        )
-                    )
-                    .distinct()
-                ).all()
-                if not dependents:
-                    continue
-                upstream = t.tasks.alias("upstream")
-                dep_rows = conn.execute(
-                    select(t.deps.c.task_id, upstream.c.name, upstream.c.state, upstream.c.failure_reason)
-                    .join(upstream, and_(upstream.c.job_id == t.deps.c.job_id, upstream.c.name == t.deps.c.dep_name))
-                    .where(t.deps.c.task_id.in_([r.task_id for r in dependents]))
-                ).all()
-                deps: dict[str, list[Any]] = {}
-                for row in dep_rows:
-                    deps.setdefault(row.task_id, []).append(row)
-                ready: list[str] = []
-                for row in dependents:
-                    rec = row_to_task(row)
-                    mine = sorted(deps.get(rec.task_id, []), key=lambda d: d.name)
-                    bad = [d for d in mine if d.state in TERMINAL and d.state != SUCCEEDED]
-                    if bad:
-                        why = f"upstream task {bad[0].name!r} ended {bad[0].state}"
-                        if bad[0].failure_reason:
-                            why += f": {bad[0].failure_reason}"
-                        stamp = self._clock.now()
-                        self._finish(conn, rec, SKIPPED, None, why, stamp, events, agent_ended=True, released=True)
-                        skipped.add((job_id, rec.spec.name))
-                    elif all(d.state == SUCCEEDED for d in mine):
-                        ready.append(rec.task_id)
-                if ready:
-                    conn.execute(update(t.tasks).where(t.tasks.c.task_id.in_(ready)).values(blocked=False))
-                    unblocked = True
+            dependents = self._blocked_dependents(conn, frontier)
+            if not dependents:
+                break
+            upstream = t.tasks.alias("upstream")
+            dep_rows = conn.execute(
+                select(t.deps.c.task_id, upstream.c.name, upstream.c.state, upstream.c.failure_reason)
+                .join(upstream, and_(upstream.c.job_id == t.deps.c.job_id, upstream.c.name == t.deps.c.dep_name))
+                .where(t.deps.c.task_id.in_([r.task_id for r in dependents]))
+            ).all()
+            deps: dict[str, list[Any]] = {}
+            for row in dep_rows:
+                deps.setdefault(row.task_id, []).append(row)
+            ready: list[str] = []
+            for row in dependents:
+                rec = row_to_task(row)
+                mine = sorted(deps.get(rec.task_id, []), key=lambda d: d.name)
+                bad = [d for d in mine if d.state in TERMINAL and d.state != SUCCEEDED]
+                if bad:
+                    why = f"upstream task {bad[0].name!r} ended {bad[0].state}"
+                    if bad[0].failure_reason:
+                        why += f": {bad[0].failure_reason}"
+                    stamp = self._clock.now()
+                    self._finish(conn, rec, SKIPPED, None, why, stamp, events, agent_ended=True, released=True)
+                    skipped.add((rec.job_id, rec.spec.name))
+                elif all(d.state == SUCCEEDED for d in mine):
+                    ready.append(rec.task_id)
+            if ready:
+                conn.execute(update(t.tasks).where(t.tasks.c.task_id.in_(ready)).values(blocked=False))
+                unblocked = True
             frontier = skipped
         return unblocked
+
+    @staticmethod
+    def _blocked_dependents(conn: Any, frontier: set[tuple[str, str]]) -> list[Any]:
+        """The blocked PENDING tasks with an edge to one of ``frontier``'s (job, task name).
+
+        One query per chunk of jobs, not one per job: ending many one-task jobs at once
+        (a batch of infeasible submissions) cost a query each. "job in J and name in N"
+        is what the edge index answers; the rows it over-selects (a name of another job
+        of the chunk) are dropped here.
+        """
+        found: dict[str, Any] = {}
+        jobs = sorted({job_id for job_id, _ in frontier})
+        for i in range(0, len(jobs), 500):
+            chunk = jobs[i : i + 500]
+            names = sorted({name for job_id, name in frontier if job_id in set(chunk)})
+            rows = conn.execute(
+                select(t.tasks, t.deps.c.dep_name.label("upstream_name"))
+                .join(t.deps, t.deps.c.task_id == t.tasks.c.task_id)
+                .where(
+                    and_(
+                        t.deps.c.job_id.in_(chunk),
+                        t.deps.c.dep_name.in_(names),
+                        t.tasks.c.state == PENDING,
+                        t.tasks.c.blocked.is_(True),
+                    )
+                )
+            ).all()
+            for row in rows:
+                if (row.job_id, row.upstream_name) in frontier:
+                    found.setdefault(row.task_id, row)
+        return sorted(found.values(), key=lambda row: row.seq)
 
     # ---- cancel ------------------------------------------------------------------------
     def cancel_task(self, task_id: str) -> TaskRecord:
@@ -711,7 +773,7 @@ class Scheduler(QueriesMixin, GangMixin, OutputsMixin):
         if not node_id:
             raise InvalidArgument("node_id: required")
         q = self.dispatcher.attach(node_id)
-        self.wake()  # a new node may unblock waiting tasks
+        self.capacity_freed()  # a new node may unblock waiting tasks
         sent: set[tuple[str, str, int, int]] = set()
         try:
             resync_at = 0.0
@@ -812,7 +874,7 @@ class Scheduler(QueriesMixin, GangMixin, OutputsMixin):
         if self._broker is None or not items:
             return
         self._releases.release(items)
-        self.wake()
+        self.capacity_freed()
 
     def _mark_released(self, attempts: list[tuple[str, int]]) -> None:
         c = t.tasks.c

@@ -165,3 +165,5 @@ class GangMixin:
                 self._broker.release(allocation_id)
             except Exception as exc:
                 log.info("early release of %s failed; released with its task later: %s", allocation_id, exc)
+        if allocation_ids:
+            self.capacity_freed()
