@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import Engine, and_, bindparam, case, func, insert, or_, select, tuple_, update
+from sqlalchemy import Engine, and_, case, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from styx.common.clock import SYSTEM_CLOCK, Clock
@@ -32,6 +32,7 @@ from styx.common.leases import Lease
 from styx.common.migrations import upgrade
 from styx.common.placement import Ask, Placement, rank_allocation_id
 from styx.common.store import bulk_insert
+from styx.scheduler import statements as sql
 from styx.scheduler import tables as t
 from styx.scheduler.gangs import GangMixin
 from styx.scheduler.model import (
@@ -358,19 +359,7 @@ class Scheduler(QueriesMixin, GangMixin, OutputsMixin):
             return 0
         stamp = self._clock.now()
         with self._engine.connect() as conn:
-            rows = conn.execute(
-                select(t.tasks.c.task_id, t.tasks.c.attempt, t.tasks.c.created_at, t.tasks.c.retry_at,
-                       t.tasks.c.resources_json, t.tasks.c.num_nodes)
-                .where(
-                    and_(
-                        t.tasks.c.state == PENDING,
-                        t.tasks.c.blocked.is_(False),
-                        or_(t.tasks.c.retry_at.is_(None), t.tasks.c.retry_at <= stamp),
-                    )
-                )
-                .order_by(t.tasks.c.priority.desc(), t.tasks.c.seq.asc())
-                .limit(DISPATCH_BATCH)
-            ).all()  # fmt: skip
+            rows = conn.execute(sql.READY, {"stamp": stamp, "batch": DISPATCH_BATCH}).all()
         if not rows:
             return 0
         rows = self._starvation_cut(rows, stamp)
@@ -429,7 +418,7 @@ class Scheduler(QueriesMixin, GangMixin, OutputsMixin):
         with self._lock, self._engine.begin() as conn:
             # Filter the state in Python: with "state = PENDING" in the WHERE clause SQLite
             # prefers the state index and scans every pending task instead of the few ids.
-            rows = conn.execute(select(t.tasks).where(t.tasks.c.task_id.in_(sorted(wanted))).with_for_update()).all()
+            rows = conn.execute(sql.TASKS_FOR_UPDATE, {"ids": sorted(wanted)}).all()
             pending = {row.task_id: row_to_task(row) for row in rows if row.state == PENDING}
             with_workdir = self._jobs_with_workdir(conn, {rec.job_id for rec in pending.values()})
             orphans = [alloc for alloc in placed if alloc.rsplit("/", 1)[0] not in pending]
@@ -475,12 +464,12 @@ class Scheduler(QueriesMixin, GangMixin, OutputsMixin):
                 )
                 sends.append((res.node_id, item))
             if updates:
-                conn.execute(update(t.tasks).where(t.tasks.c.task_id == bindparam("k_task_id")), updates)
+                conn.execute(sql.UPDATE_TASK, updates)
                 bulk_insert(conn, t.placements, ran)
             failed = [(pending[task_id], res.reason) for task_id, res in infeasible.items() if task_id in pending]
             if failed:  # one executemany: a pass may settle a whole batch of infeasible tasks
                 conn.execute(
-                    update(t.tasks).where(t.tasks.c.task_id == bindparam("k_task_id")),
+                    sql.UPDATE_TASK,
                     [
                         {"k_task_id": rec.task_id, "state": FAILED, "exit_code": None, "failure_reason": why,
                          "finished_at": stamp, "agent_ended": True, "released": True}
@@ -516,7 +505,7 @@ class Scheduler(QueriesMixin, GangMixin, OutputsMixin):
     def _jobs_with_workdir(self, conn: Any, job_ids: set[str]) -> set[str]:
         if not job_ids:
             return set()
-        return set(conn.execute(select(t.workdirs.c.job_id).where(t.workdirs.c.job_id.in_(job_ids))).scalars())
+        return set(conn.execute(sql.JOBS_WITH_WORKDIR, {"jobs": sorted(job_ids)}).scalars())
 
     def _finish(
         self,
@@ -540,7 +529,7 @@ class Scheduler(QueriesMixin, GangMixin, OutputsMixin):
             values["agent_ended"] = agent_ended
         if released is not None:
             values["released"] = released
-        conn.execute(update(t.tasks).where(t.tasks.c.task_id == rec.task_id).values(**values))
+        sql.update_task(conn, rec.task_id, **values)
         rec.state, rec.exit_code, rec.failure_reason, rec.finished_at = state, exit_code, reason, stamp
         events.append((_EVENT_FOR_STATE[state], rec, reason))
 
@@ -582,12 +571,7 @@ class Scheduler(QueriesMixin, GangMixin, OutputsMixin):
             dependents = self._blocked_dependents(conn, frontier)
             if not dependents:
                 break
-            upstream = t.tasks.alias("upstream")
-            dep_rows = conn.execute(
-                select(t.deps.c.task_id, upstream.c.name, upstream.c.state, upstream.c.failure_reason)
-                .join(upstream, and_(upstream.c.job_id == t.deps.c.job_id, upstream.c.name == t.deps.c.dep_name))
-                .where(t.deps.c.task_id.in_([r.task_id for r in dependents]))
-            ).all()
+            dep_rows = conn.execute(sql.UPSTREAMS, {"ids": [r.task_id for r in dependents]}).all()
             deps: dict[str, list[Any]] = {}
             for row in dep_rows:
                 deps.setdefault(row.task_id, []).append(row)
@@ -606,7 +590,7 @@ class Scheduler(QueriesMixin, GangMixin, OutputsMixin):
                 elif all(d.state == SUCCEEDED for d in mine):
                     ready.append(rec.task_id)
             if ready:
-                conn.execute(update(t.tasks).where(t.tasks.c.task_id.in_(ready)).values(blocked=False))
+                conn.execute(sql.UNBLOCK, {"ids": ready})
                 unblocked = True
             frontier = skipped
         return unblocked
@@ -625,18 +609,7 @@ class Scheduler(QueriesMixin, GangMixin, OutputsMixin):
         for i in range(0, len(jobs), 500):
             chunk = jobs[i : i + 500]
             names = sorted({name for job_id, name in frontier if job_id in set(chunk)})
-            rows = conn.execute(
-                select(t.tasks, t.deps.c.dep_name.label("upstream_name"))
-                .join(t.deps, t.deps.c.task_id == t.tasks.c.task_id)
-                .where(
-                    and_(
-                        t.deps.c.job_id.in_(chunk),
-                        t.deps.c.dep_name.in_(names),
-                        t.tasks.c.state == PENDING,
-                        t.tasks.c.blocked.is_(True),
-                    )
-                )
-            ).all()
+            rows = conn.execute(sql.BLOCKED_DEPENDENTS, {"jobs": chunk, "names": names}).all()
             for row in rows:
                 if (row.job_id, row.upstream_name) in frontier:
                     found.setdefault(row.task_id, row)
@@ -814,8 +787,10 @@ class Scheduler(QueriesMixin, GangMixin, OutputsMixin):
         ended: list[TaskRecord] = []
         releases: list[str] = []
         pushes: list[tuple[str, WorkItem]] = []
+        if not task_id:
+            raise InvalidArgument("task_id: required")
         with self._lock, self._engine.begin() as conn:
-            rec = self.get_task(task_id)
+            rec = self._task_on(conn, task_id)
             if attempt != rec.attempt:
                 raise FailedPrecondition(
                     f"attempt: task {task_id} is at attempt {rec.attempt}, report was for attempt {attempt}"
@@ -829,9 +804,7 @@ class Scheduler(QueriesMixin, GangMixin, OutputsMixin):
                 pass  # a late report of an attempt whose ranks were all settled (re-queued)
             elif state == RUNNING:
                 if rec.state == SCHEDULED:
-                    conn.execute(
-                        update(t.tasks).where(t.tasks.c.task_id == task_id).values(state=RUNNING, started_at=stamp)
-                    )
+                    sql.update_task(conn, task_id, state=RUNNING, started_at=stamp)
                     rec.state, rec.started_at = RUNNING, stamp
                     events.append(("STARTED", rec, f"on {node_id}"))
             elif rec.state in ACTIVE:
@@ -843,12 +816,12 @@ class Scheduler(QueriesMixin, GangMixin, OutputsMixin):
                 else:
                     reason = "" if state == SUCCEEDED else message
                     self._finish(conn, rec, state, exit_code, reason, stamp, events, agent_ended=True)
-                    conn.execute(update(t.tasks).where(t.tasks.c.task_id == task_id).values(failures=failures))
+                    sql.update_task(conn, task_id, failures=failures)
                     ended = [rec]
                 release = True
             elif rec.state in TERMINAL and not self._agent_ended(conn, task_id):
                 # E.g. cancelled by a user: the agent now confirms its process group is gone.
-                conn.execute(update(t.tasks).where(t.tasks.c.task_id == task_id).values(agent_ended=True))
+                sql.update_task(conn, task_id, agent_ended=True)
                 release = True
             self._resolve_dependents(conn, ended, events)
             self._record_events(conn, events)
@@ -877,9 +850,8 @@ class Scheduler(QueriesMixin, GangMixin, OutputsMixin):
         self.capacity_freed()
 
     def _mark_released(self, attempts: list[tuple[str, int]]) -> None:
-        c = t.tasks.c
         with self._engine.begin() as conn:
-            conn.execute(update(t.tasks).where(tuple_(c.task_id, c.attempt).in_(attempts)).values(released=True))
+            conn.execute(sql.MARK_RELEASED, {"keys": attempts})
 
     @staticmethod
     def _rank_ids(item: tuple[str, int, int]) -> list[str]:
