@@ -516,3 +516,23 @@ def test_incremental_pass_sends_only_new_tasks_until_capacity_is_freed(engine_fa
     sched.dispatch_once(incremental=True)
     assert len(port.calls) == calls + 1 and len(port.calls[-1]) == 3
     assert sched.dispatch_once() == 0 and len(port.calls[-1]) == 3  # a plain pass is always full
+
+
+def test_a_pass_skips_like_tasks_behind_a_full_node(engine_factory):
+    """Every pass after a release sent the broker the whole ready batch (2,000 asks built,
+    sent and answered each way) although, once one task of a kind waits for room, every
+    later task of that kind waits too. Now the pass asks in growing chunks and leaves out
+    the tasks of a kind the broker already said must wait; other kinds are still asked."""
+    from styx.scheduler.dispatch import FIRST_CHUNK
+
+    broker = Broker(engine_factory("broker"), None)
+    port = CountingBroker(broker)
+    sched = Scheduler(engine_factory("scheduler"), port)
+    broker.register_node("n1", "local", "pid-1", Capacity(2, 8))
+    like = [TaskSpec(name=f"t{i}", run="true", resources=Resources(cpus=1)) for i in range(100)]
+    other = TaskSpec(name="small", run="true", priority=-1, resources=Resources(cpus=1, memory_gib=0.5))
+    _, tasks = sched.submit_job("r1", "", [*like, other])
+    assert sched.dispatch_once() == 2
+    assert [len(c) for c in port.calls] == [FIRST_CHUNK, 1]  # 98 like tasks wait unasked
+    assert port.calls[1] == [f"{tasks[-1].task_id}/1"]  # the other kind was still asked
+    assert all(sched.get_task(t.task_id).state == "PENDING" for t in tasks[2:])

@@ -12,7 +12,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from styx.common.placement import Ask, Placement, rank_allocation_id
+from styx.common.placement import Ask, Placement, holds_for_same_shape, rank_allocation_id
 from styx.common.store import bulk_insert
 from styx.scheduler import statements as sql
 from styx.scheduler import tables as t
@@ -34,6 +34,8 @@ DISPATCH_BATCH = 2000
 # capacity change this process cannot see (another replica's release, a node the broker
 # booted, a cluster torn down) is found within this time.
 FULL_PASS_S = 0.5
+# Asks in a pass's first broker call, doubling per call up to the last (see _ask_broker).
+FIRST_CHUNK, MAX_CHUNK = 32, 512
 
 
 
@@ -69,14 +71,14 @@ class Dispatching(GangMixin):
             self._waiting, self._waiting_epoch, self._full_pass_at = set(), epoch, stamp + FULL_PASS_S
         # Tasks the broker answered "waiting" since capacity last grew would wait again:
         # leave them out, so a pass woken by a submission sends only the new tasks.
-        asks = [
-            Ask(alloc, r[0], resources_from_json(r[4]), r[5])
+        todo = [
+            ((r[4], r[5]), Ask(alloc, r[0], resources_from_json(r[4]), r[5]))
             for r in rows
             if (alloc := f"{r[0]}/{r[1] + 1}") not in self._waiting
         ]
-        if not asks:
+        if not todo:
             return 0
-        results = self._broker.allocate(asks)
+        results = self._ask_broker(todo)
         self._waiting.update(r.allocation_id for r in results if r.outcome == "waiting")
         placed = {r.allocation_id: r for r in results if r.outcome == "placed"}
         infeasible = {r.allocation_id.rsplit("/", 1)[0]: r for r in results if r.outcome == "infeasible"}
@@ -91,6 +93,39 @@ class Dispatching(GangMixin):
         if orphans:
             self.capacity_freed()
         return len(placed) - len(orphans)
+
+    def _ask_broker(self, todo: list[tuple[tuple[str, int], Ask]]) -> list[Placement]:
+        """The broker's answers to ``todo`` ((shape, ask) in order), in calls of FIRST_CHUNK
+        asks doubling up to MAX_CHUNK.
+
+        Asks of a shape (resources, num_nodes) that the broker already answered with a
+        wait that holds for the shape (``holds_for_same_shape``: no room, no node booting
+        for it) are left out and recorded as waiting: the broker would answer them the same
+        from its own cache. A queue of thousands of like tasks behind a full node then
+        costs one call of a few asks, not 2,000 asks converted each way on every release.
+        """
+        assert self._broker is not None
+        results: list[Placement] = []
+        blocked: set[tuple[str, int]] = set()
+        i, size = 0, FIRST_CHUNK
+        while i < len(todo):
+            chunk: list[tuple[tuple[str, int], Ask]] = []
+            while i < len(todo) and len(chunk) < size:
+                shape, ask = todo[i]
+                i += 1
+                if shape in blocked:
+                    self._waiting.add(ask.allocation_id)
+                else:
+                    chunk.append((shape, ask))
+            if not chunk:
+                break
+            answers = self._broker.allocate([ask for _, ask in chunk])
+            for (shape, _), answer in zip(chunk, answers, strict=True):
+                if holds_for_same_shape(answer):
+                    blocked.add(shape)
+            results.extend(answers)
+            size = min(2 * size, MAX_CHUNK)
+        return results
 
     def _starvation_cut(self, ready: Sequence[Any], stamp: float) -> Sequence[Any]:
         """Apply the anti-starvation rule to a ready list in priority order.
