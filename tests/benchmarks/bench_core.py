@@ -131,6 +131,7 @@ def main() -> None:
     parser.add_argument("--submits", type=int, default=2000, help="one-task jobs for the SubmitJob figure")
     parser.add_argument("--tasks", type=int, default=10000, help="trivial tasks for the end-to-end figure")
     parser.add_argument("--only", choices=["memory"], default="", help="measure only this figure")
+    parser.add_argument("--catalogs", type=Path, default=CATALOGS, help="SkyPilot catalog tree to import")
     args = parser.parse_args()
     if args.replicas > 1 and not args.pg:
         parser.error("--replicas > 1 needs --pg")
@@ -259,12 +260,12 @@ def main() -> None:
 
         # ---- broker memory with the full catalog
         before = [_rss_mb(p) for p in plane.broker_pids]
-        if CATALOGS.is_dir():
+        if args.catalogs.is_dir():
             env = {**os.environ, "STYX_ENDPOINT": plane.scheduler, "STYX_TOKEN": plane.token}
             env["STYX_BROKER_ENDPOINT"] = plane.broker
             t0 = time.perf_counter()
             done = subprocess.run(
-                [sys.executable, "-m", "styx_cli", "catalog", "import", str(CATALOGS)],
+                [sys.executable, "-m", "styx_cli", "catalog", "import", str(args.catalogs)],
                 env=env,
                 capture_output=True,
                 text=True,
@@ -279,7 +280,7 @@ def main() -> None:
                 f"(import {status}, {took:.1f} s; target <= 80 MB)"
             )
         else:
-            print(f"broker RSS: {', '.join(f'{b:.0f}' for b in before)} MB idle (no {CATALOGS}: import skipped)")
+            print(f"broker RSS: {', '.join(f'{b:.0f}' for b in before)} MB idle (no {args.catalogs}: import skipped)")
     except grpc.RpcError as exc:
         print(f"benchmark aborted: {exc.code().name}: {exc.details()}")
     finally:
