@@ -47,3 +47,26 @@ def test_records_expire_after_the_retention(log) -> None:
     assert requests.lookup("/s/M", "r1", "d2") == Found()  # expired: the id is free again
     requests.record("/s/M", "r1", "d2", b"y")
     assert requests.lookup("/s/M", "r1", "d2") == Found(repeat=True, replay=b"y")
+
+
+def test_concurrent_records_share_rounds_and_a_clash_keeps_the_first(log) -> None:
+    """Records of concurrent calls are written in group-commit rounds; a duplicate id in
+    the same round (two calls racing with one new id) must not lose the other records."""
+    import threading
+
+    requests, _ = log
+    barrier = threading.Barrier(16)
+
+    def call(i: int) -> None:
+        barrier.wait()
+        # Calls 0 and 1 race with the same id: one of them is stored, neither raises.
+        requests.record("/s/M", "dup" if i < 2 else f"r{i}", "d", f"answer-{i}".encode())
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(16)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    for i in range(2, 16):
+        assert requests.lookup("/s/M", f"r{i}", "d") == Found(repeat=True, replay=f"answer-{i}".encode())
+    assert requests.lookup("/s/M", "dup", "d").replay in (b"answer-0", b"answer-1")

@@ -471,3 +471,68 @@ def test_concurrent_submits_share_a_transaction_and_keep_their_own_jobs(plane):
         seqs = [t.seq for t in stored]
         assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
     assert len(sched.list_tasks(limit=1000)) == sum(len(t) for i, (_, t) in results.items() if i != 4)
+
+
+class CountingBroker(InProcessBroker):
+    """InProcessBroker that remembers which allocation ids each allocate call carried."""
+
+    def __init__(self, broker: Broker) -> None:
+        super().__init__(broker)
+        self.calls: list[list[str]] = []
+
+    def allocate(self, asks):
+        self.calls.append([a.allocation_id for a in asks])
+        return super().allocate(asks)
+
+
+def test_incremental_pass_sends_only_new_tasks_until_capacity_is_freed(engine_factory):
+    """A pass woken by a submission re-sent the whole waiting queue to the broker (up to
+    2,000 asks per submission); now it sends only what the broker has not answered
+    "waiting" since capacity last grew, and everything again after a release."""
+    from styx.common.clock import FakeClock
+
+    clock = FakeClock()
+    broker = Broker(engine_factory("broker"), StaticOffers())
+    port = CountingBroker(broker)
+    sched = Scheduler(engine_factory("scheduler"), port, clock=clock)
+    broker.register_node("n1", "local", "pid-1", Capacity(2, 8))
+    one = Resources(cpus=1)
+    _, tasks = sched.submit_job("r1", "", [TaskSpec(name=f"t{i}", run="true", resources=one) for i in range(5)])
+    assert sched.dispatch_once(incremental=True) == 2  # two fit, three wait
+    assert len(port.calls[-1]) == 5
+    _, more = sched.submit_job("r2", "", [TaskSpec(name="late", run="true", resources=one)])
+    assert sched.dispatch_once(incremental=True) == 0
+    assert port.calls[-1] == [f"{more[0].task_id}/1"]  # only the new task was asked about
+    calls = len(port.calls)
+    assert sched.dispatch_once(incremental=True) == 0 and len(port.calls) == calls  # nothing new: no call
+    running = sched.get_task(tasks[0].task_id)
+    sched.report("n1", running.task_id, 1, "RUNNING", None, "")
+    sched.report("n1", running.task_id, 1, "SUCCEEDED", 0, "")  # releases: capacity grew
+    assert sched.dispatch_once(incremental=True) == 1
+    assert len(port.calls[-1]) == 4  # every waiting task is asked about again
+    assert sched.dispatch_once(incremental=True) == 0
+    calls = len(port.calls)
+    clock.advance(1.0)  # a change this process cannot see is found within FULL_PASS_S
+    sched.dispatch_once(incremental=True)
+    assert len(port.calls) == calls + 1 and len(port.calls[-1]) == 3
+    assert sched.dispatch_once() == 0 and len(port.calls[-1]) == 3  # a plain pass is always full
+
+
+def test_a_pass_skips_like_tasks_behind_a_full_node(engine_factory):
+    """Every pass after a release sent the broker the whole ready batch (2,000 asks built,
+    sent and answered each way) although, once one task of a kind waits for room, every
+    later task of that kind waits too. Now the pass asks in growing chunks and leaves out
+    the tasks of a kind the broker already said must wait; other kinds are still asked."""
+    from styx.scheduler.dispatch import FIRST_CHUNK
+
+    broker = Broker(engine_factory("broker"), None)
+    port = CountingBroker(broker)
+    sched = Scheduler(engine_factory("scheduler"), port)
+    broker.register_node("n1", "local", "pid-1", Capacity(2, 8))
+    like = [TaskSpec(name=f"t{i}", run="true", resources=Resources(cpus=1)) for i in range(100)]
+    other = TaskSpec(name="small", run="true", priority=-1, resources=Resources(cpus=1, memory_gib=0.5))
+    _, tasks = sched.submit_job("r1", "", [*like, other])
+    assert sched.dispatch_once() == 2
+    assert [len(c) for c in port.calls] == [FIRST_CHUNK, 1]  # 98 like tasks wait unasked
+    assert port.calls[1] == [f"{tasks[-1].task_id}/1"]  # the other kind was still asked
+    assert all(sched.get_task(t.task_id).state == "PENDING" for t in tasks[2:])

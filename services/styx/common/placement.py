@@ -11,6 +11,11 @@ from dataclasses import dataclass
 from styx.common.resources import Resources
 
 PLACED, WAITING, INFEASIBLE = "placed", "waiting", "infeasible"
+# How WAITING reasons start when a booting node took the ask ("waiting for node n1 ... to
+# boot") or a provision started for it ("provisioning node n2 ..."): the answer to the next
+# ask of the same resources may then differ (the booting node has room left, or another
+# node may be provisioned).
+BOOT_PREFIXES = ("waiting for node ", "provisioning node")
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,13 @@ class Placement:
     gpu_indices: tuple[int, ...] = ()
     reason: str = ""
     nodes: tuple[NodeSlot, ...] = ()
+
+
+def holds_for_same_shape(answer: Placement) -> bool:
+    """Whether a WAITING answer holds for every later ask with the same resources and
+    num_nodes in the same batch. Free capacity only shrinks within a batch, so unless a
+    booting node took the ask (``BOOT_PREFIXES``), the next such ask waits as well."""
+    return answer.outcome == WAITING and not answer.reason.startswith(BOOT_PREFIXES)
 
 
 def rank_allocation_id(allocation_id: str, rank: int) -> str:

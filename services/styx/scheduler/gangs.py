@@ -1,4 +1,4 @@
-"""Multi-node (gang) tasks: per-rank reports, failures and releases (a mixin of Scheduler)."""
+"""Multi-node (gang) tasks: per-rank reports, failures and releases (a layer of Scheduler, over its transitions)."""
 
 from __future__ import annotations
 
@@ -19,13 +19,14 @@ from styx.scheduler.model import (
     SUCCEEDED,
     TaskRecord,
 )
+from styx.scheduler.transitions import Transitions
 from styx.scheduler.workqueue import Cancel, WorkItem
 
 log = logging.getLogger(__name__)
 
 
-class GangMixin:
-    """The rank bookkeeping of ``Scheduler``; uses its engine, broker and dispatcher."""
+class GangMixin(Transitions):
+    """The rank bookkeeping of ``Scheduler`` (multi-node tasks), over its shared transitions."""
 
     # ---- multi-node tasks ----------------------------------------------------------------
     def _report_rank(
@@ -165,3 +166,5 @@ class GangMixin:
                 self._broker.release(allocation_id)
             except Exception as exc:
                 log.info("early release of %s failed; released with its task later: %s", allocation_id, exc)
+        if allocation_ids:
+            self.capacity_freed()

@@ -15,6 +15,7 @@ from sqlalchemy import Engine, and_, func, or_, select
 from styx.common.errors import InvalidArgument, NotFound, PermissionDenied
 from styx.scheduler import tables as t
 from styx.scheduler.model import RUNNING, SCHEDULED, TaskRecord, TaskSpec
+from styx.scheduler.statements import TASK_BY_ID
 from styx.scheduler.stats import JobView, job_state
 
 
@@ -57,11 +58,12 @@ class QueriesMixin:
         if not task_id:
             raise InvalidArgument("task_id: required")
         with self._engine.connect() as conn:
-            row = conn.execute(
-                select(t.tasks, t.jobs.c.name.label("job_name"))
-                .join(t.jobs, t.jobs.c.job_id == t.tasks.c.job_id)
-                .where(t.tasks.c.task_id == task_id)
-            ).first()
+            return self._task_on(conn, task_id)
+
+    @staticmethod
+    def _task_on(conn: Any, task_id: str) -> TaskRecord:
+        """One task read on ``conn`` (inside the caller's transaction); NotFound when unknown."""
+        row = conn.execute(TASK_BY_ID, {"task_id": task_id}).first()
         if row is None:
             raise NotFound(f"task {task_id!r} not found; `sky status` lists tasks")
         rec = row_to_task(row)
