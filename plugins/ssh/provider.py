@@ -89,6 +89,7 @@ class SshProvider(ProviderBase):
         self.sessions = Sessions(self._connect_timeout)
         self._lock = threading.Lock()
         self._probed: dict[tuple[str, str], tuple[float, HostInfo | ProviderError]] = {}
+        self._inflight: dict[tuple[str, str], asyncio.Future[HostInfo | ProviderError]] = {}  # on the loop
         # node id -> (host, remote listeners) of the reverse tunnels this process holds.
         self._tunnels: dict[str, tuple[Host, list[Any]]] = {}
         self._check = CachedCheck(self._probe_all, ok_ttl_s=15.0, fail_ttl_s=5.0, clock=self.clock)
@@ -139,14 +140,24 @@ class SshProvider(ProviderBase):
                     todo.append(host)
         if todo:
 
-            async def one(host: Host) -> HostInfo | ProviderError:
+            async def probe(host: Host) -> HostInfo | ProviderError:
                 try:
-                    conn = await self.sessions.connect(host)
-                    return await remote.probe(conn, host)
+                    async with self.sessions.use(host) as conn:
+                        return await remote.probe(conn, host)
                 except ProviderError as exc:
                     return exc
-                finally:
-                    self._release(host)
+
+            async def one(host: Host) -> HostInfo | ProviderError:
+                # check() and offers() run at once at startup: one probe per host, not two.
+                key = (host.pool, host.name)
+                task = self._inflight.get(key)
+                if task is None:
+                    task = self._inflight[key] = asyncio.ensure_future(probe(host))
+                    try:
+                        return await asyncio.shield(task)
+                    finally:
+                        self._inflight.pop(key, None)
+                return await asyncio.shield(task)
 
             async def every() -> list[HostInfo | ProviderError]:
                 return list(await asyncio.gather(*(one(h) for h in todo)))
@@ -158,10 +169,19 @@ class SshProvider(ProviderBase):
                     out[host.name] = result
         return out
 
-    def _release(self, host: Host) -> None:
-        """Close the host's connection unless a tunnel of this process rides on it (on the loop)."""
-        if not any(h.ip == host.ip and h.port == host.port and h.user == host.user for h, _ in self._tunnels.values()):
-            self.sessions.forget(host)
+    def _hold(self, node_id: str, host: Host, listeners: list[Any]) -> None:
+        """Keep a node's tunnels (and so the host's connection) open (on the loop)."""
+        self._drop(node_id)
+        self._tunnels[node_id] = (host, listeners)
+        self.sessions.pin(host)
+
+    def _drop(self, node_id: str) -> None:
+        """Close a node's tunnels, if this process holds any (on the loop)."""
+        held = self._tunnels.pop(node_id, None)
+        if held is not None:
+            for listener in held[1]:
+                listener.close()
+            self.sessions.unpin(held[0])
 
     # -- Provider interface --------------------------------------------------------------
 
@@ -258,19 +278,19 @@ class SshProvider(ProviderBase):
     async def _install_and_start(
         self, host: Host, info: HostInfo, request: CreateRequest, wheel_dir: Path, record: dict[str, Any]
     ) -> None:
-        conn = await self.sessions.connect(host)
         base, node_id, launch = record["base"], request.node_id, request.agent_launch
-        await install.install(conn, host, base, wheel_dir)
-        endpoints = (launch.scheduler_endpoint, launch.broker_endpoint)
-        if await install.needs_tunnel(conn, host, base, endpoints, self._tunnel_mode):
-            listeners, ports = await install.forward(conn, host, list(endpoints), [0, 0])
-            self._tunnels[node_id] = (host, listeners)
-            record["tunnels"] = {"targets": list(endpoints), "ports": ports}
-            self._records.write(node_id, record)
-            endpoints = (f"127.0.0.1:{ports[0]}", f"127.0.0.1:{ports[1]}")
-        argv = install.agent_argv(base, host, node_id, record["instance_id"], endpoints, info, request.labels)
-        env = await install.write_secrets(conn, base, launch.node_token(node_id), launch.tls_ca_pem)
-        record["pid"] = await install.start(conn, host, base, [*env, *argv])
+        async with self.sessions.use(host) as conn:
+            await install.install(conn, host, base, wheel_dir)
+            endpoints = (launch.scheduler_endpoint, launch.broker_endpoint)
+            if await install.needs_tunnel(conn, host, base, endpoints, self._tunnel_mode):
+                listeners, ports = await install.forward(conn, host, list(endpoints), [0, 0])
+                self._hold(node_id, host, listeners)
+                record["tunnels"] = {"targets": list(endpoints), "ports": ports}
+                self._records.write(node_id, record)
+                endpoints = (f"127.0.0.1:{ports[0]}", f"127.0.0.1:{ports[1]}")
+            argv = install.agent_argv(base, host, node_id, record["instance_id"], endpoints, info, request.labels)
+            env = await install.write_secrets(conn, base, launch.node_token(node_id), launch.tls_ca_pem)
+            record["pid"] = await install.start(conn, host, base, [*env, *argv])
         record["started"] = True
         self._records.write(node_id, record)
 
@@ -285,9 +305,9 @@ class SshProvider(ProviderBase):
             return
 
         async def reopen() -> None:
-            conn = await self.sessions.connect(host)
-            listeners, _ = await install.forward(conn, host, list(tunnels["targets"]), list(tunnels["ports"]))
-            self._tunnels[record["node_id"]] = (host, listeners)
+            async with self.sessions.use(host) as conn:
+                listeners, _ = await install.forward(conn, host, list(tunnels["targets"]), list(tunnels["ports"]))
+                self._hold(record["node_id"], host, listeners)
 
         try:
             self.sessions.run(reopen(), timeout_s=self._connect_timeout * 2 + 10)
@@ -297,9 +317,9 @@ class SshProvider(ProviderBase):
 
     def _alive(self, host: Host, record: Mapping[str, Any]) -> bool:
         async def ask() -> str:
-            conn = await self.sessions.connect(host)
-            argv = ["sh", "-c", remote.AGENT_ALIVE, "sh", record["base"], record["node_id"]]
-            return await remote.run(conn, sh_join(argv), host, "agent status")
+            async with self.sessions.use(host) as conn:
+                argv = ["sh", "-c", remote.AGENT_ALIVE, "sh", record["base"], record["node_id"]]
+                return await remote.run(conn, sh_join(argv), host, "agent status")
 
         try:
             return self.sessions.run(ask(), timeout_s=self._connect_timeout * 2 + 10).strip() == "up"
@@ -330,15 +350,12 @@ class SshProvider(ProviderBase):
         node_id = record["node_id"]
 
         async def stop() -> None:
-            try:
-                conn = await self.sessions.connect(host)
-                argv = ["sh", "-c", remote.STOP_AGENT, "sh", record["base"], node_id, str(STOP_GRACE_S)]
-                await remote.run(conn, sh_join(argv), host, "stopping the agent", timeout_s=STOP_GRACE_S + 60)
-            finally:
-                _, listeners = self._tunnels.pop(node_id, (host, []))
-                for listener in listeners:
-                    listener.close()
-                self._release(host)
+            async with self.sessions.use(host) as conn:
+                try:
+                    argv = ["sh", "-c", remote.STOP_AGENT, "sh", record["base"], node_id, str(STOP_GRACE_S)]
+                    await remote.run(conn, sh_join(argv), host, "stopping the agent", timeout_s=STOP_GRACE_S + 60)
+                finally:
+                    self._drop(node_id)
 
         try:
             self.sessions.run(stop(), timeout_s=STOP_GRACE_S + 90)
@@ -388,15 +405,15 @@ class SshProvider(ProviderBase):
             root = f"{info.home.rstrip('/')}/{ROOT_DIR}"
 
             async def stop(host: Host = host, root: str = root) -> str:
-                try:
-                    conn = await self.sessions.connect(host)
-                    argv = ["sh", "-c", remote.SWEEP, "sh", root, str(STOP_GRACE_S), remote.STOP_AGENT]
-                    return await remote.run(conn, sh_join(argv), host, "removing Styx", timeout_s=STOP_GRACE_S + 120)
-                finally:
-                    for node_id in [n for n, (h, _) in self._tunnels.items() if h == host]:
-                        for listener in self._tunnels.pop(node_id)[1]:
-                            listener.close()
-                    self._release(host)
+                async with self.sessions.use(host) as conn:
+                    try:
+                        argv = ["sh", "-c", remote.SWEEP, "sh", root, str(STOP_GRACE_S), remote.STOP_AGENT]
+                        return await remote.run(
+                            conn, sh_join(argv), host, "removing Styx", timeout_s=STOP_GRACE_S + 120
+                        )
+                    finally:
+                        for node_id in [n for n, (h, _) in self._tunnels.items() if h == host]:
+                            self._drop(node_id)
 
             try:
                 removed = self.sessions.run(stop(), timeout_s=STOP_GRACE_S + 150).split()

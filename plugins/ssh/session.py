@@ -17,10 +17,11 @@ unreachable (CAPACITY, so the broker tries another host), refused key or host ke
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import threading
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any, TypeVar
@@ -47,6 +48,9 @@ class Sessions:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._conns: dict[tuple[str, str, int], Any] = {}
         self._connecting: dict[tuple[str, str, int], asyncio.Lock] = {}
+        # On the loop: operations using each host's connection now, and tunnels riding on it.
+        self._users: dict[tuple[str, str, int], int] = {}
+        self._pins: dict[tuple[str, str, int], int] = {}
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -84,9 +88,40 @@ class Sessions:
 
     # -- connections (call on the loop) --------------------------------------------------
 
+    @contextlib.asynccontextmanager
+    async def use(self, host: Host) -> AsyncIterator[Any]:
+        """The host's connection for one operation. It is closed when the last operation
+        using it ends, unless a tunnel rides on it (``pin``): an idle host holds no sshd
+        session, and one operation never closes the connection under another."""
+        key = _key(host)
+        self._users[key] = self._users.get(key, 0) + 1
+        try:
+            yield await self.connect(host)
+        finally:
+            self._users[key] -= 1
+            if not self._users[key] and not self._pins.get(key):
+                self._close(key)
+
+    def pin(self, host: Host) -> None:
+        """Keep the host's connection open for a tunnel (call on the loop)."""
+        key = _key(host)
+        self._pins[key] = self._pins.get(key, 0) + 1
+
+    def unpin(self, host: Host) -> None:
+        """A tunnel on the host's connection closed; close the connection when unused."""
+        key = _key(host)
+        self._pins[key] = max(0, self._pins.get(key, 0) - 1)
+        if not self._pins[key] and not self._users.get(key):
+            self._close(key)
+
+    def _close(self, key: tuple[str, str, int]) -> None:
+        conn = self._conns.pop(key, None)
+        if conn is not None:
+            conn.close()
+
     async def connect(self, host: Host) -> Any:
         """The host's open connection, made (and its host key checked) on first use."""
-        key = (host.user, host.ip, host.port)
+        key = _key(host)
         conn = self._conns.get(key)
         if conn is not None and not conn.is_closed():
             return conn
@@ -99,11 +134,9 @@ class Sessions:
             self._conns[key] = conn
             return conn
 
-    def forget(self, host: Host) -> None:
-        """Drop the cached connection of ``host`` (call on the loop)."""
-        conn = self._conns.pop((host.user, host.ip, host.port), None)
-        if conn is not None:
-            conn.close()
+
+def _key(host: Host) -> tuple[str, str, int]:
+    return (host.user, host.ip, host.port)
 
 
 async def _open(host: Host, timeout_s: float) -> Any:

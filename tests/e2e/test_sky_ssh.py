@@ -74,6 +74,11 @@ def sky(home: Path, *args: str, timeout: float = 120.0) -> subprocess.CompletedP
     return run_sky(list(args), home, timeout=timeout, **ssh_env())
 
 
+def logs(home: Path) -> str:
+    """The plane's provisioner and broker logs (for assertion messages)."""
+    return "".join(f"\n--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(home.rglob("*.log")) if p.is_file())
+
+
 def styx_left(hosts: SshdHosts) -> dict[str, object]:
     """What Styx left on each host: processes besides sshd, and ~/.styx-ssh."""
     left: dict[str, object] = {}
@@ -83,6 +88,18 @@ def styx_left(hosts: SshdHosts) -> dict[str, object]:
         if procs or files:
             left[host.ip] = {"processes": procs, "styx-ssh": files}
     return left
+
+
+# First, on the fresh plane: its broker has not read the provisioner's offers yet.
+def test_show_gpus_and_check_list_the_pool(home: Path, sshd_pair: SshdHosts) -> None:
+    shown = sky(home, "show-gpus", "--infra", "ssh/pair")
+    assert shown.returncode == 0, shown.stderr
+    row = next((line for line in shown.stdout.splitlines() if line.startswith("A100")), "")
+    assert "ssh" in row and "2" in row, shown.stdout + shown.stderr + logs(home)
+    checked = sky(home, "check", "ssh")
+    assert checked.returncode == 0, checked.stderr
+    assert "enabled" in checked.stdout and "pair: 2/2 hosts up, A100 x4" in checked.stdout, checked.stdout
+    assert re.search(r"dead: 0/1 hosts up; ssh/dead root@\S+: cannot connect", checked.stdout), checked.stdout
 
 
 def test_gang_of_two_rank1_reaches_rank0_and_down_leaves_nothing(home: Path, sshd_pair: SshdHosts) -> None:
@@ -134,17 +151,6 @@ def test_gang_of_two_rank1_reaches_rank0_and_down_leaves_nothing(home: Path, ssh
     down = sky(home, "down", "gang")
     assert down.returncode == 0, down.stderr
     wait_until(lambda: not styx_left(sshd_pair), timeout=30, message="no Styx process or file left on the hosts")
-
-
-def test_show_gpus_and_check_list_the_pool(home: Path, sshd_pair: SshdHosts) -> None:
-    shown = sky(home, "show-gpus", "--infra", "ssh/pair")
-    assert shown.returncode == 0, shown.stderr
-    row = next((line for line in shown.stdout.splitlines() if line.startswith("A100")), "")
-    assert "ssh" in row and "2" in row, shown.stdout
-    checked = sky(home, "check", "ssh")
-    assert checked.returncode == 0, checked.stderr
-    assert "enabled" in checked.stdout and "pair: 2/2 hosts up, A100 x4" in checked.stdout, checked.stdout
-    assert re.search(r"dead: 0/1 hosts up; ssh/dead root@\S+: cannot connect", checked.stdout), checked.stdout
 
 
 def test_ssh_up_and_down(home: Path, sshd_pair: SshdHosts) -> None:

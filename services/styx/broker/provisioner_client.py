@@ -46,6 +46,10 @@ def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         raise Unavailable(error.message) from None
 
 
+# Seconds ListOffers may take (see GrpcProvisioner.list_offers).
+LIST_OFFERS_TIMEOUT_S = 20.0
+
+
 class GrpcProvisioner:
     """Calls styx.v1.Provisioner with short deadlines (the broker holds its lock meanwhile)."""
 
@@ -58,7 +62,10 @@ class GrpcProvisioner:
 
     def list_offers(self) -> list[Offer]:
         """Offers of every enabled provider."""
-        reply = _call(self._stub.ListOffers, provisioner_pb2.ListOffersRequest(), timeout=self._timeout)
+        # Host providers answer from live infrastructure (SSH hosts probed, clusters listed):
+        # slower than a lookup, and read without the broker's lock, so a longer deadline.
+        timeout = max(self._timeout, LIST_OFFERS_TIMEOUT_S)
+        reply = _call(self._stub.ListOffers, provisioner_pb2.ListOffersRequest(), timeout=timeout)
         return [offer_from_pb(o) for o in reply.offers]
 
     def list_providers(self) -> dict[str, str]:
