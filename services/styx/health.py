@@ -3,7 +3,8 @@ endpoint answers SERVING, 1 otherwise; the images' HEALTHCHECK.
 
 Without an endpoint it checks this container's own service: ``STYX_SERVICE`` (scheduler,
 broker or provisioner) on 127.0.0.1 at that service's port (``STYX_<SERVICE>_PORT``, else
-its default). TLS follows the clients' rules (``STYX_TLS_CA``).
+its default). TLS follows the clients' rules (``STYX_TLS_CA``). The agent image (``agent``)
+serves no gRPC: the broker judges an agent by its heartbeats, so there it exits 0.
 """
 
 from __future__ import annotations
@@ -21,8 +22,11 @@ DEFAULT_PORTS = {"scheduler": 50051, "broker": 50052, "provisioner": 50053}
 
 
 def own_endpoint(environ: dict[str, str] | os._Environ[str] = os.environ) -> str:
-    """The endpoint of this container's service, from STYX_SERVICE and its port variable."""
+    """The endpoint of this container's service, from STYX_SERVICE and its port variable;
+    '' for the agent, which serves nothing to check."""
     service = environ.get("STYX_SERVICE", "")
+    if service == "agent":
+        return ""
     if service not in DEFAULT_PORTS:
         raise ValueError(f"STYX_SERVICE={service!r}: set it to one of {', '.join(DEFAULT_PORTS)} or pass HOST:PORT")
     port = environ.get(f"STYX_{service.upper()}_PORT") or str(DEFAULT_PORTS[service])
@@ -54,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"styx.health: {exc}", file=sys.stderr)
         return 1
+    if not endpoint:
+        return 0
     if check(endpoint, args.service, args.timeout):
         return 0
     print(f"styx.health: {endpoint} is not serving", file=sys.stderr)
