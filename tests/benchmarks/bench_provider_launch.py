@@ -22,35 +22,18 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+from launch_timing import first_output  # noqa: E402
 
 from fakes.k8s_api import FakeKubernetes, FakeNode  # noqa: E402
+from helpers import sky_command  # noqa: E402
 
 BIN = Path(sys.executable).parent
-
-
-def _sky() -> list[str]:
-    script = BIN / "sky"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "styx_cli"]
-
-
-def _first_output(argv: list[str], env: dict[str, str], marker: str = "first") -> float:
-    """Seconds from spawning ``argv`` to ``marker`` on its stdout (it then runs to the end)."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    assert proc.stdout is not None
-    seen = float("nan")
-    for line in proc.stdout:
-        if line.strip() == marker and seen != seen:
-            seen = time.perf_counter() - start
-    proc.wait(120)
-    if proc.returncode != 0 or seen != seen:
-        raise SystemExit(f"{' '.join(argv)} exited {proc.returncode} without printing {marker!r}")
-    return seen
 
 
 def main() -> None:
@@ -76,20 +59,20 @@ def main() -> None:
             results: dict[str, list[float]] = {"process spawn (floor)": [], "local": [], "kubernetes": []}
             # Warm-up: starts the control plane (not timed) and imports everything once.
             for argv in (["launch", "-c", "warm", "--infra", "local", "--", "true"], ["down", "warm"]):
-                subprocess.run([*_sky(), *argv], env=env, check=True, capture_output=True)
+                subprocess.run([*sky_command(), *argv], env=env, check=True, capture_output=True)
             for i in range(args.runs):
-                results["process spawn (floor)"].append(_first_output(["bash", "-c", "echo first"], env))
+                results["process spawn (floor)"].append(first_output(["bash", "-c", "echo first"], env))
                 for provider, infra in (("local", "local"), ("kubernetes", "k8s")):
                     name = f"b-{provider[:3]}-{i}"
-                    argv = [*_sky(), "launch", "-c", name, "--infra", infra, "--", "echo first"]
-                    results[provider].append(_first_output(argv, env))
-                    subprocess.run([*_sky(), "down", name], env=env, check=True, capture_output=True)
+                    argv = [*sky_command(), "launch", "-c", name, "--infra", infra, "--", "echo first"]
+                    results[provider].append(first_output(argv, env))
+                    subprocess.run([*sky_command(), "down", name], env=env, check=True, capture_output=True)
             print(f"sky launch -> first output line, {args.runs} runs each (new node per run, plane warm)")
             for what, values in results.items():
                 shown = ", ".join(f"{v:.3f}" for v in values)
                 print(f"  {what:<24} median {statistics.median(values):6.3f} s   ({shown})")
         finally:
-            subprocess.run([*_sky(), "local", "down"], env=env, capture_output=True)
+            subprocess.run([*sky_command(), "local", "down"], env=env, capture_output=True)
             cluster.close()
 
 

@@ -29,31 +29,14 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
 
+from launch_timing import first_output  # noqa: E402
+
+from helpers import sky_command  # noqa: E402
 from sshd_hosts import SshdHosts  # noqa: E402
 
 BIN = Path(sys.executable).parent
-
-
-def _sky() -> list[str]:
-    script = BIN / "sky"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "styx_cli"]
-
-
-def _first_output(argv: list[str], env: dict[str, str], marker: str = "first") -> float:
-    """Seconds from spawning ``argv`` to ``marker`` on its stdout (it then runs to the end)."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    seen = float("nan")
-    for line in proc.stdout:
-        if line.strip() == marker and seen != seen:
-            seen = time.perf_counter() - start
-    proc.wait(300)
-    if proc.returncode != 0 or seen != seen:
-        err = proc.stderr.read() if proc.stderr else ""
-        raise SystemExit(f"{' '.join(argv)} exited {proc.returncode} without printing {marker!r}: {err[-800:]}")
-    return seen
 
 
 def _timed(argv: list[str]) -> float:
@@ -90,25 +73,25 @@ def main() -> None:
                 "ssh, node up": [],
             }
             for argv in (["launch", "-c", "warm", "--infra", "local", "--", "true"], ["down", "warm"]):
-                subprocess.run([*_sky(), *argv], env=env, check=True, capture_output=True)
+                subprocess.run([*sky_command(), *argv], env=env, check=True, capture_output=True)
             for i in range(args.runs):
                 results["ssh HOST true (floor)"].append(_timed(hosts.ssh_argv(hosts.hosts[0], "true")))
                 name = f"b-loc-{i}"
-                argv = [*_sky(), "launch", "-c", name, "--infra", "local", "--", "echo first"]
-                results["local, node new (floor)"].append(_first_output(argv, env))
-                subprocess.run([*_sky(), "down", name], env=env, check=True, capture_output=True)
+                argv = [*sky_command(), "launch", "-c", name, "--infra", "local", "--", "echo first"]
+                results["local, node new (floor)"].append(first_output(argv, env))
+                subprocess.run([*sky_command(), "down", name], env=env, check=True, capture_output=True)
                 name = f"b-ssh-{i}"
-                argv = [*_sky(), "launch", "-c", name, "--infra", "ssh/bench", "--", "echo first"]
-                results["ssh, node new"].append(_first_output(argv, env))
-                argv = [*_sky(), "exec", name, "--", "echo first"]
-                results["ssh, node up"].append(_first_output(argv, env))
-                subprocess.run([*_sky(), "down", name], env=env, check=True, capture_output=True)
+                argv = [*sky_command(), "launch", "-c", name, "--infra", "ssh/bench", "--", "echo first"]
+                results["ssh, node new"].append(first_output(argv, env))
+                argv = [*sky_command(), "exec", name, "--", "echo first"]
+                results["ssh, node up"].append(first_output(argv, env))
+                subprocess.run([*sky_command(), "down", name], env=env, check=True, capture_output=True)
             print(f"sky launch -> first output line on SSH hosts, {args.runs} runs each (plane warm)")
             for what, values in results.items():
                 shown = ", ".join(f"{v:.3f}" for v in values)
                 print(f"  {what:<26} median {statistics.median(values):6.3f} s   ({shown})")
         finally:
-            subprocess.run([*_sky(), "local", "down"], env=env, capture_output=True)
+            subprocess.run([*sky_command(), "local", "down"], env=env, capture_output=True)
             hosts.close()
 
 
