@@ -20,37 +20,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from styx.common.resources import gpu_model
 from styx.provider import Offer
 
 GPU_RESOURCES = ("nvidia.com/gpu", "amd.com/gpu")
 #: Node labels naming the GPU model, in the order tried (a configured label goes first).
 GPU_LABELS = ("nvidia.com/gpu.product", "cloud.google.com/gke-accelerator", "amd.com/gpu.product")
-#: Short names offers use; a label value containing one of these tokens maps to it.
-KNOWN_GPUS = (
-    "GB200",
-    "B200",
-    "H200",
-    "H100",
-    "GH200",
-    "A100",
-    "A10G",
-    "A10",
-    "A40",
-    "L40S",
-    "L40",
-    "L4",
-    "T4",
-    "V100",
-    "P100",
-    "P4",
-    "K80",
-    "MI300X",
-    "MI250X",
-    "MI210",
-    "RTX6000",
-    "A6000",
-    "A5000",
-)
 _UNITS = {
     "Ki": 2**10,
     "Mi": 2**20,
@@ -77,16 +52,6 @@ def quantity(text: object) -> float:
         if raw.endswith(suffix):
             return float(raw[: -len(suffix)]) * _UNITS[suffix]
     return float(raw) if raw else 0.0
-
-
-def gpu_model(value: str) -> str:
-    """A short GPU name from a label value: "NVIDIA-A100-SXM4-80GB" and "nvidia-tesla-a100"
-    give "A100"; a value with no known token is kept, cleaned ("MyGPU-X" -> "MyGPU-X")."""
-    tokens = re.split(r"[\s\-_/]+", value.upper())
-    for name in KNOWN_GPUS:
-        if name in tokens:
-            return name
-    return re.sub(r"[^A-Za-z0-9.]", "", value) or "GPU"
 
 
 @dataclass(frozen=True)

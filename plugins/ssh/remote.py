@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from styx.agent.hardware import NVIDIA_SMI_QUERY, Gpu, parse_nvidia_smi
+from styx.common.resources import gpu_model
 from styx.provider import ProviderError, ProviderErrorKind, clip
-from styx_plugins.kubernetes.shapes import gpu_model  # one GPU-name table for both providers
 from styx_plugins.ssh.pools import Host
 
 MIN_PYTHON = (3, 11)

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from styx.common.resources import infra_parts
+from styx.common.resources import gpu_model, infra_parts
 from styx.provider import AgentLaunch, CreateRequest, Offer
 from styx_plugins.kubernetes import pods, shapes
 
@@ -47,7 +47,7 @@ def test_quantities() -> None:
     ],
 )
 def test_gpu_model_from_labels(label: str, name: str) -> None:
-    assert shapes.gpu_model(label) == name
+    assert gpu_model(label) == name
 
 
 def test_shape_names_round_trip_and_sort_small_first() -> None:

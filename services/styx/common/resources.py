@@ -161,6 +161,44 @@ def gpu_matches(device_name: str, wanted: str) -> bool:
     return wanted.upper() in tokens or device_name.upper() == wanted.upper()
 
 
+#: Short names offers use; a label value containing one of these tokens maps to it.
+KNOWN_GPUS = (
+    "GB200",
+    "B200",
+    "H200",
+    "H100",
+    "GH200",
+    "A100",
+    "A10G",
+    "A10",
+    "A40",
+    "L40S",
+    "L40",
+    "L4",
+    "T4",
+    "V100",
+    "P100",
+    "P4",
+    "K80",
+    "MI300X",
+    "MI250X",
+    "MI210",
+    "RTX6000",
+    "A6000",
+    "A5000",
+)
+
+
+def gpu_model(value: str) -> str:
+    """A short GPU name from a label value: "NVIDIA-A100-SXM4-80GB" and "nvidia-tesla-a100"
+    give "A100"; a value with no known token is kept, cleaned ("MyGPU-X" -> "MyGPU-X")."""
+    tokens = re.split(r"[\s\-_/]+", value.upper())
+    for name in KNOWN_GPUS:
+        if name in tokens:
+            return name
+    return re.sub(r"[^A-Za-z0-9.]", "", value) or "GPU"
+
+
 #: Short provider names accepted in ``infra`` (SkyPilot's spelling): ``k8s/CONTEXT``.
 PROVIDER_ALIASES = {"k8s": "kubernetes"}
 
